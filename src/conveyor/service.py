@@ -1,0 +1,3 @@
+"""The operations users name, wiring registry, ledger and policy. Faces call only this."""
+
+from __future__ import annotations
