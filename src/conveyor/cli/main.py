@@ -50,7 +50,8 @@ def run() -> None:
     try:
         app(standalone_mode=False)
     except ConveyorError as exc:
-        _fail(str(exc), exc.exit_code)
+        # A config file's problems are all listed, one per line, under the summary.
+        _fail(str(exc), exc.exit_code, details=getattr(exc, "problems", None) or [])
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -71,8 +72,10 @@ def run() -> None:
     sys.exit(0)
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int, details: list[str] | None = None) -> None:
     sys.stderr.write(f"conveyor: error: {' '.join(message.split())}\n")
+    for line in details or []:
+        sys.stderr.write(f"  {' '.join(line.split())}\n")
     sys.exit(code)
 
 

@@ -1,0 +1,1 @@
+"""Policy: conveyor.yaml (identities, environments, gates) and gate evaluation."""
