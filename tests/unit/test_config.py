@@ -105,3 +105,24 @@ def test_find_config_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert find_config(cwd=tmp_path) == other.resolve()
     with pytest.raises(ConfigError, match="does not exist"):
         find_config(tmp_path / "nope.yaml")
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    path = tmp_path / "conveyor.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="alias bomb"):
+        load_config(path)
+
+
+def test_problem_list_is_sorted_by_line(tmp_path: Path) -> None:
+    text = "colour: blue\nversion: 3\nidentities: {ci: {key: nope.pub, roles: [root]}}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text, keys=()))
+    lines = [
+        int(p.removeprefix(f"{tmp_path}/conveyor.yaml:").split(":")[0]) for p in info.value.problems
+    ]
+    assert lines == sorted(lines)
+    assert len(lines) == 4
