@@ -1,0 +1,367 @@
+"""OCI image layout store: read, write, verify, refuse traversal, atomicity, concurrency."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor.errors import (
+    DigestMismatch,
+    ManifestError,
+    NotFoundError,
+    StorageError,
+)
+from conveyor.oci.digest import Digest
+from conveyor.oci.layout import REF_NAME_ANNOTATION, LayoutRepository, validate_ref_name
+from conveyor.oci.store import RawManifest, Repository
+from tests.support.images import OCI_INDEX, OCI_MANIFEST, build_image, build_index
+
+
+def _digest(data: bytes) -> Digest:
+    return Digest("sha256", hashlib.sha256(data).hexdigest())
+
+
+def _index(layout: Path) -> dict[str, object]:
+    doc: dict[str, object] = json.loads((layout / "index.json").read_text())
+    return doc
+
+
+def _manifest(data: bytes, media_type: str = OCI_MANIFEST) -> RawManifest:
+    return RawManifest(data=data, media_type=media_type, digest=_digest(data))
+
+
+def _valid_manifest(n: int) -> RawManifest:
+    config = json.dumps({"n": n}).encode()
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": str(_digest(config)),
+            "size": len(config),
+        },
+        "layers": [],
+    }
+    return _manifest(json.dumps(doc).encode())
+
+
+def _blob_path(layout: Path, digest: Digest) -> Path:
+    return layout / "blobs" / digest.algorithm / digest.encoded
+
+
+def test_create_writes_spec_files(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "new", create=True)
+    assert isinstance(repo, Repository)
+    assert json.loads((tmp_path / "new" / "oci-layout").read_text()) == {
+        "imageLayoutVersion": "1.0.0"
+    }
+    index = _index(tmp_path / "new")
+    assert index["schemaVersion"] == 2
+    assert index["manifests"] == []
+    assert (tmp_path / "new" / "blobs").is_dir()
+    assert repo.list_tags() == []
+    assert repo.display_name == f"oci:{tmp_path / 'new'}"
+
+
+def test_missing_layout_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError):
+        LayoutRepository(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotFoundError, match="oci-layout"):
+        LayoutRepository(tmp_path / "empty")
+
+
+def test_reads_layout_written_independently(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "l", tag="v1", labels={"git.commit": "abc"})
+    repo = LayoutRepository(img.layout)
+    raw = repo.get_manifest("v1")
+    assert str(raw.digest) == img.digest
+    assert raw.media_type == OCI_MANIFEST
+    assert hashlib.sha256(raw.data).hexdigest() == img.digest.split(":")[1]
+    assert repo.get_manifest(Digest.parse(img.digest)).data == raw.data
+    assert repo.list_tags() == ["v1"]
+    for digest, size in img.blobs.items():
+        d = Digest.parse(digest)
+        assert repo.blob_size(d) == size
+        with repo.open_blob(d, size=size) as chunks:
+            data = b"".join(chunks)
+        assert hashlib.sha256(data).hexdigest() == d.encoded
+    with pytest.raises(NotFoundError):
+        repo.get_manifest("v2")
+
+
+def test_tampered_blob_is_refused_on_read(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "l", layer_sizes=(4096,))
+    layer = next(Digest.parse(d) for d, s in img.blobs.items() if s > 4096)
+    path = _blob_path(img.layout, layer)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    repo = LayoutRepository(img.layout)
+    with pytest.raises(DigestMismatch), repo.open_blob(layer) as chunks:
+        for _ in chunks:
+            pass
+
+
+def test_tampered_manifest_is_refused(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "l")
+    path = _blob_path(img.layout, Digest.parse(img.digest))
+    path.write_bytes(path.read_bytes().replace(b"schemaVersion", b"schemaVersioN"))
+    with pytest.raises(DigestMismatch):
+        LayoutRepository(img.layout).get_manifest("latest")
+
+
+def test_write_blob_then_read_back(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    digest = _digest(data)
+    repo.write_blob(digest, len(data), [data[i : i + 65536] for i in range(0, len(data), 65536)])
+    assert repo.blob_size(digest) == len(data)
+    assert _blob_path(tmp_path / "l", digest).read_bytes() == data
+    # Writing again is a no-op (content addressed).
+    repo.write_blob(digest, len(data), [data])
+    with repo.open_blob(digest, size=len(data)) as chunks:
+        assert b"".join(chunks) == data
+
+
+def test_write_blob_with_wrong_bytes_leaves_nothing(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    digest = _digest(b"the real content")
+    with pytest.raises(DigestMismatch):
+        repo.write_blob(digest, 16, [b"not the content!"])
+    assert repo.blob_size(digest) is None
+    assert list((tmp_path / "l" / "blobs").rglob("*")) in ([], [tmp_path / "l/blobs/sha256"])
+
+
+def test_failing_chunk_iterator_leaves_no_blob(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    data = os.urandom(200_000)
+    digest = _digest(data)
+
+    def broken() -> Iterator[bytes]:
+        yield data[:100_000]
+        raise ConnectionResetError("the network went away")
+
+    with pytest.raises(ConnectionResetError):
+        repo.write_blob(digest, len(data), broken())
+    assert repo.blob_size(digest) is None
+    leftovers = [p for p in (tmp_path / "l" / "blobs").rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_put_manifest_tags_replace_and_digest_entries(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    m1, m2 = _valid_manifest(1), _valid_manifest(2)
+    repo.put_manifest(m1)
+    repo.put_manifest(m1)  # by digest, twice: one untagged entry
+    entries = _index(tmp_path / "l")["manifests"]
+    assert entries == [{"mediaType": OCI_MANIFEST, "digest": str(m1.digest), "size": len(m1.data)}]
+    repo.put_manifest(m1, tag="v1")
+    repo.put_manifest(m2, tag="v2")
+    repo.put_manifest(m2, tag="v1")  # moves v1
+    entries = _index(tmp_path / "l")["manifests"]
+    assert isinstance(entries, list)
+    names = {e["annotations"][REF_NAME_ANNOTATION]: e["digest"] for e in entries}
+    assert names == {"v1": str(m2.digest), "v2": str(m2.digest)}
+    assert repo.get_manifest("v1").data == m2.data
+    assert sorted(repo.list_tags()) == ["v1", "v2"]
+    assert repo.has_manifest(m1.digest)  # the blob stays
+
+
+def test_put_manifest_refuses_wrong_digest(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    lying = RawManifest(data=b'{"schemaVersion":2}', media_type=OCI_MANIFEST, digest=_digest(b"x"))
+    with pytest.raises(DigestMismatch):
+        repo.put_manifest(lying)
+    assert _index(tmp_path / "l")["manifests"] == []
+
+
+def test_index_children_are_blobs_only(tmp_path: Path) -> None:
+    src = build_index(tmp_path / "src", tag="multi")
+    source = LayoutRepository(src.layout)
+    top = source.get_manifest("multi")
+    children = [Digest.parse(c["digest"]) for c in json.loads(top.data)["manifests"]]
+    dst = LayoutRepository(tmp_path / "dst", create=True)
+    for blob, size in src.blobs.items():
+        with source.open_blob(Digest.parse(blob)) as chunks:
+            dst.write_blob(Digest.parse(blob), size, chunks)
+    for child in children:
+        dst.put_manifest(source.get_manifest(child))
+    dst.put_manifest(top)
+    dst.put_manifest(top, tag="multi")
+    entries = _index(tmp_path / "dst")["manifests"]
+    assert isinstance(entries, list)
+    assert [e["digest"] for e in entries] == [str(top.digest)]
+    assert entries[0]["mediaType"] == OCI_INDEX
+    # A child put again by digest does not reappear at the top level.
+    dst.put_manifest(source.get_manifest(children[0]))
+    assert len(_index(tmp_path / "dst")["manifests"]) == 1  # type: ignore[arg-type]
+    assert all(dst.has_manifest(c) for c in children)
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["../x", "..", "a/../../b", "/etc", ".hidden", "a..b", "", "x" * 300, "a b", "a\nb", "é"],
+)
+def test_bad_tags_are_refused(tmp_path: Path, tag: str) -> None:
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    m = _valid_manifest(0)
+    with pytest.raises(StorageError):
+        repo.put_manifest(m, tag=tag)
+    with pytest.raises(StorageError):
+        repo.get_manifest(tag)
+    assert _index(tmp_path / "l")["manifests"] == []
+
+
+@pytest.mark.parametrize("tag", ["latest", "v1.2.3", "1.0_rc-1", "a--b", "release/2026", "A:B@C+d"])
+def test_valid_ref_names(tag: str) -> None:
+    assert validate_ref_name(tag) == tag
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "../x", "a/../b", "/abs"])
+def test_layout_with_traversal_ref_name_is_refused(tmp_path: Path, name: str) -> None:
+    img = build_image(tmp_path / "l")
+    index = _index(img.layout)
+    index["manifests"][0]["annotations"][REF_NAME_ANNOTATION] = name  # type: ignore[index]
+    (img.layout / "index.json").write_text(json.dumps(index))
+    with pytest.raises(StorageError, match="not a valid ref name"):
+        LayoutRepository(img.layout)
+
+
+@pytest.mark.parametrize(
+    "index_text",
+    [
+        "not json",
+        "[]",
+        '{"manifests": 3}',
+        '{"manifests": [{"digest": "md5:abc", "size": 1}]}',
+        '{"manifests": [{"digest": "sha256:../../x", "size": 1}]}',
+        '{"manifests": [], "manifests": []}',
+        '{"manifests": [{"digest": "sha256:' + "a" * 64 + '", "annotations": []}]}',
+    ],
+)
+def test_hostile_index_json_is_refused(tmp_path: Path, index_text: str) -> None:
+    img = build_image(tmp_path / "l")
+    (img.layout / "index.json").write_text(index_text)
+    with pytest.raises(StorageError):
+        LayoutRepository(img.layout)
+
+
+def test_bad_layout_version_is_refused(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "l")
+    (img.layout / "oci-layout").write_text('{"imageLayoutVersion": "2.0.0"}')
+    with pytest.raises(StorageError, match="imageLayoutVersion"):
+        LayoutRepository(img.layout)
+
+
+def test_symlinked_blob_escaping_layout_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "outside.txt"
+    secret.write_bytes(b"secret outside the layout")
+    digest = _digest(secret.read_bytes())
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    link = _blob_path(tmp_path / "l", digest)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(secret)
+    with pytest.raises(StorageError, match="outside the layout"):
+        repo.blob_size(digest)
+    with pytest.raises(StorageError, match="outside the layout"), repo.open_blob(digest):
+        pass
+    with pytest.raises(StorageError, match="outside the layout"):
+        repo.get_manifest(digest)
+
+
+def test_symlinked_blobs_directory_escaping_layout_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    img = build_image(tmp_path / "l")
+    (img.layout / "blobs").rename(outside)
+    (img.layout / "blobs").symlink_to(outside)
+    with pytest.raises(StorageError, match="outside the layout"):
+        LayoutRepository(img.layout).get_manifest("latest")
+
+
+def test_concurrent_index_updates_lose_nothing(tmp_path: Path) -> None:
+    LayoutRepository(tmp_path / "l", create=True)
+    manifests = [_valid_manifest(i) for i in range(24)]
+    errors: list[BaseException] = []
+
+    def writer(chunk: list[RawManifest], offset: int) -> None:
+        repo = LayoutRepository(tmp_path / "l")  # separate object, as another process would
+        try:
+            for n, m in enumerate(chunk):
+                repo.put_manifest(m, tag=f"t{offset + n}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=(manifests[i : i + 6], i)) for i in range(0, 24, 6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    repo = LayoutRepository(tmp_path / "l")
+    assert sorted(repo.list_tags()) == sorted(f"t{i}" for i in range(24))
+    for i, m in enumerate(manifests):
+        assert repo.get_manifest(f"t{i}").digest == m.digest
+
+
+def test_manifest_over_limit_is_refused(tmp_path: Path) -> None:
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    big = b'{"schemaVersion":2,"pad":"' + b"a" * (4 * 1024 * 1024) + b'"}'
+    digest = _digest(big)
+    repo.write_blob(digest, len(big), [big])
+    with pytest.raises(ManifestError, match="limit"):
+        repo.get_manifest(digest)
+    with pytest.raises(ManifestError, match="limit"):
+        repo.put_manifest(RawManifest(big, OCI_MANIFEST, digest), tag="big")
+
+
+def test_manifest_media_type_disagreeing_with_index_is_refused(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "l")
+    index = _index(img.layout)
+    index["manifests"][0]["mediaType"] = OCI_INDEX  # type: ignore[index]
+    (img.layout / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ManifestError, match="ambiguous"):
+        LayoutRepository(img.layout).get_manifest("latest")
+
+
+def test_duplicate_tag_pointing_two_ways_is_refused(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "l", tag="v1")
+    other = build_image(tmp_path / "l", tag=None, write_index_entry=False)
+    index = _index(img.layout)
+    entries = index["manifests"]
+    assert isinstance(entries, list)
+    entries.append({**entries[0], "digest": other.digest})
+    (img.layout / "index.json").write_text(json.dumps(index))
+    with pytest.raises(StorageError, match="refusing to guess"):
+        LayoutRepository(img.layout).get_manifest("v1")
+
+
+def test_mount_blob_hard_links_between_layouts(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "a", layer_sizes=(10_000,))
+    source = LayoutRepository(img.layout)
+    dest = LayoutRepository(tmp_path / "b", create=True)
+    for digest in img.blobs:
+        d = Digest.parse(digest)
+        assert dest.mount_blob(d, source)
+        assert dest.blob_size(d) == img.blobs[digest]
+        assert os.path.samefile(_blob_path(img.layout, d), _blob_path(tmp_path / "b", d))
+    missing = _digest(b"nothing")
+    assert not dest.mount_blob(missing, source)
+
+
+def test_mount_blob_refuses_corrupt_source(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "a", layer_sizes=(10_000,))
+    layer = next(Digest.parse(d) for d, s in img.blobs.items() if s > 10_000)
+    path = _blob_path(img.layout, layer)
+    path.write_bytes(b"tampered" + path.read_bytes()[8:])
+    dest = LayoutRepository(tmp_path / "b", create=True)
+    assert not dest.mount_blob(layer, LayoutRepository(img.layout))
+    assert dest.blob_size(layer) is None
