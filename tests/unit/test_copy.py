@@ -1,0 +1,289 @@
+"""Copy engine between any two Repository implementations (here: OCI layouts and fakes)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from conveyor.errors import DigestMismatch, ManifestError, NotFoundError
+from conveyor.oci.digest import Digest
+from conveyor.oci.layout import LayoutRepository
+from conveyor.oci.store import RawManifest, Repository
+from conveyor.registry.copy import CopyResult, copy
+from tests.support.images import build_image, build_index
+
+
+class Unmountable:
+    """Delegates to a layout but never mounts, so blobs are streamed; records calls."""
+
+    def __init__(self, inner: LayoutRepository) -> None:
+        self.inner = inner
+        self.written: list[Digest] = []
+        self.manifests_put: list[tuple[Digest, str | None]] = []
+        self.lock = threading.Lock()
+
+    @property
+    def display_name(self) -> str:
+        return self.inner.display_name
+
+    def get_manifest(self, reference: str | Digest) -> RawManifest:
+        return self.inner.get_manifest(reference)
+
+    def has_manifest(self, digest: Digest) -> bool:
+        return self.inner.has_manifest(digest)
+
+    def put_manifest(self, manifest: RawManifest, *, tag: str | None = None) -> None:
+        self.manifests_put.append((manifest.digest, tag))
+        self.inner.put_manifest(manifest, tag=tag)
+
+    def blob_size(self, digest: Digest) -> int | None:
+        return self.inner.blob_size(digest)
+
+    def open_blob(
+        self, digest: Digest, *, size: int | None = None
+    ) -> AbstractContextManager[Iterator[bytes]]:
+        return self.inner.open_blob(digest, size=size)
+
+    def write_blob(self, digest: Digest, size: int, chunks: Iterable[bytes]) -> None:
+        self.inner.write_blob(digest, size, chunks)
+        with self.lock:
+            self.written.append(digest)
+
+    def mount_blob(self, digest: Digest, source: Repository) -> bool:
+        return False
+
+    def list_tags(self) -> list[str]:
+        return self.inner.list_tags()
+
+
+class LyingBlobs(Unmountable):
+    """A broken source that serves wrong bytes for one blob without checking them."""
+
+    def __init__(self, inner: LayoutRepository, victim: Digest) -> None:
+        super().__init__(inner)
+        self.victim = victim
+
+    def open_blob(
+        self, digest: Digest, *, size: int | None = None
+    ) -> AbstractContextManager[Iterator[bytes]]:
+        if digest != self.victim:
+            return self.inner.open_blob(digest, size=size)
+        path = self.inner.path / "blobs" / digest.algorithm / digest.encoded
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        return contextlib.nullcontext(iter([bytes(data[:1000]), bytes(data[1000:])]))
+
+
+class LyingManifest(Unmountable):
+    """A broken source whose manifest bytes do not hash to the digest it claims."""
+
+    def get_manifest(self, reference: str | Digest) -> RawManifest:
+        real = self.inner.get_manifest(reference)
+        return RawManifest(real.data + b" ", real.media_type, real.digest)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.total = 0
+        self.blobs = 0
+        self.advanced = 0
+        self.done: list[tuple[Digest, str]] = []
+        self.lock = threading.Lock()
+
+    def start(self, total_bytes: int, blobs: int) -> None:
+        self.total, self.blobs = total_bytes, blobs
+
+    def advance(self, nbytes: int) -> None:
+        with self.lock:
+            self.advanced += nbytes
+
+    def blob_done(self, digest: Digest, how: str) -> None:
+        with self.lock:
+            self.done.append((digest, how))
+
+
+def _all_files(layout: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(layout)): p.read_bytes()
+        for p in (layout / "blobs").rglob("*")
+        if p.is_file()
+    }
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_copy_image_streams_every_blob_and_keeps_digest(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "src", tag="v1", layer_sizes=(300_000, 5000, 2_000_000))
+    source = LayoutRepository(img.layout)
+    dest = Unmountable(LayoutRepository(tmp_path / "dst", create=True))
+    progress = Recorder()
+    result = copy(source, "v1", dest, tags=["v1", "stable"], progress=progress, concurrency=3)
+
+    assert isinstance(result, CopyResult)
+    assert str(result.digest) == img.digest
+    assert result.manifests == 1
+    assert result.blobs_copied == len(img.blobs)
+    assert (result.blobs_mounted, result.blobs_skipped) == (0, 0)
+    assert result.bytes_transferred == sum(img.blobs.values())
+    assert progress.total == sum(img.blobs.values()) == progress.advanced
+    assert sorted(how for _, how in progress.done) == ["copied"] * len(img.blobs)
+    # Bytes identical to the source, and the manifest is the same bytes.
+    for digest, data in _all_files(tmp_path / "dst").items():
+        assert (img.layout / digest).read_bytes() == data
+    copied = LayoutRepository(tmp_path / "dst")
+    assert _sha(copied.get_manifest("stable").data) == img.digest
+    assert sorted(copied.list_tags()) == ["stable", "v1"]
+    # Manifest last: by digest first, then each tag.
+    assert [tag for _, tag in dest.manifests_put] == [None, "v1", "stable"]
+
+
+def test_blobs_go_largest_first(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "src", layer_sizes=(3000, 900_000, 40_000, 7_000_000))
+    dest = Unmountable(LayoutRepository(tmp_path / "dst", create=True))
+    copy(LayoutRepository(img.layout), "latest", dest, concurrency=1)
+    sizes = [img.blobs[str(d)] for d in dest.written]
+    assert sizes == sorted(img.blobs.values(), reverse=True)
+
+
+def test_copy_is_idempotent(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "src", layer_sizes=(50_000, 70_000))
+    source = LayoutRepository(img.layout)
+    dest = Unmountable(LayoutRepository(tmp_path / "dst", create=True))
+    first = copy(source, "latest", dest, tags=["latest"])
+    second = copy(source, "latest", dest, tags=["latest"])
+    assert first.blobs_copied == len(img.blobs)
+    assert second.blobs_copied == 0
+    assert second.blobs_skipped == len(img.blobs)
+    assert second.bytes_transferred == 0
+    assert second.digest == first.digest
+
+
+def test_copy_completes_after_a_crash_midway(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "src", layer_sizes=(50_000, 70_000, 90_000))
+    source = LayoutRepository(img.layout)
+    dest_layout = LayoutRepository(tmp_path / "dst", create=True)
+    # A previous run committed one blob and then died.
+    some = Digest.parse(next(iter(img.blobs)))
+    with source.open_blob(some) as chunks:
+        dest_layout.write_blob(some, img.blobs[str(some)], chunks)
+    result = copy(source, "latest", Unmountable(dest_layout), tags=["latest"])
+    assert result.blobs_skipped == 1
+    assert result.blobs_copied == len(img.blobs) - 1
+    assert str(dest_layout.get_manifest("latest").digest) == img.digest
+
+
+def test_copy_index_with_all_children(tmp_path: Path) -> None:
+    idx = build_index(tmp_path / "src", tag="multi", architectures=("amd64", "arm64", "s390x"))
+    source = LayoutRepository(idx.layout)
+    dest = Unmountable(LayoutRepository(tmp_path / "dst", create=True))
+    result = copy(source, "multi", dest, tags=["multi"])
+    assert str(result.digest) == idx.digest
+    assert result.manifests == 4
+    top = json.loads(source.get_manifest("multi").data)
+    children = [c["digest"] for c in top["manifests"]]
+    # Children by digest before the index; the index last (by digest, then the tag).
+    assert [str(d) for d, _ in dest.manifests_put] == [*children, idx.digest, idx.digest]
+    copied = LayoutRepository(tmp_path / "dst")
+    assert _sha(copied.get_manifest("multi").data) == idx.digest
+    for child in children:
+        assert _sha(copied.get_manifest(Digest.parse(child)).data) == child
+    blob_digests = {d for d in idx.blobs if d not in children}
+    assert result.blobs_copied == len(blob_digests)
+    again = copy(source, "multi", dest, tags=["multi"])
+    assert (again.blobs_copied, again.blobs_skipped) == (0, len(blob_digests))
+
+
+def test_copy_by_digest(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "src")
+    dest = LayoutRepository(tmp_path / "dst", create=True)
+    result = copy(LayoutRepository(img.layout), Digest.parse(img.digest), dest)
+    assert str(result.digest) == img.digest
+    assert dest.list_tags() == []
+    assert dest.has_manifest(result.digest)
+
+
+def test_layout_to_layout_mounts_by_hard_link(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "src", layer_sizes=(100_000,))
+    dest = LayoutRepository(tmp_path / "dst", create=True)
+    result = copy(LayoutRepository(img.layout), "latest", dest, tags=["latest"])
+    assert result.blobs_mounted == len(img.blobs)
+    assert result.bytes_transferred == 0
+    assert str(dest.get_manifest("latest").digest) == img.digest
+
+
+def test_lying_blob_aborts_and_no_manifest_is_written(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "src", layer_sizes=(100_000, 200_000, 300_000))
+    victim = Digest.parse(sorted(img.blobs, key=lambda d: img.blobs[d])[1])
+    source = LyingBlobs(LayoutRepository(img.layout), victim)
+    dest = Unmountable(LayoutRepository(tmp_path / "dst", create=True))
+    with pytest.raises(DigestMismatch):
+        copy(source, "latest", dest, tags=["latest"])
+    assert dest.manifests_put == []
+    copied = LayoutRepository(tmp_path / "dst")
+    assert copied.list_tags() == []
+    assert copied.blob_size(victim) is None
+    assert not copied.has_manifest(Digest.parse(img.digest))
+    assert json.loads((tmp_path / "dst" / "index.json").read_text())["manifests"] == []
+
+
+def test_lying_manifest_is_refused(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "src")
+    dest = Unmountable(LayoutRepository(tmp_path / "dst", create=True))
+    with pytest.raises(DigestMismatch):
+        copy(LyingManifest(LayoutRepository(img.layout)), "latest", dest, tags=["latest"])
+    assert dest.manifests_put == []
+    assert dest.written == []
+
+
+def test_manifest_by_digest_must_match(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "src")
+    other = build_image(tmp_path / "other")
+
+    class WrongOne(Unmountable):
+        def get_manifest(self, reference: str | Digest) -> RawManifest:
+            data = (other.layout / "blobs/sha256" / other.digest.split(":")[1]).read_bytes()
+            return RawManifest(data, "application/vnd.oci.image.manifest.v1+json", _d(data))
+
+    def _d(data: bytes) -> Digest:
+        return Digest.parse(_sha(data))
+
+    dest = LayoutRepository(tmp_path / "dst", create=True)
+    with pytest.raises(DigestMismatch):
+        copy(WrongOne(LayoutRepository(img.layout)), Digest.parse(img.digest), dest)
+
+
+def test_missing_blob_in_source_writes_no_manifest(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "src", layer_sizes=(10_000,))
+    layer = max(img.blobs, key=lambda d: img.blobs[d])
+    (img.layout / "blobs/sha256" / layer.split(":")[1]).unlink()
+    dest = Unmountable(LayoutRepository(tmp_path / "dst", create=True))
+    with pytest.raises(NotFoundError):
+        copy(LayoutRepository(img.layout), "latest", dest, tags=["latest"])
+    assert dest.manifests_put == []
+
+
+def test_hostile_manifest_is_not_copied(tmp_path: Path) -> None:
+    src = LayoutRepository(tmp_path / "src", create=True)
+    bad = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "x/y", "digest": "sha256:" + "a" * 64, "size": -1},
+            "layers": [],
+        }
+    ).encode()
+    digest = Digest.parse(_sha(bad))
+    src.write_blob(digest, len(bad), [bad])
+    dest = Unmountable(LayoutRepository(tmp_path / "dst", create=True))
+    with pytest.raises(ManifestError):
+        copy(src, digest, dest)
+    assert dest.written == []
