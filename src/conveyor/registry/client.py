@@ -1,0 +1,902 @@
+"""OCI Distribution client: manifests, blobs, tags and referrers, every byte verified.
+
+``RegistryClient`` owns the connections, credentials and retry policy;
+``client.repository(ref)`` gives a ``RegistryRepository``, which implements
+``conveyor.oci.store.Repository``.
+
+Guarantees:
+- every manifest and blob received is hashed and compared with the digest asked for
+  (``DigestMismatch`` otherwise); fetched by tag, a manifest's digest is the hash of its bytes.
+  ``Docker-Content-Digest`` is only ever a hint;
+- manifests are read with a hard cap (``MAX_MANIFEST_BYTES``): a larger body is not loaded;
+- credentials never reach another host: a redirect to another host (blob storage) is
+  followed without ``Authorization``;
+- plain HTTP only for the hosts named insecure; everything else is HTTPS with TLS verified.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlencode, urljoin, urlsplit
+
+import httpx
+
+from conveyor import __version__
+from conveyor.errors import (
+    AuthenticationError,
+    ConveyorError,
+    DigestMismatch,
+    ManifestError,
+    NotFoundError,
+    RegistryError,
+)
+from conveyor.oci import mediatypes as mt
+from conveyor.oci.digest import Digest, verified_chunks, verify_bytes
+from conveyor.oci.manifest import (
+    MAX_MANIFEST_BYTES,
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    parse_manifest,
+    strict_json_loads,
+)
+from conveyor.oci.name import Reference
+from conveyor.oci.store import RawManifest, Repository
+from conveyor.registry.auth import Authenticator, DockerCredentials, Scopes, TokenRequest
+from conveyor.registry.blobio import BlobIO, HttpxBlobIO, Urllib3BlobIO
+from conveyor.registry.transport import (
+    REDIRECT_STATUSES,
+    RETRYABLE_STATUSES,
+    Body,
+    HttpxSender,
+    RetryPolicy,
+    Sender,
+    WireResponse,
+    error_from_response,
+    html_error,
+    looks_like_html,
+    make_httpx_client,
+    raise_for_response,
+    redact,
+)
+
+__all__ = ["RegistryClient", "RegistryRepository"]
+
+log = logging.getLogger("conveyor.registry")
+
+INSECURE_ENV = "CONVEYOR_INSECURE_REGISTRIES"
+DOCKER_HUB_API = "registry-1.docker.io"
+MAX_REDIRECTS = 5
+MAX_TAG_PAGES = 10_000
+TAGS_BODY_LIMIT = 16 * 1024 * 1024
+MANIFEST_READ_CHUNK = 64 * 1024
+UPLOAD_CONTENT_TYPE = "application/octet-stream"
+
+
+def api_host(registry: str) -> str:
+    """The host that serves the API of ``registry`` (Docker Hub's differs from its name)."""
+    return DOCKER_HUB_API if registry in ("docker.io", "index.docker.io") else registry
+
+
+def _host_key(netloc: str) -> str:
+    return netloc.lower()
+
+
+class _Session:
+    """One place for auth, redirects, retries and the deadline, over any ``Sender``."""
+
+    def __init__(
+        self,
+        *,
+        api: Sender,
+        blobs: BlobIO,
+        credentials: DockerCredentials,
+        policy: RetryPolicy,
+        insecure: frozenset[str],
+        user_agent: str,
+    ) -> None:
+        self.api = api
+        self.blobs = blobs
+        self.policy = policy
+        self.insecure = insecure
+        self.user_agent = user_agent
+        self.auth = Authenticator(
+            credentials, self._fetch_token, clock=policy.clock, insecure=self.is_insecure
+        )
+
+    def is_insecure(self, host: str) -> bool:
+        return _host_key(host) in self.insecure
+
+    def base_url(self, registry: str) -> str:
+        host = api_host(registry)
+        scheme = "http" if self.is_insecure(host) or self.is_insecure(registry) else "https"
+        return f"{scheme}://{host}"
+
+    def _fetch_token(self, request: TokenRequest) -> tuple[int, str, bytes]:
+        response = self._with_retries(
+            request.method, request.url, dict(request.headers), request.form, self.api
+        )
+        try:
+            return response.status, response.content_type, response.read_capped(1 << 20)
+        finally:
+            response.close()
+
+    def _with_retries(
+        self, method: str, url: str, headers: dict[str, str], body: Body, sender: Sender
+    ) -> WireResponse:
+        """Send with retries (for bodies that can be replayed); no auth, no redirects."""
+        replayable = body is None or isinstance(body, bytes)
+        started = self.policy.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = sender.send(method, url, headers, body)
+            except RegistryError as exc:
+                if not (exc.retryable and replayable):
+                    raise
+                self._pause(method, url, attempt, started, None, exc)
+                continue
+            if response.status in RETRYABLE_STATUSES and replayable:
+                retry_after = response.header("retry-after")
+                if self._can_retry(attempt, started, retry_after):
+                    response.close()
+                    self._pause(method, url, attempt, started, retry_after, None)
+                    continue
+            return response
+
+    def _can_retry(self, attempt: int, started: float, retry_after: str | None) -> bool:
+        if attempt >= self.policy.max_attempts:
+            return False
+        delay = self.policy.delay(attempt, retry_after)
+        return self.policy.clock() + delay - started <= self.policy.deadline
+
+    def _pause(
+        self,
+        method: str,
+        url: str,
+        attempt: int,
+        started: float,
+        retry_after: str | None,
+        error: RegistryError | None,
+    ) -> None:
+        if error is not None and not self._can_retry(attempt, started, retry_after):
+            raise RegistryError(
+                f"{error} (gave up after {attempt} attempts)",
+                status=error.status,
+                code=error.code,
+                url=error.url,
+            ) from error
+        delay = self.policy.delay(attempt, retry_after)
+        log.info(
+            "retrying %s %s in %.2f s (attempt %d of %d)",
+            method,
+            redact(url),
+            delay,
+            attempt + 1,
+            self.policy.max_attempts,
+        )
+        self.policy.sleep(delay)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        registry: str,
+        scopes: Scopes,
+        headers: Mapping[str, str] | None = None,
+        body: Body = None,
+        sender: Sender | None = None,
+        follow_redirects: bool = True,
+    ) -> WireResponse:
+        """Send a request to ``registry`` with auth, retries and safe redirects.
+
+        The answer may have any status; callers decide what is an error. A 401 after fresh
+        credentials raises ``AuthenticationError``.
+        """
+        sender = sender or self.api
+        origin = _host_key(urlsplit(url).netloc)
+        replayable = body is None or isinstance(body, bytes)
+        reauthenticated = False
+        redirects = 0
+        current = url
+        while True:
+            same_host = _host_key(urlsplit(current).netloc) == origin
+            sent = {"User-Agent": self.user_agent, "Accept-Encoding": "identity"}
+            sent.update(headers or {})
+            if same_host:
+                sent.update(self.auth.authorization(registry, scopes))
+            else:
+                sent.pop("Authorization", None)
+            response = self._with_retries(method, current, sent, body, sender)
+            status = response.status
+            log.debug("%s %s -> %d", method, redact(current), status)
+            if status == 401 and same_host:
+                challenge = response.header("www-authenticate")
+                response.close()
+                if reauthenticated or not replayable:
+                    raise self._refused(registry, method, current)
+                self.auth.challenged(registry, challenge, scopes)
+                reauthenticated = True
+                continue
+            if status in REDIRECT_STATUSES and follow_redirects and method in ("GET", "HEAD"):
+                location = response.header("location")
+                response.close()
+                redirects += 1
+                if not location or redirects > MAX_REDIRECTS:
+                    raise RegistryError(
+                        f"{method} {redact(url)}: too many or empty redirects",
+                        status=status,
+                        url=redact(url),
+                    )
+                current = self._redirect_target(current, location)
+                continue
+            return response
+
+    def _redirect_target(self, current: str, location: str) -> str:
+        target = urljoin(current, location)
+        parts = urlsplit(target)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise RegistryError(f"refusing a redirect to {redact(target)}: not an HTTP URL")
+        if (
+            parts.scheme == "http"
+            and urlsplit(current).scheme == "https"
+            and not self.is_insecure(parts.netloc)
+        ):
+            raise RegistryError(
+                f"refusing a redirect from HTTPS to plain HTTP ({redact(target)})",
+                url=redact(target),
+            )
+        return target
+
+    def _refused(self, registry: str, method: str, url: str) -> AuthenticationError:
+        creds = self.auth.credentials(registry)
+        if creds is None:
+            what = f"no credentials were found for {registry}; run 'docker login {registry}'"
+        else:
+            what = (
+                f"the credentials from {creds.source} were refused; check them "
+                f"('docker login {registry}')"
+            )
+        return AuthenticationError(
+            f"{method} {redact(url)}: HTTP 401 Unauthorized after authenticating: {what}",
+            status=401,
+            url=redact(url),
+        )
+
+    def close(self) -> None:
+        self.api.close()
+        self.blobs.close()
+
+
+class RegistryClient:
+    """Connections, credentials and retry policy shared by the repositories it hands out."""
+
+    def __init__(
+        self,
+        *,
+        insecure_registries: Iterable[str] = (),
+        docker_config_dir: Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+        deadline: float = 600.0,
+        max_attempts: int = 6,
+        user_agent: str = f"conveyor/{__version__}",
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = 120.0,
+    ) -> None:
+        insecure = {_host_key(h.strip()) for h in insecure_registries if h.strip()}
+        insecure |= {
+            _host_key(h.strip()) for h in os.environ.get(INSECURE_ENV, "").split(",") if h.strip()
+        }
+        self.insecure_registries = frozenset(insecure)
+        self._http = make_httpx_client(transport, timeout=timeout)
+        blobs: BlobIO
+        if transport is not None or _proxies_configured():
+            blobs = HttpxBlobIO(self._http)
+        else:
+            blobs = Urllib3BlobIO(timeout=timeout)
+        policy = RetryPolicy(max_attempts=max_attempts, deadline=deadline, sleep=sleep, clock=clock)
+        self._session = _Session(
+            api=HttpxSender(self._http),
+            blobs=blobs,
+            credentials=DockerCredentials(docker_config_dir),
+            policy=policy,
+            insecure=self.insecure_registries,
+            user_agent=user_agent,
+        )
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def ping(self, registry: str) -> None:
+        """Check that ``registry`` speaks the distribution API and accepts our credentials."""
+        url = self._session.base_url(registry) + "/v2/"
+        response = self._session.request("GET", url, registry=registry, scopes=())
+        try:
+            body = response.read_capped(64 * 1024)
+        finally:
+            response.close()
+        if looks_like_html(response.content_type, body):
+            raise html_error("GET", url, response.status)
+        if response.status != 200:
+            raise error_from_response("GET", url, response.status, response.content_type, body)
+
+    def repository(self, ref: Reference) -> RegistryRepository:
+        return RegistryRepository(self._session, ref.registry, ref.repository)
+
+
+def _proxies_configured() -> bool:
+    # The urllib3 path does not implement proxies; httpx honours the proxy variables.
+    return any(k in ("http", "https", "all") for k in urllib.request.getproxies())
+
+
+class RegistryRepository:
+    """One repository on one registry. Implements ``conveyor.oci.store.Repository``."""
+
+    def __init__(self, session: _Session, registry: str, name: str) -> None:
+        self._session = session
+        self.registry = registry
+        self.name = name
+        self._base = session.base_url(registry) + "/v2/" + name
+
+    def __repr__(self) -> str:
+        return f"RegistryRepository({self.display_name!r})"
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.registry}/{self.name}"
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    @property
+    def _pull(self) -> Scopes:
+        return (f"repository:{self.name}:pull",)
+
+    @property
+    def _push(self) -> Scopes:
+        return (f"repository:{self.name}:pull,push",)
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        scopes: Scopes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: Body = None,
+        sender: Sender | None = None,
+    ) -> WireResponse:
+        return self._session.request(
+            method,
+            url,
+            registry=self.registry,
+            scopes=scopes,
+            headers=headers,
+            body=body,
+            sender=sender,
+        )
+
+    def _expect(
+        self, method: str, response: WireResponse, ok: Iterable[int], *, what: str = ""
+    ) -> None:
+        if response.status in ok:
+            return
+        if response.status == 404:
+            body = b"" if method == "HEAD" else response.read_capped(64 * 1024)
+            response.close()
+            error = error_from_response(method, response.url, 404, response.content_type, body)
+            if looks_like_html(response.content_type, body):
+                raise error
+            raise NotFoundError(
+                f"{what or 'content'} not found in {self.display_name}"
+                + (f" ({error.code})" if error.code else ""),
+                status=404,
+                code=error.code,
+                url=error.url,
+            )
+        raise_for_response(method, response)
+
+    def _absolute(self, location: str | None, base: str) -> str:
+        if not location:
+            raise RegistryError(
+                f"{self.display_name}: the registry started an upload without a Location header"
+            )
+        target = urljoin(base, location)
+        if _host_key(urlsplit(target).netloc) != _host_key(urlsplit(base).netloc):
+            # Upload sessions on another host would need our credentials: refuse.
+            raise RegistryError(
+                f"{self.display_name}: the registry sent an upload location on another host "
+                f"({redact(target)}); refusing to send credentials there"
+            )
+        return target
+
+    @staticmethod
+    def _with_query(url: str, **params: str) -> str:
+        sep = "&" if "?" in url else "?"
+        return url + sep + urlencode(params, quote_via=quote)
+
+    # --- manifests ---------------------------------------------------------------------
+
+    def get_manifest(self, reference: str | Digest) -> RawManifest:
+        expected = _as_digest(reference)
+        ref_text = str(reference)
+        url = f"{self._base}/manifests/{ref_text}"
+        response = self._request("GET", url, self._pull, headers={"Accept": mt.ACCEPT_MANIFESTS})
+        self._expect("GET", response, (200,), what=f"manifest {ref_text}")
+        try:
+            declared = response.header("content-length")
+            if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
+                raise ManifestError(
+                    f"manifest {ref_text} in {self.display_name} is {declared} bytes, over the "
+                    f"{MAX_MANIFEST_BYTES}-byte limit; refusing it"
+                )
+            data = _read_limited(response, MAX_MANIFEST_BYTES)
+        finally:
+            response.close()
+        content_type = response.content_type
+        if looks_like_html(content_type, data):
+            raise html_error("GET", url, response.status)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                f"manifest {ref_text} in {self.display_name} is over the "
+                f"{MAX_MANIFEST_BYTES}-byte limit; refusing it (stopped reading)"
+            )
+        where = f"{self.display_name}@{ref_text}"
+        if expected is not None:
+            verify_bytes(data, expected, where=where)
+            digest = expected
+        else:
+            digest = Digest.of(data)
+        parsed = parse_manifest(data, content_type=content_type or None)
+        return RawManifest(data=data, media_type=parsed.media_type, digest=digest)
+
+    resolve = get_manifest
+
+    def head_manifest(
+        self, reference: str | Digest
+    ) -> tuple[Digest | None, str | None, int | None]:
+        url = f"{self._base}/manifests/{reference}"
+        response = self._request("HEAD", url, self._pull, headers={"Accept": mt.ACCEPT_MANIFESTS})
+        self._expect("HEAD", response, (200,), what=f"manifest {reference}")
+        response.close()
+        hint: Digest | None = None
+        try:
+            header = response.header("docker-content-digest")
+            hint = Digest.parse(header.strip()) if header else None
+        except ConveyorError:
+            hint = None
+        length = response.header("content-length")
+        size = int(length) if length and length.isdigit() else None
+        return hint, response.content_type or None, size
+
+    def has_manifest(self, digest: Digest) -> bool:
+        try:
+            self.head_manifest(digest)
+        except NotFoundError:
+            return False
+        return True
+
+    def put_manifest(self, manifest: RawManifest, *, tag: str | None = None) -> None:
+        self._put_manifest(manifest, tag=tag)
+
+    def _put_manifest(self, manifest: RawManifest, *, tag: str | None) -> Mapping[str, str]:
+        verify_bytes(manifest.data, manifest.digest, where="manifest to upload")
+        target = tag if tag is not None else str(manifest.digest)
+        url = f"{self._base}/manifests/{target}"
+        response = self._request(
+            "PUT",
+            url,
+            self._push,
+            headers={"Content-Type": manifest.media_type},
+            body=manifest.data,
+        )
+        self._expect("PUT", response, (200, 201, 202), what=f"manifest {target}")
+        response.close()
+        self._check_hint(response, manifest.digest, "manifest")
+        return response.headers
+
+    def _check_hint(self, response: WireResponse, digest: Digest, what: str) -> None:
+        header = response.header("docker-content-digest")
+        if not header:
+            return
+        try:
+            stored = Digest.parse(header.strip())
+        except ConveyorError:
+            return
+        if stored.algorithm == digest.algorithm and stored != digest:
+            raise RegistryError(
+                f"{self.display_name} stored the {what} as {stored}, not {digest}: the registry "
+                "changed the content",
+                url=redact(response.url),
+            )
+
+    def delete_manifest(self, digest: Digest) -> None:
+        url = f"{self._base}/manifests/{digest}"
+        response = self._request("DELETE", url, self._push)
+        self._expect("DELETE", response, (200, 202, 204), what=f"manifest {digest}")
+        response.close()
+
+    # --- blobs -------------------------------------------------------------------------
+
+    def blob_size(self, digest: Digest) -> int | None:
+        url = f"{self._base}/blobs/{digest}"
+        response = self._request("HEAD", url, self._pull)
+        if response.status == 404:
+            response.close()
+            return None
+        self._expect("HEAD", response, (200,), what=f"blob {digest}")
+        response.close()
+        length = response.header("content-length")
+        if length is None or not length.isdigit():
+            raise RegistryError(
+                f"{self.display_name}: HEAD of blob {digest.short} gave no Content-Length"
+            )
+        return int(length)
+
+    def open_blob(
+        self, digest: Digest, *, size: int | None = None
+    ) -> AbstractContextManager[Iterator[bytes]]:
+        return self._open_blob(digest, size)
+
+    @contextmanager
+    def _open_blob(self, digest: Digest, size: int | None) -> Iterator[Iterator[bytes]]:
+        url = f"{self._base}/blobs/{digest}"
+        response = self._request("GET", url, self._pull, sender=self._session.blobs)
+        try:
+            self._expect("GET", response, (200,), what=f"blob {digest}")
+            where = f"{self.display_name}@{digest.short}"
+            declared = response.header("content-length")
+            if size is not None and declared and declared.isdigit() and int(declared) != size:
+                raise DigestMismatch(
+                    str(digest),
+                    f"{declared} bytes announced where {size} were expected",
+                    where=where,
+                )
+            if looks_like_html(response.content_type, b""):
+                raise html_error("GET", url, response.status)
+            yield verified_chunks(response.chunks, digest, size=size, where=where)
+        finally:
+            response.close()
+
+    def write_blob(
+        self,
+        digest: Digest,
+        size: int,
+        chunks: Iterable[bytes],
+        *,
+        chunk_size: int | None = None,
+    ) -> None:
+        """Upload a blob: monolithic (POST, then one streamed PUT ``?digest=``) by default,
+        chunked PATCHes of ``chunk_size`` bytes when given. The upload is only committed
+        (the final PUT) after ``chunks`` completed; if it raises, the session is cancelled."""
+        if chunk_size is not None and chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        location = self._start_upload()
+        try:
+            if chunk_size is None:
+                self._put_monolithic(location, digest, size, chunks)
+            else:
+                self._put_chunked(location, digest, size, chunks, chunk_size)
+        except BaseException:
+            self._cancel_upload(location)
+            raise
+
+    def _start_upload(self) -> str:
+        url = f"{self._base}/blobs/uploads/"
+        response = self._request("POST", url, self._push, body=b"")
+        self._expect("POST", response, (202,), what="upload session")
+        response.close()
+        return self._absolute(response.header("location"), url)
+
+    def _put_monolithic(
+        self, location: str, digest: Digest, size: int, chunks: Iterable[bytes]
+    ) -> None:
+        url = self._with_query(location, digest=str(digest))
+        body = _counted(chunks, size, digest)
+        response = self._request(
+            "PUT",
+            url,
+            self._push,
+            headers={"Content-Type": UPLOAD_CONTENT_TYPE, "Content-Length": str(size)},
+            body=body,
+            sender=self._session.blobs,
+        )
+        self._finish_upload(response, digest)
+
+    def _put_chunked(
+        self, location: str, digest: Digest, size: int, chunks: Iterable[bytes], chunk_size: int
+    ) -> None:
+        offset = 0
+        buffer = bytearray()
+
+        def send(part: bytes) -> None:
+            nonlocal location, offset
+            response = self._request(
+                "PATCH",
+                location,
+                self._push,
+                headers={
+                    "Content-Type": UPLOAD_CONTENT_TYPE,
+                    "Content-Length": str(len(part)),
+                    "Content-Range": f"{offset}-{offset + len(part) - 1}",
+                },
+                body=part,
+                sender=self._session.blobs,
+            )
+            self._expect("PATCH", response, (202, 204), what="upload chunk")
+            response.close()
+            location = self._absolute(response.header("location") or location, location)
+            offset += len(part)
+
+        for chunk in _counted(chunks, size, digest):
+            buffer += chunk
+            while len(buffer) >= chunk_size:
+                send(bytes(buffer[:chunk_size]))
+                del buffer[:chunk_size]
+        if buffer:
+            send(bytes(buffer))
+        url = self._with_query(location, digest=str(digest))
+        response = self._request(
+            "PUT",
+            url,
+            self._push,
+            headers={"Content-Type": UPLOAD_CONTENT_TYPE, "Content-Length": "0"},
+            body=b"",
+            sender=self._session.blobs,
+        )
+        self._finish_upload(response, digest)
+
+    def _finish_upload(self, response: WireResponse, digest: Digest) -> None:
+        self._expect("PUT", response, (201, 204), what=f"blob {digest}")
+        response.close()
+        self._check_hint(response, digest, "blob")
+
+    def _cancel_upload(self, location: str) -> None:
+        try:
+            response = self._request("DELETE", location, self._push)
+            response.close()
+        except ConveyorError as exc:
+            log.debug("could not cancel upload session: %s", exc)
+
+    def mount_blob(self, digest: Digest, source: Repository) -> bool:
+        if not isinstance(source, RegistryRepository) or api_host(source.registry) != api_host(
+            self.registry
+        ):
+            return False
+        if source.name == self.name:
+            return self.blob_size(digest) is not None
+        url = self._with_query(
+            f"{self._base}/blobs/uploads/", mount=str(digest), **{"from": source.name}
+        )
+        scopes = tuple(sorted((*self._push, *source._pull)))
+        response = self._request("POST", url, scopes, body=b"")
+        if response.status == 201:
+            response.close()
+            return True
+        if response.status == 202:
+            response.close()
+            location = response.header("location")
+            if location:
+                try:
+                    self._cancel_upload(self._absolute(location, url))
+                except RegistryError as exc:
+                    log.debug("not cancelling upload session: %s", exc)
+            return False
+        raise_for_response("POST", response)
+        return False  # pragma: no cover - raise_for_response always raises
+
+    # --- tags --------------------------------------------------------------------------
+
+    def list_tags(self, *, page_size: int | None = None) -> list[str]:
+        url = f"{self._base}/tags/list"
+        if page_size is not None:
+            url = self._with_query(url, n=str(page_size))
+        tags: list[str] = []
+        seen_pages: set[str] = set()
+        while url:
+            if url in seen_pages or len(seen_pages) >= MAX_TAG_PAGES:
+                raise RegistryError(f"{self.display_name}: the tag list pagination loops")
+            seen_pages.add(url)
+            response = self._request("GET", url, self._pull, headers={"Accept": "application/json"})
+            self._expect("GET", response, (200,), what="repository")
+            try:
+                body = _read_limited(response, TAGS_BODY_LIMIT)
+            finally:
+                response.close()
+            if looks_like_html(response.content_type, body):
+                raise html_error("GET", url, response.status)
+            if len(body) > TAGS_BODY_LIMIT:
+                raise RegistryError(f"{self.display_name}: tag list page is too large")
+            doc = _json_object(body, f"tag list of {self.display_name}")
+            page = doc.get("tags")
+            if page is None:
+                page = []
+            if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
+                raise RegistryError(f"{self.display_name}: tag list 'tags' is not a list of text")
+            tags.extend(page)
+            url = self._next_page(response, url)
+        return tags
+
+    def _next_page(self, response: WireResponse, url: str) -> str:
+        link = response.header("link")
+        if not link:
+            return ""
+        for part in link.split(","):
+            target, _, params = part.partition(";")
+            if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
+                target = target.strip().lstrip("<").rstrip(">")
+                nxt = urljoin(url, target)
+                if _host_key(urlsplit(nxt).netloc) != _host_key(urlsplit(url).netloc):
+                    raise RegistryError(
+                        f"{self.display_name}: the next page link points to another host "
+                        f"({redact(nxt)}); refusing to follow it"
+                    )
+                return nxt
+        return ""
+
+    # --- referrers ---------------------------------------------------------------------
+
+    def referrers(self, digest: Digest, *, artifact_type: str | None = None) -> list[Descriptor]:
+        """Manifests whose ``subject`` is ``digest``: the referrers API, or the tag schema
+        fallback (``<alg>-<hex>`` index) where the registry has no such API."""
+        found = self._referrers_api(digest, artifact_type)
+        if found is None:
+            found = self._referrers_fallback(digest)
+        if artifact_type is not None:
+            found = [d for d in found if d.artifact_type == artifact_type]
+        return found
+
+    def _referrers_api(self, digest: Digest, artifact_type: str | None) -> list[Descriptor] | None:
+        url = f"{self._base}/referrers/{digest}"
+        if artifact_type is not None:
+            url = self._with_query(url, artifactType=artifact_type)
+        found: list[Descriptor] = []
+        seen: set[str] = set()
+        while url:
+            if url in seen or len(seen) >= MAX_TAG_PAGES:
+                raise RegistryError(f"{self.display_name}: the referrers pagination loops")
+            seen.add(url)
+            response = self._request("GET", url, self._pull, headers={"Accept": mt.OCI_INDEX})
+            if response.status in (404, 405):
+                # 404 plain text: distribution 2.8 and others without the API
+                response.close()
+                return None
+            self._expect("GET", response, (200,), what="referrers")
+            try:
+                body = _read_limited(response, MAX_MANIFEST_BYTES)
+            finally:
+                response.close()
+            if response.content_type != mt.OCI_INDEX or len(body) > MAX_MANIFEST_BYTES:
+                return found or None
+            index = parse_manifest(body, content_type=mt.OCI_INDEX)
+            if not isinstance(index, ImageIndex):  # pragma: no cover - content type says index
+                return None
+            found.extend(index.manifests)
+            url = self._next_page(response, url)
+        return found
+
+    def _referrers_fallback(self, digest: Digest) -> list[Descriptor]:
+        try:
+            current = self.get_manifest(_fallback_tag(digest))
+        except NotFoundError:
+            return []
+        index = parse_manifest(current.data, content_type=current.media_type)
+        if not isinstance(index, ImageIndex):
+            raise ManifestError(
+                f"{self.display_name}:{_fallback_tag(digest)} is not an index; cannot read "
+                "referrers from it"
+            )
+        return list(index.manifests)
+
+    def attach_referrer(self, manifest: RawManifest) -> None:
+        """Push a manifest that has a ``subject``; where the registry does not index it
+        (no ``OCI-Subject`` answer) add it to the ``<alg>-<hex>`` fallback index."""
+        parsed = parse_manifest(manifest.data, content_type=manifest.media_type)
+        if parsed.subject is None:
+            raise ManifestError("attach_referrer needs a manifest with a 'subject'")
+        headers = self._put_manifest(manifest, tag=None)
+        if headers.get("oci-subject"):
+            return
+        self._add_to_fallback(parsed, manifest)
+
+    def _add_to_fallback(self, parsed: ImageManifest | ImageIndex, manifest: RawManifest) -> None:
+        assert parsed.subject is not None
+        tag = _fallback_tag(parsed.subject.digest)
+        try:
+            current = self.get_manifest(tag)
+        except NotFoundError:
+            document: dict[str, Any] = {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_INDEX,
+                "manifests": [],
+            }
+        else:
+            loaded = strict_json_loads(current.data, what="referrers fallback index")
+            if not isinstance(loaded, dict) or not isinstance(loaded.get("manifests"), list):
+                raise ManifestError(f"{self.display_name}:{tag} is not an index")
+            document = loaded
+        entries: list[Any] = document["manifests"]
+        if any(isinstance(e, dict) and e.get("digest") == str(manifest.digest) for e in entries):
+            return
+        artifact_type = parsed.artifact_type
+        if artifact_type is None and isinstance(parsed, ImageManifest):
+            artifact_type = parsed.config.media_type
+        entry = Descriptor(
+            media_type=parsed.media_type,
+            digest=manifest.digest,
+            size=len(manifest.data),
+            annotations=dict(parsed.annotations),
+            artifact_type=artifact_type,
+        ).to_json()
+        entries.append(entry)
+        data = json.dumps(document, indent=2).encode()
+        self._put_manifest(RawManifest(data, mt.OCI_INDEX, Digest.of(data)), tag=tag)
+
+
+def _fallback_tag(digest: Digest) -> str:
+    return f"{digest.algorithm}-{digest.encoded}"[:128]
+
+
+def _as_digest(reference: str | Digest) -> Digest | None:
+    if isinstance(reference, Digest):
+        return reference
+    if ":" in reference:
+        return Digest.parse(reference)
+    return None
+
+
+def _read_limited(response: WireResponse, limit: int) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    for chunk in response.chunks:
+        parts.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            break
+    return b"".join(parts)
+
+
+def _counted(chunks: Iterable[bytes], size: int, digest: Digest) -> Iterator[bytes]:
+    """Pass chunks through, refusing more or fewer bytes than announced."""
+    total = 0
+    for chunk in chunks:
+        if not chunk:
+            continue
+        total += len(chunk)
+        if total > size:
+            raise DigestMismatch(str(digest), f"more than the {size} bytes announced")
+        yield chunk
+    if total != size:
+        raise DigestMismatch(str(digest), f"{total} bytes where {size} were announced")
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{what} is not valid JSON") from exc
+    if not isinstance(doc, dict):
+        raise RegistryError(f"{what} is not a JSON object")
+    return doc
