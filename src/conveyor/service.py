@@ -1,3 +1,353 @@
-"""The operations users name, wiring registry, ledger and policy. Faces call only this."""
+"""The operations users name, wiring registry, ledger and policy. Faces call only this.
+
+Sections:
+- options and results shared by the faces
+- image operations: resolve, inspect, copy, tags (a registry or an ``oci:`` layout)
+- sample images for the demo
+"""
 
 from __future__ import annotations
+
+import os
+import platform as _platform
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import InputError, ManifestError
+from conveyor.oci import mediatypes as mt
+from conveyor.oci.digest import Digest
+from conveyor.oci.layout import LayoutRepository
+from conveyor.oci.manifest import (
+    MAX_CONFIG_BYTES,
+    ImageConfig,
+    ImageIndex,
+    ImageManifest,
+    parse_config,
+    parse_manifest,
+)
+from conveyor.oci.name import LayoutReference, Reference, parse_target
+from conveyor.oci.store import RawManifest, Repository
+from conveyor.registry.copy import CopyProgress, CopyResult
+from conveyor.registry.copy import copy as _copy
+
+if TYPE_CHECKING:
+    from conveyor.registry.client import RegistryClient
+
+__all__ = [
+    "CopyProgress",
+    "CopyResult",
+    "ImageInspection",
+    "RegistryOptions",
+    "ResolvedImage",
+    "copy_image",
+    "create_sample_image",
+    "inspect",
+    "list_tags",
+    "resolve",
+]
+
+INSECURE_REGISTRIES_ENV = "CONVEYOR_INSECURE_REGISTRIES"
+
+
+# --- options and results ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach registries. ``transport`` is an httpx transport, for tests only."""
+
+    insecure_registries: tuple[str, ...] = ()
+    docker_config_dir: Path | None = None
+    transport: Any = None
+    concurrency: int = 6
+
+    @classmethod
+    def from_environment(
+        cls, insecure_registries: Sequence[str] = (), **kwargs: Any
+    ) -> RegistryOptions:
+        """Options from flags plus ``CONVEYOR_INSECURE_REGISTRIES`` (comma-separated)."""
+        hosts = [h.strip() for h in insecure_registries if h.strip()]
+        hosts += [
+            h.strip() for h in os.environ.get(INSECURE_REGISTRIES_ENV, "").split(",") if h.strip()
+        ]
+        return cls(insecure_registries=tuple(dict.fromkeys(hosts)), **kwargs)
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    name: str  # "registry/repository" or "oci:PATH"
+    digest: Digest
+    media_type: str
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class ImageInspection:
+    name: str
+    digest: Digest
+    media_type: str
+    platforms: list[str]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    created: str | None
+    total_size: int
+    config_digest: Digest | None = None
+    labels_from: str | None = None  # the platform whose config gave the labels, for an index
+    children: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}@{self.digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "reference": self.reference,
+            "digest": str(self.digest),
+            "media_type": self.media_type,
+            "platforms": self.platforms,
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "created": self.created,
+            "total_size": self.total_size,
+            "config_digest": str(self.config_digest) if self.config_digest else None,
+            "labels_from": self.labels_from,
+            "manifests": self.children,
+        }
+
+
+# --- image operations ---------------------------------------------------------------------
+
+
+def resolve(text: str, *, options: RegistryOptions | None = None) -> ResolvedImage:
+    """Resolve a reference (tag or digest) to the digest of what it names, exactly once."""
+    target = parse_target(text, strict=True)
+    with _session(options) as open_repository:
+        repository = open_repository(target, create=False)
+        raw = repository.get_manifest(_wanted(target))
+    return ResolvedImage(_name(target), raw.digest, raw.media_type)
+
+
+def inspect(text: str, *, options: RegistryOptions | None = None) -> ImageInspection:
+    """Digest, media type, platforms, labels, annotations, created and total size."""
+    target = parse_target(text, strict=True)
+    with _session(options) as open_repository:
+        repository = open_repository(target, create=False)
+        top = repository.get_manifest(_wanted(target))
+        return _inspect(repository, _name(target), top)
+
+
+def copy_image(
+    source: str,
+    destination: str,
+    *,
+    options: RegistryOptions | None = None,
+    progress: CopyProgress | None = None,
+) -> CopyResult:
+    """Copy an image or a whole index, keeping its digest.
+
+    The destination tag defaults to the source tag; a destination digest must equal the
+    source digest (it is a check, not a rename).
+    """
+    src = parse_target(source, strict=True)
+    dst = parse_target(destination)
+    tag = dst.tag if dst.tag is not None else src.tag
+    opts = options or RegistryOptions()
+    with _session(opts) as open_repository:
+        src_repository = open_repository(src, create=False)
+        dst_repository = open_repository(dst, create=True)
+        if dst.digest is not None:
+            top = src_repository.get_manifest(_wanted(src))
+            if top.digest != dst.digest:
+                raise InputError(
+                    f"destination digest {dst.digest.short} differs from the source digest "
+                    f"{top.digest.short}; a copy never changes a digest"
+                )
+        return _copy(
+            src_repository,
+            _wanted(src),
+            dst_repository,
+            tags=[tag] if tag is not None else [],
+            concurrency=opts.concurrency,
+            progress=progress,
+        )
+
+
+def list_tags(text: str, *, options: RegistryOptions | None = None) -> list[str]:
+    """Tags of a repository (``host/repo``) or of a layout (``oci:PATH``)."""
+    target = parse_target(text)
+    with _session(options) as open_repository:
+        return open_repository(target, create=False).list_tags()
+
+
+# --- sample images (demo) -------------------------------------------------------------------
+
+
+def create_sample_image(
+    layout_target: str, *, labels: Mapping[str, str], layer_sizes: tuple[int, ...] | None = None
+) -> ResolvedImage:
+    """Write a small fresh image into an OCI layout (``oci:PATH:TAG``), created if needed."""
+    from conveyor.oci.sample import write_sample_image
+
+    target = parse_target(layout_target, strict=True)
+    if not isinstance(target, LayoutReference) or target.tag is None:
+        raise InputError(f"{layout_target!r}: a sample image goes to oci:PATH:TAG")
+    repository = LayoutRepository(Path(target.path), create=True)
+    if layer_sizes:
+        raw = write_sample_image(repository, tag=target.tag, labels=labels, layer_sizes=layer_sizes)
+    else:
+        raw = write_sample_image(repository, tag=target.tag, labels=labels)
+    return ResolvedImage(_name(target), raw.digest, raw.media_type)
+
+
+# --- internals ------------------------------------------------------------------------------
+
+
+class _Opener:
+    """Opens repositories for parsed targets; one registry client serves every registry."""
+
+    def __init__(self, options: RegistryOptions) -> None:
+        self._options = options
+        self._client: RegistryClient | None = None
+
+    def __call__(self, target: Reference | LayoutReference, *, create: bool) -> Repository:
+        if isinstance(target, LayoutReference):
+            return LayoutRepository(Path(target.path), create=create)
+        if self._client is None:
+            from conveyor.registry.client import RegistryClient  # httpx: only when needed
+
+            self._client = RegistryClient(
+                insecure_registries=self._options.insecure_registries,
+                docker_config_dir=self._options.docker_config_dir,
+                transport=self._options.transport,
+            )
+        return self._client.repository(target)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+@contextmanager
+def _session(options: RegistryOptions | None) -> Iterator[_Opener]:
+    opener = _Opener(options or RegistryOptions())
+    try:
+        yield opener
+    finally:
+        opener.close()
+
+
+def _wanted(target: Reference | LayoutReference) -> str | Digest:
+    if target.digest is not None:
+        return target.digest
+    if target.tag is not None:
+        return target.tag
+    raise InputError(f"{target} names no tag and no digest")  # strict parsing prevents it
+
+
+def _name(target: Reference | LayoutReference) -> str:
+    if isinstance(target, LayoutReference):
+        return f"oci:{target.path}"
+    return target.name
+
+
+def _host_platform() -> tuple[str, str]:
+    machine = _platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        machine, machine
+    )
+    return "linux", arch
+
+
+def _inspect(repository: Repository, name: str, top: RawManifest) -> ImageInspection:
+    parsed = _parse(top, repository)
+    sizes: dict[Digest, int] = {top.digest: len(top.data)}
+    platforms: list[str] = []
+    children: list[dict[str, Any]] = []
+    image: ImageManifest | None = None
+    labels_from: str | None = None
+    if isinstance(parsed, ImageIndex):
+        chosen: tuple[int, ImageManifest, str] | None = None
+        host_os, host_arch = _host_platform()
+        for descriptor in parsed.manifests:
+            child_raw = repository.get_manifest(descriptor.digest)
+            child = _parse(child_raw, repository)
+            sizes[child_raw.digest] = len(child_raw.data)
+            shown = str(descriptor.platform) if descriptor.platform else "unknown"
+            platforms.append(shown)
+            children.append(
+                {"digest": str(descriptor.digest), "platform": shown, "size": descriptor.size}
+            )
+            if isinstance(child, ImageIndex):
+                continue  # nested indexes: listed, not descended into for labels
+            _add_blob_sizes(child, sizes)
+            platform = descriptor.platform
+            score = 0
+            if platform is not None and platform.os == host_os:
+                score = 2 if platform.architecture == host_arch else 1
+            if platform is not None and platform.architecture == "unknown":
+                score = -1  # attestation manifests of buildx
+            if chosen is None or score > chosen[0]:
+                chosen = (score, child, shown)
+        if chosen is not None:
+            _, image, labels_from = chosen
+    else:
+        image = parsed
+        _add_blob_sizes(parsed, sizes)
+    labels: dict[str, str] = {}
+    created: str | None = None
+    config_digest: Digest | None = None
+    if image is not None:
+        config = _read_config(repository, image)
+        if config is not None:
+            labels, created = dict(config.labels), config.created
+            if not isinstance(parsed, ImageIndex) and config.architecture:
+                platforms = [
+                    f"{config.os or 'unknown'}/{config.architecture}"
+                    + (f"/{config.variant}" if config.variant else "")
+                ]
+        config_digest = image.config.digest
+    return ImageInspection(
+        name=name,
+        digest=top.digest,
+        media_type=top.media_type,
+        platforms=platforms,
+        labels=labels,
+        annotations=dict(parsed.annotations),
+        created=created or parsed.annotations.get("org.opencontainers.image.created"),
+        total_size=sum(sizes.values()),
+        config_digest=config_digest,
+        labels_from=labels_from,
+        children=children,
+    )
+
+
+def _parse(raw: RawManifest, repository: Repository) -> ImageManifest | ImageIndex:
+    try:
+        return parse_manifest(raw.data, content_type=raw.media_type)
+    except ManifestError as exc:
+        raise ManifestError(f"{repository.display_name}@{raw.digest.short}: {exc}") from exc
+
+
+def _add_blob_sizes(manifest: ImageManifest, sizes: dict[Digest, int]) -> None:
+    for blob in manifest.blobs():
+        sizes[blob.digest] = blob.size
+
+
+def _read_config(repository: Repository, image: ImageManifest) -> ImageConfig | None:
+    descriptor = image.config
+    if descriptor.size > MAX_CONFIG_BYTES:
+        raise ManifestError(
+            f"image config {descriptor.digest.short} is {descriptor.size} bytes, over the "
+            f"{MAX_CONFIG_BYTES}-byte limit"
+        )
+    if descriptor.media_type not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+        return None  # an artifact (signature, SBOM...): no image config to read
+    with repository.open_blob(descriptor.digest, size=descriptor.size) as chunks:
+        data = b"".join(chunks)
+    return parse_config(data)

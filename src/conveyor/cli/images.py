@@ -1,1 +1,106 @@
-"""Commands on images: resolve, inspect, copy, tags (filled in by the foundation issue)."""
+"""Commands on images: resolve, inspect, copy, tags.
+
+REF forms: ``[docker://]host[:port]/repo[:tag][@digest]`` and ``oci:PATH[:tag][@digest]``.
+The service is imported inside each command: ``conveyor --help`` must not pay for httpx.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from conveyor.cli import render
+from conveyor.cli.main import app
+
+if TYPE_CHECKING:
+    from conveyor.service import RegistryOptions
+
+_INSECURE_HELP = (
+    "Allow plain HTTP for this registry (HOST[:PORT]); repeatable. "
+    "Also read from CONVEYOR_INSECURE_REGISTRIES (comma-separated)."
+)
+
+
+Insecure = Annotated[
+    list[str] | None,
+    typer.Option("--insecure-registry", metavar="HOST[:PORT]", help=_INSECURE_HELP),
+]
+
+
+def _options(insecure: list[str] | None) -> RegistryOptions:
+    from conveyor.service import RegistryOptions
+
+    return RegistryOptions.from_environment(insecure or ())
+
+
+@app.command()
+def resolve(
+    ref: str = typer.Argument(..., metavar="REF", help="Image reference with a tag or digest."),
+    insecure_registry: Insecure = None,
+) -> None:
+    """Resolve REF to the digest it names now; prints name@sha256:..."""
+    from conveyor import service
+
+    render.line(str(service.resolve(ref, options=_options(insecure_registry))))
+
+
+@app.command()
+def inspect(
+    ref: str = typer.Argument(..., metavar="REF", help="Image reference with a tag or digest."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    insecure_registry: Insecure = None,
+) -> None:
+    """Show digest, media type, platforms, labels, annotations, created and total size."""
+    from conveyor import service
+
+    result = service.inspect(ref, options=_options(insecure_registry))
+    if as_json:
+        render.as_json(result.to_dict())
+    else:
+        render.inspection(result)
+
+
+@app.command()
+def copy(
+    source: str = typer.Argument(..., metavar="SRC", help="Image to copy (tag or digest)."),
+    destination: str = typer.Argument(
+        ..., metavar="DST", help="Where to (the tag defaults to the source tag)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, no summary."),
+    insecure_registry: Insecure = None,
+) -> None:
+    """Copy an image or a whole index with its digest unchanged; prints DST@sha256:..."""
+    from conveyor import service
+
+    show_progress = render.stderr_is_terminal() and not quiet and not as_json
+    with render.copy_progress(show_progress) as progress:
+        result = service.copy_image(
+            source, destination, options=_options(insecure_registry), progress=progress
+        )
+    if as_json:
+        render.as_json(result.to_dict())
+        return
+    render.line(f"{result.destination}@{result.digest}")
+    if not quiet and render.stderr_is_terminal():
+        render.copy_summary(result)
+
+
+@app.command()
+def tags(
+    repository: str = typer.Argument(
+        ..., metavar="REPO", help="Repository (host/repo) or OCI layout (oci:PATH)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    insecure_registry: Insecure = None,
+) -> None:
+    """List the tags of a repository."""
+    from conveyor import service
+
+    found = service.list_tags(repository, options=_options(insecure_registry))
+    if as_json:
+        render.as_json(found)
+    else:
+        for tag in found:
+            render.line(tag)
