@@ -10,13 +10,17 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conveyor.errors import DigestMismatch, ManifestError, NotFoundError
 from conveyor.oci.digest import Digest
 from conveyor.oci.layout import LayoutRepository
+from conveyor.oci.name import Reference
 from conveyor.oci.store import RawManifest, Repository
+from conveyor.registry.client import RegistryClient
 from conveyor.registry.copy import CopyResult, copy
+from conveyor.registry.testing import FakeRegistry
 from tests.support.images import build_image, build_index
 
 
@@ -287,3 +291,88 @@ def test_hostile_manifest_is_not_copied(tmp_path: Path) -> None:
     with pytest.raises(ManifestError):
         copy(src, digest, dest)
     assert dest.written == []
+
+
+# --- with the in-memory fake registry (offline) ---------------------------------------------
+
+
+def _two_registries() -> tuple[FakeRegistry, FakeRegistry, httpx.MockTransport]:
+    a, b = FakeRegistry("a.example"), FakeRegistry("b.example")
+
+    def route(request: httpx.Request) -> httpx.Response:
+        fake = a if request.url.host == "a.example" else b
+        return fake.transport.handle_request(request)
+
+    return a, b, httpx.MockTransport(route)
+
+
+def _pushed(tmp_path: Path, client: RegistryClient, ref: str) -> tuple[Repository, str]:
+    img = build_image(tmp_path / "img", layer_sizes=(40_000, 120_000), labels={"ci.run": "7"})
+    repo = client.repository(Reference.parse(ref))
+    result = copy(LayoutRepository(img.layout), "latest", repo, tags=["v1"])
+    assert str(result.digest) == img.digest
+    return repo, img.digest
+
+
+def test_layout_to_registry_to_registry_keeps_digest(tmp_path: Path) -> None:
+    a, b, transport = _two_registries()
+    with RegistryClient(transport=transport) as client:
+        source, digest = _pushed(tmp_path, client, "a.example/app:v1")
+        assert a.manifest("app", "v1") is not None
+        dest = client.repository(Reference.parse("b.example/team/app:v1"))
+        result = copy(source, "v1", dest, tags=["v1"])
+        assert str(result.digest) == digest
+        assert result.blobs_copied == 3
+        assert result.blobs_mounted == 0
+        stored = b.manifest("team/app", "v1")
+        assert stored is not None
+        assert _sha(stored[0]) == digest
+        # Idempotent: everything is there now.
+        again = copy(source, "v1", dest, tags=["v1"])
+        assert (again.blobs_copied, again.blobs_skipped, again.bytes_transferred) == (0, 3, 0)
+
+
+def test_same_registry_copy_mounts(tmp_path: Path) -> None:
+    a, _b, transport = _two_registries()
+    with RegistryClient(transport=transport) as client:
+        source, digest = _pushed(tmp_path, client, "a.example/app:v1")
+        dest = client.repository(Reference.parse("a.example/other:v1"))
+        result = copy(source, "v1", dest, tags=["v1"])
+    assert result.blobs_mounted == 3
+    assert result.bytes_transferred == 0
+    assert a.tags("other") == {"v1": digest}
+    mounts = [r for r in a.requests if r.method == "POST" and "mount=" in r.url]
+    assert len(mounts) == 3
+
+
+def test_lying_registry_blob_gives_mismatch_and_no_manifest(tmp_path: Path) -> None:
+    a, b, transport = _two_registries()
+    with RegistryClient(transport=transport) as client:
+        source, _digest = _pushed(tmp_path, client, "a.example/app:v1")
+        manifest = json.loads(a.manifest("app", "v1")[0])  # type: ignore[index]
+        victim = manifest["layers"][1]["digest"]
+        real = a.blob(victim)
+        assert real is not None
+        a.lie(victim, bytes([real[0] ^ 1]) + real[1:])
+        dest = client.repository(Reference.parse("b.example/app:v1"))
+        with pytest.raises(DigestMismatch):
+            copy(source, "v1", dest, tags=["v1"])
+        layout_dest = LayoutRepository(tmp_path / "dst", create=True)
+        with pytest.raises(DigestMismatch):
+            copy(source, "v1", layout_dest, tags=["v1"])
+    assert b.manifest_count() == 0
+    assert not b.has_blob("app", victim)
+    assert layout_dest.list_tags() == []
+    assert layout_dest.blob_size(Digest.parse(victim)) is None
+
+
+def test_lying_registry_manifest_is_refused(tmp_path: Path) -> None:
+    a, b, transport = _two_registries()
+    with RegistryClient(transport=transport) as client:
+        source, digest = _pushed(tmp_path, client, "a.example/app:v1")
+        data, _ = a.manifest("app", digest)  # type: ignore[misc]
+        a.lie(digest, data.replace(b"layers", b"Layers", 1))
+        dest = client.repository(Reference.parse("b.example/app:v1"))
+        with pytest.raises(DigestMismatch):
+            copy(source, Digest.parse(digest), dest, tags=["v1"])
+    assert b.manifest_count() == 0
