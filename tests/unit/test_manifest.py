@@ -448,6 +448,11 @@ def test_descriptor_construction_is_validated() -> None:
         Descriptor(mt.OCI_LAYER_GZIP, Digest.parse(DIGEST), -1)
     with pytest.raises(ManifestError):
         Descriptor(mt.OCI_LAYER_GZIP, Digest.parse(DIGEST), 1, data=b"y")
+    with pytest.raises(ManifestError, match="media type"):
+        Descriptor("layer", Digest.parse(DIGEST), 1)
+    with pytest.raises(ManifestError, match="media type"):
+        Descriptor(mt.OCI_MANIFEST, Digest.parse(DIGEST), 1, artifact_type="")
+    assert Descriptor(mt.OCI_LAYER_GZIP, Digest.parse(DIGEST), 1, data=b"x").data == b"x"
 
 
 # --- hostile JSON ---------------------------------------------------------------------------

@@ -272,6 +272,11 @@ def test_invalid_references(text: str, fragment: str) -> None:
     assert len(message) < 400
 
 
+def test_megabyte_input_is_refused_early() -> None:
+    with pytest.raises(InvalidReferenceError, match="far longer"):
+        Reference.parse("a" * 1_000_000)
+
+
 def test_table_size() -> None:
     assert len(VALID) + len(INVALID) >= 80
 

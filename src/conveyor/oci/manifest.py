@@ -234,6 +234,13 @@ class Descriptor:
     data: bytes | None = None
 
     def __post_init__(self) -> None:
+        for value in (self.media_type, self.artifact_type):
+            if value is not None and not (
+                isinstance(value, str) and _MEDIA_TYPE_RE.fullmatch(value)
+            ):
+                raise ManifestError(f"{str(value)[:80]!r} is not a valid media type")
+        if not isinstance(self.digest, Digest):
+            raise ManifestError("descriptor digest must be a Digest")
         if isinstance(self.size, bool) or not isinstance(self.size, int):
             raise ManifestError("descriptor size must be an integer")
         if not 0 <= self.size <= _MAX_SIZE:

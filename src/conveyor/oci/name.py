@@ -27,6 +27,8 @@ OFFICIAL_PREFIX = "library/"
 DEFAULT_TAG = "latest"
 NAME_TOTAL_LENGTH_MAX = 255
 DOCKER_TRANSPORT = "docker://"
+# name (255) + ":" + tag (128) + "@sha512:" + 128 hex, rounded up: refuse megabytes early.
+_REFERENCE_MAX = 1024
 LAYOUT_TRANSPORT = "oci:"
 
 _ALPHANUMERIC = r"[a-z0-9]+"
@@ -185,6 +187,11 @@ class Reference:
             text = text[len(DOCKER_TRANSPORT) :]
         if not text:
             raise InvalidReferenceError("empty image reference: expected [registry/]name[:tag]")
+        if len(text) > _REFERENCE_MAX:
+            raise InvalidReferenceError(
+                f"reference {_shorten(original)} is {len(text)} characters; far longer than "
+                "any valid reference"
+            )
         if any(c.isspace() or not c.isprintable() for c in text):
             raise InvalidReferenceError(
                 f"invalid reference {_shorten(original)}: whitespace or control characters"
