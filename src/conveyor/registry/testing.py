@@ -115,6 +115,9 @@ class FakeRegistry:
         self._tokens: dict[str, tuple[str, ...]] = {}
         self._huge: dict[tuple[str, str], int] = {}
         self.huge_bytes_served = 0
+        self.token_prefix = "fake-token-"  # noqa: S105 - a fake, by design
+        self.url_signature = "signed-secret"
+        self.storage_status = 200
         self._lock = threading.RLock()
         self.transport = httpx.MockTransport(self._handle)
 
@@ -170,6 +173,13 @@ class FakeRegistry:
 
     def tags(self, name: str) -> dict[str, str]:
         return dict(self._repo(name).tags)
+
+    def digests(self) -> list[str]:
+        """Every blob and manifest digest stored (for tests that lie about all of them)."""
+        found = set(self._blobs)
+        for repo in self._repos.values():
+            found.update(repo.manifests)
+        return sorted(found)
 
     def manifest_count(self) -> int:
         return sum(len(r.manifests) for r in self._repos.values())
@@ -265,7 +275,7 @@ class FakeRegistry:
         ):
             return httpx.Response(401, json={"details": "incorrect username or password"})
         scopes = tuple(request.url.params.get_list("scope"))
-        token = f"fake-token-{uuid.uuid4().hex}"
+        token = f"{self.token_prefix}{uuid.uuid4().hex}"
         with self._lock:
             self._tokens[token] = scopes
             self.tokens_issued.append((token, scopes))
@@ -359,7 +369,7 @@ class FakeRegistry:
         if self.storage_host is not None and request.method == "GET":
             location = (
                 f"https://{self.storage_host}/store/{digest}"
-                "?X-Amz-Signature=signed-secret&X-Amz-Expires=300"
+                f"?X-Amz-Signature={self.url_signature}&X-Amz-Expires=300"
             )
             return httpx.Response(307, headers={"Location": location})
         headers = {
@@ -374,8 +384,11 @@ class FakeRegistry:
     def _storage(self, request: httpx.Request) -> httpx.Response:
         digest = request.url.path.rsplit("/", 1)[-1]
         data = self._lies.get(digest, self._blobs.get(digest))
-        if data is None:
-            return httpx.Response(404, text="NoSuchKey")
+        if data is None or self.storage_status != 200:
+            return httpx.Response(
+                self.storage_status if self.storage_status != 200 else 404,
+                text=f"<Error><Code>NoSuchKey</Code><Request>{request.url}</Request></Error>",
+            )
         return httpx.Response(200, content=data, headers={"Content-Type": "binary/octet-stream"})
 
     def _route_uploads(self, request: httpx.Request, name: str) -> httpx.Response:

@@ -63,16 +63,54 @@ def register_secret(value: str | None) -> None:
 
 def redact(text: str) -> str:
     """Remove tokens, passwords, Authorization values and URL query strings from ``text``."""
+    text = _URL_QUERY.sub(r"\1?<redacted>", text)
+    text = _URL_USERINFO.sub(r"\1<redacted>@", text)
+    text = _AUTH_HEADER.sub(r"\1\2<redacted>", text)
+    text = _AUTH_SCHEME.sub(r"\1\2<redacted>", text)
+    text = _SECRET_PARAM.sub(r"\1\2<redacted>", text)
     with _secrets_lock:
         secrets = sorted(_known_secrets, key=len, reverse=True)
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, "<redacted>")
-    text = _URL_QUERY.sub(r"\1?<redacted>", text)
-    text = _URL_USERINFO.sub(r"\1<redacted>@", text)
-    text = _AUTH_HEADER.sub(r"\1\2<redacted>", text)
-    text = _AUTH_SCHEME.sub(r"\1\2<redacted>", text)
-    return _SECRET_PARAM.sub(r"\1\2<redacted>", text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs log records of the HTTP libraries, which log full URLs (signed query strings
+    included) at INFO/DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = ()
+        return True
+
+
+_LOGGERS_TO_SCRUB = (
+    "conveyor.registry",
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.response",
+)
+
+
+def install_log_redaction() -> None:
+    """Attach ``RedactingFilter`` to the loggers that may see URLs or headers (idempotent)."""
+    for name in _LOGGERS_TO_SCRUB:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
+
+
+install_log_redaction()
 
 
 # --- responses and senders -------------------------------------------------------------
