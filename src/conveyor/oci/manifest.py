@@ -30,6 +30,7 @@ _MEDIA_TYPE_RE = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
 )
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 # Content-Types that say nothing about which manifest this is.
 _GENERIC_CONTENT_TYPES = frozenset({"", "application/json", "application/octet-stream"})
 
@@ -50,9 +51,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _check_structure(value: Any, what: str) -> None:
-    """Refuse nesting deeper than ``MAX_JSON_DEPTH`` and lone UTF-16 surrogates
-    (``"\\ud800"``: valid JSON, but not encodable text). Iterative: no recursion."""
+def _check_structure(value: Any, what: str, *, check_strings: bool) -> None:
+    """Refuse nesting deeper than ``MAX_JSON_DEPTH`` and, when asked, lone UTF-16
+    surrogates (``"\\ud800"``: valid JSON, but not encodable text). Iterative."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -60,12 +61,12 @@ def _check_structure(value: Any, what: str) -> None:
             if _SURROGATE_RE.search(item):
                 raise ManifestError(f"{what} contains a lone UTF-16 surrogate escape")
             continue
-        if not isinstance(item, dict | list):
-            continue
         if depth >= MAX_JSON_DEPTH:
             raise ManifestError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
         children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children)
+        for child in children:
+            if isinstance(child, dict | list) or (check_strings and isinstance(child, str)):
+                stack.append((child, depth + 1))
 
 
 def strict_json_loads(data: bytes, *, what: str = "document") -> Any:
@@ -90,7 +91,11 @@ def strict_json_loads(data: bytes, *, what: str = "document") -> Any:
     except ValueError as exc:  # JSONDecodeError, our hooks, int digit limits
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ManifestError(f"{what} is not valid JSON: {reason[:200]}") from exc
-    _check_structure(value, what)
+    if isinstance(value, dict | list):
+        # Surrogates can only arrive as \\u escapes (raw ones fail UTF-8 decoding above).
+        _check_structure(value, what, check_strings=_SURROGATE_ESCAPE_RE.search(text) is not None)
+    elif isinstance(value, str) and _SURROGATE_RE.search(value):
+        raise ManifestError(f"{what} contains a lone UTF-16 surrogate escape")
     return value
 
 
