@@ -262,8 +262,9 @@ def _valid(signers: dict[str, Signer]) -> str:
         (lambda t: t[:-1] + ',"payload":"AAAA"}', "duplicate"),
         (lambda t: t.replace('"keyid":', '"keyid":"a","keyid":'), "duplicate"),
         # non-finite numbers anywhere
-        (lambda t: t[:-1] + ',"x":NaN}', "non-finite"),
-        (lambda t: t[:-1] + ',"x":-Infinity}', "non-finite"),
+        (lambda t: t[:-1] + ',"x":NaN}', "NaN"),
+        (lambda t: t[:-1] + ',"x":-Infinity}', "Infinity"),
+        (lambda t: t[:-1] + ',"x":"\\ud800"}', "surrogate"),
         # truncated, empty, not an object
         (lambda t: t[: len(t) // 2], "not valid JSON"),
         (lambda t: "", "not valid JSON"),

@@ -73,6 +73,13 @@ def _statement(**overrides: Any) -> dict[str, Any]:
     return document
 
 
+def _deep(levels: int) -> dict[str, Any]:
+    value: Any = []
+    for _ in range(levels):
+        value = [value]
+    return {"a": value}
+
+
 # --- make / parse ---------------------------------------------------------------------------
 
 
@@ -140,8 +147,10 @@ def test_missing_predicate_is_empty() -> None:
     [
         (b'{"_type":"' + STATEMENT_V1.encode() + b'","_type":"x"}', "duplicate"),
         (json.dumps(_statement()).encode()[:-10], "not valid JSON"),
-        (json.dumps(_statement()).replace('"prod"', "NaN").encode(), "non-finite"),
-        (json.dumps(_statement()).replace('"prod"', "Infinity").encode(), "non-finite"),
+        (json.dumps(_statement()).replace('"prod"', "NaN").encode(), "NaN"),
+        (json.dumps(_statement()).replace('"prod"', "Infinity").encode(), "Infinity"),
+        (json.dumps(_statement()).replace('"prod"', '"\\udc00"').encode(), "surrogate"),
+        (json.dumps(_statement(predicate=_deep(100))).encode(), "nested"),
         (json.dumps(_statement(_type="link")).encode(), "not an in-toto Statement"),
         (json.dumps(_statement(_type=None)).encode(), "not an in-toto Statement"),
         (json.dumps(_statement(subject=[])).encode(), "no subject"),

@@ -1,35 +1,21 @@
 """Strict JSON in and canonical-ish JSON out, for envelopes, statements and predicates.
 
-Kept tiny and private: refuse what an attacker could use to make two parsers disagree
-(duplicate keys, NaN/Infinity, non-UTF-8, a byte-order mark), refuse oversized input.
+Parsing is the project's one strict loader (``conveyor.oci.manifest.strict_json_loads``:
+duplicate keys, NaN/Infinity, non-UTF-8, a byte-order mark, lone surrogates and deep nesting
+refused); here it gets a size cap first and its error becomes the caller's error class, so a
+bad envelope is a verification failure (exit 1), not a registry-manifest problem.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
-from conveyor.errors import ConveyorError, InputError
+from conveyor.errors import ConveyorError, InputError, ManifestError
+from conveyor.oci.manifest import strict_json_loads
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
-
-
-class _Refused(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _Refused(f"duplicate key {key[:60]!r}")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> NoReturn:
-    raise _Refused(f"non-finite number {name}")
 
 
 def strict_loads(
@@ -42,22 +28,10 @@ def strict_loads(
     """Parse ``data`` as one JSON document or raise ``error`` naming ``what``."""
     if len(data) > limit:
         raise error(f"{what} is {len(data)} bytes, more than the {limit} allowed")
-    if data.startswith(b"\xef\xbb\xbf"):
-        raise error(f"{what} starts with a byte-order mark; expected plain UTF-8 JSON")
     try:
-        text = data.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except _Refused as exc:
-        raise error(f"{what} is not acceptable JSON: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise error(f"{what} is not valid UTF-8 (at byte {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        raise error(
-            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
-    except (ValueError, RecursionError) as exc:
-        # int digit limits, nesting deeper than the interpreter allows
-        raise error(f"{what} is not acceptable JSON: {type(exc).__name__}") from exc
+        return strict_json_loads(data, what=what)
+    except ManifestError as exc:
+        raise error(str(exc)) from exc
 
 
 def canonical_dumps(document: Mapping[str, Any], *, what: str) -> bytes:
