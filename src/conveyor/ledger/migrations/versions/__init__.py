@@ -1,0 +1,1 @@
+"""Ledger schema revisions (frozen: never edit a released one, add a new revision)."""

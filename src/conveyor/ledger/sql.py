@@ -1,0 +1,580 @@
+"""The ledger in SQLite or PostgreSQL through SQLAlchemy 2 Core (no ORM on any hot path).
+
+Appends are serialised by the database, never by process memory: on SQLite every write
+transaction starts with ``BEGIN IMMEDIATE`` (the database write lock, waited for through
+``busy_timeout``); on PostgreSQL an append locks the single ``ledger_head`` row with
+``SELECT … FOR UPDATE``. The head row carries the Merkle frontier, so an append reads one row,
+hashes O(log n) and writes the entry, the perfect nodes it completes, and the new head.
+
+Driver exceptions become ``LedgerError`` in ``_translate`` and nowhere else; messages carry
+the URL with its password hidden.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from conveyor.errors import InputError, LedgerError
+from conveyor.ledger import merkle
+from conveyor.ledger.models import (
+    Checkpoint,
+    CheckpointSigner,
+    Entry,
+    format_time,
+    sign_checkpoint,
+)
+from conveyor.ledger.store import LedgerView, check_proof_sizes, new_entry
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BUSY_TIMEOUT_SECONDS = 60
+_WRITE = "conveyor_write"
+_MIGRATION_LOCK = "conveyor.ledger.migrate"
+
+metadata = sa.MetaData()
+head_table = sa.Table(
+    "ledger_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("origin", sa.String(256)),
+    sa.Column("size", sa.BigInteger),
+    sa.Column("root", sa.LargeBinary),
+    sa.Column("frontier", sa.LargeBinary),
+)
+entries_table = sa.Table(
+    "ledger_entries",
+    metadata,
+    # Column order = Entry field order: rows become entries positionally.
+    sa.Column("idx", sa.BigInteger, primary_key=True),
+    sa.Column("envelope", sa.LargeBinary),
+    sa.Column("envelope_sha256", sa.String(64)),
+    sa.Column("leaf_hash", sa.LargeBinary),
+    sa.Column("subject_digest", sa.String(512)),
+    sa.Column("subject_name", sa.String(1024)),
+    sa.Column("predicate_type", sa.String(512)),
+    sa.Column("kind", sa.String(64)),
+    sa.Column("environment", sa.String(128)),
+    sa.Column("source_commit", sa.String(128)),
+    sa.Column("signer", sa.String(256)),
+    sa.Column("keyid", sa.String(512)),
+    sa.Column("recorded_at", sa.String(32)),
+    sa.Column("tree_root", sa.LargeBinary),
+)
+nodes_table = sa.Table(
+    "ledger_nodes",
+    metadata,
+    sa.Column("level", sa.SmallInteger, primary_key=True),
+    sa.Column("idx", sa.BigInteger, primary_key=True),
+    sa.Column("hash", sa.LargeBinary),
+)
+checkpoints_table = sa.Table(
+    "ledger_checkpoints",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("origin", sa.String(256)),
+    sa.Column("size", sa.BigInteger),
+    sa.Column("root", sa.LargeBinary),
+    sa.Column("time", sa.String(32)),
+    sa.Column("keyid", sa.String(256)),
+    sa.Column("signature", sa.LargeBinary),
+)
+_ENTRY_COLUMNS = list(entries_table.c)
+_ENTRY_NAMES = [c.name for c in _ENTRY_COLUMNS]
+_CHECKPOINT_COLUMNS = [c for c in checkpoints_table.c if c.name != "id"]
+
+# Statements of the append path, built once (SQLAlchemy then reuses their compiled form).
+_LOCK_HEAD = (
+    sa.select(head_table.c.size, head_table.c.frontier, head_table.c.root)
+    .where(head_table.c.id == 1)
+    .with_for_update()
+)
+_INSERT_ENTRY = entries_table.insert()
+_INSERT_NODES = nodes_table.insert()
+_UPDATE_HEAD = (
+    head_table.update()
+    .where(head_table.c.id == 1)
+    .values(
+        size=sa.bindparam("new_size"),
+        root=sa.bindparam("new_root"),
+        frontier=sa.bindparam("new_frontier"),
+    )
+)
+_READ_HEAD = sa.select(head_table.c.size, head_table.c.root).where(head_table.c.id == 1)
+
+
+def lock_key(name: str) -> int:
+    """A signed 64-bit PostgreSQL advisory lock key for a lock name."""
+    return int.from_bytes(
+        hashlib.sha256(b"conveyor:" + name.encode()).digest()[:8], "big", signed=True
+    )
+
+
+def _entry(row: sa.Row[Any] | tuple[Any, ...]) -> Entry:
+    v = tuple(row)
+    return Entry(
+        v[0], bytes(v[1]), v[2], bytes(v[3]), v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
+        v[12], bytes(v[13]),
+    )  # fmt: skip
+
+
+def _checkpoint(row: sa.Row[Any]) -> Checkpoint:
+    origin, size, root, time, keyid, signature = tuple(row)
+    return Checkpoint(origin, size, bytes(root), time, keyid, bytes(signature))
+
+
+class SqlLedger:
+    """The ledger in a SQL database; open it with ``open_ledger``."""
+
+    def __init__(self, engine: Engine, display_url: str, secret: str | None) -> None:
+        self._engine = engine
+        self._display = display_url
+        self._secret = secret
+        self._local = threading.local()
+        self._postgres = engine.dialect.name == "postgresql"
+        with self._read() as conn:
+            self._origin: str = conn.execute(sa.select(head_table.c.origin)).scalar_one()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _translate(self) -> AbstractContextManager[None]:
+        """The one seam where driver and OS errors become ``LedgerError``."""
+        return ledger_seam(self._display, self._secret)
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        current: Connection | None = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        with self._translate(), self._engine.connect() as conn:
+            yield conn
+            conn.rollback()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        current: Connection | None = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        with (
+            self._translate(),
+            self._engine.connect().execution_options(**{_WRITE: True}) as conn,
+            conn.begin(),
+        ):
+            yield conn
+
+    # -- the Ledger protocol ---------------------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden."""
+        return self._display
+
+    def append(
+        self,
+        envelope: bytes,
+        *,
+        subject_digest: str,
+        subject_name: str,
+        predicate_type: str,
+        kind: str,
+        signer: str,
+        keyid: str,
+        environment: str | None = None,
+        commit: str | None = None,
+        recorded_at: datetime | None = None,
+    ) -> Entry:
+        fresh = new_entry(
+            envelope,
+            subject_digest=subject_digest,
+            subject_name=subject_name,
+            predicate_type=predicate_type,
+            kind=kind,
+            signer=signer,
+            keyid=keyid,
+            environment=environment,
+            commit=commit,
+            recorded_at=recorded_at,
+        )
+        with self._write() as conn:
+            size, frontier, _ = conn.execute(_LOCK_HEAD).one()
+            compact = merkle.CompactRange.from_bytes(size, bytes(frontier))
+            leaf = fresh.leaf_hash(size)
+            nodes: list[dict[str, Any]] = []
+            compact.append(
+                leaf, lambda lv, ix, h: nodes.append({"level": lv, "idx": ix, "hash": h})
+            )
+            entry = fresh.at(size, compact.root(), leaf)
+            conn.execute(_INSERT_ENTRY, dict(zip(_ENTRY_NAMES, _values(entry), strict=True)))
+            if nodes:
+                conn.execute(_INSERT_NODES, nodes)
+            conn.execute(
+                _UPDATE_HEAD,
+                {
+                    "new_size": size + 1,
+                    "new_root": entry.tree_root,
+                    "new_frontier": compact.to_bytes(),
+                },
+            )
+            return entry
+
+    def entries(
+        self,
+        *,
+        subject_digest: str | None = None,
+        kind: str | None = None,
+        environment: str | None = None,
+        commit: str | None = None,
+        start: int = 0,
+        limit: int | None = None,
+    ) -> list[Entry]:
+        if limit is not None and limit < 0:
+            raise InputError("limit must be >= 0")
+        query = sa.select(*_ENTRY_COLUMNS).order_by(entries_table.c.idx)
+        c = entries_table.c
+        for column, value in (
+            (c.subject_digest, subject_digest),
+            (c.kind, kind),
+            (c.environment, environment),
+            (c.source_commit, commit),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if start > 0:
+            query = query.where(c.idx >= start)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [_entry(row) for row in conn.execute(query)]
+
+    def _head(self, conn: Connection) -> tuple[int, bytes]:
+        size, root = conn.execute(_READ_HEAD).one()
+        return int(size), bytes(root)
+
+    def size(self) -> int:
+        with self._read() as conn:
+            return self._head(conn)[0]
+
+    def root(self) -> bytes:
+        with self._read() as conn:
+            return self._head(conn)[1]
+
+    def entry(self, index: int) -> Entry:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(*_ENTRY_COLUMNS).where(entries_table.c.idx == index)
+            ).one_or_none()
+            if row is None:
+                raise InputError(
+                    f"no ledger entry {index}: the ledger has {self._head(conn)[0]} entries"
+                )
+            return _entry(row)
+
+    def _nodes(self, conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+        found: dict[merkle.NodeId, bytes] = {}
+        leaves = [ix for lv, ix in wanted if lv == 0]
+        if leaves:
+            rows = conn.execute(
+                sa.select(entries_table.c.idx, entries_table.c.leaf_hash).where(
+                    entries_table.c.idx.in_(leaves)
+                )
+            )
+            found.update({(0, ix): bytes(h) for ix, h in rows})
+        inner = [n for n in wanted if n[0] > 0]
+        if inner:
+            node_rows = conn.execute(
+                sa.select(nodes_table.c.level, nodes_table.c.idx, nodes_table.c.hash).where(
+                    sa.tuple_(nodes_table.c.level, nodes_table.c.idx).in_(inner)
+                )
+            )
+            found.update({(lv, ix): bytes(h) for lv, ix, h in node_rows})
+        missing = wanted - found.keys()
+        if missing:
+            raise LedgerError(
+                f"ledger database {self._display} lacks Merkle node {min(missing)}; "
+                "run `conveyor audit verify`: the ledger may have been tampered with"
+            )
+        return found
+
+    def _proof(self, conn: Connection, plan: merkle.ProofPlan) -> list[bytes]:
+        return merkle.assemble_proof(plan, self._nodes(conn, merkle.plan_nodes(plan)))
+
+    def root_at(self, size: int) -> bytes:
+        with self._read() as conn:
+            check_proof_sizes(self._head(conn)[0], old=size)
+            if size == 0:
+                return merkle.EMPTY_ROOT
+            needed = merkle.range_nodes(0, size)
+            nodes = self._nodes(conn, set(needed))
+            return merkle.fold([nodes[n] for n in needed])
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        with self._read() as conn:
+            current = self._head(conn)[0]
+            size = current if size is None else size
+            check_proof_sizes(current, old=size)
+            check_proof_sizes(size, index=index)
+            return self._proof(conn, merkle.inclusion_nodes(index, size))
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        with self._read() as conn:
+            current = self._head(conn)[0]
+            new_size = current if new_size is None else new_size
+            check_proof_sizes(current, old=new_size)
+            check_proof_sizes(new_size, old=old_size)
+            return self._proof(conn, merkle.consistency_nodes(old_size, new_size))
+
+    def checkpoint(self, signer: CheckpointSigner) -> Checkpoint:
+        with self._write() as conn:
+            size, _, root = conn.execute(_LOCK_HEAD).one()
+            cp = sign_checkpoint(
+                signer,
+                origin=self._origin,
+                size=int(size),
+                root=bytes(root),
+                time=format_time(datetime.now(UTC)),
+            )
+            conn.execute(
+                checkpoints_table.insert(),
+                {
+                    "origin": cp.origin,
+                    "size": cp.size,
+                    "root": cp.root,
+                    "time": cp.time,
+                    "keyid": cp.keyid,
+                    "signature": cp.signature,
+                },
+            )
+            return cp
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id)
+            ).all()
+            return [_checkpoint(row) for row in rows]
+
+    @contextmanager
+    def serialized(self, lock_name: str) -> Iterator[None]:
+        """Hold the database lock named ``lock_name`` for the block, in one transaction.
+
+        SQLite: the block is one ``BEGIN IMMEDIATE`` transaction (the database-wide write lock).
+        PostgreSQL: ``pg_advisory_xact_lock`` on a key derived from the name, taken in the
+        block's transaction and released by its commit or rollback. Ledger calls made inside
+        the block from this thread run in that transaction; it commits when the block ends
+        and rolls back if the block raises.
+        """
+        current: Connection | None = getattr(self._local, "conn", None)
+        if current is not None:  # nested: the outer transaction already holds the write lock
+            if self._postgres:
+                with self._translate():
+                    current.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(lock_name))))
+            yield
+            return
+        with self._translate():
+            conn = self._engine.connect().execution_options(**{_WRITE: True})
+        try:
+            with self._translate():
+                transaction = conn.begin()
+                if self._postgres:
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(lock_name))))
+            self._local.conn = conn
+            try:
+                yield
+            except BaseException:
+                self._local.conn = None
+                with self._translate():
+                    transaction.rollback()
+                raise
+            self._local.conn = None
+            with self._translate():
+                transaction.commit()
+        finally:
+            self._local.conn = None
+            with self._translate():
+                conn.close()
+
+    @contextmanager
+    def audit_view(self) -> Iterator[LedgerView]:
+        """Head, checkpoints and a streamed scan of every entry row, from one snapshot."""
+        with self._translate(), self._engine.connect() as conn:
+            if self._postgres:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            conn.begin()
+            size, root = self._head(conn)
+            rows = conn.execute(sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id))
+            checkpoints = [_checkpoint(r) for r in rows]
+            result = conn.execution_options(yield_per=2000).execute(
+                sa.select(*_ENTRY_COLUMNS).order_by(entries_table.c.idx)
+            )
+
+            def stream() -> Iterator[Entry]:
+                with self._translate():
+                    for partition in result.partitions():
+                        for row in partition:
+                            yield _entry(row)
+
+            yield LedgerView(self._origin, size, root, checkpoints, stream())
+            result.close()
+            conn.rollback()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _values(entry: Entry) -> tuple[Any, ...]:
+    return (
+        entry.index,
+        entry.envelope,
+        entry.envelope_sha256,
+        entry.leaf_hash,
+        entry.subject_digest,
+        entry.subject_name,
+        entry.predicate_type,
+        entry.kind,
+        entry.environment,
+        entry.commit,
+        entry.signer,
+        entry.keyid,
+        entry.recorded_at,
+        entry.tree_root,
+    )
+
+
+# -- opening ----------------------------------------------------------------------------------
+
+
+def _sqlite_engine(url: sa.URL) -> Engine:
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        raise InputError(
+            "an in-memory SQLite ledger is not supported: give a file path "
+            "(sqlite:///path/to/conveyor.db) or use MemoryLedger"
+        )
+    path = Path(database)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LedgerError(
+            f"cannot create the ledger directory {path.parent}: {error.strerror or error}"
+        ) from error
+    engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        # The driver's own transaction handling is off; the "begin" hook emits ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A write takes the database lock up front: a deferred transaction that later
+        # upgrades cannot wait for the lock in WAL mode and fails with SQLITE_BUSY.
+        conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN"
+        )
+
+    return engine
+
+
+def _migrate(engine: Engine, postgres: bool) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.connect() as conn:
+        if MigrationContext.configure(conn).get_current_revision() == head:
+            conn.rollback()
+            return
+        conn.rollback()
+    # Two processes opening a fresh database: the lock makes the second wait, then find
+    # the schema at head and do nothing.
+    with engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+        if postgres:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(_MIGRATION_LOCK))))
+        config.attributes["connection"] = conn
+        try:
+            command.upgrade(config, "head")
+        except CommandError as error:
+            raise LedgerError(
+                f"the ledger schema is not one this conveyor knows ({error}); "
+                "upgrade conveyor or open the right database"
+            ) from error
+
+
+def open_ledger(url: str) -> SqlLedger:
+    """Open (creating and migrating when needed) the ledger at a SQLAlchemy URL.
+
+    ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+    ``postgresql+psycopg://user:password@host:port/dbname`` (``postgresql://`` means psycopg).
+    """
+    try:
+        parsed = make_url(url)
+    except (exc.ArgumentError, ValueError) as error:
+        raise InputError(
+            "the ledger URL does not parse: use sqlite:///PATH or postgresql+psycopg://…"
+        ) from error
+    display = parsed.render_as_string(hide_password=True)
+    secret = parsed.password if isinstance(parsed.password, str) else None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.get_driver_name() in ("pysqlite", ""):
+        engine = _sqlite_engine(parsed)
+    elif backend == "postgresql" and parsed.drivername in ("postgresql", "postgresql+psycopg"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    else:
+        raise InputError(
+            f"unsupported ledger database {display}: use sqlite:///PATH or postgresql+psycopg://…"
+        )
+    ledger: SqlLedger | None = None
+    try:
+        with ledger_seam(display, secret):
+            _migrate(engine, backend == "postgresql")
+        ledger = SqlLedger(engine, display, secret)
+        return ledger
+    finally:
+        if ledger is None:
+            engine.dispose()
+
+
+@contextmanager
+def ledger_seam(display: str, secret: str | None) -> Iterator[None]:
+    """Error translation for code that runs before a ``SqlLedger`` exists (opening)."""
+    try:
+        yield
+    except (exc.SQLAlchemyError, sqlite3.Error, OSError) as error:
+        cause: BaseException = getattr(error, "orig", None) or error
+        reason = " ".join(str(cause).split())[:300] or type(cause).__name__
+        if secret:
+            reason = reason.replace(secret, "***")
+        raise LedgerError(
+            f"ledger database {display} failed: {type(cause).__name__}: {reason}; "
+            "check that the database is reachable and holds a conveyor ledger"
+        ) from error

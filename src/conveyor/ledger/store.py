@@ -1,0 +1,396 @@
+"""The ledger protocol and its in-memory implementation.
+
+Every store keeps the same facts: dense entries from index 0, the perfect Merkle nodes the
+appends complete (so proofs need O(log n) look-ups), a head (size, root, frontier) and the
+checkpoints it signed. ``MemoryLedger`` is the reference for the contract tests that the SQL
+store also passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from conveyor.errors import InputError
+from conveyor.ledger import merkle
+from conveyor.ledger.models import (
+    Checkpoint,
+    CheckpointSigner,
+    Entry,
+    format_time,
+    leaf_data,
+    sign_checkpoint,
+)
+
+MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
+_FIELD_LIMITS = {
+    "subject_digest": 512,
+    "subject_name": 1024,
+    "predicate_type": 512,
+    "kind": 64,
+    "environment": 128,
+    "commit": 128,
+    "signer": 256,
+    "keyid": 512,
+}
+
+
+@dataclass
+class LedgerView:
+    """One consistent reading of a ledger for the audit: the head as stored, the stored
+    checkpoints, and every stored entry row in index order (gaps and all)."""
+
+    origin: str
+    size: int
+    root: bytes
+    checkpoints: list[Checkpoint]
+    entries: Iterator[Entry]
+
+
+class Ledger(Protocol):
+    """An append-only, Merkle-hashed log of DSSE envelopes."""
+
+    @property
+    def origin(self) -> str: ...
+
+    def append(
+        self,
+        envelope: bytes,
+        *,
+        subject_digest: str,
+        subject_name: str,
+        predicate_type: str,
+        kind: str,
+        signer: str,
+        keyid: str,
+        environment: str | None = None,
+        commit: str | None = None,
+        recorded_at: datetime | None = None,
+    ) -> Entry: ...
+
+    def entries(
+        self,
+        *,
+        subject_digest: str | None = None,
+        kind: str | None = None,
+        environment: str | None = None,
+        commit: str | None = None,
+        start: int = 0,
+        limit: int | None = None,
+    ) -> list[Entry]: ...
+
+    def size(self) -> int: ...
+
+    def root(self) -> bytes: ...
+
+    def root_at(self, size: int) -> bytes: ...
+
+    def entry(self, index: int) -> Entry: ...
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]: ...
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]: ...
+
+    def checkpoint(self, signer: CheckpointSigner) -> Checkpoint: ...
+
+    def checkpoints(self) -> list[Checkpoint]: ...
+
+    def serialized(self, lock_name: str) -> AbstractContextManager[None]:
+        """A database-level lock named ``lock_name`` held for the block; appends inside the
+        block commit together when it ends and are rolled back if it raises."""
+        ...
+
+    def audit_view(self) -> AbstractContextManager[LedgerView]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """Validated facts of an entry about to be appended, before it has an index."""
+
+    envelope: bytes
+    envelope_sha256: str
+    subject_digest: str
+    subject_name: str
+    predicate_type: str
+    kind: str
+    environment: str | None
+    commit: str | None
+    signer: str
+    keyid: str
+    recorded_at: str
+
+    def at(self, index: int, tree_root: bytes, leaf: bytes) -> Entry:
+        return Entry(
+            index=index,
+            envelope=self.envelope,
+            envelope_sha256=self.envelope_sha256,
+            leaf_hash=leaf,
+            subject_digest=self.subject_digest,
+            subject_name=self.subject_name,
+            predicate_type=self.predicate_type,
+            kind=self.kind,
+            environment=self.environment,
+            commit=self.commit,
+            signer=self.signer,
+            keyid=self.keyid,
+            recorded_at=self.recorded_at,
+            tree_root=tree_root,
+        )
+
+    def leaf_hash(self, index: int) -> bytes:
+        return merkle.leaf_hash(
+            leaf_data(
+                index=index,
+                recorded_at=self.recorded_at,
+                kind=self.kind,
+                subject_digest=self.subject_digest,
+                subject_name=self.subject_name,
+                predicate_type=self.predicate_type,
+                environment=self.environment,
+                commit=self.commit,
+                signer=self.signer,
+                keyid=self.keyid,
+                envelope_sha256=self.envelope_sha256,
+            )
+        )
+
+
+def _check_text(name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        raise InputError(f"ledger entry needs a non-empty {name}")
+    if len(value) > _FIELD_LIMITS[name]:
+        raise InputError(f"ledger entry {name} is longer than {_FIELD_LIMITS[name]} characters")
+    if not value.isprintable():
+        raise InputError(f"ledger entry {name} contains control characters")
+
+
+def new_entry(
+    envelope: bytes,
+    *,
+    subject_digest: str,
+    subject_name: str,
+    predicate_type: str,
+    kind: str,
+    signer: str,
+    keyid: str,
+    environment: str | None,
+    commit: str | None,
+    recorded_at: datetime | None,
+) -> NewEntry:
+    """Validate append arguments (raises ``InputError``) into a ``NewEntry``."""
+    if not isinstance(envelope, bytes) or not envelope:
+        raise InputError("ledger entry needs the envelope as non-empty bytes")
+    if len(envelope) > MAX_ENVELOPE_BYTES:
+        raise InputError(f"envelope is larger than {MAX_ENVELOPE_BYTES} bytes")
+    _check_text("subject_digest", subject_digest)
+    _check_text("subject_name", subject_name)
+    _check_text("predicate_type", predicate_type)
+    _check_text("kind", kind)
+    _check_text("signer", signer)
+    _check_text("keyid", keyid)
+    _check_text("environment", environment, optional=True)
+    _check_text("commit", commit, optional=True)
+    moment = format_time(recorded_at if recorded_at is not None else datetime.now(UTC))
+    return NewEntry(
+        envelope=envelope,
+        envelope_sha256=hashlib.sha256(envelope).hexdigest(),
+        subject_digest=subject_digest,
+        subject_name=subject_name,
+        predicate_type=predicate_type,
+        kind=kind,
+        environment=environment,
+        commit=commit,
+        signer=signer,
+        keyid=keyid,
+        recorded_at=moment,
+    )
+
+
+def check_proof_sizes(size: int, *, index: int | None = None, old: int | None = None) -> None:
+    if index is not None and not 0 <= index < size:
+        raise InputError(f"no ledger entry {index} in a tree of size {size}")
+    if old is not None and not 0 <= old <= size:
+        raise InputError(f"cannot prove size {old} consistent with size {size}")
+
+
+def new_origin() -> str:
+    return f"conveyor.ledger/{uuid.uuid4().hex}"
+
+
+@dataclass
+class _MemoryState:
+    entries: list[Entry] = field(default_factory=list)
+    nodes: dict[merkle.NodeId, bytes] = field(default_factory=dict)
+    compact: merkle.CompactRange = field(default_factory=merkle.CompactRange)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+
+class MemoryLedger:
+    """The ledger in process memory: the reference implementation for tests and tools."""
+
+    def __init__(self, origin: str | None = None) -> None:
+        self._origin = origin or new_origin()
+        self._state = _MemoryState()
+        self._lock = threading.RLock()
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    def append(
+        self,
+        envelope: bytes,
+        *,
+        subject_digest: str,
+        subject_name: str,
+        predicate_type: str,
+        kind: str,
+        signer: str,
+        keyid: str,
+        environment: str | None = None,
+        commit: str | None = None,
+        recorded_at: datetime | None = None,
+    ) -> Entry:
+        fresh = new_entry(
+            envelope,
+            subject_digest=subject_digest,
+            subject_name=subject_name,
+            predicate_type=predicate_type,
+            kind=kind,
+            signer=signer,
+            keyid=keyid,
+            environment=environment,
+            commit=commit,
+            recorded_at=recorded_at,
+        )
+        with self._lock:
+            state = self._state
+            index = state.compact.size
+            leaf = fresh.leaf_hash(index)
+            state.nodes[(0, index)] = leaf
+
+            def keep(level: int, idx: int, h: bytes) -> None:
+                state.nodes[(level, idx)] = h
+
+            state.compact.append(leaf, keep)
+            entry = fresh.at(index, state.compact.root(), leaf)
+            state.entries.append(entry)
+            return entry
+
+    def entries(
+        self,
+        *,
+        subject_digest: str | None = None,
+        kind: str | None = None,
+        environment: str | None = None,
+        commit: str | None = None,
+        start: int = 0,
+        limit: int | None = None,
+    ) -> list[Entry]:
+        if limit is not None and limit < 0:
+            raise InputError("limit must be >= 0")
+        with self._lock:
+            found: list[Entry] = []
+            for e in self._state.entries[max(start, 0) :]:
+                if limit is not None and len(found) >= limit:
+                    break
+                if (
+                    (subject_digest is None or e.subject_digest == subject_digest)
+                    and (kind is None or e.kind == kind)
+                    and (environment is None or e.environment == environment)
+                    and (commit is None or e.commit == commit)
+                ):
+                    found.append(e)
+            return found
+
+    def size(self) -> int:
+        return self._state.compact.size
+
+    def root(self) -> bytes:
+        with self._lock:
+            return self._state.compact.root()
+
+    def root_at(self, size: int) -> bytes:
+        with self._lock:
+            check_proof_sizes(self.size(), old=size)
+            if size == 0:
+                return merkle.EMPTY_ROOT
+            return merkle.fold([self._state.nodes[n] for n in merkle.range_nodes(0, size)])
+
+    def entry(self, index: int) -> Entry:
+        with self._lock:
+            check_proof_sizes(self.size(), index=index)
+            return self._state.entries[index]
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        with self._lock:
+            size = self.size() if size is None else size
+            check_proof_sizes(self.size(), old=size)
+            check_proof_sizes(size, index=index)
+            return merkle.assemble_proof(merkle.inclusion_nodes(index, size), self._state.nodes)
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        with self._lock:
+            new_size = self.size() if new_size is None else new_size
+            check_proof_sizes(self.size(), old=new_size)
+            check_proof_sizes(new_size, old=old_size)
+            plan = merkle.consistency_nodes(old_size, new_size)
+            return merkle.assemble_proof(plan, self._state.nodes)
+
+    def checkpoint(self, signer: CheckpointSigner) -> Checkpoint:
+        with self._lock:
+            cp = sign_checkpoint(
+                signer,
+                origin=self._origin,
+                size=self.size(),
+                root=self.root(),
+                time=format_time(datetime.now(UTC)),
+            )
+            self._state.checkpoints.append(cp)
+            return cp
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self._lock:
+            return list(self._state.checkpoints)
+
+    @contextmanager
+    def serialized(self, lock_name: str) -> Iterator[None]:
+        """Hold the ledger's lock; appends inside are undone if the block raises."""
+        with self._lock:
+            state = self._state
+            saved = _MemoryState(
+                list(state.entries),
+                dict(state.nodes),
+                state.compact.copy(),
+                list(state.checkpoints),
+            )
+            try:
+                yield
+            except BaseException:
+                self._state = saved
+                raise
+
+    @contextmanager
+    def audit_view(self) -> Iterator[LedgerView]:
+        with self._lock:
+            state = self._state
+            yield LedgerView(
+                self._origin,
+                state.compact.size,
+                state.compact.root(),
+                list(state.checkpoints),
+                iter(list(state.entries)),
+            )
+
+    def close(self) -> None:
+        return None
