@@ -104,6 +104,20 @@ def test_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "ci.key").stat().st_mode) == 0o600
 
 
+def test_no_overwrite_even_when_the_file_appears_after_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final name is claimed atomically (link), not by check-then-write."""
+    (tmp_path / "ci.key").write_bytes(b"someone else's key")
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    monkeypatch.setattr(Path, "is_symlink", lambda self: False)
+    with pytest.raises(KeyFileError, match="already exists"):
+        write_keypair(generate_key(), tmp_path, "ci", password=None)
+    assert (tmp_path / "ci.key").read_bytes() == b"someone else's key"
+    assert not os.path.lexists(tmp_path / "ci.pub")
+    assert sorted(os.listdir(tmp_path)) == ["ci.key"]  # no temp file left behind
+
+
 @pytest.mark.parametrize("name", ["", "../evil", "a/b", ".hidden", "x" * 200, "a\nb"])
 def test_key_names_cannot_escape_the_directory(tmp_path: Path, name: str) -> None:
     with pytest.raises(KeyFileError, match="invalid key name"):
@@ -191,6 +205,9 @@ def test_rsa_signs_nothing_but_verifies_pss() -> None:
     signature = key.sign(b"data", pss, hashes.SHA256())
     assert verifier.verify(signature, b"data")
     assert not verifier.verify(signature, b"date")
+    # any salt length (in-toto uses the digest length, others the maximum)
+    longest = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.MAX_LENGTH)
+    assert verifier.verify(key.sign(b"data", longest, hashes.SHA256()), b"data")
     # PKCS#1 v1.5 is not the agreed scheme
     assert not verifier.verify(key.sign(b"data", padding.PKCS1v15(), hashes.SHA256()), b"data")
 
