@@ -46,6 +46,7 @@ class RunningPostgres:
     port: int
     as_user: list[str]
     pg_ctl: str
+    _shared_ready: bool = False
 
     @property
     def url(self) -> str:
@@ -60,11 +61,27 @@ class RunningPostgres:
         import psycopg
 
         name = f"t_{uuid.uuid4().hex[:16]}"
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
-        ) as conn:
+        with psycopg.connect(self._dsn("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.database_url(name)
+
+    def create_schema(self) -> str:
+        """A new empty schema in the shared ``conveyor`` database, as a URL whose connections
+        use it as their search path: as isolated as a database for the ledger, and ~100x
+        cheaper to make than ``CREATE DATABASE``."""
+        import psycopg
+
+        if not self._shared_ready:
+            with psycopg.connect(self._dsn("postgres"), autocommit=True) as conn:
+                conn.execute('CREATE DATABASE "conveyor"')
+            self._shared_ready = True
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(self._dsn("conveyor"), autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{name}"')
+        return f"{self.database_url('conveyor')}?options=-csearch_path%3D{name}"
+
+    def _dsn(self, dbname: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
 
     def stop(self) -> None:
         subprocess.run(
@@ -135,5 +152,6 @@ def postgres_url(postgres_server: RunningPostgres) -> str:
 
 @pytest.fixture
 def postgres_database(postgres_server: RunningPostgres) -> Callable[[], str]:
-    """A factory of fresh empty databases on the session cluster (one per call)."""
-    return postgres_server.create_database
+    """A factory of fresh, empty, isolated places on the session cluster (one per call):
+    a schema of a shared database, see ``RunningPostgres.create_schema``."""
+    return postgres_server.create_schema
