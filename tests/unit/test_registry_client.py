@@ -556,3 +556,11 @@ def test_attach_referrer_needs_a_subject() -> None:
         repo(client, fake).attach_referrer(
             RawManifest(image.manifest, OCI_MANIFEST, Digest.parse(image.digest))
         )
+
+
+def test_html_answer_to_head_is_not_a_manifest() -> None:
+    fake = FakeRegistry()
+    image = push_image(fake)
+    fake.answer_html = True
+    with client_for(fake) as client, pytest.raises(RegistryError, match="HTML"):
+        repo(client, fake).has_manifest(Digest.parse(image.digest))

@@ -481,6 +481,8 @@ class RegistryRepository:
         response = self._request("HEAD", url, self._pull, headers={"Accept": mt.ACCEPT_MANIFESTS})
         self._expect("HEAD", response, (200,), what=f"manifest {reference}")
         response.close()
+        if looks_like_html(response.content_type, b""):
+            raise html_error("HEAD", url, response.status)
         hint: Digest | None = None
         try:
             header = response.header("docker-content-digest")
@@ -574,8 +576,6 @@ class RegistryRepository:
                     f"{declared} bytes announced where {size} were expected",
                     where=where,
                 )
-            if looks_like_html(response.content_type, b""):
-                raise html_error("GET", url, response.status)
             yield verified_chunks(response.chunks, digest, size=size, where=where)
         finally:
             response.close()

@@ -9,7 +9,11 @@ mounts, paginated tag lists and the referrers API, and can play a hostile regist
 - ``always_401``                 refuse every credential;
 - ``answer_html``                answer every request with an HTML page;
 - ``redirect_blobs_to(host)``    send blob GETs to a storage host (signed URL);
-- ``huge_manifest(ref, size)``   stream an endless manifest, counting what was read.
+- ``huge_manifest(name, ref, size)``  stream a huge manifest, counting what was read;
+- ``token_prefix``, ``url_signature``  put a canary into issued tokens and signed URLs;
+- ``storage_status``             make the blob storage host fail;
+- ``require_auth`` / ``bearer``  Basic auth, or Bearer tokens from ``auth.<host>/token``
+                                 with per-repository scopes checked on every request.
 
 Every request is logged in ``requests`` (method, url, headers) for assertions. The fake is
 deliberately independent of conveyor's parsers: it reads manifests with plain ``json``.

@@ -1,0 +1,193 @@
+"""The urllib3 blob path against tiny loopback HTTP servers (no registry, no network)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conveyor.errors import DigestMismatch, RegistryError
+from conveyor.oci.digest import Digest
+from conveyor.oci.name import Reference
+from conveyor.registry.blobio import Urllib3BlobIO
+from conveyor.registry.client import RegistryClient
+
+BLOB = os.urandom(3 * 1024 * 1024 + 11)
+DIGEST = Digest.of(BLOB)
+
+
+class _Server:
+    """A registry-shaped loopback server that records what it was sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, dict[str, str], int]] = []
+        self.redirect_to: str | None = None
+        self.serve: bytes = BLOB
+        self.require: str | None = None
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _record(self, length: int) -> None:
+                outer.seen.append((self.command, self.path, dict(self.headers.items()), length))
+
+            def do_GET(self) -> None:
+                self._record(0)
+                if outer.require and self.headers.get("Authorization") != outer.require:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="loopback"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if "/blobs/" in self.path and outer.redirect_to and "/v2/" in self.path:
+                    self.send_response(307)
+                    self.send_header("Location", f"{outer.redirect_to}/storage/x?sig=abc")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(outer.serve)))
+                self.end_headers()
+                self.wfile.write(outer.serve)
+
+            def do_HEAD(self) -> None:
+                self._record(0)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(outer.serve)))
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                self._record(0)
+                self.send_response(202)
+                self.send_header("Location", "/v2/a/blobs/uploads/123?_state=s")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_PUT(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                self._record(len(body))
+                ok = hashlib.sha256(body).hexdigest() in self.path
+                self.send_response(201 if ok else 400)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_DELETE(self) -> None:
+                self._record(0)
+                self.send_response(204)
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    s = _Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def other_server() -> Iterator[_Server]:
+    s = _Server()
+    yield s
+    s.close()
+
+
+def _client(*hosts: str) -> RegistryClient:
+    client = RegistryClient(insecure_registries=hosts, sleep=lambda s: None, max_attempts=2)
+    assert isinstance(client._session.blobs, Urllib3BlobIO)
+    return client
+
+
+def test_stream_and_upload_through_urllib3(server: _Server) -> None:
+    host = f"127.0.0.1:{server.port}"
+    with _client(host) as client:
+        repo = client.repository(Reference.parse(f"{host}/a:b"))
+        with repo.open_blob(DIGEST, size=len(BLOB)) as chunks:
+            assert b"".join(chunks) == BLOB
+        repo.write_blob(
+            DIGEST, len(BLOB), (BLOB[i : i + 65536] for i in range(0, len(BLOB), 65536))
+        )
+    put = [s for s in server.seen if s[0] == "PUT"]
+    assert put[0][3] == len(BLOB)
+    assert "_state=s" in put[0][1]
+
+
+def test_urllib3_lying_server_is_caught(server: _Server) -> None:
+    server.serve = os.urandom(len(BLOB))
+    host = f"127.0.0.1:{server.port}"
+    with _client(host) as client:
+        repo = client.repository(Reference.parse(f"{host}/a:b"))
+        with pytest.raises(DigestMismatch), repo.open_blob(DIGEST) as chunks:
+            b"".join(chunks)
+
+
+def test_urllib3_redirect_to_another_host_drops_authorization(
+    server: _Server, other_server: _Server, tmp_path: Path
+) -> None:
+    # 127.0.0.1 and localhost are different hosts to the client
+    host = f"127.0.0.1:{server.port}"
+    server.redirect_to = f"http://localhost:{other_server.port}"
+    server.require = "Basic " + base64.b64encode(b"user:pw-loopback-1").decode()
+    (tmp_path / "config.json").write_text(
+        json.dumps({"auths": {host: {"username": "user", "password": "pw-loopback-1"}}})
+    )
+    with RegistryClient(
+        insecure_registries=[host, f"localhost:{other_server.port}"], docker_config_dir=tmp_path
+    ) as client:
+        repo = client.repository(Reference.parse(f"{host}/a:b"))
+        with repo.open_blob(DIGEST, size=len(BLOB)) as chunks:
+            assert b"".join(chunks) == BLOB
+    assert [s[2].get("Authorization") for s in server.seen] == [None, server.require]
+    assert len(other_server.seen) == 1
+    assert other_server.seen[0][1].startswith("/storage/x?sig=abc")
+    assert "Authorization" not in other_server.seen[0][2]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_connection_refused_is_a_registry_error() -> None:
+    host = f"127.0.0.1:{_closed_port()}"
+    with (
+        _client(host) as client,
+        pytest.raises(RegistryError) as info,
+        client.repository(Reference.parse(f"{host}/a:b")).open_blob(DIGEST),
+    ):
+        pass
+    assert "check the registry address" in str(info.value)
+    assert info.value.exit_code == 3
+
+
+def test_tls_is_verified_for_hosts_not_marked_insecure(server: _Server) -> None:
+    # the server speaks plain HTTP; without the insecure flag we talk TLS and must fail
+    host = f"127.0.0.1:{server.port}"
+    with (
+        _client() as client,
+        pytest.raises(RegistryError) as info,
+        client.repository(Reference.parse(f"{host}/a:b")).open_blob(DIGEST),
+    ):
+        pass
+    assert f"https://{host}/v2/" in str(info.value)
+    assert "SSL" in str(info.value)
