@@ -262,7 +262,10 @@ class _Session:
     def _refused(self, registry: str, method: str, url: str) -> AuthenticationError:
         creds = self.auth.credentials(registry)
         if creds is None:
-            what = f"no credentials were found for {registry}; run 'docker login {registry}'"
+            what = (
+                f"no credentials were found for {registry} (run 'docker login {registry}'), "
+                "or the repository does not exist or is private"
+            )
         else:
             what = (
                 f"the credentials from {creds.source} were refused; check them "
