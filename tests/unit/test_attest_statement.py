@@ -548,3 +548,14 @@ def test_predicate_type_uris() -> None:
     assert all(
         uri.startswith("https://conveyor.dev/attestation/") and uri.endswith("/v1") for uri in own
     )
+
+
+def test_public_surface() -> None:
+    import conveyor.attest as attest
+
+    assert sorted(attest.__all__) == sorted(set(attest.__all__))
+    for name in attest.__all__:
+        assert hasattr(attest, name), name
+    public = {n for n in vars(attest) if not n.startswith("_")}
+    submodules = {"dsse", "keys", "predicates", "statement", "annotations"}
+    assert public - submodules == set(attest.__all__)
