@@ -261,6 +261,11 @@ def test_garbage_key_files(tmp_path: Path, content: bytes) -> None:
         load_public_key(content)
 
 
+def test_endless_key_file_is_refused() -> None:
+    with pytest.raises(KeyFileError, match="larger than"):
+        load_signing_key("/dev/zero")
+
+
 def test_missing_key_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match=r"missing\.key"):
         load_signing_key(str(tmp_path / "missing.key"))

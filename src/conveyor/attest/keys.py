@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,7 @@ PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 MIN_RSA_BITS = 2048
+MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM key is a few KiB; refuse /dev/zero and friends
 _PEM_MARK = "-----BEGIN"
 _KEY_FILE_SUFFIXES = {".key", ".pem", ".priv", ".p8", ".pkcs8", ".pub"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -122,7 +124,7 @@ def write_keypair(
 
 
 def _write_atomically(path: Path, data: bytes, *, mode: int, overwrite: bool) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         try:
@@ -161,9 +163,12 @@ def load_signing_key(source: str, *, password: bytes | None = None) -> Signer:
     shown = str(path) if path.suffix.lower() in _KEY_FILE_SUFFIXES else "the given value"
     reason, data = "", b""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_KEY_FILE_BYTES + 1)
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+    if len(data) > MAX_KEY_FILE_BYTES:
+        reason = f"larger than {MAX_KEY_FILE_BYTES} bytes"
     if reason:
         # Raised outside the except block, unchained: the OSError would carry the value
         # as its filename, and the value may be a secret pasted in the wrong form.
