@@ -322,6 +322,10 @@ HOSTILE = {
     "wrong-root": b"<html><body><testcase name='a'/></body></html>",
     "two-roots": b"<testsuite/><testsuite/>",
     "declaration-only": b'<?xml version="1.0"?>',
+    "unknown-encoding": b'<?xml version="1.0" encoding="bogus"?><testsuite/>',
+    "multibyte-encoding": b'<?xml version="1.0" encoding="utf-7"?><testsuite/>',
+    "not-a-text-codec": b'<?xml version="1.0" encoding="rot13"?><testsuite/>',
+    "lying-encoding": b'<?xml version="1.0" encoding="UTF-16"?><testsuite/>',
 }
 
 
@@ -397,12 +401,19 @@ def test_random_bytes_raise_only_evidence_error(data: bytes) -> None:
     assert message.startswith("fuzz.xml: ")
 
 
-@given(st.text(alphabet="<>/=\"' !&;#x[]testsuicaeflrokpdnm?-", max_size=120))
+ENCODINGS = ["utf-8", "latin-1", "utf-16", "utf-7", "idna", "base64", "cp1252", "nope", ""]
+
+
+@given(
+    st.sampled_from(ENCODINGS),
+    st.text(alphabet="<>/=\"' !&;#x[]testsuicaeflrokpdnm?-", max_size=120),
+)
 @settings(max_examples=300, deadline=None)
-def test_random_markup_raises_only_evidence_error(text: str) -> None:
+def test_random_markup_raises_only_evidence_error(encoding: str, text: str) -> None:
+    declaration = f'<?xml version="1.0" encoding="{encoding}"?>' if encoding else ""
     message = ""
     try:
-        parse_junit(text.encode(), path="fuzz.xml")
+        parse_junit((declaration + text).encode(), path="fuzz.xml")
     except EvidenceError as exc:
         message = str(exc)
     assert "\n" not in message

@@ -511,6 +511,16 @@ HOSTILE: dict[str, bytes] = {
     ),
     "grype-bad-match": b'{"matches": [1], "descriptor": {}}',
     "sarif-result-without-rule": dump(sarif_doc([{"message": {"text": "x"}}], [])),
+    "sarif-failed-run": dump(
+        {
+            "version": "2.1.0",
+            "runs": [
+                {"tool": {"driver": {"name": "s"}}, "invocations": [{"executionSuccessful": False}]}
+            ],
+        }
+    ),
+    "snyk-error": b'{"ok": false, "error": "Could not detect supported target files", "path": "."}',
+    "snyk-list-with-error": b'[{"ok": true, "vulnerabilities": []}, {"ok": false, "error": "x"}]',
 }
 
 
@@ -523,6 +533,11 @@ def test_bad_json_is_one_line_evidence_error_naming_the_file(name: str) -> None:
     assert "\n" not in message
     assert len(message) < 300
     assert isinstance(caught.value, InputError)
+
+
+def test_snyk_error_output_is_not_a_clean_scan() -> None:
+    with pytest.raises(EvidenceError, match="Could not detect"):
+        parse_scan(HOSTILE["snyk-error"])
 
 
 def test_unknown_shape_message() -> None:

@@ -15,17 +15,18 @@ Counting rules (what the totals mean):
 - Surefire reruns: ``<flakyFailure>``/``<flakyError>`` alone mean the test passed after
   retries → passed; ``<rerunFailure>``/``<rerunError>`` sit beside the final
   ``<failure>``/``<error>``, which decides.
-- A suite that failed before running any test (jest-junit's "Test suite failed to run",
-  Surefire's class-level errors) may carry ``<error>`` or ``<failure>`` directly under
-  ``<testsuite>``: each such element counts as one errored case named after the suite, so
-  a suite that could not run is never read as "0 tests, all green".
+- A suite that failed before running any test may carry ``<error>`` or ``<failure>``
+  directly under ``<testsuite>`` (jest-junit writes "Test suite failed to run" as a case
+  with ``<error>`` in a suite with ``tests="0"``; other writers put the element on the
+  suite): each such suite-level element counts as one errored case named after the suite,
+  so a suite that could not run is never read as "0 tests, all green".
 - go-junit-report's ``[build failed]`` / ``[setup failed]`` cases carry ``<error>`` and
   therefore count as errored.
 
 Hostile input: defusedxml refuses any DTD (so no entity expansion, XXE or external DTD),
-the input is capped by size before parsing (default 50 MiB), and elements are discarded
-as soon as they are counted, so memory stays proportional to the cases kept, not to the
-markup.
+the input is capped by size before parsing (default 50 MiB), and the parser feeds a
+counting target instead of building a tree, so memory stays proportional to the cases
+kept, not to the markup or the captured output.
 """
 
 from __future__ import annotations
@@ -357,6 +358,12 @@ def parse_junit(
         raise EvidenceError(path, _parse_problem(data, exc)) from exc
     except defusedxml.DefusedXmlException as exc:
         raise EvidenceError(path, f"refusing unsafe XML ({type(exc).__name__})") from exc
+    except (LookupError, ValueError) as exc:
+        # The XML declaration names an encoding Python cannot feed expat (unknown, multi-byte
+        # like UTF-7 or EUC-JP, or not a text codec at all like rot13).
+        raise EvidenceError(
+            path, "unsupported character encoding in the XML declaration; write UTF-8"
+        ) from exc
     totals = collector.totals
     return TestReport(
         path=path,

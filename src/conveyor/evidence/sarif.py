@@ -18,7 +18,8 @@ SARIF has no package fields. The package and version come, best effort, from a s
 Version:`` lines of the result message (Trivy). A result whose package stays unknown is
 never merged with another. Image digests come from run ``properties`` (Trivy:
 ``imageID``, ``repoDigests``, ``imageName``); the scan time from
-``invocations[].endTimeUtc`` (the latest).
+``invocations[].endTimeUtc`` (the latest). A run whose invocation says
+``executionSuccessful: false`` is refused: a scan that failed is not a clean scan.
 """
 
 from __future__ import annotations
@@ -201,6 +202,13 @@ def parse(document: dict[str, Any], *, data: bytes, path: str) -> ScanReport:
         artifact_name = artifact_name or text_or_none(properties.get("imageName"))
         for invocation in as_list(run.get("invocations"), path=path, field="invocations"):
             invocation = as_object(invocation, path=path, field="invocations[]")
+            if invocation.get("executionSuccessful") is False:
+                # A run that failed says nothing about the image: never read it as clean.
+                raise EvidenceError(
+                    path,
+                    f"runs[{i}] records a failed scanner run (executionSuccessful: false); "
+                    "fix the scan and attest a complete report",
+                )
             when = parse_timestamp(invocation.get("endTimeUtc"))
             if when is not None:
                 times.append(when)

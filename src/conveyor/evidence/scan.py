@@ -184,10 +184,10 @@ def detect_format(document: Any, *, path: str) -> ScanFormat:
                     f"SARIF version {document.get('version')!r} is not supported (expected 2.1.0)",
                 )
             return "sarif"
-        if isinstance(document.get("vulnerabilities"), list) and isinstance(
-            document.get("ok"), bool
+        if isinstance(document.get("ok"), bool) and (
+            isinstance(document.get("vulnerabilities"), list) or "error" in document
         ):
-            return "snyk"
+            return "snyk"  # with "error", snyk.parse refuses it and says why
     if isinstance(document, list) and document:
         if all(isinstance(item, dict) and isinstance(item.get("ok"), bool) for item in document):
             return "snyk"  # `snyk test --all-projects --json`: one report per project

@@ -40,7 +40,15 @@ def _projects(document: object, *, path: str) -> Iterator[tuple[str, Mapping[str
 def _findings(
     project: Mapping[str, Any], *, path: str, where: str
 ) -> Iterator[tuple[FindingKey, Finding]]:
-    entries = as_list(project.get("vulnerabilities"), path=path, field=f"{where}vulnerabilities")
+    entries = project.get("vulnerabilities")
+    if not isinstance(entries, list):
+        # `snyk … --json` writes {"ok": false, "error": "…"} when the test did not run: that
+        # is not "no vulnerabilities".
+        error = text_or_none(project.get("error"))
+        said = f" (Snyk said: {error[:120]})" if error else ""
+        raise EvidenceError(
+            path, f"Snyk project {where or 'report'} has no vulnerabilities list{said}"
+        )
     for v, entry in enumerate(entries):
         field = f"{where}vulnerabilities[{v}]"
         item = as_object(entry, path=path, field=field)
