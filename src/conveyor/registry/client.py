@@ -45,11 +45,10 @@ from conveyor.oci.manifest import (
     MAX_MANIFEST_BYTES,
     Descriptor,
     ImageIndex,
-    ImageManifest,
     parse_manifest,
-    strict_json_loads,
 )
 from conveyor.oci.name import Reference
+from conveyor.oci.referrers import add_to_fallback, read_fallback
 from conveyor.oci.store import RawManifest, Repository
 from conveyor.registry.auth import Authenticator, DockerCredentials, Scopes, TokenRequest
 from conveyor.registry.blobio import BlobIO, HttpxBlobIO, Urllib3BlobIO
@@ -801,17 +800,7 @@ class RegistryRepository:
         return found
 
     def _referrers_fallback(self, digest: Digest) -> list[Descriptor]:
-        try:
-            current = self.get_manifest(_fallback_tag(digest))
-        except NotFoundError:
-            return []
-        index = parse_manifest(current.data, content_type=current.media_type)
-        if not isinstance(index, ImageIndex):
-            raise ManifestError(
-                f"{self.display_name}:{_fallback_tag(digest)} is not an index; cannot read "
-                "referrers from it"
-            )
-        return list(index.manifests)
+        return read_fallback(self, digest)
 
     def attach_referrer(self, manifest: RawManifest) -> None:
         """Push a manifest that has a ``subject``; where the registry does not index it
@@ -822,44 +811,7 @@ class RegistryRepository:
         headers = self._put_manifest(manifest, tag=None)
         if headers.get("oci-subject"):
             return
-        self._add_to_fallback(parsed, manifest)
-
-    def _add_to_fallback(self, parsed: ImageManifest | ImageIndex, manifest: RawManifest) -> None:
-        assert parsed.subject is not None
-        tag = _fallback_tag(parsed.subject.digest)
-        try:
-            current = self.get_manifest(tag)
-        except NotFoundError:
-            document: dict[str, Any] = {
-                "schemaVersion": 2,
-                "mediaType": mt.OCI_INDEX,
-                "manifests": [],
-            }
-        else:
-            loaded = strict_json_loads(current.data, what="referrers fallback index")
-            if not isinstance(loaded, dict) or not isinstance(loaded.get("manifests"), list):
-                raise ManifestError(f"{self.display_name}:{tag} is not an index")
-            document = loaded
-        entries: list[Any] = document["manifests"]
-        if any(isinstance(e, dict) and e.get("digest") == str(manifest.digest) for e in entries):
-            return
-        artifact_type = parsed.artifact_type
-        if artifact_type is None and isinstance(parsed, ImageManifest):
-            artifact_type = parsed.config.media_type
-        entry = Descriptor(
-            media_type=parsed.media_type,
-            digest=manifest.digest,
-            size=len(manifest.data),
-            annotations=dict(parsed.annotations),
-            artifact_type=artifact_type,
-        ).to_json()
-        entries.append(entry)
-        data = json.dumps(document, indent=2).encode()
-        self._put_manifest(RawManifest(data, mt.OCI_INDEX, Digest.of(data)), tag=tag)
-
-
-def _fallback_tag(digest: Digest) -> str:
-    return f"{digest.algorithm}-{digest.encoded}"[:128]
+        add_to_fallback(self, manifest)
 
 
 def _as_digest(reference: str | Digest) -> Digest | None:

@@ -1,0 +1,104 @@
+"""OCI 1.1 referrers over any ``Repository``, with the referrers tag schema as fallback.
+
+A store without a referrers API (the distribution registry 2.8, an OCI image layout) keeps
+an index tagged ``<alg>-<hex>`` of the subject digest that lists every referrer (OCI
+distribution spec, "Referrers Tag Schema"). Stores that index referrers themselves expose
+``referrers`` / ``attach_referrer`` and are used as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conveyor.errors import ManifestError, NotFoundError
+from conveyor.oci import mediatypes as mt
+from conveyor.oci.digest import Digest
+from conveyor.oci.manifest import (
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    parse_manifest,
+    strict_json_loads,
+)
+from conveyor.oci.store import RawManifest, Repository
+
+
+def fallback_tag(digest: Digest) -> str:
+    return f"{digest.algorithm}-{digest.encoded}"[:128]
+
+
+def read_fallback(repository: Repository, subject: Digest) -> list[Descriptor]:
+    """Referrers listed in the fallback index of ``subject``; [] when there is none."""
+    tag = fallback_tag(subject)
+    try:
+        current = repository.get_manifest(tag)
+    except NotFoundError:
+        return []
+    index = parse_manifest(current.data, content_type=current.media_type)
+    if not isinstance(index, ImageIndex):
+        raise ManifestError(
+            f"{repository.display_name}:{tag} is not an index; cannot read referrers from it"
+        )
+    return list(index.manifests)
+
+
+def add_to_fallback(repository: Repository, manifest: RawManifest) -> None:
+    """List ``manifest`` (already stored, with a ``subject``) in its subject's fallback index.
+
+    Read-modify-write: existing entries are kept and a manifest is listed once.
+    """
+    parsed = parse_manifest(manifest.data, content_type=manifest.media_type)
+    if parsed.subject is None:
+        raise ManifestError("a referrer needs a manifest with a 'subject'")
+    tag = fallback_tag(parsed.subject.digest)
+    try:
+        current = repository.get_manifest(tag)
+    except NotFoundError:
+        document: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
+    else:
+        loaded = strict_json_loads(current.data, what="referrers fallback index")
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("manifests"), list):
+            raise ManifestError(f"{repository.display_name}:{tag} is not an index")
+        document = loaded
+    entries: list[Any] = document["manifests"]
+    if any(isinstance(e, dict) and e.get("digest") == str(manifest.digest) for e in entries):
+        return
+    artifact_type = parsed.artifact_type
+    if artifact_type is None and isinstance(parsed, ImageManifest):
+        artifact_type = parsed.config.media_type
+    entries.append(
+        Descriptor(
+            media_type=parsed.media_type,
+            digest=manifest.digest,
+            size=len(manifest.data),
+            annotations=dict(parsed.annotations),
+            artifact_type=artifact_type,
+        ).to_json()
+    )
+    data = json.dumps(document, indent=2).encode()
+    repository.put_manifest(RawManifest(data, mt.OCI_INDEX, Digest.of(data)), tag=tag)
+
+
+def attach_referrer(repository: Repository, manifest: RawManifest) -> None:
+    """Store a manifest that has a ``subject`` so that ``list_referrers`` finds it."""
+    native = getattr(repository, "attach_referrer", None)
+    if callable(native):
+        native(manifest)
+        return
+    repository.put_manifest(manifest)
+    add_to_fallback(repository, manifest)
+
+
+def list_referrers(
+    repository: Repository, subject: Digest, *, artifact_type: str | None = None
+) -> list[Descriptor]:
+    native = getattr(repository, "referrers", None)
+    found: list[Descriptor] = (
+        native(subject, artifact_type=artifact_type)
+        if callable(native)
+        else read_fallback(repository, subject)
+    )
+    if artifact_type is not None:
+        found = [d for d in found if d.artifact_type == artifact_type]
+    return found
