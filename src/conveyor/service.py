@@ -9,7 +9,7 @@ Sections:
 from __future__ import annotations
 
 import os
-import platform as _platform
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -219,6 +219,10 @@ class _Opener:
         if isinstance(target, LayoutReference):
             return LayoutRepository(Path(target.path), create=create)
         if self._client is None:
+            # httpx's package __init__ imports its own CLI (click, rich, pygments) when they
+            # are installed, as they are here: ~0.1 s on every command. A None entry makes
+            # that optional import fail fast, the documented fallback in httpx.
+            sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
             from conveyor.registry.client import RegistryClient  # httpx: only when needed
 
             self._client = RegistryClient(
@@ -257,7 +261,9 @@ def _name(target: Reference | LayoutReference) -> str:
 
 
 def _host_platform() -> tuple[str, str]:
-    machine = _platform.machine().lower()
+    import platform
+
+    machine = platform.machine().lower()
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
         machine, machine
     )

@@ -327,9 +327,14 @@ def test_layout_to_registry_to_registry_keeps_digest(tmp_path: Path) -> None:
         stored = b.manifest("team/app", "v1")
         assert stored is not None
         assert _sha(stored[0]) == digest
-        # Idempotent: everything is there now.
-        again = copy(source, "v1", dest, tags=["v1"])
+        # Idempotent: everything is there now; a new tag costs no blob request at all.
+        before = len(b.requests)
+        again = copy(source, "v1", dest, tags=["v1", "v2"])
         assert (again.blobs_copied, again.blobs_skipped, again.bytes_transferred) == (0, 3, 0)
+        calls = [(r.method, r.path) for r in b.requests[before:]]
+        assert not [c for c in calls if "/blobs/" in c[1]]
+        assert ("PUT", "/v2/team/app/manifests/v2") in calls
+        assert b.tags("team/app") == {"v1": digest, "v2": digest}
 
 
 def test_same_registry_copy_mounts(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def demo(
     render.command(f"conveyor copy {resolved} oci:{staging}:{version}")
     result = service.copy_image(str(resolved), f"oci:{staging}:{version}")
     render.line(f"{result.destination}@{result.digest}")
-    render.copy_summary(result)
+    render.copy_summary(result, to_stdout=True)
 
     render.command(f"conveyor resolve oci:{staging}:{version}")
     promoted = service.resolve(f"oci:{staging}:{version}")

@@ -85,8 +85,9 @@ def inspection(result: ImageInspection) -> None:
         console.print(Text(key.ljust(width), style="bold") + Text("  " + value))
 
 
-def copy_summary(result: CopyResult) -> None:
-    info(
+def copy_summary(result: CopyResult, *, to_stdout: bool = False) -> None:
+    """One human line about a copy: on stderr (stdout carries the reference) or stdout."""
+    (line if to_stdout else info)(
         f"copied {result.blobs_copied} blob(s) ({human_size(result.bytes_transferred)}), "
         f"mounted {result.blobs_mounted}, skipped {result.blobs_skipped}, "
         f"{result.manifests} manifest(s) in {result.seconds:.2f} s"

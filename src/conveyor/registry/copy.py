@@ -4,7 +4,8 @@ The destination digest always equals the source digest: manifests are moved as t
 bytes read (never re-serialised), every byte is verified against its digest on the way, and
 blobs go first, child manifests next, the top manifest last. If any blob fails, no manifest
 is written, so a destination never names content it does not hold. A re-run skips what is
-already there, so it completes an interrupted copy or does nothing.
+already there, so it completes an interrupted copy or does nothing; when the destination
+already holds the top manifest, only the tags are written (one round trip).
 
 Blobs move concurrently in a bounded thread pool, largest first (the long pole starts
 early), each one skipped when the destination has it, mounted when the destination can link
@@ -118,13 +119,17 @@ def copy(
     plan = _Plan()
     _collect(source, top, plan, depth=0, seen=set())
 
-    tally = _copy_blobs(source, destination, plan.blobs, max(1, concurrency), progress)
-
-    # Every blob is present and verified: now, and only now, name the content.
-    for manifest in plan.manifests[:-1]:
-        if not destination.has_manifest(manifest.digest):
-            destination.put_manifest(manifest)
-    if not destination.has_manifest(top.digest):
+    if destination.has_manifest(top.digest):
+        # A manifest is only ever stored after everything it references (copy's order, and
+        # registries refuse a manifest naming unknown blobs), so the content is complete:
+        # only the tags may be missing. This makes re-runs and new tags one round trip.
+        tally = _all_present(plan.blobs, progress)
+    else:
+        tally = _copy_blobs(source, destination, plan.blobs, max(1, concurrency), progress)
+        # Every blob is present and verified: now, and only now, name the content.
+        for manifest in plan.manifests[:-1]:
+            if not destination.has_manifest(manifest.digest):
+                destination.put_manifest(manifest)
         destination.put_manifest(top)
     for tag in tags:
         destination.put_manifest(top, tag=tag)
@@ -189,6 +194,16 @@ def _collect(
 
 
 # --- blobs ----------------------------------------------------------------------------------
+
+
+def _all_present(blobs: dict[Digest, int], progress: CopyProgress | None) -> _Tally:
+    tally = _Tally(skipped=len(blobs))
+    if progress is not None:
+        progress.start(sum(blobs.values()), len(blobs))
+        progress.advance(sum(blobs.values()))
+        for digest in blobs:
+            progress.blob_done(digest, "skipped")
+    return tally
 
 
 def _copy_blobs(
