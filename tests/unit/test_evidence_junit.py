@@ -341,6 +341,15 @@ def test_hostile_xml_is_one_line_evidence_error_naming_the_file(name: str) -> No
     assert caught.value.exit_code == 2
 
 
+def test_deep_nesting_is_refused_quickly() -> None:
+    depth = 200_000
+    data = b"<testsuites>" + b"<testsuite>" * depth + b"<testcase/>" * 1000
+    started = time.monotonic()
+    with pytest.raises(EvidenceError, match="nested"):
+        parse_junit(data, path="deep.xml")
+    assert time.monotonic() - started < 2
+
+
 def test_entity_attacks_are_named_as_such() -> None:
     for data in (XXE, BILLION_LAUGHS, EXTERNAL_DTD):
         with pytest.raises(EvidenceError, match="DTD"):

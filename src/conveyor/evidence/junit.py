@@ -50,6 +50,9 @@ Outcome = Literal["passed", "failed", "errored", "skipped"]
 
 _ROOTS = ("testsuites", "testsuite")
 _MAX_NOTES = 20
+# Real reports nest a handful of levels; every case updates each enclosing suite's
+# counters, so unbounded nesting would make counting quadratic.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,10 @@ class _Collector:
         tag = _local(raw_tag)
         parent = self.stack[-1] if self.stack else None
         self.stack.append(tag)
+        if len(self.stack) > MAX_DEPTH:
+            raise EvidenceError(
+                self.path, f"XML nested more than {MAX_DEPTH} elements deep; refusing the report"
+            )
         if parent is None:
             self._start_root(tag, attributes)
         if tag == "testsuite":
