@@ -92,24 +92,33 @@ _ENTRY_COLUMNS = list(entries_table.c)
 _ENTRY_NAMES = [c.name for c in _ENTRY_COLUMNS]
 _CHECKPOINT_COLUMNS = [c for c in checkpoints_table.c if c.name != "id"]
 
-# Statements of the append path, built once (SQLAlchemy then reuses their compiled form).
 _LOCK_HEAD = (
     sa.select(head_table.c.size, head_table.c.frontier, head_table.c.root)
     .where(head_table.c.id == 1)
     .with_for_update()
 )
-_INSERT_ENTRY = entries_table.insert()
-_INSERT_NODES = nodes_table.insert()
-_UPDATE_HEAD = (
-    head_table.update()
-    .where(head_table.c.id == 1)
-    .values(
-        size=sa.bindparam("new_size"),
-        root=sa.bindparam("new_root"),
-        frontier=sa.bindparam("new_frontier"),
-    )
-)
 _READ_HEAD = sa.select(head_table.c.size, head_table.c.root).where(head_table.c.id == 1)
+
+
+class _AppendSql:
+    """The append path's statements as driver SQL: an append runs four of them, and
+    SQLAlchemy's per-statement compile-cache and result machinery cost more than the
+    database does."""
+
+    def __init__(self, postgres: bool) -> None:
+        # Only our own column names are interpolated; values always travel as parameters.
+        def p(*names: str) -> str:
+            return ", ".join(f"%({n})s" if postgres else f":{n}" for n in names)
+
+        columns = ", ".join(_ENTRY_NAMES)
+        lock = " FOR UPDATE" if postgres else ""
+        self.lock_head = f"SELECT size, frontier FROM ledger_head WHERE id = 1{lock}"  # noqa: S608
+        self.insert_entry = f"INSERT INTO ledger_entries ({columns}) VALUES ({p(*_ENTRY_NAMES)})"  # noqa: S608
+        self.insert_node = (
+            f"INSERT INTO ledger_nodes (level, idx, hash) VALUES ({p('level', 'idx', 'hash')})"  # noqa: S608
+        )
+        head = f"size = {p('size')}, root = {p('root')}, frontier = {p('frontier')}"
+        self.update_head = f"UPDATE ledger_head SET {head} WHERE id = 1"  # noqa: S608
 
 
 def lock_key(name: str) -> int:
@@ -141,6 +150,7 @@ class SqlLedger:
         self._secret = secret
         self._local = threading.local()
         self._postgres = engine.dialect.name == "postgresql"
+        self._sql = _AppendSql(self._postgres)
         with self._read() as conn:
             self._origin: str = conn.execute(sa.select(head_table.c.origin)).scalar_one()
 
@@ -210,8 +220,9 @@ class SqlLedger:
             commit=commit,
             recorded_at=recorded_at,
         )
+        sql = self._sql
         with self._write() as conn:
-            size, frontier, _ = conn.execute(_LOCK_HEAD).one()
+            size, frontier = conn.exec_driver_sql(sql.lock_head).one()
             compact = merkle.CompactRange.from_bytes(size, bytes(frontier))
             leaf = fresh.leaf_hash(size)
             nodes: list[dict[str, Any]] = []
@@ -219,16 +230,14 @@ class SqlLedger:
                 leaf, lambda lv, ix, h: nodes.append({"level": lv, "idx": ix, "hash": h})
             )
             entry = fresh.at(size, compact.root(), leaf)
-            conn.execute(_INSERT_ENTRY, dict(zip(_ENTRY_NAMES, _values(entry), strict=True)))
+            conn.exec_driver_sql(
+                sql.insert_entry, dict(zip(_ENTRY_NAMES, _values(entry), strict=True))
+            )
             if nodes:
-                conn.execute(_INSERT_NODES, nodes)
-            conn.execute(
-                _UPDATE_HEAD,
-                {
-                    "new_size": size + 1,
-                    "new_root": entry.tree_root,
-                    "new_frontier": compact.to_bytes(),
-                },
+                conn.exec_driver_sql(sql.insert_node, nodes)
+            conn.exec_driver_sql(
+                sql.update_head,
+                {"size": size + 1, "root": entry.tree_root, "frontier": compact.to_bytes()},
             )
             return entry
 
@@ -294,11 +303,14 @@ class SqlLedger:
                 )
             )
             found.update({(0, ix): bytes(h) for ix, h in rows})
-        inner = [n for n in wanted if n[0] > 0]
+        inner = sorted(n for n in wanted if n[0] > 0)
         if inner:
+            # OR of primary-key probes: both planners answer it from the index (a row-value
+            # IN list makes SQLite scan the table).
+            c = nodes_table.c
             node_rows = conn.execute(
-                sa.select(nodes_table.c.level, nodes_table.c.idx, nodes_table.c.hash).where(
-                    sa.tuple_(nodes_table.c.level, nodes_table.c.idx).in_(inner)
+                sa.select(c.level, c.idx, c.hash).where(
+                    sa.or_(*(sa.and_(c.level == lv, c.idx == ix) for lv, ix in inner))
                 )
             )
             found.update({(lv, ix): bytes(h) for lv, ix, h in node_rows})
