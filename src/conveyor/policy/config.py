@@ -6,28 +6,42 @@ it (key files, the ledger) are relative to the file itself.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
     ValidationError,
+    WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, InputError, InvalidReferenceError
+from conveyor.oci.name import LayoutReference, Reference, parse_target
+from conveyor.policy.duration import parse_duration
+from conveyor.policy.windows import parse_clock, parse_instant, parse_interval, weekly, zone
 from conveyor.yamlsource import YamlDocument, load_yaml
 
 CONFIG_FILE_NAME = "conveyor.yaml"
 DEFAULT_LEDGER_PATH = Path(".conveyor") / "conveyor.db"
-IdentityName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+SCHEMA_ID = "https://conveyor.dev/schemas/conveyor.schema.json"
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+IdentityName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
+EnvironmentName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
 
 
 class Role(StrEnum):
@@ -38,8 +52,135 @@ class Role(StrEnum):
     DEPLOYER = "deployer"
 
 
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    NEGLIGIBLE = "negligible"
+    UNKNOWN = "unknown"
+
+
+PROMOTER = "promoter"
+# In ``distinct_from``, "builder" means the identity that signed the build record.
+DistinctFrom = Literal["builder", "tester", "scanner", "approver", "deployer", "promoter"]
+GATE_NAMES = ("provenance", "tests", "scan", "after", "approvals", "freeze")
+
+
+class UnknownEnvironmentError(InputError):
+    """An environment name that conveyor.yaml does not define."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _schema_without_null(schema: dict[str, Any]) -> None:
+    # Optional keys are left out, never written as null (which is refused), so the
+    # published schema does not offer null.
+    for prop in schema.get("properties", {}).values():
+        options = prop.get("anyOf")
+        if isinstance(options, list) and {"type": "null"} in options:
+            rest = [option for option in options if option != {"type": "null"}]
+            prop.pop("anyOf")
+            if len(rest) == 1:
+                prop.update(rest[0])
+            else:
+                prop["anyOf"] = rest
+        if prop.get("default", 0) is None:
+            prop.pop("default")
+
+
+class _Spec(_Strict):
+    """Base of the environment and gate models: an explicit null is refused, because YAML's
+    ``key:`` with nothing after it would otherwise silently mean "not set"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_schema_without_null)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("empty value; give one or leave the key out")
+        return value
+
+
+def _duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        raise ValueError("a duration needs a unit: write 24h, 30m, 7d or PT24H")
+    if not isinstance(value, str):
+        raise ValueError("a duration is text such as 24h, 30m, 7d or PT24H")
+    return parse_duration(value)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(?:(?:\d+[smhdw])+|[Pp](?:\d+[Ww])?(?:\d+[Dd])?"
+            r"(?:[Tt](?:\d+[Hh])?(?:\d+[Mm])?(?:\d+[Ss])?)?)$",
+            "description": "a duration: 30s, 30m, 24h, 7d, 2w, 1h30m, or ISO 8601 (PT24H, P7D)",
+            "examples": ["24h", "7d", "PT24H"],
+        }
+    ),
+]
+
+
+def _moment(value: object) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("a date-time needs a time zone; add Z or an offset such as +01:00")
+        # ruamel's TimeStamp is a datetime subclass; keep a plain one.
+        plain = datetime(
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+            tzinfo=value.tzinfo,
+        )
+        return plain.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        return parse_instant(value)
+    raise ValueError("expected an ISO-8601 date (2026-12-31) or date-time (2026-12-31T12:00:00Z)")
+
+
+Moment = Annotated[
+    datetime,
+    BeforeValidator(_moment),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "anyOf": [{"format": "date"}, {"format": "date-time"}],
+            "description": "ISO 8601 date (00:00 UTC that day) or date-time with Z or offset",
+        }
+    ),
+]
+
+
+def _interval(value: str) -> str:
+    parse_interval(value)
+    return value
+
+
+FreezeInterval = Annotated[
+    str,
+    AfterValidator(_interval),
+    Field(
+        description="ISO 8601 interval START/END, START/DURATION or DURATION/END; frozen from "
+        "START up to END",
+        examples=["2026-12-20T00:00:00Z/2027-01-02T00:00:00Z"],
+    ),
+]
+TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
 
 
 class IdentitySpec(_Strict):
@@ -65,10 +206,285 @@ class LedgerSpec(_Strict):
     public_key: str | None = Field(default=None, description="its public key, to verify them")
 
 
+class ProvenanceSpec(_Spec):
+    """A build record by a ``builder`` whose labels name the same commit and CI run."""
+
+    builder_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="glob pattern the build record's builder id must match "
+        "(e.g. https://github.com/acme/*)",
+    )
+
+
+class TestsSpec(_Spec):
+    """The most recent test attestation by a ``tester``; errored tests count as failed."""
+
+    __test__ = False  # not a pytest test class
+
+    min_passed: int = Field(default=1, ge=0, description="at least this many passed tests")
+    max_failed: int = Field(default=0, ge=0, description="at most this many failed + errored tests")
+
+
+class ScanExceptionSpec(_Spec):
+    id: str = Field(min_length=1, description="finding id, e.g. CVE-2024-1234")
+    reason: str = Field(min_length=1, description="why the finding is accepted")
+    expires: Moment = Field(description="the exception stops counting at this moment")
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, reason: str) -> str:
+        if not reason.strip():
+            raise ValueError("a reason must say something")
+        return reason
+
+
+class ScanSpec(_Spec):
+    """The most recent scan by a ``scanner``; unlisted severities are not limited."""
+
+    max: dict[Severity, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="highest allowed count per severity"
+    )
+    max_age: Duration | None = Field(default=None, description="the scan must be at most this old")
+    exceptions: list[ScanExceptionSpec] = Field(
+        default_factory=list, description="accepted findings, each until it expires"
+    )
+
+    @field_validator("exceptions")
+    @classmethod
+    def _distinct_ids(cls, exceptions: list[ScanExceptionSpec]) -> list[ScanExceptionSpec]:
+        ids = [item.id.casefold() for item in exceptions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("an exception id is listed more than once")
+        return exceptions
+
+
+class AfterSpec(_Spec):
+    """The digest is or was in ``environment``."""
+
+    environment: EnvironmentName = Field(description="an environment defined in this file")
+    soak: Duration | None = Field(default=None, description="minimum time since it arrived there")
+    smoke: bool = Field(
+        default=False,
+        description="require a passed smoke test for that environment, by a tester, "
+        "recorded after the digest arrived there",
+    )
+
+
+def _after_shorthand(value: object) -> object:
+    return {"environment": value} if isinstance(value, str) else value
+
+
+def _default_distinct_from() -> list[DistinctFrom]:
+    return ["builder", "promoter"]
+
+
+class ApprovalsSpec(_Spec):
+    """Approvals bind digest and environment; one identity counts once."""
+
+    count: int = Field(ge=1, le=100, description="distinct approving identities needed")
+    role: Role = Field(default=Role.APPROVER, description="role an approver must hold")
+    distinct_from: list[DistinctFrom] = Field(
+        default_factory=_default_distinct_from,
+        description="identities that do not count: 'builder' is whoever signed the build "
+        "record, 'promoter' whoever promotes, any other role excludes its holders",
+    )
+    max_age: Duration | None = Field(
+        default=None, description="approvals older than this do not count"
+    )
+
+    @model_validator(mode="after")
+    def _role_not_excluded(self) -> ApprovalsSpec:
+        if self.role.value in self.distinct_from:
+            raise ValueError(
+                f"distinct_from excludes the approving role {self.role.value!r}; "
+                "no approval could ever count"
+            )
+        return self
+
+
+def _clock(value: str) -> str:
+    parse_clock(value)
+    return value
+
+
+Clock = Annotated[str, AfterValidator(_clock), Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class WeeklyWindowSpec(_Spec):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        min_length=1, description="weekdays the window starts on"
+    )
+    from_: Clock = Field(alias="from", description="start, HH:MM local time", examples=["16:00"])
+    to: Clock = Field(
+        description="last minute, HH:MM local time (earlier than 'from' runs past midnight)",
+        examples=["23:59"],
+    )
+    timezone: str = Field(description="IANA time zone, e.g. Europe/Berlin")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        zone(name)
+        return name
+
+    @model_validator(mode="after")
+    def _window(self) -> WeeklyWindowSpec:
+        weekly(list(self.days), self.from_, self.to, self.timezone)
+        return self
+
+
+class WeeklySpec(_Spec):
+    weekly: WeeklyWindowSpec
+
+
+def _window_kind(value: object) -> str:
+    return "weekly" if isinstance(value, dict | WeeklySpec) else "interval"
+
+
+FreezeWindowSpec = Annotated[
+    Annotated[FreezeInterval, Tag("interval")] | Annotated[WeeklySpec, Tag("weekly")],
+    Discriminator(_window_kind),
+]
+
+
+class BreakGlassSpec(_Spec):
+    approvals: int = Field(
+        ge=1, le=100, description="approvals a --break-glass promotion needs during a freeze"
+    )
+    role: Role = Field(default=Role.APPROVER, description="role those approvers hold")
+
+
+class FreezeSpec(_Spec):
+    windows: list[FreezeWindowSpec] = Field(min_length=1, description="when promotion is frozen")
+    break_glass: BreakGlassSpec | None = Field(
+        default=None, description="without it, nothing passes a freeze"
+    )
+
+
+class GlobalFreezeSpec(FreezeSpec):
+    environments: list[EnvironmentName] | None = Field(
+        default=None, description="environments the freeze applies to; default: all"
+    )
+
+
+class RequiresSpec(_Spec):
+    """The gates of an environment. A build record is always required besides these."""
+
+    provenance: ProvenanceSpec | None = None
+    tests: TestsSpec | None = None
+    scan: ScanSpec | None = None
+    after: (
+        Annotated[
+            AfterSpec,
+            BeforeValidator(_after_shorthand, json_schema_input_type=AfterSpec | EnvironmentName),
+        ]
+        | None
+    ) = None
+    approvals: ApprovalsSpec | None = None
+    freeze: FreezeSpec | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # YAML's "provenance:" is null; reading it as "no gate" would fail open.
+        if value is None:
+            raise ValueError("a gate needs a mapping; write '{}' for its defaults")
+        return value
+
+
+class EnvironmentSpec(_Spec):
+    repository: str = Field(
+        min_length=1,
+        description="where promoted digests are placed: registry/repository or oci:PATH, "
+        "with no tag and no digest",
+    )
+    tags: list[TagName] = Field(
+        default_factory=list,
+        description="moving convenience tags applied on promotion; deploys still use the digest",
+    )
+    requires: RequiresSpec = Field(
+        description="the gates; an environment without gates says 'requires: {}'"
+    )
+
+    @field_validator("repository")
+    @classmethod
+    def _plain_repository(cls, text: str) -> str:
+        try:
+            target = parse_target(text, strict=False)
+        except InvalidReferenceError as exc:
+            raise ValueError(str(exc)) from exc
+        if target.tag is not None or target.digest is not None:
+            raise ValueError("a repository carries no tag or digest; list tags under 'tags:'")
+        return text
+
+    @model_validator(mode="after")
+    def _tags_fit_repository(self) -> EnvironmentSpec:
+        target = self.target
+        for tag in self.tags:
+            try:
+                target.with_tag(tag)
+            except InvalidReferenceError as exc:
+                raise ValueError(str(exc)) from exc
+        if len(set(self.tags)) != len(self.tags):
+            raise ValueError("a tag is listed more than once")
+        return self
+
+    @property
+    def target(self) -> Reference | LayoutReference:
+        return parse_target(self.repository, strict=False)
+
+
+def _top_level_schema(schema: dict[str, Any]) -> None:
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = SCHEMA_ID
+    _schema_without_null(schema)
+
+
 class ConfigModel(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="conveyor.yaml",
+        json_schema_extra=_top_level_schema,
+    )
+
     version: Literal[1]
     identities: dict[IdentityName, IdentitySpec] = Field(min_length=1)
     ledger: LedgerSpec = LedgerSpec()
+    environments: dict[EnvironmentName, EnvironmentSpec] = Field(
+        default_factory=dict, description="named stages a digest is promoted through"
+    )
+    freeze: GlobalFreezeSpec | None = Field(
+        default=None, description="a freeze for every environment (or those listed)"
+    )
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze_not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("freeze needs a mapping with 'windows:'")
+        return value
+
+    def environment(self, name: str) -> EnvironmentSpec:
+        spec = self.environments.get(name)
+        if spec is None:
+            known = ", ".join(self.environments) or "none"
+            raise UnknownEnvironmentError(
+                f"unknown environment {name!r}; conveyor.yaml defines: {known}"
+            )
+        return spec
+
+    def freezes_for(self, name: str) -> tuple[FreezeSpec, ...]:
+        """The freezes that apply to environment ``name``: its own, then the global one."""
+        found: list[FreezeSpec] = []
+        own = self.environment(name).requires.freeze
+        if own is not None:
+            found.append(own)
+        shared = self.freeze
+        if shared is not None and (shared.environments is None or name in shared.environments):
+            found.append(shared)
+        return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -128,8 +544,10 @@ def load_config(path: Path) -> Config:
         model = ConfigModel.model_validate(document.data)
     except ValidationError as exc:
         problems.extend(_describe(document, error) for error in exc.errors())
-    # Files are checked even when the schema failed, so one run reports everything.
+    # Files and cross-references are checked even when the schema failed, so one run
+    # reports everything.
     problems.extend(_missing_key_files(document, path.parent))
+    problems.extend(_environment_references(document))
     if problems or model is None:
         problems.sort(key=_line_of)
         raise ConfigError(_summary(path, problems), problems)
@@ -160,17 +578,101 @@ def _missing_key_files(document: YamlDocument, base_dir: Path) -> list[str]:
     return problems
 
 
+def _environment_references(document: YamlDocument) -> list[str]:
+    """Names that must refer to a defined environment, and cycles in ``after``."""
+    environments = document.data.get("environments")
+    if not isinstance(environments, dict):
+        environments = {}
+    names = list(environments)
+    problems = []
+    follows: dict[str, str] = {}
+    for name, spec in environments.items():
+        requires = spec.get("requires") if isinstance(spec, dict) else None
+        after = requires.get("after") if isinstance(requires, dict) else None
+        loc: tuple[str, ...] = ("environments", name, "requires", "after")
+        if isinstance(after, dict):
+            after, loc = after.get("environment"), (*loc, "environment")
+        if not isinstance(after, str):
+            continue
+        if after in environments:
+            follows[name] = after
+        else:
+            problems.append(
+                f"{document.where(loc)}: {'.'.join(loc)}: unknown environment {after!r}; "
+                f"defined: {', '.join(names) or 'none'}"
+            )
+    reported: set[str] = set()
+    for start in names:
+        path = [start]
+        while path[-1] in follows and follows[path[-1]] not in path:
+            path.append(follows[path[-1]])
+        if path[-1] not in follows:
+            continue
+        cycle = path[path.index(follows[path[-1]]) :]
+        if reported & set(cycle):
+            continue
+        reported.update(cycle)
+        first = min(cycle, key=names.index)
+        at = cycle.index(first)
+        ordered = [*cycle[at:], *cycle[:at], first]
+        loc = ("environments", first, "requires", "after")
+        problems.append(
+            f"{document.where(loc)}: {'.'.join(loc)}: cycle in 'after': "
+            f"{' -> '.join(ordered)}; an environment cannot come after itself"
+        )
+    freeze = document.data.get("freeze")
+    listed = freeze.get("environments") if isinstance(freeze, dict) else None
+    if isinstance(listed, list):
+        for index, name in enumerate(listed):
+            if isinstance(name, str) and name not in environments:
+                problems.append(
+                    f"{document.where(('freeze', 'environments', index))}: "
+                    f"freeze.environments.{index}: unknown environment {name!r}; "
+                    f"defined: {', '.join(names) or 'none'}"
+                )
+    return problems
+
+
+_UNION_TAGS = ("interval", "weekly")
+
+
 def _describe(document: YamlDocument, error: Any) -> str:
-    loc = tuple(part for part in error.get("loc", ()) if part != "[key]")
+    raw_loc = tuple(error.get("loc", ()))
+    loc = tuple(
+        part
+        for index, part in enumerate(raw_loc)
+        if part != "[key]" and not _is_union_tag(raw_loc, index)
+    )
     dotted = ".".join(str(part) for part in loc) or "(top level)"
-    message = str(error.get("msg", "invalid value"))
-    if "[key]" in error.get("loc", ()):
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if "[key]" in raw_loc and len(loc) >= 2 and loc[-2] == "max":
+        message = f"unknown severity {loc[-1]!r}; use {', '.join(s.value for s in Severity)}"
+    elif "[key]" in raw_loc:
         message = "names must be lowercase letters, digits, '.', '_' or '-' (at most 63)"
+    elif error.get("type") == "extra_forbidden" and len(loc) >= 2 and loc[-2] == "requires":
+        message = f"unknown gate {loc[-1]!r}; gates are {', '.join(GATE_NAMES)}"
     elif error.get("type") == "extra_forbidden":
         message = "unknown key (a typo?)"
+    elif error.get("type") == "missing" and loc and loc[-1] == "requires":
+        message = "required key is missing; an environment without gates says 'requires: {}'"
     elif error.get("type") == "missing":
         message = "required key is missing"
+    elif error.get("type") == "string_pattern_mismatch" and len(loc) >= 2 and loc[-2] == "tags":
+        message = (
+            f"invalid tag {error.get('input')!r}: letters, digits, '_', '.' or '-', "
+            "at most 128, not starting with '.' or '-'"
+        )
     return f"{document.where(loc)}: {dotted}: {message}"
+
+
+def _is_union_tag(loc: tuple[Any, ...], index: int) -> bool:
+    # Pydantic puts the tagged-union member's tag into the location; users never wrote it.
+    return (
+        loc[index] in _UNION_TAGS
+        and index >= 2
+        and loc[index - 2] == "windows"
+        and isinstance(loc[index - 1], int)
+    )
 
 
 def _line_of(problem: str) -> tuple[int, int]:
@@ -183,3 +685,14 @@ def _summary(path: Path, problems: list[str]) -> str:
     first = problems[0] if problems else ""
     more = f" (and {count - 1} more)" if count > 1 else ""
     return f"{path}: {count} problem{'s' if count != 1 else ''}: {first}{more}"
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of conveyor.yaml (what ``docs/conveyor.schema.json`` holds)."""
+    schema = ConfigModel.model_json_schema(mode="validation", by_alias=True)
+    # Identification first, as readers expect.
+    return {"$schema": schema.pop("$schema"), "$id": schema.pop("$id"), **schema}
+
+
+def render_config_json_schema() -> str:
+    return json.dumps(config_json_schema(), indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,141 @@
+"""What the policy engine reads and what it answers.
+
+The custody layer turns *verified* ledger entries into these values; gates never see raw
+envelopes, signatures or JSON. Every value names the ledger entry it came from
+(``EvidenceRef``), so a decision can say which attestation it used.
+
+Times are UTC. A naive ``datetime`` is read as UTC by the engine rather than refused, so a
+slip in a caller can never make evaluation raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRef:
+    """One verified ledger entry: where it is, who signed it, with which roles, and when."""
+
+    index: int
+    envelope_digest: str
+    signer: str
+    signer_roles: frozenset[str]
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BuildEvidence:
+    """A build record: the digest was built from ``commit`` by CI run ``run_id``."""
+
+    ref: EvidenceRef
+    commit: str
+    run_id: str | None = None
+    builder_id: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TestEvidence:
+    __test__ = False  # not a pytest test class
+
+    ref: EvidenceRef
+    passed: int
+    failed: int
+    errored: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScanEvidence:
+    """A vulnerability scan: counts per severity and the findings as ``(id, severity)``."""
+
+    ref: EvidenceRef
+    scanned_at: datetime | None
+    counts: Mapping[str, int]
+    findings: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SmokeEvidence:
+    ref: EvidenceRef
+    environment: str
+    passed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalEvidence:
+    """An approval binds a digest *and* an environment; either differing makes it void."""
+
+    ref: EvidenceRef
+    environment: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionEvidence:
+    ref: EvidenceRef
+    environment: str
+    digest: str
+    rollback: bool = False
+    break_glass: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceSet:
+    """Every verified fact about one digest (promotions: of this digest, into any
+    environment)."""
+
+    digest: str
+    builds: tuple[BuildEvidence, ...] = ()
+    tests: tuple[TestEvidence, ...] = ()
+    scans: tuple[ScanEvidence, ...] = ()
+    smokes: tuple[SmokeEvidence, ...] = ()
+    approvals: tuple[ApprovalEvidence, ...] = ()
+    promotions: tuple[PromotionEvidence, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionRequest:
+    """Who wants ``digest`` in ``environment``, and when. ``rollback`` skips ``after``."""
+
+    digest: str
+    environment: str
+    promoter: str
+    promoter_roles: frozenset[str]
+    now: datetime
+    break_glass: str | None = None
+    rollback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """One line of a decision: the gate, whether it passed, why, and the entries it used."""
+
+    gate: str
+    passed: bool
+    reason: str
+    evidence: tuple[EvidenceRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's answer. ``allowed`` is true only when every gate passed.
+
+    ``frozen`` says a freeze window was open at ``now``; ``break_glass`` holds the reason
+    when a break-glass promotion was let through a freeze (record it as such).
+    """
+
+    allowed: bool
+    environment: str
+    digest: str
+    gates: tuple[GateResult, ...]
+    policy_sha256: str
+    break_glass: str | None = None
+    frozen: bool = False
+
+    @property
+    def failed(self) -> tuple[GateResult, ...]:
+        return tuple(result for result in self.gates if not result.passed)
