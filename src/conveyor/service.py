@@ -357,3 +357,42 @@ def _read_config(repository: Repository, image: ImageManifest) -> ImageConfig | 
     with repository.open_blob(descriptor.digest, size=descriptor.size) as chunks:
         data = b"".join(chunks)
     return parse_config(data)
+
+
+# --- chain of custody: record, attest, approve, audit (conveyor.custody) --------------------
+
+from conveyor.custody import (  # noqa: E402 - the custody operations build on the ones above
+    AttachedAttestation,
+    GeneratedKey,
+    Initialised,
+    Recorded,
+    approve,
+    attest_scan,
+    attest_smoke,
+    attest_tests,
+    audit_checkpoint,
+    audit_verify,
+    generate_keys,
+    init_workspace,
+    ledger_entries,
+    list_attestations,
+    record_build,
+)
+
+__all__ += [
+    "AttachedAttestation",
+    "GeneratedKey",
+    "Initialised",
+    "Recorded",
+    "approve",
+    "attest_scan",
+    "attest_smoke",
+    "attest_tests",
+    "audit_checkpoint",
+    "audit_verify",
+    "generate_keys",
+    "init_workspace",
+    "ledger_entries",
+    "list_attestations",
+    "record_build",
+]
