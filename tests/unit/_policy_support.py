@@ -86,6 +86,7 @@ def config_of(tmp_path: Path, body: str) -> Config:
 class Ledger:
     """Hands out ledger indexes in order, like the real append-only log."""
 
+    now: datetime = NOW
     next_index: int = 0
     builds: list[BuildEvidence] = field(default_factory=list)
     tests: list[TestEvidence] = field(default_factory=list)
@@ -116,7 +117,7 @@ class Ledger:
     ) -> None:
         self.builds.append(
             BuildEvidence(
-                ref=self.ref(signer, NOW - ago),
+                ref=self.ref(signer, self.now - ago),
                 commit=commit,
                 run_id=run_id,
                 builder_id=builder_id,
@@ -133,7 +134,9 @@ class Ledger:
         signer: str = "ci",
         ago: timedelta = timedelta(hours=4),
     ) -> None:
-        self.tests.append(TestEvidence(self.ref(signer, NOW - ago), passed, failed, errored, 0))
+        self.tests.append(
+            TestEvidence(self.ref(signer, self.now - ago), passed, failed, errored, 0)
+        )
 
     def scan(
         self,
@@ -144,9 +147,9 @@ class Ledger:
         ago: timedelta = timedelta(hours=3),
         scanned_ago: timedelta | None = None,
     ) -> None:
-        scanned_at = None if scanned_ago is None else NOW - scanned_ago
+        scanned_at = None if scanned_ago is None else self.now - scanned_ago
         self.scans.append(
-            ScanEvidence(self.ref(signer, NOW - ago), scanned_at, counts or {}, findings)
+            ScanEvidence(self.ref(signer, self.now - ago), scanned_at, counts or {}, findings)
         )
 
     def promote(
@@ -157,7 +160,9 @@ class Ledger:
         signer: str = "deployer",
         digest: str = DIGEST,
     ) -> None:
-        self.promotions.append(PromotionEvidence(self.ref(signer, NOW - ago), environment, digest))
+        self.promotions.append(
+            PromotionEvidence(self.ref(signer, self.now - ago), environment, digest)
+        )
 
     def smoke(
         self,
@@ -167,7 +172,7 @@ class Ledger:
         ago: timedelta = timedelta(hours=1),
         signer: str = "ci",
     ) -> None:
-        self.smokes.append(SmokeEvidence(self.ref(signer, NOW - ago), environment, passed))
+        self.smokes.append(SmokeEvidence(self.ref(signer, self.now - ago), environment, passed))
 
     def approve(
         self,
@@ -177,7 +182,9 @@ class Ledger:
         digest: str = DIGEST,
         ago: timedelta = timedelta(minutes=30),
     ) -> None:
-        self.approvals.append(ApprovalEvidence(self.ref(signer, NOW - ago), environment, digest))
+        self.approvals.append(
+            ApprovalEvidence(self.ref(signer, self.now - ago), environment, digest)
+        )
 
     def evidence(self, digest: str = DIGEST) -> EvidenceSet:
         return EvidenceSet(
@@ -210,9 +217,9 @@ def request(
     )
 
 
-def full_ledger() -> Ledger:
-    """Evidence that satisfies both environments of the issue's example."""
-    ledger = Ledger()
+def full_ledger(now: datetime = NOW) -> Ledger:
+    """Evidence that satisfies both environments of the issue's example at ``now``."""
+    ledger = Ledger(now=now)
     ledger.build(ago=timedelta(hours=6))
     ledger.test(ago=timedelta(hours=5))
     ledger.scan({"critical": 0, "high": 0, "medium": 3}, ago=timedelta(hours=5))
