@@ -70,7 +70,7 @@ ROLES = {
 
 def write_config(tmp_path: Path, body: str, *, head: str = IDENTITIES) -> Path:
     keys = tmp_path / "keys"
-    keys.mkdir(exist_ok=True)
+    keys.mkdir(parents=True, exist_ok=True)
     for name in ROLES:
         (keys / f"{name}.pub").write_text("placeholder")
     path = tmp_path / "conveyor.yaml"
