@@ -18,6 +18,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
@@ -66,12 +67,28 @@ def _batches(entries: Iterator[Entry]) -> Iterator[list[Entry]]:
         yield batch
 
 
-def _signature_problem(verify: EnvelopeVerifier, envelope: bytes) -> str | None:
-    try:
-        verify(envelope)
-    except Exception as error:  # any failure of the caller's check is a bad signature
-        return " ".join(str(error).split())[:200] or type(error).__name__
-    return None
+def _signature_problems(verify: EnvelopeVerifier, envelopes: list[bytes]) -> list[str | None]:
+    verdicts: list[str | None] = []
+    for envelope in envelopes:
+        try:
+            verify(envelope)
+        except Exception as error:  # any failure of the caller's check is a bad signature
+            verdicts.append(" ".join(str(error).split())[:200] or type(error).__name__)
+        else:
+            verdicts.append(None)
+    return verdicts
+
+
+def _check_signatures(
+    verify: EnvelopeVerifier, batch: list[Entry], pool: ThreadPoolExecutor | None, threads: int
+) -> list[str | None]:
+    envelopes = [e.envelope for e in batch]
+    if pool is None:
+        return _signature_problems(verify, envelopes)
+    # One slice per thread: a task per envelope would cost more than many a verification.
+    step = -(-len(envelopes) // threads)
+    slices = [envelopes[i : i + step] for i in range(0, len(envelopes), step)]
+    return [v for part in pool.map(partial(_signature_problems, verify), slices) for v in part]
 
 
 def verify_ledger(
@@ -93,10 +110,10 @@ def verify_ledger(
     compact = merkle.CompactRange()
     roots_at: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
     signatures = 0
-    threads = workers if workers is not None else min(4, os.cpu_count() or 1)
+    threads = max(workers if workers is not None else min(4, os.cpu_count() or 1), 1)
     with (
         ledger.audit_view() as view,
-        ThreadPoolExecutor(max_workers=max(threads, 1)) as pool,
+        ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext() as pool,
     ):
         wanted_sizes = {cp.size for cp in view.checkpoints}
         if checkpoint is not None:
@@ -105,9 +122,7 @@ def verify_ledger(
         for batch in _batches(view.entries):
             verdicts: Iterable[str | None]
             if verify_envelope is not None:
-                verdicts = pool.map(
-                    partial(_signature_problem, verify_envelope), [e.envelope for e in batch]
-                )
+                verdicts = _check_signatures(verify_envelope, batch, pool, threads)
                 signatures += len(batch)
             else:
                 verdicts = [None] * len(batch)

@@ -34,7 +34,7 @@ from conveyor.ledger.models import (
     format_time,
     sign_checkpoint,
 )
-from conveyor.ledger.store import LedgerView, check_proof_sizes, new_entry
+from conveyor.ledger.store import Ledger, LedgerView, check_proof_sizes, new_entry
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_SECONDS = 60
@@ -283,6 +283,8 @@ class SqlLedger:
             return self._head(conn)[1]
 
     def entry(self, index: int) -> Entry:
+        if not 0 <= index < 2**63:
+            raise InputError(f"no ledger entry {index}: indexes run from 0")
         with self._read() as conn:
             row = conn.execute(
                 sa.select(*_ENTRY_COLUMNS).where(entries_table.c.idx == index)
@@ -590,3 +592,7 @@ def ledger_seam(display: str, secret: str | None) -> Iterator[None]:
             f"ledger database {display} failed: {type(cause).__name__}: {reason}; "
             "check that the database is reachable and holds a conveyor ledger"
         ) from error
+
+
+def _satisfies_protocol(ledger: SqlLedger) -> Ledger:
+    return ledger  # mypy checks SqlLedger against the Ledger protocol here

@@ -394,3 +394,7 @@ class MemoryLedger:
 
     def close(self) -> None:
         return None
+
+
+def _satisfies_protocol(ledger: MemoryLedger) -> Ledger:
+    return ledger  # mypy checks MemoryLedger against the Ledger protocol here
