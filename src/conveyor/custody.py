@@ -212,8 +212,6 @@ def record_build(
         raise InputError("no commit: pass --commit SHA (or run in GitHub Actions / GitLab CI)")
 
     def predicate(subject: _Subject) -> tuple[dict[str, Any], dict[str, Any]]:
-        labels = subject.inspection.labels if subject.inspection else {}
-        check_labels_agree(labels, commit=commit, run_id=run_id)
         body = slsa_provenance(
             commit=commit,
             repository_url=ci.repository_url,
@@ -221,7 +219,9 @@ def record_build(
             run_url=run_url,
             builder_id=builder_id or "https://conveyor.dev/builder/local",
             ref=ci.ref,
-        )
+        )  # validates the commit first: a branch name is bad input, not a disagreement
+        labels = subject.inspection.labels if subject.inspection else {}
+        check_labels_agree(labels, commit=commit, run_id=run_id)
         return body, {"commit": commit.lower(), "run_id": run_id, "run_url": run_url}
 
     return _record(

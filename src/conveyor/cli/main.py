@@ -48,7 +48,9 @@ def run() -> None:
     """Console-script entry: one-line errors and exit codes, never a traceback."""
     _register_commands()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns the code of a ``typer.Exit`` instead of
+        # raising it.
+        code = app(standalone_mode=False)
     except ConveyorError as exc:
         # A config file's problems are all listed, one per line, under the summary.
         _fail(str(exc), exc.exit_code, details=getattr(exc, "problems", None) or [])
@@ -69,7 +71,7 @@ def run() -> None:
         if os.environ.get("CONVEYOR_DEBUG"):
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (set CONVEYOR_DEBUG=1 for details)", 70)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, code: int, details: list[str] | None = None) -> None:
