@@ -496,3 +496,34 @@ def test_random_gate_config_loads_or_is_refused_cleanly(tmp_path: Path, requires
         return
     assert problems
     assert all(re.search(r"conveyor\.yaml:\d+:\d+: ", p) for p in problems)
+
+
+DOC_FILE = SCHEMA_FILE.parent / "configuration.md"
+
+
+def _property_names(node: object) -> set[str]:
+    names: set[str] = set()
+    if isinstance(node, dict):
+        properties = node.get("properties")
+        if isinstance(properties, dict):
+            names.update(properties)
+        for value in node.values():
+            names |= _property_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            names |= _property_names(value)
+    return names
+
+
+def test_configuration_doc_shows_the_issue_example_and_every_key() -> None:
+    doc = DOC_FILE.read_text(encoding="utf-8")
+    assert ISSUE_EXAMPLE in doc
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    keys = _property_names(schema)
+    assert {"repository", "requires", "distinct_from", "break_glass", "timezone"} <= keys
+    undocumented = sorted(key for key in keys if f"`{key}`" not in doc)
+    assert undocumented == []
+    for severity in Severity:
+        assert f"`{severity.value}`" in doc
+    for role in Role:
+        assert f"`{role.value}`" in doc

@@ -318,7 +318,8 @@ def test_random_evidence_never_raises_and_fails_closed(
         assert "\n" not in result.reason
     if decision.break_glass is not None:
         assert decision.frozen
-        assert decision.allowed
+        assert next(r for r in decision.gates if r.gate == "freeze").passed
+        assert decision.break_glass == (request_.break_glass or "").strip()
 
 
 # --- speed --------------------------------------------------------------------------------

@@ -648,3 +648,27 @@ def test_build_record_is_required_even_with_no_gates(tmp_path: Path) -> None:
     assert built.allowed
     assert built.gates[0].evidence == (ledger.builds[0].ref,)
     assert built.digest == DIGEST
+
+
+def test_break_glass_counts_like_the_approvals_gate(tmp_path: Path) -> None:
+    body = EVERY_GATE.replace(
+        "approvals: {count: 2, role: approver, max_age: 7d}",
+        "approvals: {count: 2, role: approver, max_age: 7d, "
+        "distinct_from: [builder, promoter, deployer]}",
+    )
+    config = config_of(tmp_path, body)
+    ledger = _frozen_ledger()
+    ledger.approve("carol")  # approver, but holds deployer: excluded by the approvals gate
+    decision = _decide(config, ledger, now=FROZEN_NOW, break_glass="outage")
+    assert _failing(decision) == {"freeze"}
+    assert "carol (holds role deployer)" in _reason(decision, "freeze")
+
+
+def test_break_glass_is_named_even_when_another_gate_fails(config: Config) -> None:
+    ledger = _frozen_ledger()
+    ledger.approve("carol")
+    ledger.tests.clear()
+    decision = _decide(config, ledger, now=FROZEN_NOW, break_glass="outage")
+    assert _failing(decision) == {"tests"}
+    assert decision.frozen
+    assert decision.break_glass == "outage"

@@ -499,11 +499,14 @@ class FreezeGate:
                 True,
                 False,
             )
+        distinct = {"builder", PROMOTER}
+        if self.approvals is not None and self.approvals.role == glass.role:
+            distinct.update(self.approvals.distinct_from)
         tally = tally_approvals(
             view,
             request,
             role=glass.role.value,
-            distinct_from=("builder", PROMOTER),
+            distinct_from=sorted(distinct),
             max_age=self.approvals.max_age if self.approvals is not None else None,
         )
         passed = len(tally.counted) >= needed
