@@ -15,7 +15,6 @@ module is the seam where urllib3 and socket errors become ``RegistryError``.
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import Iterator, Mapping
 from typing import Protocol
@@ -30,6 +29,7 @@ from conveyor.registry.transport import (
     HttpxSender,
     WireResponse,
     lower_headers,
+    tls_context,
     translate_network_error,
 )
 
@@ -67,14 +67,11 @@ class Urllib3BlobIO:
     def __init__(
         self, *, pool_size: int = 16, timeout: float = 120.0, connect_timeout: float = 15.0
     ) -> None:
-        ca_file = os.environ.get("SSL_CERT_FILE") or _certifi_file()
-        ca_dir = os.environ.get("SSL_CERT_DIR")
-        context = ssl.create_default_context(cafile=ca_file, capath=ca_dir)
         self._pools = urllib3.PoolManager(
             num_pools=32,
             maxsize=pool_size,
             block=False,
-            ssl_context=context,
+            ssl_context=tls_context(),
             cert_reqs=ssl.CERT_REQUIRED,
             retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=timeout),
@@ -136,11 +133,3 @@ class Urllib3BlobIO:
 
     def close(self) -> None:
         self._pools.clear()
-
-
-def _certifi_file() -> str | None:
-    try:
-        import certifi
-    except ImportError:  # pragma: no cover - httpx depends on certifi
-        return None
-    return str(certifi.where())

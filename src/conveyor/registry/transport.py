@@ -13,11 +13,14 @@ way for every sender (httpx here, urllib3 in ``blobio``).
 from __future__ import annotations
 
 import email.utils
+import functools
 import http
 import json
 import logging
+import os
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -174,6 +177,23 @@ def lower_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     return merged
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process, shared by httpx and urllib3: loading the CA
+    bundle costs more than a whole cached copy, so it is done once and only when needed."""
+    ca_file = os.environ.get("SSL_CERT_FILE") or _certifi_file()
+    ca_dir = os.environ.get("SSL_CERT_DIR")
+    return ssl.create_default_context(cafile=ca_file, capath=ca_dir)
+
+
+def _certifi_file() -> str | None:
+    try:
+        import certifi
+    except ImportError:  # pragma: no cover - httpx depends on certifi
+        return None
+    return str(certifi.where())
+
+
 def make_httpx_client(
     transport: httpx.BaseTransport | None = None, *, timeout: float = 60.0
 ) -> httpx.Client:
@@ -181,7 +201,7 @@ def make_httpx_client(
     which headers a redirect target may see)."""
     return httpx.Client(
         transport=transport,
-        verify=True,
+        verify=tls_context(),
         follow_redirects=False,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
         limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
