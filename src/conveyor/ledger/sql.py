@@ -119,6 +119,13 @@ class _AppendSql:
         )
         head = f"size = {p('size')}, root = {p('root')}, frontier = {p('frontier')}"
         self.update_head = f"UPDATE ledger_head SET {head} WHERE id = 1"  # noqa: S608
+        # PostgreSQL: entry, nodes and head in one round trip (data-modifying CTEs always run).
+        self.write_all = (
+            f"WITH entry AS (INSERT INTO ledger_entries ({columns}) VALUES ({p(*_ENTRY_NAMES)})), "  # noqa: S608
+            "nodes AS (INSERT INTO ledger_nodes (level, idx, hash) SELECT * FROM unnest("
+            "%(levels)s::smallint[], %(idxs)s::bigint[], %(hashes)s::bytea[])) "
+            f"UPDATE ledger_head SET {head} WHERE id = 1"
+        )
 
 
 def lock_key(name: str) -> int:
@@ -230,15 +237,24 @@ class SqlLedger:
                 leaf, lambda lv, ix, h: nodes.append({"level": lv, "idx": ix, "hash": h})
             )
             entry = fresh.at(size, compact.root(), leaf)
-            conn.exec_driver_sql(
-                sql.insert_entry, dict(zip(_ENTRY_NAMES, _values(entry), strict=True))
-            )
+            row = dict(zip(_ENTRY_NAMES, _values(entry), strict=True))
+            head = {"size": size + 1, "root": entry.tree_root, "frontier": compact.to_bytes()}
+            if self._postgres:
+                conn.exec_driver_sql(
+                    sql.write_all,
+                    {
+                        **row,
+                        **head,
+                        "levels": [n["level"] for n in nodes],
+                        "idxs": [n["idx"] for n in nodes],
+                        "hashes": [n["hash"] for n in nodes],
+                    },
+                )
+                return entry
+            conn.exec_driver_sql(sql.insert_entry, row)
             if nodes:
                 conn.exec_driver_sql(sql.insert_node, nodes)
-            conn.exec_driver_sql(
-                sql.update_head,
-                {"size": size + 1, "root": entry.tree_root, "frontier": compact.to_bytes()},
-            )
+            conn.exec_driver_sql(sql.update_head, head)
             return entry
 
     def entries(
