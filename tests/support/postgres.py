@@ -46,6 +46,7 @@ class RunningPostgres:
     port: int
     as_user: list[str]
     pg_ctl: str
+    options: str = ""
     _shared_ready: bool = False
 
     @property
@@ -82,6 +83,17 @@ class RunningPostgres:
 
     def _dsn(self, dbname: str) -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+
+    def crash_and_restart(self) -> None:
+        """Stop the server the way a crash would (``-m immediate``: no shutdown checkpoint,
+        WAL replay at start) and start it again on the same port."""
+        log = self.root / "postgres.log"
+        for mode in ("stop", "start"):
+            extra = ["-m", "immediate"] if mode == "stop" else ["-l", str(log), "-o", self.options]
+            subprocess.run(
+                [*self.as_user, self.pg_ctl, "-D", str(self.data), *extra, "-w", "-t", "60", mode],
+                capture_output=True, timeout=90, check=True,
+            )  # fmt: skip
 
     def stop(self) -> None:
         subprocess.run(
@@ -130,7 +142,7 @@ def start_postgres(*, fsync: bool = False) -> RunningPostgres:
             capture_output=True, timeout=60, check=False,
         )  # fmt: skip
         if started.returncode == 0:
-            return RunningPostgres(root, data, port, as_user, pg_ctl)
+            return RunningPostgres(root, data, port, as_user, pg_ctl, options)
         time.sleep(0.2)
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
     shutil.rmtree(root, ignore_errors=True)
