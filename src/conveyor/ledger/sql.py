@@ -6,7 +6,7 @@ transaction starts with ``BEGIN IMMEDIATE`` (the database write lock, waited for
 ``SELECT … FOR UPDATE``. The head row carries the Merkle frontier, so an append reads one row,
 hashes O(log n) and writes the entry, the perfect nodes it completes, and the new head.
 
-Driver exceptions become ``LedgerError`` in ``_translate`` and nowhere else; messages carry
+Driver exceptions become ``LedgerError`` in ``ledger_seam`` and nowhere else; messages carry
 the URL with its password hidden.
 """
 
@@ -170,8 +170,9 @@ class SqlLedger:
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         current: Connection | None = getattr(self._local, "conn", None)
-        if current is not None:
-            yield current
+        if current is not None:  # inside serialized(): its transaction
+            with self._translate():
+                yield current
             return
         with self._translate(), self._engine.connect() as conn:
             yield conn
@@ -180,8 +181,9 @@ class SqlLedger:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         current: Connection | None = getattr(self._local, "conn", None)
-        if current is not None:
-            yield current
+        if current is not None:  # inside serialized(): its transaction
+            with self._translate():
+                yield current
             return
         with (
             self._translate(),
