@@ -272,6 +272,7 @@ class ScanFacts:
     finished: str | None
     counts: dict[str, int]  # every name in SEVERITIES, zero when absent
     ids: list[str]
+    findings: list[tuple[str, str]] = field(default_factory=list)  # (id, severity)
 
 
 def normalize_severity(text: str | None) -> str:
@@ -339,6 +340,7 @@ def read_vulnerability_scan(predicate: Mapping[str, Any]) -> ScanFacts:
     db = _object(scanner.get("db"))
     counts = Counter(dict.fromkeys(SEVERITIES, 0))
     ids = []
+    findings: list[tuple[str, str]] = []
     raw = scanner.get("result")
     for finding in raw if isinstance(raw, list) else []:
         finding = _object(finding)
@@ -351,6 +353,7 @@ def read_vulnerability_scan(predicate: Mapping[str, Any]) -> ScanFacts:
                 severity = word
                 break
         counts[severity] += 1
+        findings.append((ids[-1], severity))
     return ScanFacts(
         scanner_uri=_text(scanner.get("uri")),
         scanner_version=_text(scanner.get("version")),
@@ -358,6 +361,7 @@ def read_vulnerability_scan(predicate: Mapping[str, Any]) -> ScanFacts:
         finished=_text(_object(predicate.get("metadata")).get("scanFinishedOn")),
         counts=dict(counts),
         ids=ids,
+        findings=findings,
     )
 
 
