@@ -184,6 +184,7 @@ class _Subject:
     repository: Repository
     top: RawManifest
     inspection: ImageInspection | None = None
+    tag: str | None = None  # the tag the user named, if any (resolved once to ``top``)
 
 
 # --- recording commands -----------------------------------------------------------------------
@@ -220,6 +221,10 @@ def record_build(
             builder_id=builder_id or "https://conveyor.dev/builder/local",
             ref=ci.ref,
         )  # validates the commit first: a branch name is bad input, not a disagreement
+        if subject.tag is not None:
+            # Where the tag pointed when this was built: lets a later promotion of a moved
+            # tag say what it named before.
+            body["buildDefinition"]["externalParameters"]["image"] = f"{subject.name}:{subject.tag}"
         labels = subject.inspection.labels if subject.inspection else {}
         check_labels_agree(labels, commit=commit, run_id=run_id)
         return body, {"commit": commit.lower(), "run_id": run_id, "run_url": run_url}
@@ -494,7 +499,7 @@ def _resolved(
         repository = open_repository(target, create=False)
         top = repository.get_manifest(_wanted(target))
         inspection = _inspect(repository, _name(target), top) if inspect else None
-        yield _Subject(_subject_name(target), repository, top, inspection)
+        yield _Subject(_subject_name(target), repository, top, inspection, target.tag)
 
 
 def _subject_name(target: Reference | LayoutReference) -> str:

@@ -396,3 +396,38 @@ __all__ += [
     "list_attestations",
     "record_build",
 ]
+
+
+# --- promotion: check, promote, status, history, trace, rollback (conveyor.promotion) -------
+
+from conveyor.promotion import (  # noqa: E402 - promotion builds on images and custody
+    CheckResult,
+    EnvironmentStatus,
+    HistoryItem,
+    PromotionDenied,
+    PromotionResult,
+    Trace,
+    TraceEvent,
+    check,
+    history,
+    promote,
+    rollback,
+    status,
+    trace,
+)
+
+__all__ += [
+    "CheckResult",
+    "EnvironmentStatus",
+    "HistoryItem",
+    "PromotionDenied",
+    "PromotionResult",
+    "Trace",
+    "TraceEvent",
+    "check",
+    "history",
+    "promote",
+    "rollback",
+    "status",
+    "trace",
+]
