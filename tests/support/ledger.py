@@ -166,6 +166,8 @@ class LedgerContract:
             10,
         ]
         assert ledger.entries(subject_digest="sha256:none") == []
+        assert ledger.entries(subject_digest="x' OR '1'='1") == []
+        assert ledger.entries(kind="build' --") == []
         assert ledger.entries(limit=0) == []
         with pytest.raises(InputError):
             ledger.entries(limit=-1)
@@ -270,6 +272,7 @@ class LedgerContract:
         ("field", "value"),
         [
             ("envelope", b""),
+            ("envelope", b"x" * (16 * 1024 * 1024 + 1)),
             ("envelope", "text, not bytes"),
             ("kind", ""),
             ("subject_digest", ""),
