@@ -431,3 +431,183 @@ __all__ += [
     "status",
     "trace",
 ]
+
+
+# --- pin: rewrite deployment config to digests (conveyor.configs.pin) -----------------------
+
+from conveyor.errors import VerificationError  # noqa: E402 - the pin section's own import
+
+if TYPE_CHECKING:
+    from conveyor.configs.pin import PinReport, Resolution
+    from conveyor.custody import Workspace
+
+
+class NotPromoted(VerificationError):
+    """``pin --env ENV``: the ledger shows no promotion of this repository to ENV."""
+
+
+class _RegistryPins:
+    """Tags resolved through the registry (GET, digest of the bytes received); a digest
+    already written is checked to exist. ``offline`` resolves nothing and checks nothing."""
+
+    def __init__(self, opener: _Opener | None, *, offline: bool) -> None:
+        self._opener = opener
+        self._offline = offline or opener is None
+        self._repositories: dict[str, Repository] = {}
+
+    def _repository(self, reference: Reference) -> Repository:
+        assert self._opener is not None
+        if reference.name not in self._repositories:
+            self._repositories[reference.name] = self._opener(reference, create=False)
+        return self._repositories[reference.name]
+
+    def verify(self, reference: Reference, digest: Digest, *, source: str) -> Resolution:
+        from conveyor.configs.pin import DigestNotFound, Resolution, now_text
+
+        if self._offline:
+            return Resolution(digest, source, reference.registry, now_text(), verified=False)
+        if not self._repository(reference).has_manifest(digest):
+            raise DigestNotFound(
+                f"{reference.name}@{digest} is not in the registry: a wrong digest? fix it or "
+                "remove it and pin again"
+            )
+        return Resolution(digest, source, reference.registry, now_text())
+
+    def pin(self, reference: Reference) -> Resolution:
+        from conveyor.configs.pin import Resolution, now_text
+
+        if reference.digest is not None:
+            return self.verify(reference, reference.digest, source="present")
+        if self._offline or reference.tag is None:
+            raise InputError(
+                f"{reference}: cannot resolve a tag offline; use --from-lock FILE, or run "
+                "without --offline"
+            )
+        raw = self._repository(reference).get_manifest(reference.tag)
+        return Resolution(raw.digest, "registry", reference.registry, now_text())
+
+
+class _PromotedPins:
+    """``--env ENV``: the digest most recently promoted (or rolled back) to ENV for the
+    reference's repository, from ledger entries whose signatures verify; then checked to
+    exist in the registry like any written digest."""
+
+    def __init__(self, workspace: Workspace, environment: str, registry: _RegistryPins) -> None:
+        self._workspace = workspace
+        self._environment = environment
+        self._registry = registry
+        self._promoted: dict[str, Digest] | None = None
+        self.ignored: list[str] = []
+
+    def _load(self) -> dict[str, Digest]:
+        from conveyor.attest import PROMOTION_V1, open_attestation, read_promotion
+
+        promoted: dict[tuple[int, str], Digest] = {}
+        ledger = self._workspace.ledger
+        entries = [
+            entry
+            for kind in ("promotion", "rollback")
+            for entry in ledger.entries(kind=kind, environment=self._environment)
+        ]
+        for entry in sorted(entries, key=lambda e: e.index):
+            try:
+                digest = Digest.parse(entry.subject_digest)
+                opened = open_attestation(
+                    entry.envelope,
+                    self._workspace.verifiers(),
+                    digest=digest,
+                    predicate_types=[PROMOTION_V1],
+                )
+            except (VerificationError, InputError) as exc:
+                self.ignored.append(f"ledger #{entry.index} ignored: {exc}")
+                continue
+            facts = read_promotion(opened.statement.predicate)
+            if facts.to_environment != self._environment:
+                self.ignored.append(f"ledger #{entry.index} ignored: signed for another environment")
+                continue
+            names = {entry.subject_name, *opened.statement.names(digest)}
+            if facts.repository:
+                names.add(facts.repository)
+            for name in names:
+                promoted[(entry.index, _repository_name(name))] = digest
+        latest: dict[str, Digest] = {}
+        for (_, name), digest in sorted(promoted.items()):
+            latest[name] = digest
+        return latest
+
+    def pin(self, reference: Reference) -> Resolution:
+        if self._promoted is None:
+            self._promoted = self._load()
+        digest = self._promoted.get(reference.name)
+        if digest is None:
+            note = f" ({len(self.ignored)} unverifiable entries ignored)" if self.ignored else ""
+            raise NotPromoted(
+                f"{reference.name} was never promoted to {self._environment} according to the "
+                f"ledger{note}; promote it first or pin without --env"
+            )
+        return self._registry.verify(reference, digest, source="ledger")
+
+
+def _repository_name(text: str) -> str:
+    try:
+        target = parse_target(text)
+    except InputError:
+        return text
+    return _name(target)
+
+
+def pin(
+    paths: Sequence[str | Path],
+    *,
+    check: bool = False,
+    env: str | None = None,
+    lock: str | Path | None = None,
+    from_lock: str | Path | None = None,
+    options: RegistryOptions | None = None,
+    config_path: str | Path | None = None,
+    offline: bool = False,
+    exclude: Sequence[str] = (),
+) -> PinReport:
+    """Rewrite every mutable image reference under ``paths`` to ``name:tag@digest``.
+
+    The digest comes from the registry (a tag resolved now), from the ledger (``env``: what
+    was promoted to that environment) or from a lock file (``from_lock``: no network at
+    all). ``check`` writes nothing; ``lock`` writes the lock file of every reference pinned.
+    A digest already written is checked to exist in the registry unless ``offline``.
+    """
+    from conveyor.configs.lockfile import read_lock, write_lock
+    from conveyor.configs.pin import MappingResolver, Resolver, apply, plan
+
+    if from_lock is not None and env is not None:
+        raise InputError("--from-lock and --env exclude each other: the lock already says")
+    if check and lock is not None:
+        raise InputError("--check writes nothing, not even a lock file; drop --lock")
+    files = [Path(p) for p in paths]
+    for path in files:
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+    resolver: Resolver
+    if from_lock is not None:
+        locked = read_lock(Path(from_lock))
+        resolver = MappingResolver.from_lock(locked)
+        report = plan(files, resolver, exclude=exclude, check=check, environment=env)
+    else:
+        with _session(options) as open_repository:
+            registry = _RegistryPins(None if offline else open_repository, offline=offline)
+            if env is not None:
+                from conveyor.custody import _check_environment, open_workspace
+
+                with open_workspace(config_path) as workspace:
+                    _check_environment(workspace.config, env)
+                    resolver = _PromotedPins(workspace, env, registry)
+                    report = plan(files, resolver, exclude=exclude, check=check, environment=env)
+            else:
+                report = plan(files, registry, exclude=exclude, check=check)
+    if not check:
+        apply(report)
+        if lock is not None:
+            write_lock(Path(lock), report.lock)
+    return report
+
+
+__all__ += ["NotPromoted", "pin"]
