@@ -1,14 +1,19 @@
-"""``conveyor demo``: resolve → inspect → copy on an embedded OCI image layout.
+"""``conveyor demo``: the whole seed pipeline on embedded defaults, as commands a user could type.
 
-Interim, until the promotion flow exists: it builds a fresh image with ``git.commit`` and
-``ci.run`` labels into a "dev" layout, then shows each step as the command a user could
-type, and proves the copy in "staging" has the very same digest.
+The script lives in ``conveyor.demo``; this module shows it. Each step is printed as
+``$ conveyor …`` and then run through the very entry point the ``conveyor`` command uses
+(``conveyor.cli.main.run`` with that argv, in this process, in the demo directory), its
+output shown as the user would see it and checked against what the step must show.
 """
 
 from __future__ import annotations
 
-import secrets
-import tempfile
+import contextlib
+import io
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -18,61 +23,92 @@ from conveyor.cli import render
 from conveyor.cli.main import app
 
 
+@contextlib.contextmanager
+def _inside(base: Path, cleared: Sequence[str]) -> Iterator[None]:
+    """Run in ``base`` without the variables that would point elsewhere; restore both."""
+    saved_cwd = Path.cwd()
+    saved_env = {name: os.environ.pop(name) for name in cleared if name in os.environ}
+    os.chdir(base)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.update(saved_env)
+
+
+def invoke(argv: Sequence[str]) -> tuple[int, str]:
+    """Run ``conveyor ARGV`` as the console script does, in-process: exit code and output
+    (stdout and stderr interleaved, as a terminal shows them)."""
+    from conveyor.cli import main
+
+    output = io.StringIO()
+    saved_argv = sys.argv
+    sys.argv = ["conveyor", *argv]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            main.run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+    return code, output.getvalue()
+
+
 @app.command()
 def demo(
     directory: Annotated[
         Path | None,
-        typer.Option("--dir", help="Work in this directory instead of a fresh temporary one."),
+        typer.Option(
+            "--dir", help="Work in this new or empty directory instead of a fresh temporary one."
+        ),
     ] = None,
 ) -> None:
-    """Show resolve → inspect → copy on a generated image in local OCI layouts."""
-    from conveyor import service
-    from conveyor.errors import VerificationError
+    """Run the whole pipeline locally: build, test, scan, refuse, promote, approve, audit."""
+    from conveyor.demo import (
+        CLEARED_ENVIRONMENT,
+        DemoFailed,
+        Note,
+        Section,
+        prepare_directory,
+        script,
+    )
 
-    base = directory if directory is not None else Path(tempfile.mkdtemp(prefix="conveyor-demo-"))
-    base.mkdir(parents=True, exist_ok=True)
-    dev, staging = base / "dev", base / "staging"
-    commit = secrets.token_hex(20)
-    version = "1.4.2"
-    labels = {
-        "git.commit": commit,
-        "ci.run": f"https://ci.example.com/acme/shop/runs/{secrets.randbelow(90000) + 10000}",
-        "org.opencontainers.image.revision": commit,
-        "org.opencontainers.image.source": "https://git.example.com/acme/shop",
-        "org.opencontainers.image.version": version,
-        "org.opencontainers.image.title": "shop",
-    }
-
-    render.note(f"Building a small image (commit {commit[:12]}) into the OCI layout {dev}")
-    built = service.create_sample_image(f"oci:{dev}:{version}", labels=labels)
-    render.note(f"  built {built}")
-
-    render.command(f"conveyor resolve oci:{dev}:{version}")
-    resolved = service.resolve(f"oci:{dev}:{version}")
-    render.line(str(resolved))
-    render.note("  The tag is resolved to a digest exactly once; from here on, the digest travels.")
-
-    render.command(f"conveyor inspect {resolved}")
-    render.inspection(service.inspect(str(resolved)))
-
-    render.command(f"conveyor copy {resolved} oci:{staging}:{version}")
-    result = service.copy_image(str(resolved), f"oci:{staging}:{version}")
-    render.line(f"{result.destination}@{result.digest}")
-    render.copy_summary(result, to_stdout=True)
-
-    render.command(f"conveyor resolve oci:{staging}:{version}")
-    promoted = service.resolve(f"oci:{staging}:{version}")
-    render.line(str(promoted))
-
-    if promoted.digest != resolved.digest:
-        raise VerificationError(
-            f"staging has {promoted.digest} but dev has {resolved.digest}; the copy changed bytes"
-        )
+    started = time.monotonic()
+    base = prepare_directory(directory)
     render.note(
-        f"\nSame digest in dev and staging: {resolved.digest}. "
-        "Staging runs exactly the bytes that were built and tested.",
+        f"The seed pipeline, on embedded defaults (OCI image layouts as the registry, SQLite as "
+        f"the ledger), in {base}. Each $ line is a real command; it runs in that directory.",
+        style="bold",
+    )
+    steps = 0
+    with _inside(base, CLEARED_ENVIRONMENT):
+        for item in script(base):
+            if isinstance(item, Section):
+                render.note(f"\n== {item.title} ==", style="bold magenta")
+            elif isinstance(item, Note):
+                render.note(f"\n# {item.text}")
+                if item.body is not None:
+                    render.line(item.body.rstrip("\n"))
+            else:
+                steps += 1
+                render.note(f"\n# {item.why}")
+                render.note(f"$ {item.command}", style="bold cyan")
+                code, output = invoke(item.argv)
+                if output:
+                    render.line(output.rstrip("\n"))
+                problems = item.problems(code, output)
+                if problems:
+                    raise DemoFailed(
+                        f"demo step {steps} ({item.command}) misbehaved: {'; '.join(problems)}; "
+                        f"its files are kept in {base}"
+                    )
+    cleared = [name for name in CLEARED_ENVIRONMENT if name in os.environ]
+    unset = f"unset {' '.join(cleared)}; " if cleared else ""
+    render.note(
+        f"\nDone: {steps} commands in {time.monotonic() - started:.1f} s. One digest was built, "
+        "tested, scanned, refused, promoted to staging, smoke-tested, approved and promoted to "
+        "production; every step is signed and in the verified ledger.",
         style="bold green",
     )
-    render.note(
-        f"Layouts kept in {base} (readable by skopeo: skopeo inspect oci:{staging}:{version})"
-    )
+    render.note(f"Everything is kept in {base}; to look around: cd {base}; {unset}conveyor status")
