@@ -174,23 +174,37 @@ def _without_digest(reference: Reference) -> Reference:
 
 
 class _Cached:
-    """One answer (or one error) per distinct reference in a run."""
+    """One answer (or one error) per distinct reference in a run; a registry that is down
+    (no answer, or 5xx after the client's retries) is not asked again in the same run."""
 
     def __init__(self, resolver: Resolver) -> None:
         self._resolver = resolver
         self._answers: dict[str, Resolution | ConveyorError] = {}
+        self._down: dict[str, ConveyorError] = {}
 
     def pin(self, reference: Reference) -> Resolution:
         key = str(reference)
+        if key not in self._answers and reference.registry in self._down:
+            self._answers[key] = self._down[reference.registry]
         if key not in self._answers:
             try:
                 self._answers[key] = self._resolver.pin(reference)
             except ConveyorError as exc:
                 self._answers[key] = exc
+                if _registry_down(exc):
+                    self._down[reference.registry] = exc
         answer = self._answers[key]
         if isinstance(answer, ConveyorError):
             raise answer
         return answer
+
+
+def _registry_down(exc: ConveyorError) -> bool:
+    from conveyor.errors import AuthenticationError, NotFoundError, RegistryError
+
+    if not isinstance(exc, RegistryError) or isinstance(exc, NotFoundError | AuthenticationError):
+        return False
+    return exc.status is None or exc.status >= 500
 
 
 # --- results ------------------------------------------------------------------------------
