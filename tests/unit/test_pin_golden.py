@@ -84,7 +84,7 @@ def test_check_changes_nothing_and_says_so(
     assert [r.path for r in report.changed] == [target]
     assert target.read_bytes() == (ASSETS / folder / before).read_bytes()
     diff = report.files[0].diff()
-    assert diff.startswith(f"--- a/{target}")
+    assert diff.startswith(f"--- a/{str(target).lstrip('/')}")
     assert "+" in diff
     pinned = _pin([target], FakeResolver())
     assert pinned.exit_code == 0

@@ -258,9 +258,8 @@ class FileResult:
             return ""
         old = self.before.decode("utf-8").splitlines(keepends=True)
         new = self.after.decode("utf-8").splitlines(keepends=True)
-        lines = difflib.unified_diff(
-            old, new, fromfile=f"a/{self.display_path}", tofile=f"b/{self.display_path}"
-        )
+        shown = self.display_path.lstrip("/")
+        lines = difflib.unified_diff(old, new, fromfile=f"a/{shown}", tofile=f"b/{shown}")
         return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 

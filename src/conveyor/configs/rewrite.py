@@ -38,6 +38,8 @@ _REFERENCE_CHAR = re.compile(r"[A-Za-z0-9._\-/:@+]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # Walking a tree costs one step per node; an alias bomb that slipped through is refused.
 MAX_VERIFY_NODES = 1_000_000
+# How far below its key a multi-line scalar's reference text may start.
+MAX_SCALAR_LINES = 3
 
 
 class EditError(InputError):
@@ -100,7 +102,20 @@ class TextEditor:
 
     def locate(self, line: int, column: int, old: str) -> int:
         """Offset in the text of ``old`` on ``line``, the occurrence nearest ``column``
-        (1-based) whose neighbours are not reference characters."""
+        (1-based) whose neighbours are not reference characters. A block or multi-line
+        scalar (``image: >-`` then the reference) starts on a line without the text: the next
+        few lines are searched too (the YAML verification checks the result)."""
+        last = min(line + MAX_SCALAR_LINES, len(self.lines))
+        for number in range(line, last + 1):
+            found = self._find_on_line(number, column if number == line else 1, old)
+            if found is not None:
+                return found
+        raise EditError(
+            f"{self.what}:{line}:{column}: cannot find {old!r} on that line to rewrite it "
+            "in place; pin it by hand"
+        )
+
+    def _find_on_line(self, line: int, column: int, old: str) -> int | None:
         content = self._line(line)
         body = content[: len(content) - len(_line_break(content))]
         found: list[int] = []
@@ -116,10 +131,7 @@ class TextEditor:
                 found.append(start)
             start = body.find(old, start + 1)
         if not found:
-            raise EditError(
-                f"{self.what}:{line}:{column}: cannot find {old!r} on that line to rewrite it "
-                "in place; pin it by hand"
-            )
+            return None
         best = min(found, key=lambda at: abs(at - (column - 1)))
         return self._offsets[line - 1] + best
 
