@@ -359,78 +359,138 @@ def _read_config(repository: Repository, image: ImageManifest) -> ImageConfig | 
     return parse_config(data)
 
 
-# --- chain of custody: record, attest, approve, audit (conveyor.custody) --------------------
+# --- chain of custody and promotion (conveyor.custody, conveyor.promotion) ------------------
+# Imported on first use: image commands (resolve, copy...) must not pay for pydantic, the
+# policy engine and cryptography on every CI step.
 
-from conveyor.custody import (  # noqa: E402 - the custody operations build on the ones above
-    AttachedAttestation,
-    GeneratedKey,
-    Initialised,
-    Recorded,
-    approve,
-    attest_scan,
-    attest_smoke,
-    attest_tests,
-    audit_checkpoint,
-    audit_verify,
-    generate_keys,
-    init_workspace,
-    ledger_entries,
-    list_attestations,
-    record_build,
-)
+if TYPE_CHECKING:
+    from conveyor.custody import (
+        AttachedAttestation as AttachedAttestation,
+    )
+    from conveyor.custody import (
+        GeneratedKey as GeneratedKey,
+    )
+    from conveyor.custody import (
+        Initialised as Initialised,
+    )
+    from conveyor.custody import (
+        Recorded as Recorded,
+    )
+    from conveyor.custody import (
+        approve as approve,
+    )
+    from conveyor.custody import (
+        attest_scan as attest_scan,
+    )
+    from conveyor.custody import (
+        attest_smoke as attest_smoke,
+    )
+    from conveyor.custody import (
+        attest_tests as attest_tests,
+    )
+    from conveyor.custody import (
+        audit_checkpoint as audit_checkpoint,
+    )
+    from conveyor.custody import (
+        audit_verify as audit_verify,
+    )
+    from conveyor.custody import (
+        generate_keys as generate_keys,
+    )
+    from conveyor.custody import (
+        init_workspace as init_workspace,
+    )
+    from conveyor.custody import (
+        ledger_entries as ledger_entries,
+    )
+    from conveyor.custody import (
+        list_attestations as list_attestations,
+    )
+    from conveyor.custody import (
+        record_build as record_build,
+    )
+    from conveyor.promotion import (
+        CheckResult as CheckResult,
+    )
+    from conveyor.promotion import (
+        EnvironmentStatus as EnvironmentStatus,
+    )
+    from conveyor.promotion import (
+        HistoryItem as HistoryItem,
+    )
+    from conveyor.promotion import (
+        PromotionDenied as PromotionDenied,
+    )
+    from conveyor.promotion import (
+        PromotionResult as PromotionResult,
+    )
+    from conveyor.promotion import (
+        Trace as Trace,
+    )
+    from conveyor.promotion import (
+        TraceEvent as TraceEvent,
+    )
+    from conveyor.promotion import (
+        check as check,
+    )
+    from conveyor.promotion import (
+        history as history,
+    )
+    from conveyor.promotion import (
+        promote as promote,
+    )
+    from conveyor.promotion import (
+        rollback as rollback,
+    )
+    from conveyor.promotion import (
+        status as status,
+    )
+    from conveyor.promotion import (
+        trace as trace,
+    )
 
-__all__ += [
-    "AttachedAttestation",
-    "GeneratedKey",
-    "Initialised",
-    "Recorded",
-    "approve",
-    "attest_scan",
-    "attest_smoke",
-    "attest_tests",
-    "audit_checkpoint",
-    "audit_verify",
-    "generate_keys",
-    "init_workspace",
-    "ledger_entries",
-    "list_attestations",
-    "record_build",
-]
+_LAZY = {
+    "AttachedAttestation": "conveyor.custody",
+    "GeneratedKey": "conveyor.custody",
+    "Initialised": "conveyor.custody",
+    "Recorded": "conveyor.custody",
+    "approve": "conveyor.custody",
+    "attest_scan": "conveyor.custody",
+    "attest_smoke": "conveyor.custody",
+    "attest_tests": "conveyor.custody",
+    "audit_checkpoint": "conveyor.custody",
+    "audit_verify": "conveyor.custody",
+    "generate_keys": "conveyor.custody",
+    "init_workspace": "conveyor.custody",
+    "ledger_entries": "conveyor.custody",
+    "list_attestations": "conveyor.custody",
+    "record_build": "conveyor.custody",
+    "CheckResult": "conveyor.promotion",
+    "EnvironmentStatus": "conveyor.promotion",
+    "HistoryItem": "conveyor.promotion",
+    "PromotionDenied": "conveyor.promotion",
+    "PromotionResult": "conveyor.promotion",
+    "Trace": "conveyor.promotion",
+    "TraceEvent": "conveyor.promotion",
+    "check": "conveyor.promotion",
+    "history": "conveyor.promotion",
+    "promote": "conveyor.promotion",
+    "rollback": "conveyor.promotion",
+    "status": "conveyor.promotion",
+    "trace": "conveyor.promotion",
+}
+__all__ += list(_LAZY)
 
 
-# --- promotion: check, promote, status, history, trace, rollback (conveyor.promotion) -------
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'conveyor.service' has no attribute {name!r}")
+    import importlib
 
-from conveyor.promotion import (  # noqa: E402 - promotion builds on images and custody
-    CheckResult,
-    EnvironmentStatus,
-    HistoryItem,
-    PromotionDenied,
-    PromotionResult,
-    Trace,
-    TraceEvent,
-    check,
-    history,
-    promote,
-    rollback,
-    status,
-    trace,
-)
-
-__all__ += [
-    "CheckResult",
-    "EnvironmentStatus",
-    "HistoryItem",
-    "PromotionDenied",
-    "PromotionResult",
-    "Trace",
-    "TraceEvent",
-    "check",
-    "history",
-    "promote",
-    "rollback",
-    "status",
-    "trace",
-]
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 # --- pin: rewrite deployment config to digests (conveyor.configs.pin) -----------------------
@@ -523,7 +583,9 @@ class _PromotedPins:
                 continue
             facts = read_promotion(opened.statement.predicate)
             if facts.to_environment != self._environment:
-                self.ignored.append(f"ledger #{entry.index} ignored: signed for another environment")
+                self.ignored.append(
+                    f"ledger #{entry.index} ignored: signed for another environment"
+                )
                 continue
             names = {entry.subject_name, *opened.statement.names(digest)}
             if facts.repository:
