@@ -31,11 +31,15 @@ class SiteBuilder:
         if found is None or not found.text.strip():
             return None
         reference = found.text.strip()
+        line, column = found.line, found.column
+        if found.style in ("|", ">"):
+            # A block scalar starts at its indicator; the text is on the lines below.
+            line, column = locate_in_script(self.lines, found, 0, reference.split("\n", 1)[0])
         return ImageSite(
             path=self.path,
             display_path=self.display_path,
-            line=found.line,
-            column=found.column,
+            line=line,
+            column=column,
             kind=self.kind,
             reference=reference,
             role=role,
@@ -101,14 +105,35 @@ class SiteBuilder:
         return sites
 
     def locate_in_script(self, script: Scalar, offset: int, needle: str) -> tuple[int, int]:
-        """1-based line and column in the file of ``needle``, written near ``offset`` of the
-        script text. Literal blocks map line by line; other styles are searched."""
-        first = script.line
-        if script.style == "|":
-            first = script.line + 1 + script.text.count("\n", 0, offset)
-        last = max(script.end_line, first)
-        for number in range(first, min(last, len(self.lines)) + 1):
-            at = self.lines[number - 1].find(needle) if needle else -1
-            if at >= 0:
-                return number, at + 1
-        return script.line, script.column
+        return locate_in_script(self.lines, script, offset, needle)
+
+
+def locate_in_script(lines: list[str], script: Scalar, offset: int, needle: str) -> tuple[int, int]:
+    """1-based line and column in the file of ``needle``, written near ``offset`` of the
+    script held by the scalar ``script``. Literal blocks map line by line; other styles are
+    searched from the scalar's first line."""
+    first = script.line
+    if script.style == "|":
+        first = script.line + 1 + script.text.count("\n", 0, offset)
+        exact = _literal_column(lines, script, offset, first)
+        if exact is not None and lines[first - 1][exact - 1 :].startswith(needle):
+            return first, exact
+    last = max(script.end_line, first)
+    for number in range(max(first, 1), min(last, len(lines)) + 1):
+        at = lines[number - 1].find(needle) if needle else -1
+        if at >= 0:
+            return number, at + 1
+    return max(script.line, 1), script.column
+
+
+def _literal_column(lines: list[str], script: Scalar, offset: int, line: int) -> int | None:
+    """The column of script ``offset`` in a literal block: the block's indentation (that of
+    its first non-blank line) plus the offset within the script line."""
+    if not 0 < line <= len(lines):
+        return None
+    for number in range(script.line + 1, min(script.end_line, len(lines)) + 1):
+        text = lines[number - 1]
+        if text.strip():
+            indent = len(text) - len(text.lstrip(" "))
+            return indent + offset - (script.text.rfind("\n", 0, offset) + 1) + 1
+    return None

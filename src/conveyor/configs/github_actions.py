@@ -42,6 +42,14 @@ DEPLOY_ACTIONS = (
     "actions-hub/kubectl",
     "stefanprodan/kube-tools",
 )
+# Deploy actions whose inputs name the image to run: action (lowercase) → input names.
+DEPLOY_IMAGE_INPUTS = {
+    "azure/k8s-deploy": ("images",),
+    "azure/webapps-deploy": ("images",),
+    "azure/container-apps-deploy-action": ("imageToDeploy",),
+    "aws-actions/amazon-ecs-render-task-definition": ("image",),
+    "google-github-actions/deploy-cloudrun": ("image",),
+}
 _SPLIT_TAGS_RE = re.compile(r"[\n,]")
 
 
@@ -58,6 +66,7 @@ class Step:
     with_: dict[str, str]
     run: str | None
     script: shell.ScriptInfo | None
+    run_scalar: yamlio.Scalar | None = None
 
 
 @dataclass
@@ -74,6 +83,7 @@ class Job:
     with_: dict[str, str]
     outputs: dict[str, str]
     steps: list[Step] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # every scalar in the job, for expressions
 
 
 @dataclass
@@ -87,9 +97,14 @@ def extract(builder: SiteBuilder, documents: list[Node | None]) -> tuple[list[Im
     for index, document in enumerate(documents):
         if not yamlio.is_mapping(document):
             continue
-        for key, job_node in yamlio.own_entries(yamlio.get(document, "jobs")):
-            if yamlio.is_mapping(job_node):
-                jobs.append(_job(builder, job_node, key, (index, "jobs", key), sites))
+        jobs_node: Node = yamlio.get(document, "jobs")
+        pairs = jobs_node.value if yamlio.is_mapping(jobs_node) else []
+        for key_node, job_node in pairs:
+            key = yamlio.text(key_node)
+            if key and yamlio.is_mapping(job_node):
+                job = _job(builder, job_node, key, (index, "jobs", key), sites)
+                job.line, job.column = yamlio.position(key_node)
+                jobs.append(job)
     return sites, Workflow(jobs)
 
 
@@ -130,6 +145,7 @@ def _job(
         uses_column=uses_column,
         with_=_scalars(fields.get("with")),
         outputs=_scalars(fields.get("outputs")),
+        texts=_all_text(node),
     )
     _container_sites(builder, fields.get("container"), (*where, "container"), "deploy", sites)
     for name, service in yamlio.own_entries(fields.get("services")):
@@ -140,6 +156,22 @@ def _job(
                 _step(builder, step_node, position, (*where, "steps", position), sites)
             )
     return job
+
+
+def _all_text(node: Node) -> list[str]:
+    found: list[str] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if yamlio.is_mapping(current):
+            stack.extend(value for _, value in current.value)
+        elif yamlio.is_sequence(current):
+            stack.extend(current.value)
+        else:
+            value = yamlio.text(current)
+            if value:
+                found.append(value)
+    return found
 
 
 def _container_sites(
@@ -167,6 +199,7 @@ def _step(
     run_node = fields.get("run")
     run = yamlio.text(run_node)
     script = None
+    found = None
     if run is not None:
         script = shell.analyse(run)
         found = yamlio.scalar(run_node)
@@ -189,25 +222,36 @@ def _step(
         with_=_scalars(with_node),
         run=run,
         script=script,
+        run_scalar=found,
     )
-    if uses is not None and uses.split("@", 1)[0] == BUILD_PUSH_ACTION:
-        sites.extend(_pushed_tags(builder, step, yamlio.get(with_node, "tags")))
+    action = uses.split("@", 1)[0].lower() if uses else ""
+    if action == BUILD_PUSH_ACTION and step.with_.get("push", "").strip().lower() == "true":
+        sites.extend(
+            _listed(builder, yamlio.get(with_node, "tags"), role="push", via=BUILD_PUSH_ACTION)
+        )
+    for name in DEPLOY_IMAGE_INPUTS.get(action, ()):
+        input_node = yamlio.get(with_node, name)
+        if input_node is not None and "\n" not in (yamlio.text(input_node) or "").strip():
+            site = builder.scalar(input_node, (*where, "with", name), role="deploy", via=action)
+            if site is not None:
+                sites.append(site)
+        else:
+            sites.extend(_listed(builder, input_node, role="deploy", via=action))
     return step
 
 
-def _pushed_tags(builder: SiteBuilder, step: Step, tags_node: Node) -> list[ImageSite]:
-    if tags_node is None or step.with_.get("push", "").strip().lower() != "true":
-        return []
-    found = yamlio.scalar(tags_node)
+def _listed(builder: SiteBuilder, node: Node, *, role: str, via: str) -> list[ImageSite]:
+    """Sites for an input holding several references, one per line or comma-separated."""
+    found = yamlio.scalar(node) if node is not None else None
     if found is None:
         return []
     sites = []
     offset = 0
     for piece in _SPLIT_TAGS_RE.split(found.text):
-        tag = piece.strip()
-        start = found.text.find(tag, offset) if tag else -1
-        if tag and not tag.startswith("#"):
-            line, column = builder.locate_in_script(found, max(start, 0), tag)
-            sites.append(builder.line_site(line, column, tag, role="push", via=BUILD_PUSH_ACTION))
-        offset = max(offset, start + len(tag)) if start >= 0 else offset
+        item = piece.strip()
+        start = found.text.find(item, offset) if item else -1
+        if item and not item.startswith("#"):
+            line, column = builder.locate_in_script(found, max(start, 0), item)
+            sites.append(builder.line_site(line, column, item, role=role, via=via))
+        offset = max(offset, start + len(item)) if start >= 0 else offset
     return sites

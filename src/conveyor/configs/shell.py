@@ -142,14 +142,29 @@ def commands(script: str) -> list[list[Word]]:
     return result
 
 
+_SUBSTITUTION_RE = re.compile(r"\$\(([^()\n]*)\)")
+
+
 def analyse(script: str) -> ScriptInfo:
-    """References, builds and deploy commands in ``script``."""
+    """References, builds and deploy commands in ``script`` (and in its ``$(…)``)."""
     info = ScriptInfo()
     for words in commands(script):
         words = _strip_prefix(words)
-        if not words:
-            continue
-        _command(words, info)
+        if words:
+            _command(words, info)
+    if "$(" in script:
+        for match in _SUBSTITUTION_RE.finditer(script):
+            inner = analyse(match.group(1))
+            shift = match.start(1)
+            info.references.extend(
+                ScriptReference(r.reference, r.locate, r.offset + shift, r.role, r.via)
+                for r in inner.references
+            )
+            info.builds.extend(
+                BuildCommand(b.tool, b.offset + shift, b.labels, b.tags, b.pushes)
+                for b in inner.builds
+            )
+            info.deploys.extend(inner.deploys)
     return info
 
 
@@ -175,6 +190,10 @@ def _command(words: list[Word], info: ScriptInfo) -> None:
     elif program in ("kubectl", "oc"):
         if names[:2] == ["set", "image"]:
             _set_image(program, args[2:], info)
+        elif names[:2] == ["create", "deployment"] or names[:1] == ["run"]:
+            _image_option(
+                args, info, f"{program} {' '.join(names[: 2 if names[0] == 'create' else 1])}"
+            )
         if names and names[0] in ("apply", "set", "rollout", "create", "replace", "patch"):
             info.deploys.append(f"{program} {names[0]}")
     elif program in ("helm", "helmfile"):
@@ -185,24 +204,27 @@ def _command(words: list[Word], info: ScriptInfo) -> None:
     elif program == "buildah" and names and names[0] in ("bud", "build", "build-using-dockerfile"):
         _build("buildah", words[0].offset, args[1:], info)
     elif program == "ko" and names and names[0] in ("build", "publish", "resolve", "apply"):
-        info.builds.append(BuildCommand("ko", words[0].offset, (), (), True))
+        _build("ko", words[0].offset, args[1:], info)
         if names[0] == "apply":
             info.deploys.append("ko apply")
     elif program in ("executor", "kaniko") or "kaniko" in words[0].text:
         _build("kaniko", words[0].offset, args, info)
     elif program == "pack" and names[:1] == ["build"]:
         _build("pack", words[0].offset, args[1:], info)
-    elif program == "az" and names and names[0] in ("webapp", "containerapp", "aks", "acr"):
-        if names[0] != "acr":
-            info.deploys.append(f"az {names[0]}")
+    elif program == "az" and names[:2] == ["acr", "build"]:
+        _build("az acr build", words[0].offset, args[2:], info, pushes=True)
+    elif program == "az" and names and names[0] in ("webapp", "containerapp", "aks"):
+        info.deploys.append(f"az {names[0]}")
     elif program == "gcloud" and "deploy" in names:
         info.deploys.append("gcloud deploy")
     elif program == "aws" and names and names[0] in ("ecs", "eks", "lambda", "apprunner"):
         if any(name.startswith(("update", "deploy", "register", "create")) for name in names):
             info.deploys.append(f"aws {names[0]}")
+    elif program == "kustomize" and names[:3] == ["edit", "set", "image"]:
+        _set_image(program, args[3:], info, via="kustomize edit set image")
+        info.deploys.append("kustomize edit set image")
     elif (
-        (program == "kustomize" and names[:2] == ["edit", "set"])
-        or (program == "argocd" and names[:1] == ["app"])
+        (program == "argocd" and names[:1] == ["app"])
         or (program == "flux" and names[:1] in (["reconcile"], ["create"]))
         or (program == "skaffold" and names[:1] in (["run"], ["deploy"]))
     ):
@@ -220,6 +242,10 @@ def _container_tool(program: str, args: list[Word], names: list[str], info: Scri
         image = _first_operand(rest, _RUN_VALUE_OPTIONS)
         if image is not None:
             _reference(info, image, "deploy", f"{program} run")
+            # The container's own command (``docker run … kustomize edit set image …``).
+            inner = _strip_prefix(rest[rest.index(image) + 1 :])
+            if inner:
+                _command(inner, info)
     elif verb == "push":
         if any(word.text in ("-a", "--all-tags") for word in rest):
             return
@@ -258,7 +284,21 @@ def _locate(word: Word) -> str:
     return raw[1:] if raw[:1] in ("'", '"') else raw
 
 
-def _set_image(program: str, args: list[Word], info: ScriptInfo) -> None:
+def _image_option(args: list[Word], info: ScriptInfo, via: str) -> None:
+    for index, word in enumerate(args):
+        if word.text == "--image" and index + 1 < len(args):
+            _reference(info, args[index + 1], "deploy", via)
+        elif word.text.startswith("--image="):
+            located = word.raw.split("=", 1)[1]
+            offset = word.offset + len(word.raw) - len(located)
+            info.references.append(
+                ScriptReference(
+                    word.text.split("=", 1)[1], located.strip("'\""), offset, "deploy", via
+                )
+            )
+
+
+def _set_image(program: str, args: list[Word], info: ScriptInfo, *, via: str | None = None) -> None:
     skip = False
     for word in args:
         if skip:
@@ -274,7 +314,7 @@ def _set_image(program: str, args: list[Word], info: ScriptInfo) -> None:
             offset = word.offset + len(word.raw) - len(located)
             info.references.append(
                 ScriptReference(
-                    image, located.strip("'\""), offset, "deploy", f"{program} set image"
+                    image, located.strip("'\""), offset, "deploy", via or f"{program} set image"
                 )
             )
 
@@ -323,10 +363,11 @@ def _set_pairs(word: Word, *, prefix: int = 0) -> list[tuple[str, str, Word]]:
     return pairs
 
 
-def _build(tool: str, offset: int, args: list[Word], info: ScriptInfo) -> None:
+def _build(
+    tool: str, offset: int, args: list[Word], info: ScriptInfo, *, pushes: bool = False
+) -> None:
     labels: list[str] = []
     tags: list[Word] = []
-    pushes = False
     index = 0
     while index < len(args):
         word = args[index]
@@ -338,7 +379,7 @@ def _build(tool: str, offset: int, args: list[Word], info: ScriptInfo) -> None:
                 value = args[index + 1]
             else:
                 value = Word("", "", word.offset)
-            if option in ("--tag", "-t", "--destination"):
+            if option in ("--tag", "-t", "--destination", "--image"):
                 tags.append(value)
                 pushes = pushes or option == "--destination"
             else:
@@ -357,5 +398,16 @@ def _build(tool: str, offset: int, args: list[Word], info: ScriptInfo) -> None:
 
 
 _BUILD_METADATA_OPTIONS = frozenset(
-    {"--label", "--annotation", "--build-arg", "--tag", "-t", "--destination", "-l"}
+    {
+        "--label",
+        "--annotation",
+        "--build-arg",
+        "--tag",
+        "-t",
+        "--destination",
+        "-l",
+        "--image",
+        "--image-label",
+        "--image-annotation",
+    }
 )
