@@ -475,3 +475,49 @@ def test_cross_registry_promotion_keeps_the_digest(
     )
     assert all(a.verified for a in listed[2])
     assert len(listed[2]) >= 6
+
+
+def test_forged_approvals_in_the_ledger_are_ignored(pipeline: Pipeline) -> None:
+    """An approval that reached the database without a trusted signature is not believed."""
+    from conveyor.attest import (
+        APPROVAL_V1,
+        IN_TOTO_PAYLOAD_TYPE,
+        approval,
+        generate_key,
+        make_statement,
+        sign_envelope,
+    )
+    from conveyor.attest.keys import Signer
+    from conveyor.ledger import open_ledger
+    from conveyor.oci.digest import Digest
+
+    ref = pipeline.ready_for_staging()
+    pipeline.promote(ref, "staging")
+    service.attest_smoke(
+        ref, environment="staging", passed=True, key=pipeline.key("ci"), config_path=pipeline.config
+    )
+    digest = Digest.parse(ref.split("@")[1])
+    ledger = open_ledger(f"sqlite:///{pipeline.root / '.conveyor' / 'conveyor.db'}")
+    try:
+        for signer_name in ("mallory", "eve"):
+            forger = Signer(generate_key())
+            statement = make_statement(
+                "app", digest, APPROVAL_V1, approval(environment="production")
+            )
+            ledger.append(
+                sign_envelope(statement, IN_TOTO_PAYLOAD_TYPE, [forger]),
+                subject_digest=str(digest),
+                subject_name="app",
+                predicate_type=APPROVAL_V1,
+                kind="approval",
+                signer=signer_name,
+                keyid=forger.keyid,
+                environment="production",
+            )
+    finally:
+        ledger.close()
+    checked = service.check(ref, environment="production", config_path=pipeline.config)
+    assert not checked.decision.allowed
+    approvals = next(g for g in checked.decision.gates if g.gate == "approvals")
+    assert not approvals.passed
+    assert len([n for n in checked.ignored if "ignored" in n]) == 2
