@@ -673,3 +673,88 @@ def pin(
 
 
 __all__ += ["NotPromoted", "pin"]
+
+
+# --- lint: deployment config and CI workflows -------------------------------------------------
+
+if TYPE_CHECKING:
+    from conveyor.configs.lint import LintReport, LintSettings
+
+
+def lint_settings(config_path: str | Path | None = None) -> LintSettings:
+    """The ``lint:`` section of conveyor.yaml (``--config``, ``CONVEYOR_CONFIG`` or
+    ./conveyor.yaml); defaults when there is no config file. Only that section is read and
+    checked, so lint works in a workspace whose keys or ledger are not set up."""
+    from pydantic import ValidationError
+
+    from conveyor.configs.lint import LintSettings
+    from conveyor.errors import ConfigError
+    from conveyor.policy.config import CONFIG_FILE_NAME, LintSpec, find_config
+    from conveyor.yamlsource import load_yaml
+
+    if (
+        config_path is None
+        and not os.environ.get("CONVEYOR_CONFIG")
+        and not (Path.cwd() / CONFIG_FILE_NAME).is_file()
+    ):
+        return LintSettings()
+    path = find_config(config_path)
+    document = load_yaml(path)
+    section = document.data.get("lint") if isinstance(document.data, dict) else None
+    if section is None:
+        return LintSettings()
+    try:
+        spec = LintSpec.model_validate(section)
+    except ValidationError as exc:
+        problems = [
+            f"{document.where(('lint', *map(str, error['loc'])))}: "
+            f"lint.{'.'.join(map(str, error['loc']))}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigError(f"{path}: invalid 'lint' section: {problems[0]}", problems) from exc
+    return LintSettings(severities=dict(spec.rules), exclude=tuple(spec.exclude))
+
+
+def promoted_digests(environment: str, *, config_path: str | Path | None = None) -> set[str]:
+    """Digests the ledger shows promoted to ``environment`` and not rolled back since."""
+    from conveyor.custody import open_workspace
+
+    with open_workspace(config_path) as workspace:
+        workspace.config.model.environment(environment)  # unknown environment: an error
+        promoted: set[str] = set()
+        for entry in workspace.ledger.entries(environment=environment):
+            if entry.kind == "promotion":
+                promoted.add(entry.subject_digest.lower())
+            elif entry.kind == "rollback":
+                # A rollback re-deploys an earlier digest: that one is what runs now.
+                promoted.add(entry.subject_digest.lower())
+        return promoted
+
+
+def lint(
+    paths: Sequence[str | Path],
+    *,
+    environment: str | None = None,
+    config_path: str | Path | None = None,
+) -> LintReport:
+    """Lint deployment config and CI workflows under ``paths`` (no network). With
+    ``environment``, digests are checked against the ledger's promotions (CV008)."""
+    from conveyor.configs.lint import lint as lint_files
+
+    settings = lint_settings(config_path)
+    lookup = None
+    if environment is not None:
+        promoted = promoted_digests(environment, config_path=config_path)
+
+        def lookup(name: str) -> set[str]:
+            return promoted if name == environment else set()
+
+    return lint_files(
+        [Path(path) for path in paths],
+        settings=settings,
+        environment=environment,
+        promoted_digests=lookup,
+    )
+
+
+__all__ += ["lint", "lint_settings", "promoted_digests"]

@@ -36,6 +36,7 @@ from conveyor.configs.builder import locate_in_script
 from conveyor.configs.extract import ParsedFile, analyse
 from conveyor.configs.files import discover, read_source
 from conveyor.configs.sites import ConfigFileError, ImageSite, is_dynamic
+from conveyor.errors import InputError
 
 SEVERITIES = ("error", "warning", "info")
 DOCS_URL = "https://github.com/conveyor-dev/conveyor/blob/main/docs/lint.md"
@@ -224,6 +225,9 @@ def lint(
     """Lint every config file under ``paths``. ``promoted_digests(environment)`` gives the
     digests the ledger shows promoted to ``environment`` (CV008 runs only with both)."""
     settings = settings or LintSettings()
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        raise InputError(f"no such file or folder: {', '.join(missing)}")
     promoted: set[str] | None = None
     if environment is not None and promoted_digests is not None:
         promoted = {digest.lower() for digest in promoted_digests(environment)}
@@ -442,6 +446,11 @@ def _site_findings(
         message = (
             f"{what} {site.reference!r} has no digest (the tag defaults to the chart's "
             "appVersion); add the digest so the same bytes run everywhere"
+        )
+    elif form.tag is None:
+        message = (
+            f"{what} {site.reference!r} names neither a tag nor a digest: it pulls whatever "
+            "'latest' is at deploy time; pin it to name:tag@sha256:…"
         )
     else:
         message = (

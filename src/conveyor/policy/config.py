@@ -435,6 +435,22 @@ class EnvironmentSpec(_Spec):
         return parse_target(self.repository, strict=False)
 
 
+LintRuleId = Annotated[str, StringConstraints(pattern=r"^CV[0-9]{3}$")]
+
+
+class LintSpec(_Spec):
+    """``conveyor lint`` settings: severity per rule and paths not to lint."""
+
+    rules: dict[LintRuleId, Literal["error", "warning", "info", "off"]] = Field(
+        default_factory=dict,
+        description="severity per rule id (CV001 …); 'off' turns a rule off",
+    )
+    exclude: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list,
+        description="glob patterns of paths lint skips (e.g. charts/*/templates/**)",
+    )
+
+
 def _top_level_schema(schema: dict[str, Any]) -> None:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = SCHEMA_ID
@@ -457,6 +473,9 @@ class ConfigModel(_Strict):
     )
     freeze: GlobalFreezeSpec | None = Field(
         default=None, description="a freeze for every environment (or those listed)"
+    )
+    lint: LintSpec | None = Field(
+        default=None, description="conveyor lint: rule severities and excluded paths"
     )
 
     @field_validator("freeze", mode="before")
