@@ -23,6 +23,7 @@ CASES = [
     ("kustomize", "before.yaml", "after.yaml", "kustomization.yaml", "kustomize"),
     ("compose", "before.yml", "after.yml", "docker-compose.yml", "compose"),
     ("github-actions", "before.yml", "after.yml", ".github/workflows/ci.yml", "github-actions"),
+    ("gitlab-ci", "before.yml", "after.yml", ".gitlab-ci.yml", "gitlab-ci"),
     ("dockerfile", "before.Dockerfile", "after.Dockerfile", "Dockerfile", "dockerfile"),
 ]
 IDS = [case[0] for case in CASES]

@@ -228,6 +228,7 @@ class SiteResult:
     new_reference: str | None = None
     digest: str | None = None
     source: str | None = None
+    resolved_at: str | None = None
     message: str = ""
     exit_code: int = 0
 
@@ -418,7 +419,9 @@ def _plan_into(
         return
     new_body = editor.result()
     if documents is not None:
-        verify_yaml(body, new_body, substitutions, what=result.display_path)
+        verify_yaml(
+            body, new_body, substitutions, what=result.display_path, old_documents=documents
+        )
     _verify_sites(result, sites, new_body, expected, extract_sites, kind)
     result.after = ((_BOM if bom else "") + new_body).encode("utf-8")
 
@@ -449,7 +452,8 @@ def _remember(entries: dict[str, LockEntry], site: ImageSite, outcome: SiteResul
         return
     digest = Digest.parse(outcome.digest)
     key = lock_key(reference if reference.tag is not None else reference.with_digest(digest))
-    entries[key] = LockEntry(digest, reference.registry, now_text(), outcome.source)
+    when = outcome.resolved_at or now_text()
+    entries[key] = LockEntry(digest, reference.registry, when, outcome.source)
 
 
 def _strip_transport(text: str) -> tuple[str, str]:
@@ -531,6 +535,7 @@ def _plan_scalar(
             status="unchanged",
             digest=str(resolution.digest),
             source=resolution.source,
+            resolved_at=resolution.resolved_at,
             message="" if resolution.verified else "digest kept as written (not verified)",
         )
     new_written = f"{_strip_digest(written)}@{resolution.digest}"
@@ -553,6 +558,7 @@ def _plan_scalar(
         new_reference=new_written,
         digest=str(resolution.digest),
         source=resolution.source,
+        resolved_at=resolution.resolved_at,
     )
 
 
@@ -600,6 +606,7 @@ def _plan_split(
             status="unchanged",
             digest=str(resolution.digest),
             source=resolution.source,
+            resolved_at=resolution.resolved_at,
             message="" if resolution.verified else "digest kept as written (not verified)",
         )
     anchors = _SPLIT_ANCHORS[site.form]
@@ -614,6 +621,7 @@ def _plan_split(
         new_reference=f"{_without_digest(reference).familiar}@{resolution.digest}",
         digest=str(resolution.digest),
         source=resolution.source,
+        resolved_at=resolution.resolved_at,
         message=note,
     )
 

@@ -422,11 +422,19 @@ def _quote_style(value: str) -> str:
 
 
 def verify_yaml(
-    before: str, after: str, substitutions: Iterable[YamlSubstitution], *, what: str
+    before: str,
+    after: str,
+    substitutions: Iterable[YamlSubstitution],
+    *,
+    what: str,
+    old_documents: Sequence[Any] | None = None,
 ) -> None:
     """Parse both texts; the new tree must equal the old tree with ``substitutions``
-    applied, and nothing else changed (values, types, key order, quoting style)."""
-    old_docs = load_yaml_documents(before, what=what)
+    applied, and nothing else changed (values, types, key order, quoting style).
+    ``old_documents``: ``before`` already parsed (round trip, quotes preserved)."""
+    old_docs = (
+        list(old_documents) if old_documents is not None else load_yaml_documents(before, what=what)
+    )
     new_docs = load_yaml_documents(after, what=what)
     if len(old_docs) != len(new_docs):
         raise EditError(f"{what}: the number of YAML documents changed; nothing written")
