@@ -710,7 +710,10 @@ def _workflow_findings(parsed: ParsedFile, workflow: github_actions.Workflow) ->
             per_environment.setdefault(environment, builds[0])
     if len(per_environment) > 1:
         ordered = sorted(per_environment.values(), key=lambda b: (b.line, b.column))
+        flagged = {(f.line, f.column) for f in findings if f.rule == "CV004"}
         for build in ordered[1:]:
+            if (build.line, build.column) in flagged:
+                continue
             findings.append(
                 Finding(
                     "CV004",
