@@ -273,3 +273,26 @@ def test_the_examples_hold_enough_commands_to_mean_something() -> None:
     assert len([f for f in found if f[0] == WORKFLOW.name]) >= 8
     assert len([f for f in found if f[0] == GITLAB.name]) >= 8
     assert any(not complete for _, _, complete in found)  # README inline code is read too
+
+
+def test_conveyor_lint_finds_no_errors_in_the_recipes(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    if "lint" not in _root().commands:
+        pytest.skip("conveyor lint is not available")
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "lint", str(EXAMPLES), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,  # no conveyor.yaml here: lint's defaults
+    )
+    findings = json.loads(done.stdout)["findings"]
+    files = {Path(f["file"]).name for f in findings}
+    errors = [f for f in findings if f["severity"] in ("error", "warning")]
+    assert errors == []
+    assert done.returncode == 0, done.stderr
+    assert ".gitlab-ci.yml" in files  # lint did read the recipes (its variables are infos)
