@@ -15,7 +15,7 @@ from conveyor.configs.rewrite import (
     KeyInsert,
     TextEditor,
     YamlSubstitution,
-    load_yaml_documents,
+    compose,
     set_mapping_value,
     split_lines,
     verify_yaml,
@@ -26,7 +26,7 @@ DIGEST = fake_digest("a")
 
 
 def _set_digest(text: str, parent: tuple[str | int, ...] = (0, "image")) -> str:
-    documents = load_yaml_documents(text, what="values.yaml")
+    documents = compose(text, what="values.yaml")
     editor = TextEditor(text, what="values.yaml")
     change = KeyInsert(parent, "digest", DIGEST, ("repository", "tag"))
     set_mapping_value(editor, documents, change, what="values.yaml")
@@ -105,17 +105,33 @@ def test_verify_refuses_any_other_change() -> None:
     with pytest.raises(EditError, match="beyond the image references"):
         verify_yaml(before, 'a: "x"  # c\nb: [1, 2]\n', [], what="f.yaml")  # quoting changed
     with pytest.raises(EditError, match="beyond the image references"):
+        verify_yaml(before, "a: 'x'  # c\nb: [1, 2.0]\n", [], what="f.yaml")  # as written
+    with pytest.raises(EditError, match="beyond the image references"):
         verify_yaml(before, "b: [1, 2]\na: 'x'\n", [], what="f.yaml")  # key order changed
     with pytest.raises(EditError, match="number of YAML documents"):
         verify_yaml(before, before + "---\nc: 1\n", [], what="f.yaml")
     verify_yaml(before, "a: 'y'  # c\nb: [1, 2]\n", [YamlSubstitution((0, "a"), "y")], what="f")
 
 
-def test_two_edits_on_one_span_are_refused() -> None:
+def test_two_different_edits_on_one_span_are_refused() -> None:
     editor = TextEditor("image: nginx:1.25\n", what="f")
     editor.replace(1, 8, "nginx:1.25", "nginx:1.25@" + DIGEST)
+    editor.replace(1, 8, "nginx:1.25", "nginx:1.25@" + DIGEST)  # the same edit: merged
+    assert editor.result() == f"image: nginx:1.25@{DIGEST}\n"
     with pytest.raises(EditError, match="same text"):
-        editor.replace(1, 8, "nginx:1.25", "nginx:1.25@" + DIGEST)
+        editor.replace(1, 8, "nginx:1.25", "nginx:1.25@" + fake_digest("b"))
+
+
+def test_an_anchored_image_used_through_aliases_is_pinned_once(tmp_path: Path) -> None:
+    target = tmp_path / "deploy.yaml"
+    text = (
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+        "  - name: a\n    image: &img nginx:1.25\n  - name: b\n    image: *img\n"
+    )
+    target.write_text(text)
+    result = plan_file(target, str(target), FakeResolver())
+    assert result.error is None, result.error
+    assert result.after == text.replace("&img nginx:1.25", f"&img nginx:1.25@{DIGEST}").encode()
 
 
 def test_locate_picks_the_occurrence_at_the_column() -> None:
@@ -197,3 +213,20 @@ def test_only_the_reference_changes(
         f"{quote}{image}{quote}{comment}", f"{quote}{image}@{digest}{quote}{comment}"
     )
     assert result.after == expected.encode()
+
+
+def test_unusual_line_breaks_count_as_each_parser_counts_them(tmp_path: Path) -> None:
+    # libyaml counts U+2028 as a line break (a YAML site's line is after it); str.splitlines
+    # counts a form feed (a Dockerfile site's line is after it).
+    compose_file = tmp_path / "docker-compose.yml"
+    text = 'x-note: "odd\u2028text"\nservices:\n  web:\n    image: nginx:1.25\n'
+    compose_file.write_text(text, encoding="utf-8")
+    result = plan_file(compose_file, str(compose_file), FakeResolver())
+    assert result.error is None, result.error
+    assert result.after == text.replace("nginx:1.25", f"nginx:1.25@{DIGEST}").encode()
+    dockerfile = tmp_path / "Dockerfile"
+    text = "# x\x0cy\nFROM nginx:1.25\n"
+    dockerfile.write_text(text, encoding="utf-8")
+    result = plan_file(dockerfile, str(dockerfile), FakeResolver())
+    assert result.error is None, result.error
+    assert result.after == text.replace("nginx:1.25", f"nginx:1.25@{DIGEST}").encode()

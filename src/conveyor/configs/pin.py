@@ -38,8 +38,10 @@ from conveyor.configs.rewrite import (
     KeyInsert,
     TextEditor,
     YamlSubstitution,
+    compose,
     find_mapping,
     find_node,
+    scalar_text,
     set_mapping_value,
     verify_yaml,
 )
@@ -377,7 +379,6 @@ def _plan_into(
     lock_entries: dict[str, LockEntry] | None,
     max_bytes: int,
 ) -> None:
-    from conveyor.configs import yamlio
     from conveyor.configs.extract import extract_sites
     from conveyor.configs.files import detect_kind
 
@@ -390,10 +391,10 @@ def _plan_into(
     if kind is None:
         return
     sites = extract_sites(result.path, body, display_path=result.display_path, kind=kind)
-    editor = TextEditor(body, what=result.display_path)
+    editor = TextEditor(body, what=result.display_path, yaml=kind in YAML_KINDS)
     documents: list[Any] | None = None
     if kind in YAML_KINDS and any(_wants_pin(site) for site in sites):
-        documents = yamlio.load_documents(body, result.display_path)
+        documents = compose(body, what=result.display_path)
     substitutions: list[YamlSubstitution] = []
     expected: dict[tuple[Any, ...], str] = {}
     local_entries: dict[str, LockEntry] = {}
@@ -543,13 +544,13 @@ def _plan_scalar(
     if site.kind in YAML_KINDS:
         if site.location is None or documents is None:
             raise EditError(f"{site.display_path}:{site.line}: no YAML path for {written!r}")
-        old_value = find_node(documents, site.location, what=site.display_path)
-        if not isinstance(old_value, str) or old_value.count(written) != 1:
+        old_value = scalar_text(find_node(documents, site.location, what=site.display_path))
+        if old_value is None or old_value.count(written) != 1:
             raise EditError(
                 f"{site.display_path}:{site.line}: {written!r} is not one value; pin it by hand"
             )
         substitutions.append(
-            YamlSubstitution(tuple(site.location), str(old_value).replace(written, new_written))
+            YamlSubstitution(tuple(site.location), old_value.replace(written, new_written))
         )
     expected[_site_key(site)] = new_written
     return SiteResult(
@@ -579,7 +580,8 @@ def _plan_split(
     if site.parent is None or documents is None:
         raise EditError(f"{site.display_path}:{site.line}: no YAML path for {site.reference!r}")
     mapping = find_mapping(documents, site.parent, what=site.display_path)
-    present = mapping.get("digest")
+    present_pair = next((v for k, v in mapping.value if scalar_text(k) == "digest"), None)
+    present = scalar_text(present_pair) if present_pair is not None else None
     reference = Reference.parse(_strip_digest(site.reference))
     note = ""
     if reference.tag is None and site.form == "helm-split":
@@ -592,13 +594,11 @@ def _plan_split(
             f"{site.reference!r} has no tag to resolve; set "
             f"{'image.tag' if site.form == 'helm-split' else 'newTag'}, then pin"
         )
-    if isinstance(present, str) and present.strip():
+    if present is not None and present.strip():
         try:
             reference = reference.with_digest(Digest.parse(present.strip()))
         except DigestError as exc:
             raise InvalidReferenceError(f"digest {present!r}: {exc}") from exc
-    elif present is not None and not isinstance(present, str):
-        raise InvalidReferenceError(f"digest {present!r} is not a digest string")
     resolution = resolver.pin(reference)
     if reference.digest == resolution.digest:
         return SiteResult(

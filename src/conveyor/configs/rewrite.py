@@ -7,15 +7,17 @@ inserted into a mapping. Comments, key order, quoting, indentation, ``---`` sepa
 CRLF line endings and the presence of a trailing newline are untouched because they are
 never rewritten.
 
-ruamel.yaml (round-trip mode) is used only to *locate* keys inside a mapping and to
-*verify* the result: the edited text is parsed again and its tree must equal the original
-tree with exactly the intended values substituted (``verify_yaml``).
+The YAML parser (libyaml's composer: nodes with start and end marks and their quoting
+style, nothing constructed) is used only to *locate* keys inside a mapping and to *verify*
+the result: the edited text is composed again and its tree must equal the original tree with
+exactly the intended values substituted (``verify_yaml``), down to each scalar's text as
+written, its tag and its quoting style.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,16 +28,23 @@ __all__ = [
     "KeyInsert",
     "TextEditor",
     "YamlSubstitution",
+    "compose",
     "find_mapping",
-    "load_yaml_documents",
-    "mapping_key_position",
+    "find_node",
+    "scalar_text",
+    "set_mapping_value",
+    "split_lines",
     "verify_yaml",
 ]
 
 # A character that may appear inside an image reference; an occurrence of the reference text
 # counts only when the characters around it are not of this kind.
 _REFERENCE_CHAR = re.compile(r"[A-Za-z0-9._\-/:@+]")
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# Line breaks as libyaml counts them (marks, hence ImageSite lines of YAML kinds), and as
+# Python's str.splitlines does (the line-based extractors: Dockerfile, shell).
+_LINE_BREAK = re.compile("\r\n|\r|\n|\x85|\u2028|\u2029")
+_SPLITLINES_BREAK = re.compile("\r\n|[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_COMMON_BREAK = re.compile("\r\n|\r|\n")
 # Walking a tree costs one step per node; an alias bomb that slipped through is refused.
 MAX_VERIFY_NODES = 1_000_000
 # How far below its key a multi-line scalar's reference text may start.
@@ -53,12 +62,12 @@ class _Span:
     text: str
 
 
-def split_lines(text: str) -> list[str]:
-    """Lines with their own line break kept (``\\r\\n``, ``\\r`` or ``\\n``), as YAML counts
-    them; joining the result gives ``text`` back."""
+def split_lines(text: str, *, yaml: bool = True) -> list[str]:
+    """Lines with their own line break kept, counted as YAML does (``yaml``) or as
+    ``str.splitlines`` does; joining the result gives ``text`` back."""
     lines: list[str] = []
     start = 0
-    for match in _LINE_BREAK.finditer(text):
+    for match in (_LINE_BREAK if yaml else _SPLITLINES_BREAK).finditer(text):
         lines.append(text[start : match.end()])
         start = match.end()
     if start < len(text):
@@ -69,23 +78,23 @@ def split_lines(text: str) -> list[str]:
 def _line_break(line: str) -> str:
     if line.endswith("\r\n"):
         return "\r\n"
-    if line.endswith(("\r", "\n")):
+    if line and _SPLITLINES_BREAK.fullmatch(line[-1]):
         return line[-1]
     return ""
 
 
 def dominant_line_break(text: str) -> str:
-    match = _LINE_BREAK.search(text)
+    match = _COMMON_BREAK.search(text)
     return match.group(0) if match else "\n"
 
 
 class TextEditor:
     """Collects span edits against one text and applies them at once (non-overlapping)."""
 
-    def __init__(self, text: str, *, what: str) -> None:
+    def __init__(self, text: str, *, what: str, yaml: bool = True) -> None:
         self.text = text
         self.what = what  # the file, for messages
-        self.lines = split_lines(text)
+        self.lines = split_lines(text, yaml=yaml)
         self._offsets: list[int] = []
         offset = 0
         for line in self.lines:
@@ -168,6 +177,8 @@ class TextEditor:
         self._add(_Span(start, start, text))
 
     def _add(self, span: _Span) -> None:
+        if span in self._spans:
+            return  # the same edit twice: one anchored value reached through aliases
         for other in self._spans:
             overlap = span.start < other.end and other.start < span.end
             same_point = span.start == span.end == other.start == other.end
@@ -187,26 +198,39 @@ class TextEditor:
 
 
 # --- YAML: locate keys, insert a key, verify -----------------------------------------------
+#
+# Nodes are libyaml's composed nodes (``conveyor.configs.yamlio.compose_documents``): each
+# keeps its start and end marks and its style, and nothing is constructed. Paths hold key
+# *text* and sequence indexes, document index first (as ``ImageSite.location`` does).
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_NULL_TAG = "tag:yaml.org,2002:null"
 
 
-def load_yaml_documents(text: str, *, what: str) -> list[Any]:
-    """Every document of ``text`` as ruamel round-trip nodes (quotes preserved).
+def compose(text: str, *, what: str) -> list[Any]:
+    """The documents of ``text`` as checked libyaml nodes (hostile input refused)."""
+    from conveyor.configs.yamlio import compose_documents
 
-    Only for text the extraction layer already accepted (no tags, no alias bombs); the
-    verification walk still has a node budget.
-    """
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    return compose_documents(text, what)
 
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    try:
-        return list(yaml.load_all(text))
-    except YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
-        raise EditError(f"{what}: cannot parse the YAML: {first}") from exc
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise EditError(f"{what}: cannot parse the YAML: {type(exc).__name__}") from exc
+
+def _is_mapping(node: Any) -> bool:
+    return type(node).__name__ == "MappingNode"
+
+
+def _is_sequence(node: Any) -> bool:
+    return type(node).__name__ == "SequenceNode"
+
+
+def _is_scalar(node: Any) -> bool:
+    return type(node).__name__ == "ScalarNode"
+
+
+def _pair(mapping: Any, key: str) -> tuple[Any, Any] | None:
+    for key_node, value in mapping.value:
+        if _is_scalar(key_node) and key_node.value == key:
+            return key_node, value
+    return None
 
 
 def find_node(documents: Sequence[Any], path: Sequence[str | int], *, what: str) -> Any:
@@ -215,40 +239,30 @@ def find_node(documents: Sequence[Any], path: Sequence[str | int], *, what: str)
         raise EditError(f"{what}: no YAML document at {list(path)!r}")
     node = documents[path[0]]
     for step in path[1:]:
-        try:
-            node = _child(node, step)
-        except (KeyError, IndexError, TypeError) as exc:
-            raise EditError(f"{what}: no YAML value at {list(path)!r}") from exc
+        if _is_mapping(node):
+            pair = _pair(node, str(step))
+            node = pair[1] if pair is not None else None
+        elif _is_sequence(node) and isinstance(step, int) and 0 <= step < len(node.value):
+            node = node.value[step]
+        else:
+            node = None
+        if node is None:
+            raise EditError(f"{what}: no YAML value at {list(path)!r}")
     return node
 
 
-def _child(node: Any, step: str | int) -> Any:
-    """``node[step]``; a path holds key *text*, while YAML may have built an int or a bool."""
-    if isinstance(node, Mapping) and step not in node:
-        for key in node:
-            if str(key) == str(step):
-                return node[key]
-    return node[step]
-
-
 def find_mapping(documents: Sequence[Any], path: Sequence[str | int], *, what: str) -> Any:
-    from ruamel.yaml.comments import CommentedMap
-
     node = find_node(documents, path, what=what)
-    if not isinstance(node, CommentedMap):
+    if not _is_mapping(node):
         raise EditError(f"{what}: expected a mapping at {list(path)!r}")
     return node
 
 
-def mapping_key_position(mapping: Any, key: str) -> tuple[int, int]:
-    """1-based line and column of ``key`` in a ruamel mapping."""
-    line0, column0 = mapping.lc.key(key)
-    return int(line0) + 1, int(column0) + 1
-
-
-def _value_position(mapping: Any, key: str) -> tuple[int, int]:
-    line0, column0 = mapping.lc.value(key)
-    return int(line0) + 1, int(column0) + 1
+def scalar_text(node: Any) -> str | None:
+    """A string scalar's value (None for null, numbers' text is kept as written)."""
+    if not _is_scalar(node) or node.tag == _NULL_TAG:
+        return None
+    return str(node.value)
 
 
 @dataclass(frozen=True)
@@ -267,108 +281,63 @@ def set_mapping_value(
 ) -> None:
     """Apply ``change`` as a text edit (see ``KeyInsert``)."""
     mapping = find_mapping(documents, change.parent, what=what)
-    if change.key in mapping:
-        _replace_value(editor, mapping, change.key, change.value, what=what)
+    present = _pair(mapping, change.key)
+    if present is not None:
+        _replace_value(editor, present[0], present[1], change.value, what=what)
         return
-    anchors = [key for key in change.after if key in mapping]
+    anchors = [
+        pair for pair in mapping.value if _is_scalar(pair[0]) and pair[0].value in change.after
+    ]
     if not anchors:
         raise EditError(f"{what}: no {' or '.join(change.after)} key to place {change.key} after")
-    anchor = max(anchors, key=lambda key: mapping_key_position(mapping, key))
-    key_line, key_column = mapping_key_position(mapping, anchor)
-    value_line, value_column = _value_position(mapping, anchor)
-    if value_line != key_line:
+    key_node, value_node = anchors[-1]
+    line = key_node.start_mark.line + 1
+    if not _is_scalar(value_node) or value_node.style in ("|", ">"):
         raise EditError(
-            f"{what}:{key_line}: the value of {anchor} is not on its key's line; "
+            f"{what}:{line}: the value of {key_node.value} is not a one-line scalar; "
             f"add {change.key}: by hand"
         )
-    if mapping.fa.flow_style():
-        end = _flow_value_end(editor, value_line, value_column, what=what)
-        editor.insert_at(value_line, end, f", {change.key}: {change.value}")
+    end_line, end_column = value_node.end_mark.line + 1, value_node.end_mark.column + 1
+    if mapping.flow_style:
+        editor.insert_at(end_line, end_column, f", {change.key}: {change.value}")
         return
-    content = editor.lines[key_line - 1]
-    stripped = content.rstrip("\r\n")
-    raw_value = stripped[value_column - 1 :].lstrip()
-    if raw_value[:1] in ("|", ">", "&", "*", "!", "[", "{"):
+    if end_line != line:
         raise EditError(
-            f"{what}:{key_line}: the value of {anchor} is not a one-line scalar; "
+            f"{what}:{line}: the value of {key_node.value} is not on its key's line; "
             f"add {change.key}: by hand"
         )
-    # Another key of the same mapping on the same line (flow-ish layouts): refuse.
-    for other in mapping:
-        if other != anchor and mapping_key_position(mapping, other)[0] == key_line:
-            raise EditError(
-                f"{what}:{key_line}: several keys on one line; add {change.key}: by hand"
-            )
-    editor.insert_line_after(key_line, " " * (key_column - 1) + f"{change.key}: {change.value}")
+    for other, _ in mapping.value:
+        if other is not key_node and other.start_mark.line + 1 == line:
+            raise EditError(f"{what}:{line}: several keys on one line; add {change.key}: by hand")
+    indent = " " * key_node.start_mark.column
+    editor.insert_line_after(line, f"{indent}{change.key}: {change.value}")
 
 
-def _replace_value(editor: TextEditor, mapping: Any, key: str, value: str, *, what: str) -> None:
-    """Replace the scalar value of ``key`` (possibly empty or null), keeping its quotes."""
-    key_line, key_column = mapping_key_position(mapping, key)
-    line = editor.lines[key_line - 1]
-    body = line.rstrip("\r\n")
-    current = mapping[key]
-    if current is None:
-        # "digest:" or "digest: ~" / "digest: null": the value (if any) follows the colon.
-        match = re.compile(r"\s*:[ \t]*(~|null|Null|NULL)?").match(body, key_column - 1 + len(key))
+def _replace_value(editor: TextEditor, key: Any, node: Any, value: str, *, what: str) -> None:
+    """Replace the one-line scalar ``node`` (possibly empty or null), keeping its quotes."""
+    line = key.end_mark.line + 1
+    if not _is_scalar(node) or node.style in ("|", ">"):
+        raise EditError(f"{what}:{line}: {key.value} is not a one-line scalar; set it by hand")
+    empty = node.value == "" and node.style in (None, "")  # libyaml may tag it str
+    if empty or (node.tag == _NULL_TAG and node.value in ("~", "null", "Null", "NULL")):
+        # "digest:" (empty) or "digest: ~" / "null": the value (if any) follows the colon.
+        body = editor.lines[line - 1].rstrip("\r\n")
+        match = re.compile(r"[ \t]*:[ \t]*(~|null|Null|NULL)?").match(body, key.end_mark.column)
         if match is None:
-            raise EditError(f"{what}:{key_line}: cannot find the value of {key}; set it by hand")
+            raise EditError(f"{what}:{line}: cannot find the value of {key.value}; set it by hand")
         if match.group(1):
-            start, length = match.start(1), len(match.group(1))
-            editor.replace_span(key_line, start + 1, length, value)
+            editor.replace_span(line, match.start(1) + 1, len(match.group(1)), value)
         else:
-            editor.insert_at(
-                key_line, match.end() + 1, ("" if body[match.end() - 1] == " " else " ") + value
-            )
+            gap = "" if body[match.end() - 1 : match.end()] in (" ", "\t") else " "
+            editor.insert_at(line, match.end() + 1, gap + value)
         return
-    if not isinstance(current, str):
-        raise EditError(f"{what}:{key_line}: {key} is not a string; set it by hand")
-    value_line, value_column = _value_position(mapping, key)
-    vline = editor.lines[value_line - 1]
-    quote = vline[value_column - 1 : value_column]
-    if quote in ("'", '"'):
-        if current == "":
-            editor.replace_span(value_line, value_column, 2, quote + value + quote)
-            return
-        if "'" in current or '"' in current or "\\" in current:
-            raise EditError(f"{what}:{value_line}: unusual {key} value; set it by hand")
-        expected = quote + current + quote
-        if vline[value_column - 1 : value_column - 1 + len(expected)] != expected:
-            raise EditError(f"{what}:{value_line}: cannot find the value of {key}; set it by hand")
-        editor.replace_span(value_line, value_column + 1, len(current), value)
-        return
-    if vline[value_column - 1 : value_column - 1 + len(current)] != current or not current:
-        raise EditError(f"{what}:{value_line}: cannot find the value of {key}; set it by hand")
-    editor.replace_span(value_line, value_column, len(current), value)
-
-
-def _flow_value_end(editor: TextEditor, line: int, column: int, *, what: str) -> int:
-    """1-based column just after a one-line scalar in a flow mapping."""
-    body = editor.lines[line - 1].rstrip("\r\n")
-    at = column - 1
-    quote = body[at : at + 1]
-    if quote in ("'", '"'):
-        index = at + 1
-        while index < len(body):
-            char = body[index]
-            if quote == '"' and char == "\\":
-                index += 2
-                continue
-            if char == quote:
-                if quote == "'" and body[index + 1 : index + 2] == "'":
-                    index += 2
-                    continue
-                return index + 2
-            index += 1
-        raise EditError(f"{what}:{line}: unterminated quoted value; add the digest by hand")
-    index = at
-    while index < len(body) and body[index] not in ",}":
-        index += 1
-    while index > at and body[index - 1] in " \t":
-        index -= 1
-    if index == at or index >= len(body):
-        raise EditError(f"{what}:{line}: cannot find the end of the value; add the digest by hand")
-    return index + 1
+    start, end = node.start_mark, node.end_mark
+    if start.line != end.line:
+        raise EditError(f"{what}:{line}: {key.value} spans lines; set it by hand")
+    quote = node.style if node.style in ("'", '"') else ""
+    editor.replace_span(
+        start.line + 1, start.column + 1, end.column - start.column, quote + value + quote
+    )
 
 
 # --- verification ----------------------------------------------------------------------------
@@ -385,40 +354,24 @@ class YamlSubstitution:
     after: tuple[str, ...] = ()  # a new key goes right after the last of these present
 
 
-def _plain(node: Any, budget: list[int], *, what: str) -> Any:
-    """A comparable copy of a ruamel tree: mappings keep key order, strings keep their
-    quoting style (ruamel's scalar string classes), numbers and booleans keep their type."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+# Comparable copies of node trees: ("s", tag, style, text) | ("m", [(k, v), …]) | ("q", […]).
+_Plain = Any
 
+
+def _plain(node: Any, budget: list[int], *, what: str) -> _Plain:
     budget[0] -= 1
     if budget[0] < 0:
         raise EditError(f"{what}: too many YAML values to verify (an alias bomb?)")
-    if isinstance(node, CommentedMap | Mapping):
-        return {key: _plain(value, budget, what=what) for key, value in node.items()}
-    if isinstance(node, CommentedSeq | list | tuple):
-        return [_plain(item, budget, what=what) for item in node]
-    return node
-
-
-def _frozen(value: Any) -> Any:
-    if isinstance(value, dict):
-        return ("map", tuple((_frozen(k), _frozen(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("seq", tuple(_frozen(item) for item in value))
-    if isinstance(value, str):
-        return ("str", _quote_style(value), str(value))
-    return (type(value).__name__, value)
-
-
-def _quote_style(value: str) -> str:
-    name = type(value).__name__
-    if "SingleQuoted" in name:
-        return "single"
-    if "DoubleQuoted" in name:
-        return "double"
-    if "Literal" in name or "Folded" in name:
-        return "block"
-    return "plain"
+    if node is None:
+        return None
+    if _is_mapping(node):
+        return [
+            "m",
+            [[_plain(k, budget, what=what), _plain(v, budget, what=what)] for k, v in node.value],
+        ]
+    if _is_sequence(node):
+        return ["q", [_plain(item, budget, what=what) for item in node.value]]
+    return ["s", node.tag, node.style or "", node.value]
 
 
 def verify_yaml(
@@ -430,71 +383,58 @@ def verify_yaml(
     old_documents: Sequence[Any] | None = None,
 ) -> None:
     """Parse both texts; the new tree must equal the old tree with ``substitutions``
-    applied, and nothing else changed (values, types, key order, quoting style).
-    ``old_documents``: ``before`` already parsed (round trip, quotes preserved)."""
-    old_docs = (
-        list(old_documents) if old_documents is not None else load_yaml_documents(before, what=what)
-    )
-    new_docs = load_yaml_documents(after, what=what)
+    applied, and nothing else changed: values as written, tags, quoting style, key order,
+    number of documents. ``old_documents``: ``before`` already composed."""
+    old_docs = list(old_documents) if old_documents is not None else compose(before, what=what)
+    new_docs = compose(after, what=what)
     if len(old_docs) != len(new_docs):
         raise EditError(f"{what}: the number of YAML documents changed; nothing written")
     budget = [MAX_VERIFY_NODES]
     expected = [_plain(doc, budget, what=what) for doc in old_docs]
     for change in substitutions:
-        try:
-            _substitute(expected, change, what=what)
-        except (KeyError, IndexError, TypeError) as exc:
-            raise EditError(f"{what}: no YAML value at {list(change.path)!r}") from exc
+        _substitute(expected, change, what=what)
     got = [_plain(doc, budget, what=what) for doc in new_docs]
     for index, (want, have) in enumerate(zip(expected, got, strict=True)):
-        if _frozen(want) != _frozen(have):
+        if want != have:
             raise EditError(
                 f"{what}: document {index + 1} would change beyond the image references; "
                 "nothing written (please report this file)"
             )
 
 
-def _substitute(documents: list[Any], change: YamlSubstitution, *, what: str) -> None:
-    path = change.path
+def _walk(documents: list[_Plain], path: Sequence[str | int], *, what: str) -> _Plain:
     if not path or not isinstance(path[0], int) or not 0 <= path[0] < len(documents):
         raise EditError(f"{what}: no YAML document at {list(path)!r}")
-    if change.key is not None:
-        holder = documents[path[0]]
-        for step in path[1:]:
-            holder = _child(holder, step)
-        if not isinstance(holder, dict):
-            raise EditError(f"{what}: expected a mapping at {list(path)!r}")
-        if change.key in holder:
-            holder[change.key] = _same_style(holder[change.key], change.value)
+    node = documents[path[0]]
+    for step in path[1:]:
+        found = None
+        if node is not None and node[0] == "m":
+            found = next((v for k, v in node[1] if k[0] == "s" and k[3] == str(step)), None)
+        elif node is not None and node[0] == "q" and isinstance(step, int):
+            found = node[1][step] if 0 <= step < len(node[1]) else None
+        if found is None:
+            raise EditError(f"{what}: no YAML value at {list(path)!r}")
+        node = found
+    return node
+
+
+def _substitute(documents: list[_Plain], change: YamlSubstitution, *, what: str) -> None:
+    target = _walk(documents, change.path, what=what)
+    if change.key is None:
+        if target[0] != "s":
+            raise EditError(f"{what}: expected a scalar at {list(change.path)!r}")
+        target[1], target[3] = _STR_TAG, change.value  # same style: the edit keeps quotes
+        return
+    if target[0] != "m":
+        raise EditError(f"{what}: expected a mapping at {list(change.path)!r}")
+    pairs = target[1]
+    for key, value in pairs:
+        if key[0] == "s" and key[3] == change.key:
+            style = value[2] if value[0] == "s" and value[1] == _STR_TAG else ""
+            value[:] = ["s", _STR_TAG, style, change.value]
             return
-        present = [key for key in holder if key in change.after]
-        items = list(holder.items())
-        at = (
-            max(index for index, (key, _) in enumerate(items) if key in present) + 1
-            if present
-            else len(items)
-        )
-        items.insert(at, (change.key, change.value))
-        holder.clear()
-        holder.update(items)
-        return
-    if len(path) == 1:
-        documents[path[0]] = _same_style(documents[path[0]], change.value)
-        return
-    holder = documents[path[0]]
-    for step in path[1:-1]:
-        holder = _child(holder, step)
-    last: Any = path[-1]
-    if isinstance(holder, dict) and last not in holder:
-        last = next((key for key in holder if str(key) == str(last)), last)
-    holder[last] = _same_style(holder[last], change.value)
-
-
-def _same_style(current: Any, value: str) -> Any:
-    """``value`` typed like ``current`` (the edit keeps the quote style)."""
-    if isinstance(current, str) and type(current) is not str:
-        try:
-            return type(current)(value)
-        except TypeError:
-            return value
-    return value
+    at = len(pairs)
+    for index, (key, _) in enumerate(pairs):
+        if key[0] == "s" and key[3] in change.after:
+            at = index + 1
+    pairs.insert(at, [["s", _STR_TAG, "", change.key], ["s", _STR_TAG, "", change.value]])
