@@ -137,3 +137,16 @@ def test_the_demo_refuses_a_directory_in_use(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "not an empty directory" in result.stderr
     assert (tmp_path / "conveyor.yaml").read_text() == "version: 1\n"
+
+
+def test_the_demo_never_writes_to_the_ledger_or_config_the_environment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A team's ledger and config must never receive demo rows: unreachable ones prove it.
+    monkeypatch.setenv("CONVEYOR_DB", "postgresql+psycopg://nobody@127.0.0.1:1/team")
+    monkeypatch.setenv("CONVEYOR_CONFIG", str(tmp_path / "team" / "conveyor.yaml"))
+    result = conveyor("demo", "--dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert "unset CONVEYOR_CONFIG CONVEYOR_DB; conveyor status" in result.stdout
+    assert (tmp_path / "run" / ".conveyor" / "conveyor.db").is_file()
+    assert not (tmp_path / "team").exists()

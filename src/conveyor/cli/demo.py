@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -111,4 +112,7 @@ def demo(
         "production; every step is signed and in the verified ledger.",
         style="bold green",
     )
-    render.note(f"Everything is kept in {base}; to look around: cd {base}; {unset}conveyor status")
+    render.note(
+        f"Everything is kept in {base}; to look around: cd {shlex.quote(str(base))}; "
+        f"{unset}conveyor status"
+    )
