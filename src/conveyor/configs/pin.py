@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -715,11 +715,3 @@ def apply(report: PinReport) -> None:
 def _fail(result: FileResult, exc: ConveyorError) -> None:
     result.error = str(exc)
     result.exit_code = max(result.exit_code, exc.exit_code)
-
-
-def describe(sites: Iterable[SiteResult]) -> dict[str, int]:
-    """Counts per status, for summaries."""
-    counts: dict[str, int] = {}
-    for site in sites:
-        counts[site.status] = counts.get(site.status, 0) + 1
-    return counts
