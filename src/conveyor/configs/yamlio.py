@@ -9,7 +9,7 @@ same checks. Both refuse, with a one-line ``ConfigFileError`` naming the file:
 - explicit tags other than YAML's own (``!!python/object``, ``!Ref`` …);
 - alias bombs: more than ``MAX_NODES`` nodes once aliases are expanded;
 - duplicate mapping keys (which value would a tool use?);
-- nesting deeper than ``MAX_DEPTH``.
+- nesting deeper than libyaml's limit (1000 levels); the walks here are iterative.
 """
 
 from __future__ import annotations
@@ -23,9 +23,38 @@ import yaml  # type: ignore[import-untyped]
 from conveyor.configs.sites import ConfigFileError, Location
 
 MAX_NODES = 200_000
-MAX_DEPTH = 200
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_DEFAULT_TAGS = {
+    yaml.ScalarNode: "tag:yaml.org,2002:str",
+    yaml.SequenceNode: "tag:yaml.org,2002:seq",
+    yaml.MappingNode: "tag:yaml.org,2002:map",
+}
+
+
+class _Resolver:
+    """Resolves no implicit types (every plain scalar stays text: lint reads text) and no
+    path resolvers: a third of the parse time was PyYAML's generic resolver."""
+
+    def resolve(self, kind: type, value: object, implicit: object) -> str:
+        return _DEFAULT_TAGS[kind]
+
+    def descend_resolver(self, current_node: object, current_index: object) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+
+_CParser: Any = getattr(getattr(yaml, "cyaml", None), "CParser", None)
+if _CParser is not None:
+
+    class _FastLoader(_CParser, _Resolver):  # type: ignore[misc]
+        pass
+
+    _Loader: Any = _FastLoader
+else:  # PyYAML without libyaml: slower, same results
+    _Loader = yaml.BaseLoader
 _STANDARD_TAGS = frozenset(
     "tag:yaml.org,2002:" + name
     for name in (
@@ -84,56 +113,77 @@ def compose_documents(text: str, display_path: str) -> list[Node]:
         ) from exc
     finally:
         loader.dispose()
-    checked = [None if _is_empty(doc) else doc for doc in documents]
+    checked = [None if _is_null(doc) else doc for doc in documents]
     # Every node written takes at least two characters; beyond that, aliases multiply.
-    _check(checked, display_path, MAX_NODES + len(text) // 2)
+    _check(
+        checked,
+        display_path,
+        MAX_NODES + len(text) // 2,
+        tags="!" in text,
+    )
     return checked
 
 
-def _is_empty(node: Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG and node.value in ("", "~")
+def _is_null(node: Node) -> bool:
+    return (
+        isinstance(node, yaml.ScalarNode)
+        and not node.style
+        and (node.tag == _NULL_TAG or node.value in _NULLS)
+    )
 
 
-def _check(documents: list[Node], display_path: str, limit: int) -> None:
+def _check(documents: list[Node], display_path: str, limit: int, *, tags: bool) -> None:
+    """Refuse explicit tags, duplicate keys and alias bombs. Scalars are only visited when
+    the text has a '!' (a tag), collections always; the budget counts every visit, so
+    aliases that multiply a subtree exhaust it."""
     budget = limit
-    stack: list[tuple[Node, int]] = [(doc, 0) for doc in documents if doc is not None]
+    stack: list[Node] = [doc for doc in documents if doc is not None]
+    mapping, sequence, scalar_class = yaml.MappingNode, yaml.SequenceNode, yaml.ScalarNode
     while stack:
-        node, depth = stack.pop()
-        budget -= 1
+        node = stack.pop()
+        if tags and node.tag not in _STANDARD_TAGS:
+            raise ConfigFileError(
+                f"{_at(display_path, node)}: explicit YAML tag {node.tag!s} is not allowed in "
+                "a config file; remove it",
+                path=display_path,
+            )
+        kind = node.__class__
+        if kind is scalar_class:
+            continue
+        children = node.value
+        budget -= len(children) + 1
         if budget < 0:
             raise ConfigFileError(
                 f"{display_path}: more than {limit} YAML nodes once aliases are expanded "
                 "(an alias bomb?); refusing it",
                 path=display_path,
             )
-        if depth > MAX_DEPTH:
-            raise ConfigFileError(
-                f"{_at(display_path, node)}: YAML nested deeper than {MAX_DEPTH} levels; "
-                "refusing it",
-                path=display_path,
-            )
-        tag = node.tag
-        if tag not in _STANDARD_TAGS:
-            raise ConfigFileError(
-                f"{_at(display_path, node)}: explicit YAML tag {tag!s} is not allowed in a "
-                "config file; remove it",
-                path=display_path,
-            )
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value != _MERGE_KEY:
-                    if key.value in seen:
-                        raise ConfigFileError(
-                            f"{_at(display_path, key)}: duplicate key {key.value!r}; a tool "
-                            "would silently use one of the values",
-                            path=display_path,
-                        )
-                    seen.add(key.value)
-                stack.append((key, depth + 1))
-                stack.append((value, depth + 1))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, depth + 1) for item in node.value)
+        if kind is mapping:
+            if len(children) > 1:
+                _no_duplicates(children, display_path)
+            for key, value in children:
+                if tags or key.__class__ is not scalar_class:
+                    stack.append(key)
+                if tags or value.__class__ is not scalar_class:
+                    stack.append(value)
+        elif kind is sequence:
+            if tags:
+                stack.extend(children)
+            else:
+                stack.extend(item for item in children if item.__class__ is not scalar_class)
+
+
+def _no_duplicates(pairs: list[tuple[Node, Node]], display_path: str) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key.__class__ is yaml.ScalarNode and key.value != _MERGE_KEY:
+            if key.value in seen:
+                raise ConfigFileError(
+                    f"{_at(display_path, key)}: duplicate key {key.value!r}; a tool would "
+                    "silently use one of the values",
+                    path=display_path,
+                )
+            seen.add(key.value)
 
 
 def _at(display_path: str, node: Node) -> str:
@@ -166,7 +216,7 @@ def entries(node: Node) -> Iterator[tuple[str, Node]]:
     for key, value in node.value:
         if not isinstance(key, yaml.ScalarNode):
             continue
-        if key.value == _MERGE_KEY and key.tag == "tag:yaml.org,2002:merge":
+        if key.value == _MERGE_KEY and not key.style:
             merged.extend(value.value if isinstance(value, yaml.SequenceNode) else [value])
             continue
         own.add(key.value)
@@ -200,7 +250,7 @@ def items(node: Node) -> list[Node]:
 
 def text(node: Node) -> str | None:
     """A scalar's text, or None for a null, a collection or nothing."""
-    if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL_TAG:
+    if not isinstance(node, yaml.ScalarNode) or _is_null(node):
         return None
     return str(node.value)
 
