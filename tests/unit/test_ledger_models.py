@@ -188,3 +188,15 @@ def test_ed25519_checkpoint_signs_and_audits() -> None:
     )
     assert not report.ok
     assert any("not trusted" in p for p in report.problems)
+
+
+def test_schema_head_constant_matches_the_migration_scripts() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from conveyor.ledger.sql import MIGRATIONS, SCHEMA_HEAD
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_HEAD
