@@ -164,18 +164,3 @@ def test_insecure_registries_from_environment(monkeypatch: pytest.MonkeyPatch) -
     result = conveyor("resolve", "127.0.0.1:1/app:v1")
     assert result.returncode == 3
     assert "http://127.0.0.1:1/" in result.stderr
-
-
-def test_demo_runs(tmp_path: Path) -> None:
-    result = conveyor("demo", "--dir", str(tmp_path / "demo"))
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    for step in ("$ conveyor resolve", "$ conveyor inspect", "$ conveyor copy"):
-        assert step in out
-    digests = {line.split("@")[1] for line in out.splitlines() if line.startswith("oci:")}
-    assert len(digests) == 1  # dev and staging resolve to the same digest
-    staging = tmp_path / "demo" / "staging"
-    index = json.loads((staging / "index.json").read_text())
-    assert index["manifests"][0]["digest"] in digests
-    assert "git.commit=" in out
-    assert "ci.run=" in out

@@ -94,15 +94,6 @@ def copy_summary(result: CopyResult, *, to_stdout: bool = False) -> None:
     )
 
 
-def command(text: str) -> None:
-    """A step of the demo, shown as the command a user could type."""
-    from rich.text import Text
-
-    console = _console()
-    console.print()
-    console.print(Text("$ ", style="dim") + Text(text, style="bold cyan"))
-
-
 def note(text: str, *, style: str = "dim") -> None:
     from rich.text import Text
 
