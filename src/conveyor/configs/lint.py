@@ -39,7 +39,7 @@ from conveyor.configs.sites import ConfigFileError, ImageSite, is_dynamic
 from conveyor.errors import InputError
 
 SEVERITIES = ("error", "warning", "info")
-DOCS_URL = "https://github.com/conveyor-dev/conveyor/blob/main/docs/lint.md"
+DOCS_URL = "https://conveyor.dev/docs/lint"
 
 PromotedDigests = Callable[[str], set[str]]
 

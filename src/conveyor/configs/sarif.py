@@ -22,7 +22,7 @@ from conveyor.configs.lint import RULES, LintReport
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
-INFORMATION_URI = "https://github.com/conveyor-dev/conveyor"
+INFORMATION_URI = "https://conveyor.dev"
 _LEVELS = {"error": "error", "warning": "warning", "info": "note"}
 _FINGERPRINT = "conveyorFinding/v1"
 
