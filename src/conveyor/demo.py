@@ -54,7 +54,7 @@ CLEARED_ENVIRONMENT = ("CONVEYOR_CONFIG", "CONVEYOR_DB", "CONVEYOR_SIGNING_KEY")
 
 CONFIG = """\
 # conveyor.yaml of the demo: the issue's staging/production example, with OCI image layouts
-# (oci:PATH, relative to where conveyor runs) standing in for registry repositories.
+# (oci:PATH, relative to this file) standing in for registry repositories.
 version: 1
 identities:
   ci:       {{key: keys/ci.pub,       roles: [builder, tester, scanner]}}
@@ -253,7 +253,13 @@ def script(
     yield Step(
         ("promote", tagged, "--to", "staging", "--key", f"{keys}/deployer.key"),
         why="the tag is resolved once; the digest is placed in staging unchanged and recorded",
-        expect=(f"promoted {staging_ref} to staging", "pass  provenance", "pass  scan"),
+        # the ledger names layouts by absolute path (relative ones are relative to conveyor.yaml)
+        expect=(
+            "promoted oci:",
+            f"/registry/payment-api-staging@{digest} to staging",
+            "pass  provenance",
+            "pass  scan",
+        ),
     )
     yield Step(
         (
@@ -293,7 +299,8 @@ def script(
         ("promote", staging_ref, "--to", "production", "--key", f"{keys}/deployer.key"),
         why="every gate passes now; each line names the evidence it used",
         expect=(
-            f"promoted {production_ref} to production",
+            "promoted oci:",
+            f"/registry/payment-api@{digest} to production",
             "pass  after",
             "pass  approvals",
             "pass  tests",
@@ -312,7 +319,10 @@ def script(
             "--helm-args",
         ),
         why="a deploy step asks again: already there, nothing recorded; helm gets the digest",
-        expect=(f"--set image.repository={PRODUCTION_REPOSITORY} --set image.digest={digest}",),
+        expect=(
+            "--set image.repository=oci:",
+            f"/registry/payment-api --set image.digest={digest}",
+        ),
     )
 
     yield Section("Where is what, and how did it get there")
@@ -324,7 +334,10 @@ def script(
     yield Step(
         ("status",),
         why="each environment: its digest, commit, when and by whom",
-        expect=(f"staging: {staging_ref}", f"production: {production_ref}", commit[:12]),
+        expect=(
+            f"/registry/payment-api-staging@{digest} commit {commit[:12]}",
+            f"/registry/payment-api@{digest} commit {commit[:12]}",
+        ),
     )
     yield Step(
         ("trace", commit[:12]),

@@ -30,7 +30,7 @@ from conveyor.errors import InputError, PolicyDenied
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import LayoutReference, Reference, parse_target
 from conveyor.oci.store import Repository
-from conveyor.policy.config import Role
+from conveyor.policy.config import Config, Role
 from conveyor.policy.model import (
     ApprovalEvidence,
     BuildEvidence,
@@ -412,7 +412,7 @@ def promote(
                 workspace,
                 subject,
                 environment=environment,
-                target=spec.target,
+                target=environment_target(workspace.config, environment),
                 tags=tuple(spec.tags),
                 signer=signer,
                 promoter=identity.name,
@@ -511,6 +511,15 @@ def _place_and_record(
         referrers_carried=carried,
         ignored=tuple(verified.ignored),
     )
+
+
+def environment_target(config: Config, environment: str) -> Reference | LayoutReference:
+    """The environment's repository; an ``oci:`` layout path is relative to conveyor.yaml,
+    like every other path in it."""
+    target = config.model.environment(environment).target
+    if isinstance(target, LayoutReference) and not Path(target.path).is_absolute():
+        return LayoutReference(str(config.base_dir / target.path))
+    return target
 
 
 def _target_name(target: Reference | LayoutReference) -> str:
@@ -724,7 +733,7 @@ def status(
             if after is not None:
                 upstream = currents.get(after)
                 candidate = upstream.digest if upstream else None
-                source_name = _target_name(model.environment(after).target)
+                source_name = _target_name(environment_target(workspace.config, after))
             else:
                 builds = verified.entries(kind="build")
                 candidate = builds[-1].entry.subject_digest if builds else None
@@ -742,7 +751,12 @@ def status(
                 )
             result.append(
                 EnvironmentStatus(
-                    name, _target_name(spec.target), current, candidate, failing, note
+                    name,
+                    _target_name(environment_target(workspace.config, name)),
+                    current,
+                    candidate,
+                    failing,
+                    note,
                 )
             )
     return result
@@ -795,13 +809,13 @@ def rollback(
             if not earlier:
                 raise InputError(f"{environment} has had only one digest: nothing to roll back to")
             wanted = earlier[-1]
-        reference = f"{_target_name(spec.target)}@{wanted}"
+        reference = f"{_target_name(environment_target(workspace.config, environment))}@{wanted}"
         with _resolved(reference, options=options, inspect=True) as subject:
             return _place_and_record(
                 workspace,
                 subject,
                 environment=environment,
-                target=spec.target,
+                target=environment_target(workspace.config, environment),
                 tags=tuple(spec.tags),
                 signer=signer,
                 promoter=identity.name,
