@@ -30,7 +30,7 @@ from conveyor.errors import InputError, PolicyDenied
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import LayoutReference, Reference, parse_target
 from conveyor.oci.store import Repository
-from conveyor.policy.config import Config, Role
+from conveyor.policy.config import Config, Identity, Role
 from conveyor.policy.model import (
     ApprovalEvidence,
     BuildEvidence,
@@ -412,11 +412,8 @@ def promote(
                 workspace,
                 subject,
                 environment=environment,
-                target=environment_target(workspace.config, environment),
-                tags=tuple(spec.tags),
                 signer=signer,
-                promoter=identity.name,
-                roles=frozenset(role.value for role in identity.roles),
+                identity=identity,
                 break_glass=break_glass,
                 from_environment=_after(spec),
                 options=options,
@@ -433,17 +430,18 @@ def _place_and_record(
     subject: _Subject,
     *,
     environment: str,
-    target: Reference | LayoutReference,
-    tags: tuple[str, ...],
     signer: Any,
-    promoter: str,
-    roles: frozenset[str],
+    identity: Identity,
     break_glass: str | None,
     from_environment: str | None,
     options: RegistryOptions | None,
     rollback: bool = False,
 ) -> PromotionResult:
     digest = subject.top.digest
+    target = environment_target(workspace.config, environment)
+    tags = tuple(workspace.config.model.environment(environment).tags)
+    promoter = identity.name
+    roles = frozenset(role.value for role in identity.roles)
     repository_name = _target_name(target)
     verified = VerifiedLedger(workspace)
     with (
@@ -791,7 +789,7 @@ def rollback(
     signer = load_signer(key)
     with open_workspace(config_path) as workspace:
         identity = workspace.require_role(signer.keyid, Role.DEPLOYER, "a rollback")
-        spec = workspace.config.model.environment(environment)
+        workspace.config.model.environment(environment)  # unknown environment: exit 2
         verified = VerifiedLedger(workspace)
         items = _history(verified, environment)
         if not items:
@@ -815,11 +813,8 @@ def rollback(
                 workspace,
                 subject,
                 environment=environment,
-                target=environment_target(workspace.config, environment),
-                tags=tuple(spec.tags),
                 signer=signer,
-                promoter=identity.name,
-                roles=frozenset(role.value for role in identity.roles),
+                identity=identity,
                 break_glass=None,
                 from_environment=environment,
                 options=options,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -171,15 +172,26 @@ def promote(
     """Check ENV's gates, place the same digest in ENV's repository, record it (signed)."""
     from conveyor import service
 
-    try:
-        result = service.promote(
+    _run(
+        lambda: service.promote(
             ref,
             environment=to,
             key=key,
             break_glass=break_glass,
             config_path=config,
             options=_options(insecure_registry),
-        )
+        ),
+        output,
+        helm_args,
+    )
+
+
+def _run(operation: Callable[[], PromotionResult], output: Output, helm_args: bool) -> None:
+    """Show the result, or on a denial every gate's verdict before the one-line error."""
+    from conveyor import service
+
+    try:
+        result = operation()
     except service.PromotionDenied as denied:
         _show_denial(denied, output)
         raise
@@ -215,14 +227,13 @@ def rollback(
     """Put back ENV's previous digest (gates re-checked except `after`); recorded as a rollback."""
     from conveyor import service
 
-    try:
-        result = service.rollback(
+    _run(
+        lambda: service.rollback(
             env, to=to, key=key, config_path=config, options=_options(insecure_registry)
-        )
-    except service.PromotionDenied as denied:
-        _show_denial(denied, output)
-        raise
-    _show_promotion(result, output, helm_args)
+        ),
+        output,
+        helm_args,
+    )
 
 
 def _age(seconds: int) -> str:
