@@ -40,9 +40,8 @@ def _commands(output: str) -> list[list[str]]:
     return [shlex.split(line[2:])[1:] for line in output.splitlines() if line.startswith("$ ")]
 
 
-def test_the_demo_runs_the_whole_pipeline_quickly(demo: tuple[Path, str, float]) -> None:
-    _, out, elapsed = demo
-    assert elapsed < 60
+def test_the_demo_runs_the_whole_pipeline(demo: tuple[Path, str, float]) -> None:
+    _, out, _elapsed = demo  # its time is printed by the demo itself, not asserted here
     commands = [" ".join(argv) for argv in _commands(out)]
     for expected in (
         "keys generate ci",

