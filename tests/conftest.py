@@ -6,6 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# A loaded CI machine must not turn a slow example into a failure: no per-example deadline.
+settings.register_profile(
+    "conveyor", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("conveyor")
 
 pytest_plugins = ["tests.support.registry", "tests.support.postgres"]
 
