@@ -70,6 +70,7 @@ class VerifiedEntry:
     statement: Statement
     signer: str
     roles: frozenset[str]
+    trusted: bool = True  # False: read from its keyid hint, signature not checked yet
 
     @property
     def ref(self) -> EvidenceRef:
@@ -117,6 +118,32 @@ class VerifiedLedger:
             )
             return None
         return VerifiedEntry(entry, opened.statement, identity.name, roles)
+
+    def claim(self, entry: Entry) -> VerifiedEntry | None:
+        """What an entry says, and who its keyid hint names, WITHOUT checking the signature.
+
+        Only ``_decide`` uses claims, and it verifies every claim a decision rests on
+        before the decision is returned. Anything that cannot be read this way is verified
+        at once.
+        """
+        from conveyor.attest import decode_envelope, parse_statement, require_subject
+        from conveyor.errors import ConveyorError
+
+        try:
+            decoded = decode_envelope(entry.envelope)
+            hints = [hint for hint, _ in decoded.signatures if hint in self.workspace.trusted]
+            statement = parse_statement(decoded.payload)
+            require_subject(statement, Digest.parse(entry.subject_digest))
+        except ConveyorError:
+            return self.verify(entry)  # names the problem in ``ignored``
+        if len(hints) != 1 or statement.predicate_type != entry.predicate_type:
+            return self.verify(entry)
+        identity = self.workspace.identity_of(hints[0])
+        roles = frozenset(role.value for role in identity.roles)
+        expected = KIND_ROLES.get(entry.kind)
+        if expected is not None and expected.value not in roles:
+            return self.verify(entry)
+        return VerifiedEntry(entry, statement, identity.name, roles, trusted=False)
 
     def entries(self, **filters: Any) -> list[VerifiedEntry]:
         found = []
@@ -348,9 +375,7 @@ def _decide(
     from conveyor.policy.engine import evaluate
 
     digest = subject.top.digest
-    entries = verified.entries(subject_digest=str(digest))
     labels = dict(subject.inspection.labels) if subject.inspection else {}
-    evidence = evidence_for(entries, digest, labels)
     request = PromotionRequest(
         digest=str(digest),
         environment=environment,
@@ -360,7 +385,30 @@ def _decide(
         break_glass=break_glass,
         rollback=rollback,
     )
-    decision = evaluate(workspace.config, request, evidence)
+    # Signatures cost ~0.2 ms each and a digest may carry thousands of entries, most of them
+    # superseded (the most recent result decides). So entries are first read as claims; a
+    # decision is returned only once every entry it rests on has been verified, and a
+    # denial is re-made from verified entries alone. A claim that fails verification is
+    # dropped and the decision made again.
+    candidates: dict[int, VerifiedEntry] = {}
+    for entry in workspace.ledger.entries(subject_digest=str(digest)):
+        claimed = verified.claim(entry)
+        if claimed is not None:
+            candidates[entry.index] = claimed
+    while True:
+        evidence = evidence_for(list(candidates.values()), digest, labels)
+        decision = evaluate(workspace.config, request, evidence)
+        unchecked = {i for i, c in candidates.items() if not c.trusted}
+        if decision.allowed:
+            unchecked &= {ref.index for gate in decision.gates for ref in gate.evidence}
+        if not unchecked:
+            break
+        for index in unchecked:
+            checked = verified.verify(candidates[index].entry)
+            if checked is None:
+                del candidates[index]
+            else:
+                candidates[index] = checked
     if not evidence.builds:
         hint = _where_the_tag_pointed(verified, subject)
         if hint:

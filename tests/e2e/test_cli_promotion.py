@@ -521,3 +521,63 @@ def test_forged_approvals_in_the_ledger_are_ignored(pipeline: Pipeline) -> None:
     approvals = next(g for g in checked.decision.gates if g.gate == "approvals")
     assert not approvals.passed
     assert len([n for n in checked.ignored if "ignored" in n]) == 2
+
+
+def _forge_tests_entry(
+    pipeline: Pipeline, digest: str, *, passed: bool, claimed_keyid: str
+) -> None:
+    """A test result signed by an outsider but naming ci's key id, written straight into the
+    database, newer than every genuine result."""
+    from conveyor.attest import (
+        IN_TOTO_PAYLOAD_TYPE,
+        TEST_RESULT_V01,
+        generate_key,
+        make_statement,
+        make_test_result,
+        sign_envelope,
+    )
+    from conveyor.attest.keys import Signer
+    from conveyor.ledger import open_ledger
+    from conveyor.oci.digest import Digest
+
+    predicate = make_test_result(
+        passed=["a", "b"] if passed else [],
+        failed=[] if passed else ["a"],
+        reports=[("junit.xml", Digest.of(b"x"))],
+    )
+    statement = make_statement("app", Digest.parse(digest), TEST_RESULT_V01, predicate)
+    envelope = json.loads(sign_envelope(statement, IN_TOTO_PAYLOAD_TYPE, [Signer(generate_key())]))
+    envelope["signatures"][0]["keyid"] = claimed_keyid
+    ledger = open_ledger(f"sqlite:///{pipeline.root / '.conveyor' / 'conveyor.db'}")
+    try:
+        ledger.append(
+            json.dumps(envelope).encode(),
+            subject_digest=digest,
+            subject_name="app",
+            predicate_type=TEST_RESULT_V01,
+            kind="tests",
+            signer="ci",
+            keyid=claimed_keyid,
+        )
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("forged_passes", [True, False])
+def test_a_forged_newest_test_result_never_decides(pipeline: Pipeline, forged_passes: bool) -> None:
+    from conveyor.attest import load_signing_key
+
+    ref = pipeline.image()
+    pipeline.record_build(ref)
+    pipeline.pass_tests_and_scan(ref)  # genuine: passed
+    if forged_passes:  # genuine newest result fails; a forged pass comes after it
+        bad = pipeline.root / "bad.xml"
+        bad.write_text('<testsuite name="u"><testcase name="a"><failure/></testcase></testsuite>')
+        service.attest_tests(ref, [bad], key=pipeline.key("ci"), config_path=pipeline.config)
+    digest = ref.split("@")[1]
+    ci_keyid = load_signing_key(pipeline.key("ci")).keyid
+    _forge_tests_entry(pipeline, digest, passed=forged_passes, claimed_keyid=ci_keyid)
+    checked = service.check(ref, environment="staging", config_path=pipeline.config)
+    tests_gate = next(g for g in checked.decision.gates if g.gate == "tests")
+    assert tests_gate.passed is (not forged_passes)  # the genuine newest result decides
+    assert any("ignored" in note for note in checked.ignored)
