@@ -716,19 +716,11 @@ def lint_settings(config_path: str | Path | None = None) -> LintSettings:
 
 
 def promoted_digests(environment: str, *, config_path: str | Path | None = None) -> set[str]:
-    """Digests the ledger shows promoted to ``environment`` and not rolled back since."""
-    from conveyor.custody import open_workspace
+    """Digests the ledger shows promoted (or rolled back) to ``environment``: only entries
+    whose signatures verify and whose signed statement names that environment count."""
+    from conveyor.promotion import history
 
-    with open_workspace(config_path) as workspace:
-        workspace.config.model.environment(environment)  # unknown environment: an error
-        promoted: set[str] = set()
-        for entry in workspace.ledger.entries(environment=environment):
-            if entry.kind == "promotion":
-                promoted.add(entry.subject_digest.lower())
-            elif entry.kind == "rollback":
-                # A rollback re-deploys an earlier digest: that one is what runs now.
-                promoted.add(entry.subject_digest.lower())
-        return promoted
+    return {item.digest.lower() for item in history(environment, config_path=config_path)}
 
 
 def lint(

@@ -581,3 +581,23 @@ def test_a_forged_newest_test_result_never_decides(pipeline: Pipeline, forged_pa
     tests_gate = next(g for g in checked.decision.gates if g.gate == "tests")
     assert tests_gate.passed is (not forged_passes)  # the genuine newest result decides
     assert any("ignored" in note for note in checked.ignored)
+
+
+def test_lint_env_flags_digests_never_promoted_there(pipeline: Pipeline, tmp_path: Path) -> None:
+    ref = pipeline.ready_for_staging()
+    pipeline.promote(ref, "staging")
+    promoted = ref.split("@")[1]
+    never = "sha256:" + "ab" * 32
+    manifests = tmp_path / "deploy"
+    manifests.mkdir()
+    (manifests / "app.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: app}\nspec:\n  containers:\n"
+        f"    - name: app\n      image: registry.example.com/app:1.0@{promoted}\n"
+        f"    - name: sidecar\n      image: registry.example.com/side:2.0@{never}\n"
+    )
+    report = service.lint([manifests], environment="staging", config_path=pipeline.config)
+    cv008 = [f for f in report.findings if f.rule == "CV008"]
+    assert [f.reference for f in cv008] == [f"registry.example.com/side:2.0@{never}"]
+    assert report.exit_code == 1
+    production = service.lint([manifests], environment="production", config_path=pipeline.config)
+    assert len([f for f in production.findings if f.rule == "CV008"]) == 2
