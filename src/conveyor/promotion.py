@@ -145,6 +145,14 @@ class VerifiedLedger:
             return self.verify(entry)
         return VerifiedEntry(entry, statement, identity.name, roles, trusted=False)
 
+    def latest(self, **filters: Any) -> VerifiedEntry | None:
+        """The newest entry matching ``filters`` that verifies (older ones are not checked)."""
+        for entry in reversed(self.workspace.ledger.entries(**filters)):
+            verified = self.verify(entry)
+            if verified is not None:
+                return verified
+        return None
+
     def entries(self, **filters: Any) -> list[VerifiedEntry]:
         found = []
         for entry in self.workspace.ledger.entries(**filters):
@@ -781,9 +789,9 @@ def status(
                 candidate = upstream.digest if upstream else None
                 source_name = _target_name(environment_target(workspace.config, after))
             else:
-                builds = verified.entries(kind="build")
-                candidate = builds[-1].entry.subject_digest if builds else None
-                source_name = builds[-1].entry.subject_name if builds else None
+                latest = verified.latest(kind="build")
+                candidate = latest.entry.subject_digest if latest else None
+                source_name = latest.entry.subject_name if latest else None
             if current is not None:
                 commit = _commits(verified, [current.digest]).get(current.digest)
                 current = replace(current, commit=commit)
