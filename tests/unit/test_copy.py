@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conveyor.errors import DigestMismatch, ManifestError, NotFoundError
+from conveyor.errors import DigestMismatch, ManifestError, NotFoundError, RegistryError
 from conveyor.oci.digest import Digest
 from conveyor.oci.layout import LayoutRepository
 from conveyor.oci.name import Reference
@@ -381,3 +381,59 @@ def test_lying_registry_manifest_is_refused(tmp_path: Path) -> None:
         with pytest.raises(DigestMismatch):
             copy(source, Digest.parse(digest), dest, tags=["v1"])
     assert b.manifest_count() == 0
+
+
+class FlakyBlobs(Unmountable):
+    """A source whose first ``failures`` blob streams break off half-way."""
+
+    def __init__(self, inner: LayoutRepository, failures: int, *, retryable: bool = True) -> None:
+        super().__init__(inner)
+        self.failures = failures
+        self.retryable = retryable
+        self.opened = 0
+        self.broken_opens: dict[Digest, int] = {}
+
+    def open_blob(
+        self, digest: Digest, *, size: int | None = None
+    ) -> AbstractContextManager[Iterator[bytes]]:
+        with self.lock:
+            self.opened += 1
+            broken = self.failures > 0
+            self.failures -= 1 if broken else 0
+            if broken:
+                self.broken_opens[digest] = self.broken_opens.get(digest, 0) + 1
+        if not broken:
+            return self.inner.open_blob(digest, size=size)
+        path = self.inner.path / "blobs" / digest.algorithm / digest.encoded
+        data = path.read_bytes()
+
+        def cut_off() -> Iterator[bytes]:
+            yield data[: len(data) // 2]
+            raise RegistryError("connection reset mid-stream", retryable=self.retryable)
+
+        return contextlib.nullcontext(cut_off())
+
+
+def test_a_blob_cut_off_mid_stream_is_sent_again(tmp_path: Path) -> None:
+    img = build_image(tmp_path / "src", tag="v1", layer_sizes=(50_000,))
+    source = FlakyBlobs(LayoutRepository(img.layout), failures=2)
+    destination = LayoutRepository(tmp_path / "dst", create=True)
+    result = copy(source, "v1", destination, tags=["v1"], concurrency=1)
+    assert result.digest == Digest.parse(img.digest)
+    assert source.opened == len(img.blobs) + 2
+    for digest in img.blobs:
+        assert destination.blob_size(Digest.parse(digest)) == img.blobs[digest]
+
+
+@pytest.mark.parametrize(("failures", "retryable"), [(3, True), (1, False)])
+def test_blob_retries_are_bounded_and_only_for_transient_failures(
+    tmp_path: Path, failures: int, retryable: bool
+) -> None:
+    img = build_image(tmp_path / "src", tag="v1", layer_sizes=(50_000,))
+    source = FlakyBlobs(LayoutRepository(img.layout), failures=failures, retryable=retryable)
+    destination = LayoutRepository(tmp_path / "dst", create=True)
+    with pytest.raises(RegistryError, match="mid-stream"):
+        copy(source, "v1", destination, tags=["v1"], concurrency=1)
+    # the largest blob goes first and is tried BLOB_ATTEMPTS times (or once, if not transient)
+    assert list(source.broken_opens.values()) == [failures]
+    assert destination.list_tags() == []  # no manifest written

@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from conveyor.errors import ConveyorError, DigestMismatch, ManifestError
+from conveyor.errors import ConveyorError, DigestMismatch, ManifestError, RegistryError
 from conveyor.oci.digest import Digest, verify_bytes
 from conveyor.oci.manifest import ImageIndex, parse_manifest
 from conveyor.oci.store import RawManifest, Repository
@@ -32,6 +32,7 @@ __all__ = ["CopyProgress", "CopyResult", "copy"]
 
 # An index of indexes is legal; deeper nesting than this is hostile, not useful.
 MAX_NESTING = 4
+BLOB_ATTEMPTS = 3  # a blob cut off mid-stream by a transient failure is sent again, twice at most
 
 
 @dataclass(frozen=True)
@@ -272,8 +273,7 @@ def _copy_one(
     elif destination.mount_blob(digest, source):
         how, moved = "mounted", 0
     else:
-        with source.open_blob(digest, size=size) as chunks:
-            destination.write_blob(digest, size, _watched(chunks, progress, failed))
+        _stream_with_retries(source, destination, digest, size, progress, failed)
         how, moved = "copied", size
     tally.add(how, moved)
     if progress is not None:
@@ -282,12 +282,42 @@ def _copy_one(
         progress.blob_done(digest, how)
 
 
+def _stream_with_retries(
+    source: Repository,
+    destination: Repository,
+    digest: Digest,
+    size: int,
+    progress: CopyProgress | None,
+    failed: threading.Event,
+) -> None:
+    """Stream one blob; a transient network failure mid-way restarts that blob (bounded).
+
+    Wrong bytes (``DigestMismatch``) and refusals are never retried; nothing half-sent is
+    ever committed, since the upload completes only after the last chunk is verified.
+    """
+    for attempt in range(1, BLOB_ATTEMPTS + 1):
+        sent = [0]
+        try:
+            with source.open_blob(digest, size=size) as chunks:
+                destination.write_blob(digest, size, _watched(chunks, progress, failed, sent))
+            return
+        except RegistryError as exc:
+            if not exc.retryable or attempt == BLOB_ATTEMPTS or failed.is_set():
+                raise
+            if progress is not None:
+                progress.advance(-sent[0])  # the bar goes back to where this blob began
+
+
 def _watched(
-    chunks: Iterator[bytes], progress: CopyProgress | None, failed: threading.Event
+    chunks: Iterator[bytes],
+    progress: CopyProgress | None,
+    failed: threading.Event,
+    sent: list[int],
 ) -> Iterator[bytes]:
     for chunk in chunks:
         if failed.is_set():
             raise _Cancelled  # another blob failed: stop before committing this one
         if progress is not None:
             progress.advance(len(chunk))
+        sent[0] += len(chunk)
         yield chunk
