@@ -43,41 +43,56 @@ def read_fallback(repository: Repository, subject: Digest) -> list[Descriptor]:
     return list(index.manifests)
 
 
+FALLBACK_ATTEMPTS = 5
+
+
 def add_to_fallback(repository: Repository, manifest: RawManifest) -> None:
     """List ``manifest`` (already stored, with a ``subject``) in its subject's fallback index.
 
-    Read-modify-write: existing entries are kept and a manifest is listed once.
+    Read-modify-write: existing entries are kept and a manifest is listed once. Registries
+    offer no conditional write, so two writers can race (a test job and a scan job
+    attesting one image at once); each writer reads the index back and writes again while
+    its entry is missing.
     """
     parsed = parse_manifest(manifest.data, content_type=manifest.media_type)
     if parsed.subject is None:
         raise ManifestError("a referrer needs a manifest with a 'subject'")
     tag = fallback_tag(parsed.subject.digest)
-    try:
-        current = repository.get_manifest(tag)
-    except NotFoundError:
-        document: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
-    else:
-        loaded = strict_json_loads(current.data, what="referrers fallback index")
-        if not isinstance(loaded, dict) or not isinstance(loaded.get("manifests"), list):
-            raise ManifestError(f"{repository.display_name}:{tag} is not an index")
-        document = loaded
-    entries: list[Any] = document["manifests"]
-    if any(isinstance(e, dict) and e.get("digest") == str(manifest.digest) for e in entries):
-        return
     artifact_type = parsed.artifact_type
     if artifact_type is None and isinstance(parsed, ImageManifest):
         artifact_type = parsed.config.media_type
-    entries.append(
-        Descriptor(
-            media_type=parsed.media_type,
-            digest=manifest.digest,
-            size=len(manifest.data),
-            annotations=dict(parsed.annotations),
-            artifact_type=artifact_type,
-        ).to_json()
-    )
-    data = json.dumps(document, indent=2).encode()
-    repository.put_manifest(RawManifest(data, mt.OCI_INDEX, Digest.of(data)), tag=tag)
+    entry = Descriptor(
+        media_type=parsed.media_type,
+        digest=manifest.digest,
+        size=len(manifest.data),
+        annotations=dict(parsed.annotations),
+        artifact_type=artifact_type,
+    ).to_json()
+    for _attempt in range(FALLBACK_ATTEMPTS):
+        document = _fallback_document(repository, tag)
+        entries: list[Any] = document["manifests"]
+        if any(isinstance(e, dict) and e.get("digest") == str(manifest.digest) for e in entries):
+            return
+        entries.append(entry)
+        data = json.dumps(document, indent=2).encode()
+        repository.put_manifest(RawManifest(data, mt.OCI_INDEX, Digest.of(data)), tag=tag)
+    listed = _fallback_document(repository, tag)["manifests"]
+    if not any(isinstance(e, dict) and e.get("digest") == str(manifest.digest) for e in listed):
+        raise ManifestError(
+            f"{repository.display_name}:{tag}: other writers kept replacing the referrers "
+            f"index; {manifest.digest.short} is stored but not listed there (run again)"
+        )
+
+
+def _fallback_document(repository: Repository, tag: str) -> dict[str, Any]:
+    try:
+        current = repository.get_manifest(tag)
+    except NotFoundError:
+        return {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
+    loaded = strict_json_loads(current.data, what="referrers fallback index")
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("manifests"), list):
+        raise ManifestError(f"{repository.display_name}:{tag} is not an index")
+    return loaded
 
 
 def attach_referrer(repository: Repository, manifest: RawManifest) -> None:
