@@ -682,6 +682,15 @@ class RegistryRepository:
         except ConveyorError as exc:
             log.debug("could not cancel upload session: %s", exc)
 
+    def mounts_from(self, source: Repository) -> bool:
+        """True when ``mount_blob`` can link blobs from ``source`` (same registry, other
+        repository): then a mount is the cheapest first step, cheaper than asking first."""
+        return (
+            isinstance(source, RegistryRepository)
+            and api_host(source.registry) == api_host(self.registry)
+            and source.name != self.name
+        )
+
     def mount_blob(self, digest: Digest, source: Repository) -> bool:
         if not isinstance(source, RegistryRepository) or api_host(source.registry) != api_host(
             self.registry

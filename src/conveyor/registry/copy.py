@@ -268,9 +268,13 @@ def _copy_one(
 ) -> None:
     if failed.is_set():
         raise _Cancelled
-    if destination.blob_size(digest) is not None:
+    mounts_from = getattr(destination, "mounts_from", None)
+    mount_first = callable(mounts_from) and bool(mounts_from(source))
+    if mount_first and destination.mount_blob(digest, source):
+        how, moved = "mounted", 0  # a blob already there is "mounted" again: no bytes either way
+    elif destination.blob_size(digest) is not None:
         how, moved = "skipped", 0
-    elif destination.mount_blob(digest, source):
+    elif not mount_first and destination.mount_blob(digest, source):
         how, moved = "mounted", 0
     else:
         _stream_with_retries(source, destination, digest, size, progress, failed)
