@@ -24,7 +24,12 @@ from conveyor.cli.main import _register_commands, app
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WORKFLOW = EXAMPLES / "github-actions" / "promote.yml"
 GITLAB = EXAMPLES / "gitlab-ci" / ".gitlab-ci.yml"
-READMES = (EXAMPLES / "github-actions" / "README.md", EXAMPLES / "gitlab-ci" / "README.md")
+READMES = (
+    EXAMPLES / "github-actions" / "README.md",
+    EXAMPLES / "gitlab-ci" / "README.md",
+    EXAMPLES.parent / "README.md",  # the project's own tour
+    *sorted((EXAMPLES.parent / "docs").glob("*.md")),
+)
 SHELL_FENCES = ("bash", "sh", "shell", "console")
 GITHUB_EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.DOTALL)
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -151,6 +156,8 @@ def _all_commands() -> list[tuple[str, list[str], bool]]:
     for script in gitlab_scripts(GITLAB):
         found += [(GITLAB.name, argv, True) for argv in conveyor_commands(script)]
     for readme in READMES:
+        if not readme.is_file():
+            continue
         fenced, inline = markdown_scripts(readme)
         name = f"{readme.parent.name}/{readme.name}"
         for script in fenced:
