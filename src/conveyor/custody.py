@@ -28,7 +28,7 @@ from conveyor.policy.config import Config, Identity, Role, find_config, load_con
 
 if TYPE_CHECKING:
     from conveyor.attest import Signer, Verifier
-    from conveyor.ledger import AuditReport, Checkpoint, Entry, Ledger
+    from conveyor.ledger import AuditReport, Checkpoint, Ledger
     from conveyor.service import ImageInspection, RegistryOptions
 
 SIGNING_KEY_ENV = "CONVEYOR_SIGNING_KEY"
@@ -855,10 +855,3 @@ def list_attestations(
                 )
             )
         return subject.name, digest, found
-
-
-def ledger_entries(
-    *, digest: str | None = None, config_path: str | Path | None = None
-) -> list[Entry]:
-    with open_workspace(config_path) as workspace:
-        return workspace.ledger.entries(subject_digest=digest)

@@ -30,8 +30,7 @@ from conveyor.oci.manifest import (
 )
 from conveyor.oci.name import LayoutReference, Reference, parse_target
 from conveyor.oci.store import RawManifest, Repository
-from conveyor.registry.copy import CopyProgress, CopyResult
-from conveyor.registry.copy import copy as _copy
+from conveyor.registry.copy import CopyProgress, CopyResult, copy as _copy
 
 if TYPE_CHECKING:
     from conveyor.registry.client import RegistryClient
@@ -366,86 +365,33 @@ def _read_config(repository: Repository, image: ImageManifest) -> ImageConfig | 
 if TYPE_CHECKING:
     from conveyor.custody import (
         AttachedAttestation as AttachedAttestation,
-    )
-    from conveyor.custody import (
         GeneratedKey as GeneratedKey,
-    )
-    from conveyor.custody import (
         Initialised as Initialised,
-    )
-    from conveyor.custody import (
         Recorded as Recorded,
-    )
-    from conveyor.custody import (
         approve as approve,
-    )
-    from conveyor.custody import (
         attest_scan as attest_scan,
-    )
-    from conveyor.custody import (
         attest_smoke as attest_smoke,
-    )
-    from conveyor.custody import (
         attest_tests as attest_tests,
-    )
-    from conveyor.custody import (
         audit_checkpoint as audit_checkpoint,
-    )
-    from conveyor.custody import (
         audit_verify as audit_verify,
-    )
-    from conveyor.custody import (
         generate_keys as generate_keys,
-    )
-    from conveyor.custody import (
         init_workspace as init_workspace,
-    )
-    from conveyor.custody import (
-        ledger_entries as ledger_entries,
-    )
-    from conveyor.custody import (
         list_attestations as list_attestations,
-    )
-    from conveyor.custody import (
         record_build as record_build,
     )
     from conveyor.promotion import (
         CheckResult as CheckResult,
-    )
-    from conveyor.promotion import (
         EnvironmentStatus as EnvironmentStatus,
-    )
-    from conveyor.promotion import (
         HistoryItem as HistoryItem,
-    )
-    from conveyor.promotion import (
         PromotionDenied as PromotionDenied,
-    )
-    from conveyor.promotion import (
         PromotionResult as PromotionResult,
-    )
-    from conveyor.promotion import (
         Trace as Trace,
-    )
-    from conveyor.promotion import (
         TraceEvent as TraceEvent,
-    )
-    from conveyor.promotion import (
         check as check,
-    )
-    from conveyor.promotion import (
         history as history,
-    )
-    from conveyor.promotion import (
         promote as promote,
-    )
-    from conveyor.promotion import (
         rollback as rollback,
-    )
-    from conveyor.promotion import (
         status as status,
-    )
-    from conveyor.promotion import (
         trace as trace,
     )
 
@@ -462,7 +408,6 @@ _LAZY = {
     "audit_verify": "conveyor.custody",
     "generate_keys": "conveyor.custody",
     "init_workspace": "conveyor.custody",
-    "ledger_entries": "conveyor.custody",
     "list_attestations": "conveyor.custody",
     "record_build": "conveyor.custody",
     "CheckResult": "conveyor.promotion",

@@ -3,8 +3,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from conveyor.errors import DigestError, DigestMismatch
 from conveyor.oci.digest import Digest, verified_chunks
