@@ -38,7 +38,7 @@ class Workspace:
             [sys.executable, "-m", "conveyor", *args],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=300,
             check=False,
             cwd=self.root,
             env=full_env,
@@ -255,7 +255,7 @@ def test_forged_referrer_is_listed_as_not_verified(workspace: Workspace) -> None
     subprocess.run(
         [sys.executable, "-c", code, layout, ws.digest, str(ws.root / "keys" / "mallory.key")],
         check=True,
-        timeout=60,
+        timeout=300,
     )
     result = ws.run("attestations", ws.image, "--json")
     assert result.returncode == 1

@@ -13,7 +13,7 @@ import pytest
 from tests.support.images import OCI_INDEX, OCI_MANIFEST, build_image, build_index
 
 
-def conveyor(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def conveyor(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "conveyor", *args],
         capture_output=True,

@@ -104,7 +104,7 @@ class Pipeline:
             [sys.executable, "-m", "conveyor", *args, "--config", str(self.config)],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=300,
             check=False,
             cwd=self.root,
             env=full,

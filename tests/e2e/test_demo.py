@@ -20,7 +20,7 @@ def conveyor(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         [sys.executable, "-m", "conveyor", *args],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=300,
         check=False,
         cwd=cwd,
     )

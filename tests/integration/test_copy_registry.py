@@ -212,7 +212,7 @@ def test_tampered_blob_in_source_storage_is_detected(
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=False,
     )
     assert cli.returncode == 3

@@ -327,7 +327,7 @@ def test_concurrent_appends_from_twenty_processes(new_url: Callable[[], str]) ->
     for p in workers:
         p.start()
     for p in workers:
-        p.join(timeout=120)
+        p.join(timeout=300)
     assert [p.exitcode for p in workers] == [0] * 20
     ledger = open_ledger(url)
     try:
@@ -367,7 +367,7 @@ def test_serialized_blocks_exclude_each_other_across_processes(
     for p in workers:
         p.start()
     for p in workers:
-        p.join(timeout=120)
+        p.join(timeout=300)
     assert [p.exitcode for p in workers] == [0] * 6
     ledger = open_ledger(url)
     try:

@@ -40,7 +40,7 @@ def _skopeo_digest(ref: str) -> str:
         ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
         check=True,
         capture_output=True,
-        timeout=60,
+        timeout=300,
     ).stdout
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
@@ -51,7 +51,7 @@ def _conveyor(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
 
 

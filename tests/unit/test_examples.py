@@ -293,7 +293,7 @@ def test_conveyor_lint_finds_no_errors_in_the_recipes(tmp_path: Path) -> None:
         [sys.executable, "-m", "conveyor", "lint", str(EXAMPLES), "--format", "json"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=False,
         cwd=tmp_path,  # no conveyor.yaml here: lint's defaults
     )
