@@ -599,19 +599,23 @@ def _place(subject: _Subject, destination: Repository, tags: Sequence[str]) -> C
 
 
 def _carry_referrers(subject: _Subject, destination: Repository) -> int:
-    """Attestations travel with the image: every referrer of the digest is copied too."""
-    from conveyor.oci.referrers import attach_referrer, list_referrers
+    """Attestations travel with the image: every referrer of the digest that the
+    destination does not list yet is copied, then listed with one index update."""
+    from conveyor.oci.referrers import attach_referrers, list_referrers
     from conveyor.registry.copy import copy
 
-    carried = 0
-    for descriptor in list_referrers(subject.repository, subject.top.digest):
-        if subject.repository is destination:
-            break
-        raw = subject.repository.get_manifest(descriptor.digest)
+    if subject.repository is destination:
+        return 0
+    digest = subject.top.digest
+    present = {d.digest for d in list_referrers(destination, digest)}
+    carried = []
+    for descriptor in list_referrers(subject.repository, digest):
+        if descriptor.digest in present:
+            continue
         copy(subject.repository, descriptor.digest, destination)
-        attach_referrer(destination, raw)
-        carried += 1
-    return carried
+        carried.append(subject.repository.get_manifest(descriptor.digest))
+    attach_referrers(destination, carried)
+    return len(carried)
 
 
 def _record_promotion(

@@ -101,3 +101,29 @@ def test_a_fallback_tag_that_is_not_an_index_is_refused(tmp_path: Path) -> None:
     assert other.digest != str(subject.digest)
     with pytest.raises(ManifestError, match="not an index"):
         list_referrers(repository, subject.digest)
+
+
+class CountingPuts(LayoutRepository):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.index_puts = 0
+
+    def put_manifest(self, manifest: RawManifest, *, tag: str | None = None) -> None:
+        self.index_puts += tag is not None and tag.startswith("sha256-")
+        super().put_manifest(manifest, tag=tag)
+
+
+def test_several_referrers_are_listed_with_one_index_update(tmp_path: Path) -> None:
+    from conveyor.oci.referrers import attach_referrers
+
+    img = build_image(tmp_path / "l", tag="v1")
+    repository = CountingPuts(img.layout)
+    subject = repository.get_manifest("v1")
+    referrers = [_referrer(repository, subject, n) for n in ("a", "b", "c")]
+    attach_referrers(repository, referrers)
+    assert repository.index_puts == 1
+    assert [d.digest for d in list_referrers(repository, subject.digest)] == [
+        r.digest for r in referrers
+    ]
+    attach_referrers(repository, referrers)  # all listed already: nothing written
+    assert repository.index_puts == 1

@@ -9,6 +9,7 @@ distribution spec, "Referrers Tag Schema"). Stores that index referrers themselv
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from conveyor.errors import ManifestError, NotFoundError
@@ -47,40 +48,58 @@ FALLBACK_ATTEMPTS = 5
 
 
 def add_to_fallback(repository: Repository, manifest: RawManifest) -> None:
-    """List ``manifest`` (already stored, with a ``subject``) in its subject's fallback index.
+    """List ``manifest`` (already stored, with a ``subject``) in its subject's fallback index."""
+    add_all_to_fallback(repository, [manifest])
+
+
+def add_all_to_fallback(repository: Repository, manifests: Sequence[RawManifest]) -> None:
+    """List stored referrers in their subjects' fallback indexes: one update per subject.
 
     Read-modify-write: existing entries are kept and a manifest is listed once. Registries
     offer no conditional write, so two writers can race (a test job and a scan job
     attesting one image at once); each writer reads the index back and writes again while
-    its entry is missing.
+    one of its entries is missing.
     """
-    parsed = parse_manifest(manifest.data, content_type=manifest.media_type)
-    if parsed.subject is None:
-        raise ManifestError("a referrer needs a manifest with a 'subject'")
-    tag = fallback_tag(parsed.subject.digest)
-    artifact_type = parsed.artifact_type
-    if artifact_type is None and isinstance(parsed, ImageManifest):
-        artifact_type = parsed.config.media_type
-    entry = Descriptor(
-        media_type=parsed.media_type,
-        digest=manifest.digest,
-        size=len(manifest.data),
-        annotations=dict(parsed.annotations),
-        artifact_type=artifact_type,
-    ).to_json()
+    by_tag: dict[str, dict[str, dict[str, Any]]] = {}
+    for manifest in manifests:
+        parsed = parse_manifest(manifest.data, content_type=manifest.media_type)
+        if parsed.subject is None:
+            raise ManifestError("a referrer needs a manifest with a 'subject'")
+        artifact_type = parsed.artifact_type
+        if artifact_type is None and isinstance(parsed, ImageManifest):
+            artifact_type = parsed.config.media_type
+        by_tag.setdefault(fallback_tag(parsed.subject.digest), {})[str(manifest.digest)] = (
+            Descriptor(
+                media_type=parsed.media_type,
+                digest=manifest.digest,
+                size=len(manifest.data),
+                annotations=dict(parsed.annotations),
+                artifact_type=artifact_type,
+            ).to_json()
+        )
+    for tag, wanted in by_tag.items():
+        _merge_into_fallback(repository, tag, wanted)
+
+
+def _listed(document: dict[str, Any]) -> set[str]:
+    return {str(e.get("digest")) for e in document["manifests"] if isinstance(e, dict)}
+
+
+def _merge_into_fallback(
+    repository: Repository, tag: str, wanted: dict[str, dict[str, Any]]
+) -> None:
     for _attempt in range(FALLBACK_ATTEMPTS):
         document = _fallback_document(repository, tag)
-        entries: list[Any] = document["manifests"]
-        if any(isinstance(e, dict) and e.get("digest") == str(manifest.digest) for e in entries):
+        missing = [digest for digest in wanted if digest not in _listed(document)]
+        if not missing:
             return
-        entries.append(entry)
+        document["manifests"].extend(wanted[digest] for digest in missing)
         data = json.dumps(document, indent=2).encode()
         repository.put_manifest(RawManifest(data, mt.OCI_INDEX, Digest.of(data)), tag=tag)
-    listed = _fallback_document(repository, tag)["manifests"]
-    if not any(isinstance(e, dict) and e.get("digest") == str(manifest.digest) for e in listed):
+    if set(wanted) - _listed(_fallback_document(repository, tag)):
         raise ManifestError(
             f"{repository.display_name}:{tag}: other writers kept replacing the referrers "
-            f"index; {manifest.digest.short} is stored but not listed there (run again)"
+            "index; the referrers are stored but not all listed there (run again)"
         )
 
 
@@ -97,12 +116,19 @@ def _fallback_document(repository: Repository, tag: str) -> dict[str, Any]:
 
 def attach_referrer(repository: Repository, manifest: RawManifest) -> None:
     """Store a manifest that has a ``subject`` so that ``list_referrers`` finds it."""
-    native = getattr(repository, "attach_referrer", None)
+    attach_referrers(repository, [manifest])
+
+
+def attach_referrers(repository: Repository, manifests: Sequence[RawManifest]) -> None:
+    """Store manifests that have a ``subject``; listed with one index update per subject
+    where the store does not index referrers itself."""
+    native = getattr(repository, "attach_referrers", None)
     if callable(native):
-        native(manifest)
+        native(manifests)
         return
-    repository.put_manifest(manifest)
-    add_to_fallback(repository, manifest)
+    for manifest in manifests:
+        repository.put_manifest(manifest)
+    add_all_to_fallback(repository, manifests)
 
 
 def list_referrers(

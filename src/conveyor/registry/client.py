@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -48,7 +48,7 @@ from conveyor.oci.manifest import (
     parse_manifest,
 )
 from conveyor.oci.name import Reference
-from conveyor.oci.referrers import add_to_fallback, read_fallback
+from conveyor.oci.referrers import add_all_to_fallback, read_fallback
 from conveyor.oci.store import RawManifest, Repository
 from conveyor.registry.auth import Authenticator, DockerCredentials, Scopes, TokenRequest
 from conveyor.registry.blobio import BlobIO, HttpxBlobIO, Urllib3BlobIO
@@ -814,13 +814,19 @@ class RegistryRepository:
     def attach_referrer(self, manifest: RawManifest) -> None:
         """Push a manifest that has a ``subject``; where the registry does not index it
         (no ``OCI-Subject`` answer) add it to the ``<alg>-<hex>`` fallback index."""
-        parsed = parse_manifest(manifest.data, content_type=manifest.media_type)
-        if parsed.subject is None:
-            raise ManifestError("attach_referrer needs a manifest with a 'subject'")
-        headers = self._put_manifest(manifest, tag=None)
-        if headers.get("oci-subject"):
-            return
-        add_to_fallback(self, manifest)
+        self.attach_referrers([manifest])
+
+    def attach_referrers(self, manifests: Sequence[RawManifest]) -> None:
+        """``attach_referrer`` for several manifests, with one fallback index update."""
+        unindexed = []
+        for manifest in manifests:
+            parsed = parse_manifest(manifest.data, content_type=manifest.media_type)
+            if parsed.subject is None:
+                raise ManifestError("attach_referrer needs a manifest with a 'subject'")
+            if not self._put_manifest(manifest, tag=None).get("oci-subject"):
+                unindexed.append(manifest)
+        if unindexed:
+            add_all_to_fallback(self, unindexed)
 
 
 def _as_digest(reference: str | Digest) -> Digest | None:
