@@ -93,8 +93,16 @@ class VerifiedLedger:
 
     workspace: Workspace
     ignored: list[str] = field(default_factory=list)
+    # One command may decide twice (before and under the lock): check each entry once.
+    _checked: dict[tuple[int, str], VerifiedEntry | None] = field(default_factory=dict)
 
     def verify(self, entry: Entry) -> VerifiedEntry | None:
+        key = (entry.index, entry.envelope_sha256)
+        if key not in self._checked:
+            self._checked[key] = self._verify(entry)
+        return self._checked[key]
+
+    def _verify(self, entry: Entry) -> VerifiedEntry | None:
         from conveyor.attest import open_attestation
         from conveyor.errors import VerificationError
 
@@ -493,77 +501,93 @@ def _place_and_record(
     options: RegistryOptions | None,
     rollback: bool = False,
 ) -> PromotionResult:
+    """Copy outside the environment's lock, then decide again, move the tags and record
+    under it: a long copy never holds the ledger, and what the tags name is always what the
+    ledger last recorded. Only a digest the gates allow is ever copied."""
     digest = subject.top.digest
     target = environment_target(workspace.config, environment)
     tags = tuple(workspace.config.model.environment(environment).tags)
-    promoter = identity.name
-    roles = frozenset(role.value for role in identity.roles)
     repository_name = _target_name(target)
     verified = VerifiedLedger(workspace)
-    with (
-        workspace.ledger.serialized(f"promote/{environment}"),
-        _target_repository(target, options) as destination,
-    ):
-        current = current_digest(verified, environment)
-        decision = _decide(
+    roles = frozenset(role.value for role in identity.roles)
+
+    def decide() -> Decision:
+        return _decide(
             workspace,
             verified,
             subject,
             environment,
-            promoter,
+            identity.name,
             roles,
             break_glass,
             rollback=rollback,
         )
-        if current == digest and destination.has_manifest(digest):
-            return PromotionResult(
-                environment,
-                repository_name,
-                digest,
-                f"{subject.name}@{digest}",
-                subject.tag,
-                decision,
-                recorded=False,
-                ledger_index=None,
-                tags=tags,
-                rollback=rollback,
-                ignored=tuple(verified.ignored),
-            )
-        if not decision.allowed:
-            failed = "; ".join(f"{g.gate}: {g.reason}" for g in decision.failed)
-            raise PromotionDenied(
-                f"{'rollback' if rollback else 'promotion'} of {subject.name}@{digest.short} "
-                f"to {environment} denied: {failed}",
-                decision,
-            )
-        copied = _place(subject, destination, tags)
-        carried = _carry_referrers(subject, destination)
-        entry = _record_promotion(
-            workspace,
-            subject,
-            destination,
-            signer=signer,
-            promoter=promoter,
-            environment=environment,
-            repository_name=repository_name,
-            decision=decision,
-            from_environment=from_environment,
+
+    def result(decision: Decision, entry: Entry | None = None) -> PromotionResult:
+        return PromotionResult(
+            environment,
+            repository_name,
+            digest,
+            f"{subject.name}@{digest}",
+            subject.tag,
+            decision,
+            recorded=entry is not None,
+            ledger_index=entry.index if entry is not None else None,
+            tags=tags,
             rollback=rollback,
+            copy=copied.to_dict() if copied is not None and entry is not None else None,
+            referrers_carried=carried,
+            ignored=tuple(verified.ignored),
         )
-    return PromotionResult(
-        environment,
-        repository_name,
-        digest,
-        f"{subject.name}@{digest}",
-        subject.tag,
+
+    copied: CopyResult | None = None
+    carried = 0
+    with _target_repository(target, options) as destination:
+
+        def there() -> bool:
+            return current_digest(verified, environment) == digest and destination.has_manifest(
+                digest
+            )
+
+        if not there():
+            _require_allowed(decide(), subject, environment, rollback)
+            copied = _place(subject, destination)
+            carried = _carry_referrers(subject, destination)
+        with workspace.ledger.serialized(f"promote/{environment}"):
+            decision = decide()
+            if there():
+                return result(decision)
+            _require_allowed(decision, subject, environment, rollback)
+            if copied is None:  # it was there a moment ago; another promotion moved it on
+                copied = _place(subject, destination)
+                carried = _carry_referrers(subject, destination)
+            for tag in tags:
+                destination.put_manifest(subject.top, tag=tag)
+            entry = _record_promotion(
+                workspace,
+                subject,
+                destination,
+                signer=signer,
+                promoter=identity.name,
+                environment=environment,
+                repository_name=repository_name,
+                decision=decision,
+                from_environment=from_environment,
+                rollback=rollback,
+            )
+    return result(decision, entry)
+
+
+def _require_allowed(
+    decision: Decision, subject: _Subject, environment: str, rollback: bool
+) -> None:
+    if decision.allowed:
+        return
+    failed = "; ".join(f"{g.gate}: {g.reason}" for g in decision.failed)
+    raise PromotionDenied(
+        f"{'rollback' if rollback else 'promotion'} of {subject.name}@{subject.top.digest.short} "
+        f"to {environment} denied: {failed}",
         decision,
-        recorded=True,
-        ledger_index=entry.index,
-        tags=tags,
-        rollback=rollback,
-        copy=copied.to_dict(),
-        referrers_carried=carried,
-        ignored=tuple(verified.ignored),
     )
 
 
@@ -590,12 +614,12 @@ def _target_repository(
         yield open_repository(target, create=True)
 
 
-def _place(subject: _Subject, destination: Repository, tags: Sequence[str]) -> CopyResult:
-    """The same digest in the environment's repository: blobs first (mounted when the
-    registry allows it), manifests by digest, then the environment's moving tags."""
+def _place(subject: _Subject, destination: Repository) -> CopyResult:
+    """The same digest in the environment's repository, by digest only: blobs first
+    (mounted when the registry allows it), then the manifests. Tags move under the lock."""
     from conveyor.registry.copy import copy
 
-    return copy(subject.repository, subject.top.digest, destination, tags=list(tags))
+    return copy(subject.repository, subject.top.digest, destination)
 
 
 def _carry_referrers(subject: _Subject, destination: Repository) -> int:
