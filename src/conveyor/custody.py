@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -421,6 +421,10 @@ def approve(
     )
 
 
+# (predicate, summary) for the resolved subject; runs after the digest is known, before signing.
+PredicateBuilder = Callable[["_Subject"], tuple[dict[str, Any], dict[str, Any]]]
+
+
 # --- the one recording path -------------------------------------------------------------------
 
 
@@ -429,7 +433,7 @@ def _record(
     *,
     kind: str,
     predicate_type: str,
-    build_predicate: Any,
+    build_predicate: PredicateBuilder,
     key: str | None,
     config_path: str | Path | None,
     options: RegistryOptions | None,
