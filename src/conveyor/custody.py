@@ -252,7 +252,7 @@ def attest_tests(
     options: RegistryOptions | None = None,
 ) -> Recorded:
     """in-toto test-result from one or more JUnit XML files."""
-    from conveyor.attest import TEST_RESULT_V01, make_test_result
+    from conveyor.attest import TEST_RESULT_V01, ci_configuration, make_test_result
     from conveyor.evidence import merge_reports, parse_junit_file
 
     if not files:
@@ -270,14 +270,19 @@ def attest_tests(
             failed=[label(c) for c in cases if c.outcome in ("failed", "errored")],
             skipped=[label(c) for c in cases if c.outcome == "skipped"],
             reports=[(report.path, report.sha256) for report in reports],
+            configuration=ci_configuration(os.environ),
             url=url,
         )
+        notes = [f"{report.path}: {note}" for report in reports for note in report.notes]
+        if summary.total == 0:
+            notes.append("the reports hold no test cases: recorded as FAILED (no test ran)")
         return body, {
             "passed": summary.passed,
             "failed": summary.failed,
             "errored": summary.errored,
             "skipped": summary.skipped,
             "files": [str(path) for path in files],
+            "notes": notes,
         }
 
     return _record(
@@ -318,6 +323,8 @@ def attest_scan(
                 scanner_name=report.scanner_name,
                 scanner_version=report.scanner_version,
                 db_version=report.db_version,
+                db_updated=report.db_updated,
+                db_uri=report.db_uri,
                 started=scanned,
                 finished=scanned,
                 findings=[
@@ -340,6 +347,11 @@ def attest_scan(
             )
         if report.scanned_at is None:
             notes.append(f"{file}: the report carries no scan time; the time of recording is used")
+        if report.db_updated is None:
+            notes.append(
+                f"{file}: the report carries no vulnerability database time; "
+                "db.lastUpdate is the scan time (an upper bound)"
+            )
         return body, {
             "format": report.format,
             "scanner": report.scanner_name,

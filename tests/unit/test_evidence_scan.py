@@ -265,7 +265,13 @@ def grype_doc(target: Any) -> dict[str, Any]:
             "name": "grype",
             "version": "0.80.0",
             "timestamp": "2024-05-01T10:00:00.7451466+02:00",
-            "db": {"status": {"schemaVersion": "v6.0.2", "built": "2024-04-30T01:02:03Z"}},
+            "db": {
+                "status": {
+                    "schemaVersion": "v6.0.2",
+                    "built": "2024-04-30T01:02:03Z",
+                    "from": "https://u:secret@grype.example/db.tar.zst?checksum=sha256:00&token=t",
+                }
+            },
         },
     }
 
@@ -304,7 +310,11 @@ def test_grype_shapes() -> None:
     assert report.format == "grype"
     assert (report.counts["negligible"], report.counts["medium"], report.total) == (1, 1, 2)
     assert report.artifact_digests == (DIGEST_A, DIGEST_B)
-    assert report.db_version == "v6.0.2 built 2024-04-30T01:02:03Z"
+    # Schema version, build time and source are three facts (vulns v0.2 db.version,
+    # db.lastUpdate, db.uri), not one string; the source loses credentials and query.
+    assert report.db_version == "v6.0.2"
+    assert report.db_updated == datetime(2024, 4, 30, 1, 2, 3, tzinfo=UTC)
+    assert report.db_uri == "https://grype.example/db.tar.zst"
     assert report.scanner_version == "0.80.0"
     assert report.scanned_at is not None
     assert report.scanned_at.utcoffset() is not None

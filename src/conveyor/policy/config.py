@@ -34,6 +34,7 @@ from conveyor.errors import ConfigError, InputError, InvalidReferenceError
 from conveyor.oci.name import LayoutReference, Reference, parse_target
 from conveyor.policy.duration import parse_duration
 from conveyor.policy.windows import parse_clock, parse_instant, parse_interval, weekly, zone
+from conveyor.severity import Severity as Severity  # the one vocabulary; re-exported here
 from conveyor.yamlsource import YamlDocument, load_yaml
 
 CONFIG_FILE_NAME = "conveyor.yaml"
@@ -50,15 +51,6 @@ class Role(StrEnum):
     SCANNER = "scanner"
     APPROVER = "approver"
     DEPLOYER = "deployer"
-
-
-class Severity(StrEnum):
-    CRITICAL = "critical"
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-    NEGLIGIBLE = "negligible"
-    UNKNOWN = "unknown"
 
 
 PROMOTER = "promoter"

@@ -45,10 +45,10 @@ from conveyor.policy.model import (
     TestEvidence,
 )
 from conveyor.policy.windows import Window, parse_interval, weekly
+from conveyor.severity import normalise_severity
 
 COMMIT_LABELS = ("git.commit", "org.opencontainers.image.revision")
 RUN_LABEL = "ci.run"
-_SEVERITIES = {severity.value for severity in Severity}
 _MIN_COMMIT_PREFIX = 7
 _HEX = frozenset("0123456789abcdef")
 
@@ -308,6 +308,12 @@ class ScanGate:
             (over if found > limit else within).append(f"{severity.value} {found}/{limit}")
         if over:
             problems.append(f"{', '.join(over)} over the limit")
+        unknown = max(0, counts[Severity.UNKNOWN.value])
+        if self.spec.max and Severity.UNKNOWN not in self.spec.max and unknown:
+            # Fail closed: a severity that did not parse may hide a critical one.
+            problems.append(
+                f"{unknown} finding(s) of unknown severity (name unknown in max to allow them)"
+            )
         notes = []
         if excepted:
             notes.append(f"excepted {', '.join(sorted(excepted))}")
@@ -544,8 +550,7 @@ def gates_for(config: ConfigModel, environment: str) -> tuple[Gate, ...]:
 
 
 def _severity(name: str) -> str:
-    lowered = name.strip().lower()
-    return lowered if lowered in _SEVERITIES else Severity.UNKNOWN.value
+    return normalise_severity(name).value
 
 
 def _short(commit: str) -> str:
