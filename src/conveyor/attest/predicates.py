@@ -345,7 +345,7 @@ class ScanFacts:
     scanner_version: str | None
     db_version: str | None
     finished: str | None
-    counts: dict[Severity, int]  # every Severity, zero when absent
+    counts: dict[str, int]  # every severity word (a Severity value), zero when absent
     ids: list[str]
     findings: list[tuple[str, Severity]] = field(default_factory=list)  # (id, severity)
     db_updated: str | None = None
@@ -389,7 +389,7 @@ def vulnerability_scan(scan: ScanInput) -> dict[str, Any]:
                 ("package", finding.package),
                 ("version", finding.version),
                 ("fixedVersion", finding.fixed_version),
-                ("reportedSeverity", finding.severity),
+                ("reportedSeverity", str(finding.severity)),
             )
             if value
         }
@@ -427,7 +427,7 @@ def read_vulnerability_scan(predicate: Mapping[str, Any]) -> ScanFacts:
     score that is a severity word; findings with none count as unknown."""
     scanner = _object(predicate.get("scanner"))
     db = _object(scanner.get("db"))
-    counts = dict.fromkeys(SEVERITIES, 0)
+    counts = dict.fromkeys((s.value for s in SEVERITIES), 0)
     ids = []
     findings: list[tuple[str, Severity]] = []
     raw = scanner.get("result")
@@ -441,7 +441,7 @@ def read_vulnerability_scan(predicate: Mapping[str, Any]) -> ScanFacts:
             if word is not Severity.UNKNOWN:
                 severity = word
                 break
-        counts[severity] += 1
+        counts[severity.value] += 1
         findings.append((ids[-1], severity))
     marker = _object(predicate.get(SCAN_EXTENSION)).get("dbLastUpdate")
     return ScanFacts(

@@ -189,9 +189,10 @@ class Draft:
             kept = unique.get(key)
             if kept is None or severity_rank(finding.severity) < severity_rank(kept.severity):
                 unique[key] = finding
-        counts: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
+        # Plain-string keys: these counts are printed and serialised as they are.
+        counts: dict[str, int] = dict.fromkeys((s.value for s in SEVERITIES), 0)
         for finding in unique.values():
-            counts[finding.severity] += 1
+            counts[finding.severity.value] += 1
         return ScanReport(
             path=self.path,
             sha256=Digest.of(self.data),
