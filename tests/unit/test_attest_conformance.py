@@ -148,6 +148,7 @@ def check_vulns_field_rules(predicate: dict[str, Any]) -> None:
 @dataclass
 class Recorded:
     statements: dict[str, dict[str, Any]]  # kind -> statement
+    notes: dict[str, tuple[str, ...]]  # what each recording said
 
 
 def _statements(root: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -222,17 +223,45 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
         '<testsuite name="unit"><testcase name="a"/><testcase name="b"><failure/></testcase>'
         "</testsuite>"
     )
-    service.attest_tests(ref, [junit], key=key, config_path=config)
+    notes = {"tests": service.attest_tests(ref, [junit], key=key, config_path=config).notes}
+    empty = root / "empty.xml"
+    empty.write_text('<testsuites tests="0"/>')
+    notes["empty"] = service.attest_tests(ref, [empty], key=key, config_path=config).notes
+    lying = root / "lying.xml"
+    lying.write_text('<testsuite name="s" tests="2" failures="2"><testcase name="a"/></testsuite>')
+    notes["lying"] = service.attest_tests(ref, [lying], key=key, config_path=config).notes
     for name, document in (("trivy", _trivy_with_findings()), ("grype", _grype_with_database())):
         path = root / f"{name}.json"
         path.write_text(json.dumps(document))
-        service.attest_scan(ref, path, key=key, config_path=config)
+        notes[name] = service.attest_scan(ref, path, key=key, config_path=config).notes
     statements: dict[str, dict[str, Any]] = {}
+    tests = iter(("tests", "tests-empty", "tests-lying"))
     for kind, statement in _statements(root):
         if kind == "scan":
             kind = f"scan-{statement['predicate']['scanner']['uri'].rsplit('/', 1)[-1]}"
+        elif kind == "tests":
+            kind = next(tests)
         statements[kind] = statement
-    return Recorded(statements)
+    return Recorded(statements, notes)
+
+
+def test_zero_tests_are_recorded_as_failed_and_said(recorded: Recorded) -> None:
+    # issue 9 #12: a report with zero testcases was recorded as PASSED.
+    predicate = recorded.statements["tests-empty"]["predicate"]
+    assert predicate["result"] == "FAILED"
+    assert any("no test cases" in note for note in recorded.notes["empty"])
+
+
+def test_suite_counts_that_disagree_are_recorded_at_their_worst(recorded: Recorded) -> None:
+    predicate = recorded.statements["tests-lying"]["predicate"]
+    assert predicate["result"] == "FAILED"
+    assert (len(predicate["passedTests"]), len(predicate["failedTests"])) == (0, 2)
+    assert any("failures=2" in note for note in recorded.notes["lying"])
+
+
+def test_scan_notes_say_which_report_lacked_a_database_time(recorded: Recorded) -> None:
+    assert any("no vulnerability database time" in n for n in recorded.notes["trivy"])
+    assert not any("database time" in n for n in recorded.notes["grype"])
 
 
 def _statement_binding(statement: dict[str, Any]) -> None:
@@ -240,7 +269,9 @@ def _statement_binding(statement: dict[str, Any]) -> None:
     BindingStatement.copy_from_pb(pb).validate()
 
 
-@pytest.mark.parametrize("kind", ["build", "tests", "scan-trivy", "scan-grype"])
+@pytest.mark.parametrize(
+    "kind", ["build", "tests", "tests-empty", "tests-lying", "scan-trivy", "scan-grype"]
+)
 def test_every_statement_parses_and_validates_as_a_statement(recorded: Recorded, kind: str) -> None:
     _statement_binding(recorded.statements[kind])
 
