@@ -27,13 +27,14 @@ digests promoted to an environment comes in as a function.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.configs import github_actions
+from conveyor.configs import github_actions, kustomize
 from conveyor.configs.builder import locate_in_script
 from conveyor.configs.extract import ParsedFile, analyse
 from conveyor.configs.files import discover, read_source
@@ -244,7 +245,9 @@ def lint(
     if environment is not None and promoted_digests is not None:
         promoted = {digest.lower() for digest in promoted_digests(environment)}
     report = LintReport()
-    for path, display in discover(paths, exclude=settings.exclude):
+    found = list(discover(paths, exclude=settings.exclude))
+    kustomized = kustomize.placeholders(path for path, _ in found)
+    for path, display in found:
         report.files += 1
         try:
             text = read_source(path, display=display)
@@ -252,7 +255,12 @@ def lint(
         except ConfigFileError as exc:
             report.errors.append(FileError(display, str(exc)))
             continue
-        findings = lint_parsed(parsed, environment=environment, promoted=promoted)
+        findings = lint_parsed(
+            parsed,
+            environment=environment,
+            promoted=promoted,
+            placeholders=kustomized.get(Path(os.path.abspath(path))),
+        )
         kept, suppressed = _apply_suppressions(parsed, findings)
         report.suppressed += suppressed
         report.findings.extend(_configure(kept, settings))
@@ -277,11 +285,19 @@ def lint_text(
 
 
 def lint_parsed(
-    parsed: ParsedFile, *, environment: str | None = None, promoted: set[str] | None = None
+    parsed: ParsedFile,
+    *,
+    environment: str | None = None,
+    promoted: set[str] | None = None,
+    placeholders: Mapping[str, Path] | None = None,
 ) -> list[Finding]:
+    """``placeholders``: image names a kustomization that builds this file sets (its
+    ``images:`` entry is judged instead; see ``kustomize.placeholders``)."""
     findings: list[Finding] = []
     pushes = [site for site in parsed.sites if site.role == "push"]
     for site in parsed.sites:
+        if placeholders and kustomize.is_placeholder(site, placeholders):
+            continue
         resolved = _step_output(parsed, site)
         if resolved is None and site.dynamic:
             resolved = site.default  # a Dockerfile reference with its ARG defaults
