@@ -120,3 +120,32 @@ def test_image_names_as_kustomize_matches_them() -> None:
     assert image_name("web:1.0") == "web"
     assert image_name(f"web@{fake_digest('a')}") == "web"
     assert image_name("localhost:5000/team/web:1") == "localhost:5000/team/web"
+
+
+def test_kustomize_itself_renders_the_pinned_overlay(tmp_path: Path) -> None:
+    # The independent check: kubectl's built-in kustomize (offline) builds the overlay.
+    import shutil
+    import subprocess
+
+    import pytest
+    import yaml
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    _tree(tmp_path)
+    resolver = FakeResolver({**TAGS, "ghcr.io/acme/web:1.4.2": fake_digest("f")})
+    apply(plan([tmp_path], resolver))
+    done = subprocess.run(
+        [kubectl, "kustomize", str(tmp_path / "overlays" / "prod")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    containers = yaml.safe_load(done.stdout)["spec"]["template"]["spec"]["containers"]
+    assert [c["image"] for c in containers] == [
+        f"ghcr.io/acme/web:1.4.2@{fake_digest('f')}",
+        f"busybox:1.36@{fake_digest('b')}",
+    ]
