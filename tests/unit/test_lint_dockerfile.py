@@ -98,6 +98,14 @@ def test_an_arg_default_used_by_from_is_judged_where_it_is_written() -> None:
     assert [(f.line, f.column, f.rule) for f in quoted] == [(1, 11, "CV003")]
 
 
+def test_an_arg_default_naming_a_stage_or_scratch_is_not_an_image() -> None:
+    text = (
+        "ARG VARIANT=build\nARG EMPTY=scratch\n"
+        "FROM golang:1.22@" + fake_digest("a") + " AS build\nFROM ${VARIANT}\nFROM ${EMPTY}\n"
+    )
+    assert lint_text("Dockerfile", text) == []
+
+
 def test_an_arg_declared_in_a_stage_does_not_reach_from() -> None:
     text = "FROM alpine:3.19@" + fake_digest("a") + "\nARG BASE=alpine:latest\nFROM ${BASE}\n"
     findings = lint_text("Dockerfile", text)

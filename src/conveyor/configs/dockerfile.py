@@ -212,11 +212,11 @@ def _from_site(
             and argument.default
             and not _ANY_VARIABLE_RE.search(argument.default)
         ):
+            if argument.default.lower() == "scratch" or argument.default.lower() in stages:
+                return None  # FROM ${VARIANT} naming a stage is not an image
             if name in pinned_args:
                 return None  # the same ARG default, already a site
             pinned_args.add(name)
-            if argument.default.lower() == "scratch":
-                return None
             return builder.line_site(
                 argument.line, argument.column, argument.default, role="base", via="ARG"
             )
