@@ -22,6 +22,8 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
+    StrictInt,
     StringConstraints,
     Tag,
     ValidationError,
@@ -214,8 +216,10 @@ class TestsSpec(_Spec):
 
     __test__ = False  # not a pytest test class
 
-    min_passed: int = Field(default=1, ge=0, description="at least this many passed tests")
-    max_failed: int = Field(default=0, ge=0, description="at most this many failed + errored tests")
+    min_passed: StrictInt = Field(default=1, ge=0, description="at least this many passed tests")
+    max_failed: StrictInt = Field(
+        default=0, ge=0, description="at most this many failed + errored tests"
+    )
 
 
 class ScanExceptionSpec(_Spec):
@@ -234,7 +238,7 @@ class ScanExceptionSpec(_Spec):
 class ScanSpec(_Spec):
     """The most recent scan by a ``scanner``; unlisted severities are not limited."""
 
-    max: dict[Severity, Annotated[int, Field(ge=0)]] = Field(
+    max: dict[Severity, Annotated[StrictInt, Field(ge=0)]] = Field(
         default_factory=dict, description="highest allowed count per severity"
     )
     max_age: Duration | None = Field(default=None, description="the scan must be at most this old")
@@ -256,7 +260,7 @@ class AfterSpec(_Spec):
 
     environment: EnvironmentName = Field(description="an environment defined in this file")
     soak: Duration | None = Field(default=None, description="minimum time since it arrived there")
-    smoke: bool = Field(
+    smoke: StrictBool = Field(
         default=False,
         description="require a passed smoke test for that environment, by a tester, "
         "recorded after the digest arrived there",
@@ -274,7 +278,7 @@ def _default_distinct_from() -> list[DistinctFrom]:
 class ApprovalsSpec(_Spec):
     """Approvals bind digest and environment; one identity counts once."""
 
-    count: int = Field(ge=1, le=100, description="distinct approving identities needed")
+    count: StrictInt = Field(ge=1, le=100, description="distinct approving identities needed")
     role: Role = Field(default=Role.APPROVER, description="role an approver must hold")
     distinct_from: list[DistinctFrom] = Field(
         default_factory=_default_distinct_from,
@@ -341,7 +345,7 @@ FreezeWindowSpec = Annotated[
 
 
 class BreakGlassSpec(_Spec):
-    approvals: int = Field(
+    approvals: StrictInt = Field(
         ge=1, le=100, description="approvals a --break-glass promotion needs during a freeze"
     )
     role: Role = Field(default=Role.APPROVER, description="role those approvers hold")
@@ -443,6 +447,30 @@ class LintSpec(_Spec):
     )
 
 
+def _whole_number(value: object) -> object:
+    # Literal[1] alone takes true and 1.0 (both == 1); a config says what it means.
+    if type(value) is not int:
+        raise ValueError(f"expected the whole number 1, not {_kind_of(value)}")
+    return value
+
+
+def _kind_of(value: object) -> str:
+    """How a YAML value that has the wrong type reads to the person who wrote it."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r} (quoted, so it is text)"
+    if isinstance(value, float):
+        return f"the fraction {value}"
+    if isinstance(value, int):
+        return f"the number {value}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
 def _top_level_schema(schema: dict[str, Any]) -> None:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = SCHEMA_ID
@@ -457,7 +485,7 @@ class ConfigModel(_Strict):
         json_schema_extra=_top_level_schema,
     )
 
-    version: Literal[1]
+    version: Annotated[Literal[1], BeforeValidator(_whole_number)]
     identities: dict[IdentityName, IdentitySpec] = Field(min_length=1)
     ledger: LedgerSpec = LedgerSpec()
     environments: dict[EnvironmentName, EnvironmentSpec] = Field(
@@ -668,6 +696,9 @@ def _describe(document: YamlDocument, error: Any) -> str:
         message = "required key is missing; an environment without gates says 'requires: {}'"
     elif error.get("type") == "missing":
         message = "required key is missing"
+    elif error.get("type") in ("int_type", "bool_type"):
+        wanted = "a whole number" if error["type"] == "int_type" else "true or false"
+        message = f"expected {wanted}, not {_kind_of(error.get('input'))}"
     elif error.get("type") == "string_pattern_mismatch" and len(loc) >= 2 and loc[-2] == "tags":
         message = (
             f"invalid tag {error.get('input')!r}: letters, digits, '_', '.' or '-', "
