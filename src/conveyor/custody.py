@@ -24,7 +24,9 @@ from conveyor.oci import mediatypes as mt
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import LayoutReference, Reference, parse_target
 from conveyor.oci.store import RawManifest, Repository
-from conveyor.policy.config import Config, Identity, Role, find_config, load_config
+from conveyor.policy.config import Config, Identity, find_config, load_config
+from conveyor.policy.labels import check_labels_agree
+from conveyor.policy.roles import EvidenceKind, signer_roles
 
 if TYPE_CHECKING:
     from conveyor.attest import Signer, Verifier
@@ -38,16 +40,10 @@ ATTESTATION_ARTIFACT_TYPE = "application/vnd.dev.conveyor.attestation.v1+json"
 PREDICATE_TYPE_ANNOTATION = "in-toto.io/predicate-type"
 EMPTY_JSON = b"{}"
 
-# What each kind of evidence is, and which role may sign it.
-KIND_ROLES: Mapping[str, Role] = {
-    "build": Role.BUILDER,
-    "tests": Role.TESTER,
-    "scan": Role.SCANNER,
-    "smoke": Role.TESTER,
-    "approval": Role.APPROVER,
-    "promotion": Role.DEPLOYER,
-    "rollback": Role.DEPLOYER,
-}
+
+def roles_for(config: Config, kind: EvidenceKind, environment: str | None) -> frozenset[str]:
+    """The roles that may sign ``kind`` (for an approval: what ``environment`` names)."""
+    return signer_roles(kind, approval_roles=config.model.approval_roles(environment))
 
 
 class UnknownSignerError(VerificationError):
@@ -72,13 +68,14 @@ class Workspace:
             )
         return found[0]
 
-    def require_role(self, keyid: str, role: Role, what: str) -> Identity:
+    def require_role(self, keyid: str, roles: frozenset[str], what: str) -> Identity:
         identity = self.identity_of(keyid)
-        if role not in identity.roles:
+        if not roles & identity.roles:
             held = ", ".join(sorted(identity.roles)) or "none"
+            needed = " or ".join(repr(str(r)) for r in sorted(roles))
             raise UnknownSignerError(
                 f"identity {identity.name!r} may not record {what}: it needs the role "
-                f"{role.value!r} (it has: {held})"
+                f"{needed} (it has: {held})"
             )
         return identity
 
@@ -445,8 +442,9 @@ def _record(
 
     signer = load_signer(key)
     with open_workspace(config_path) as workspace:
-        identity = workspace.require_role(signer.keyid, KIND_ROLES[kind], f"{kind} evidence")
         _check_environment(workspace.config, environment)
+        roles = roles_for(workspace.config, EvidenceKind(kind), environment)
+        identity = workspace.require_role(signer.keyid, roles, f"{kind} evidence")
         with _resolved(reference, options=options, inspect=inspect) as subject:
             predicate, summary = build_predicate(subject)
             statement = make_statement(subject.name, subject.top.digest, predicate_type, predicate)
@@ -556,31 +554,6 @@ def attach_attestation(
 
 
 # --- label agreement and CI context -----------------------------------------------------------
-
-COMMIT_LABELS = ("git.commit", "org.opencontainers.image.revision")
-RUN_LABEL = "ci.run"
-MIN_SHORT_COMMIT = 7
-
-
-def check_labels_agree(labels: Mapping[str, str], *, commit: str, run_id: str | None) -> None:
-    """The image's own labels and the build record must tell the same story."""
-    commit = commit.strip().lower()
-    for label in COMMIT_LABELS:
-        value = labels.get(label, "").strip().lower()
-        if not value:
-            continue
-        agrees = value == commit or (len(value) >= MIN_SHORT_COMMIT and commit.startswith(value))
-        if not agrees:
-            raise VerificationError(
-                f"the image label {label}={value} disagrees with --commit {commit}: "
-                "the label and the build record must tell the same story"
-            )
-    label_run = labels.get(RUN_LABEL, "").strip()
-    if label_run and run_id and label_run != run_id.strip():
-        raise VerificationError(
-            f"the image label {RUN_LABEL}={label_run} disagrees with --run-id {run_id}: "
-            "the label and the build record must tell the same story"
-        )
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor.custody import (
-    KIND_ROLES,
     Workspace,
     _resolved,
     _Subject,
     attach_attestation,
     load_signer,
     open_workspace,
+    roles_for,
 )
 from conveyor.errors import InputError, PolicyDenied
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import LayoutReference, Reference, parse_target
 from conveyor.oci.store import Repository
-from conveyor.policy.config import Config, Identity, Role
+from conveyor.policy.config import Config, Identity
 from conveyor.policy.model import (
     ApprovalEvidence,
     BuildEvidence,
@@ -43,6 +43,7 @@ from conveyor.policy.model import (
     SmokeEvidence,
     TestEvidence,
 )
+from conveyor.policy.roles import EvidenceKind, kind_of
 
 if TYPE_CHECKING:
     from conveyor.attest import Statement
@@ -118,14 +119,26 @@ class VerifiedLedger:
             self.ignored.append(f"ledger #{entry.index} ignored: {exc}")
             return None
         identity = self.workspace.identity_of(opened.signer_keyids[0])
-        roles = frozenset(role.value for role in identity.roles)
-        expected = KIND_ROLES.get(entry.kind)
-        if expected is not None and expected.value not in roles:
+        roles = frozenset(str(role) for role in identity.roles)
+        expected = self._roles(entry, opened.statement)
+        if not expected & roles:
+            needed = " or ".join(sorted(expected)) or "a known kind"
             self.ignored.append(
-                f"ledger #{entry.index} ignored: {identity.name} lacks the role {expected.value}"
+                f"ledger #{entry.index} ignored: {identity.name} lacks the role {needed}"
             )
             return None
         return VerifiedEntry(entry, opened.statement, identity.name, roles)
+
+    def _roles(self, entry: Entry, statement: Statement) -> frozenset[str]:
+        """Who may sign this entry's kind; an approval's environment is the signed one."""
+        kind = kind_of(entry.kind)
+        if kind is None:
+            return frozenset()
+        environment = entry.environment
+        if kind is EvidenceKind.APPROVAL:
+            signed = statement.predicate.get("environment")
+            environment = signed if isinstance(signed, str) else None
+        return roles_for(self.workspace.config, kind, environment)
 
     def claim(self, entry: Entry) -> VerifiedEntry | None:
         """What an entry says, and who its keyid hint names, WITHOUT checking the signature.
@@ -147,9 +160,8 @@ class VerifiedLedger:
         if len(hints) != 1 or statement.predicate_type != entry.predicate_type:
             return self.verify(entry)
         identity = self.workspace.identity_of(hints[0])
-        roles = frozenset(role.value for role in identity.roles)
-        expected = KIND_ROLES.get(entry.kind)
-        if expected is not None and expected.value not in roles:
+        roles = frozenset(str(role) for role in identity.roles)
+        if not self._roles(entry, statement) & roles:
             return self.verify(entry)
         return VerifiedEntry(entry, statement, identity.name, roles, trusted=False)
 
@@ -374,7 +386,7 @@ def _promoter(workspace: Workspace, keyid: str | None) -> tuple[str, frozenset[s
     if keyid is None:
         return "", frozenset()
     identity = workspace.identity_of(keyid)
-    return identity.name, frozenset(role.value for role in identity.roles)
+    return identity.name, frozenset(str(role) for role in identity.roles)
 
 
 def _decide(
@@ -469,7 +481,9 @@ def promote(
         raise InputError("--break-glass needs a reason")
     signer = load_signer(key)
     with open_workspace(config_path) as workspace:
-        identity = workspace.require_role(signer.keyid, Role.DEPLOYER, "a promotion")
+        identity = workspace.require_role(
+            signer.keyid, roles_for(workspace.config, EvidenceKind.PROMOTION, None), "a promotion"
+        )
         spec = workspace.config.model.environment(environment)
         with _resolved(reference, options=options, inspect=True) as subject:
             return _place_and_record(
@@ -509,7 +523,7 @@ def _place_and_record(
     tags = tuple(workspace.config.model.environment(environment).tags)
     repository_name = _target_name(target)
     verified = VerifiedLedger(workspace)
-    roles = frozenset(role.value for role in identity.roles)
+    roles = frozenset(str(role) for role in identity.roles)
 
     def decide() -> Decision:
         return _decide(
@@ -872,7 +886,9 @@ def rollback(
     """Put back the previous digest of ENV (or ``to``, which must be in ENV's history)."""
     signer = load_signer(key)
     with open_workspace(config_path) as workspace:
-        identity = workspace.require_role(signer.keyid, Role.DEPLOYER, "a rollback")
+        identity = workspace.require_role(
+            signer.keyid, roles_for(workspace.config, EvidenceKind.ROLLBACK, None), "a rollback"
+        )
         workspace.config.model.environment(environment)  # unknown environment: exit 2
         verified = VerifiedLedger(workspace)
         items = _history(verified, environment)

@@ -368,6 +368,7 @@ if TYPE_CHECKING:
         GeneratedKey as GeneratedKey,
         Initialised as Initialised,
         Recorded as Recorded,
+        UnknownSignerError as UnknownSignerError,
         approve as approve,
         attest_scan as attest_scan,
         attest_smoke as attest_smoke,
@@ -410,6 +411,7 @@ _LAZY = {
     "init_workspace": "conveyor.custody",
     "list_attestations": "conveyor.custody",
     "record_build": "conveyor.custody",
+    "UnknownSignerError": "conveyor.custody",
     "CheckResult": "conveyor.promotion",
     "EnvironmentStatus": "conveyor.promotion",
     "HistoryItem": "conveyor.promotion",
@@ -505,38 +507,32 @@ class _PromotedPins:
         self.ignored: list[str] = []
 
     def _load(self) -> dict[str, Digest]:
-        from conveyor.attest import PROMOTION_V1, open_attestation, read_promotion
+        # The one verified reader: signature, subject and the signer's role (deployer).
+        from conveyor.attest import read_promotion
+        from conveyor.promotion import PROMOTION_KINDS, VerifiedLedger
 
+        verified = VerifiedLedger(self._workspace)
         promoted: dict[tuple[int, str], Digest] = {}
-        ledger = self._workspace.ledger
-        entries = [
-            entry
-            for kind in ("promotion", "rollback")
-            for entry in ledger.entries(kind=kind, environment=self._environment)
+        items = [
+            item
+            for kind in PROMOTION_KINDS
+            for item in verified.entries(kind=kind, environment=self._environment)
         ]
-        for entry in sorted(entries, key=lambda e: e.index):
-            try:
-                digest = Digest.parse(entry.subject_digest)
-                opened = open_attestation(
-                    entry.envelope,
-                    self._workspace.verifiers(),
-                    digest=digest,
-                    predicate_types=[PROMOTION_V1],
-                )
-            except (VerificationError, InputError) as exc:
-                self.ignored.append(f"ledger #{entry.index} ignored: {exc}")
-                continue
-            facts = read_promotion(opened.statement.predicate)
+        for item in sorted(items, key=lambda i: i.entry.index):
+            entry = item.entry
+            digest = Digest.parse(entry.subject_digest)
+            facts = read_promotion(item.predicate)
             if facts.to_environment != self._environment:
-                self.ignored.append(
+                verified.ignored.append(
                     f"ledger #{entry.index} ignored: signed for another environment"
                 )
                 continue
-            names = {entry.subject_name, *opened.statement.names(digest)}
+            names = {entry.subject_name, *item.statement.names(digest)}
             if facts.repository:
                 names.add(facts.repository)
             for name in names:
                 promoted[(entry.index, _repository_name(name))] = digest
+        self.ignored.extend(verified.ignored)
         latest: dict[str, Digest] = {}
         for (_, name), digest in sorted(promoted.items()):
             latest[name] = digest

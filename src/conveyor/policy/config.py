@@ -33,6 +33,7 @@ from pydantic import (
 from conveyor.errors import ConfigError, InputError, InvalidReferenceError
 from conveyor.oci.name import LayoutReference, Reference, parse_target
 from conveyor.policy.duration import parse_duration
+from conveyor.policy.roles import Role
 from conveyor.policy.windows import parse_clock, parse_instant, parse_interval, weekly, zone
 from conveyor.yamlsource import YamlDocument, load_yaml
 
@@ -42,14 +43,16 @@ SCHEMA_ID = "https://conveyor.dev/schemas/conveyor.schema.json"
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 IdentityName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
 EnvironmentName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
+_BUILTIN_ROLES = frozenset(role.value for role in Role)
 
 
-class Role(StrEnum):
-    BUILDER = "builder"
-    TESTER = "tester"
-    SCANNER = "scanner"
-    APPROVER = "approver"
-    DEPLOYER = "deployer"
+def _builtin_role(name: str) -> str:
+    # A built-in role reads back as its enum member; a declared one stays a plain name.
+    return Role(name) if name in _BUILTIN_ROLES else name
+
+
+# A role: one of the five built in, or one declared under ``roles:`` (checked on load).
+RoleName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN), AfterValidator(_builtin_role)]
 
 
 class Severity(StrEnum):
@@ -62,8 +65,9 @@ class Severity(StrEnum):
 
 
 PROMOTER = "promoter"
-# In ``distinct_from``, "builder" means the identity that signed the build record.
-DistinctFrom = Literal["builder", "tester", "scanner", "approver", "deployer", "promoter"]
+# In ``distinct_from``, "builder" means the identity that signed the build record,
+# "promoter" the identity promoting; any other role excludes every identity holding it.
+DistinctFrom = RoleName
 GATE_NAMES = ("provenance", "tests", "scan", "after", "approvals", "freeze")
 
 
@@ -185,11 +189,13 @@ TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]
 
 class IdentitySpec(_Strict):
     key: str = Field(min_length=1, description="public key file (PEM), relative to conveyor.yaml")
-    roles: list[Role] = Field(min_length=1)
+    roles: list[RoleName] = Field(
+        min_length=1, description="built-in roles, or roles declared under 'roles:'"
+    )
 
     @field_validator("roles")
     @classmethod
-    def _distinct(cls, roles: list[Role]) -> list[Role]:
+    def _distinct(cls, roles: list[str]) -> list[str]:
         if len(set(roles)) != len(roles):
             raise ValueError("roles are listed more than once")
         return roles
@@ -283,7 +289,11 @@ class ApprovalsSpec(_Spec):
     """Approvals bind digest and environment; one identity counts once."""
 
     count: int = Field(ge=1, le=100, description="distinct approving identities needed")
-    role: Role = Field(default=Role.APPROVER, description="role an approver must hold")
+    role: RoleName = Field(
+        default=Role.APPROVER,
+        description="role an approver must hold; only its holders may record approvals for "
+        "this environment",
+    )
     distinct_from: list[DistinctFrom] = Field(
         default_factory=_default_distinct_from,
         description="identities that do not count: 'builder' is whoever signed the build "
@@ -295,9 +305,9 @@ class ApprovalsSpec(_Spec):
 
     @model_validator(mode="after")
     def _role_not_excluded(self) -> ApprovalsSpec:
-        if self.role.value in self.distinct_from:
+        if self.role in self.distinct_from:
             raise ValueError(
-                f"distinct_from excludes the approving role {self.role.value!r}; "
+                f"distinct_from excludes the approving role {self.role!r}; "
                 "no approval could ever count"
             )
         return self
@@ -352,7 +362,10 @@ class BreakGlassSpec(_Spec):
     approvals: int = Field(
         ge=1, le=100, description="approvals a --break-glass promotion needs during a freeze"
     )
-    role: Role = Field(default=Role.APPROVER, description="role those approvers hold")
+    role: RoleName = Field(
+        default=Role.APPROVER,
+        description="role those approvers hold; its holders may record approvals here",
+    )
 
 
 class FreezeSpec(_Spec):
@@ -381,8 +394,21 @@ class RequiresSpec(_Spec):
         ]
         | None
     ) = None
-    approvals: ApprovalsSpec | None = None
+    approvals: ApprovalsSpec | Annotated[list[ApprovalsSpec], Field(min_length=1)] | None = Field(
+        default=None,
+        description="one requirement, or a list of them that must all hold (e.g. two "
+        "approvers and one security sign-off); an identity counts once per requirement",
+    )
     freeze: FreezeSpec | None = None
+
+    @property
+    def approval_requirements(self) -> tuple[ApprovalsSpec, ...]:
+        """The approvals requirements, all of which must hold (none: no approvals gate)."""
+        if self.approvals is None:
+            return ()
+        if isinstance(self.approvals, ApprovalsSpec):
+            return (self.approvals,)
+        return tuple(self.approvals)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -466,6 +492,11 @@ class ConfigModel(_Strict):
     )
 
     version: Literal[1]
+    roles: list[IdentityName] = Field(
+        default_factory=list,
+        description="roles besides the five built in (builder, tester, scanner, approver, "
+        "deployer), for approvals gates and break_glass to name",
+    )
     identities: dict[IdentityName, IdentitySpec] = Field(min_length=1)
     ledger: LedgerSpec = LedgerSpec()
     environments: dict[EnvironmentName, EnvironmentSpec] = Field(
@@ -494,6 +525,23 @@ class ConfigModel(_Strict):
             )
         return spec
 
+    def break_glass_for(self, name: str) -> BreakGlassSpec | None:
+        """The break-glass rule of environment ``name``: its own freeze's, else the global's."""
+        return next(
+            (f.break_glass for f in self.freezes_for(name) if f.break_glass is not None), None
+        )
+
+    def approval_roles(self, name: str | None) -> frozenset[str]:
+        """The roles whose approvals count for environment ``name`` (the roles its approvals
+        requirements and its break-glass name). Empty: none named, ``approver`` applies."""
+        if name is None or name not in self.environments:
+            return frozenset()
+        roles = {str(r.role) for r in self.environment(name).requires.approval_requirements}
+        glass = self.break_glass_for(name)
+        if glass is not None:
+            roles.add(str(glass.role))
+        return frozenset(roles)
+
     def freezes_for(self, name: str) -> tuple[FreezeSpec, ...]:
         """The freezes that apply to environment ``name``: its own, then the global one."""
         found: list[FreezeSpec] = []
@@ -510,7 +558,7 @@ class ConfigModel(_Strict):
 class Identity:
     name: str
     key_path: Path
-    roles: frozenset[Role]
+    roles: frozenset[str]  # built-in roles as ``Role`` members, declared ones as names
 
 
 @dataclass(frozen=True)
@@ -567,6 +615,7 @@ def load_config(path: Path) -> Config:
     # reports everything.
     problems.extend(_missing_key_files(document, path.parent))
     problems.extend(_environment_references(document))
+    problems.extend(_role_references(document))
     if problems or model is None:
         problems.sort(key=_line_of)
         raise ConfigError(_summary(path, problems), problems)
@@ -649,6 +698,65 @@ def _environment_references(document: YamlDocument) -> list[str]:
                     f"freeze.environments.{index}: unknown environment {name!r}; "
                     f"defined: {', '.join(names) or 'none'}"
                 )
+    return problems
+
+
+def _role_references(document: YamlDocument) -> list[str]:
+    """Every role named must be built in or declared under ``roles:``, once."""
+    data = document.data
+    declared = data.get("roles")
+    problems = []
+    builtin = {role.value for role in Role}
+    known = set(builtin)
+    if isinstance(declared, list):
+        for index, name in enumerate(declared):
+            if not isinstance(name, str):
+                continue
+            where = f"{document.where(('roles', index))}: roles.{index}"
+            if name in builtin:
+                problems.append(f"{where}: {name!r} is built in; declare only other roles")
+            elif name in (PROMOTER, "builder"):
+                problems.append(f"{where}: {name!r} is reserved (it means an identity)")
+            elif name in known:
+                problems.append(f"{where}: {name!r} is declared more than once")
+            known.add(name)
+    hint = "declare it under 'roles:' or use a built-in role (" + ", ".join(builtin) + ")"
+
+    def check(name: object, loc: tuple[str | int, ...], *, extra: tuple[str, ...] = ()) -> None:
+        if isinstance(name, str) and name not in known and name not in extra:
+            dotted = ".".join(map(str, loc))
+            problems.append(f"{document.where(loc)}: {dotted}: unknown role {name!r}; {hint}")
+
+    identities = data.get("identities")
+    for ident, spec in identities.items() if isinstance(identities, dict) else ():
+        roles = spec.get("roles") if isinstance(spec, dict) else None
+        for index, name in enumerate(roles if isinstance(roles, list) else ()):
+            check(name, ("identities", ident, "roles", index))
+    places: list[tuple[object, tuple[str | int, ...]]] = []
+    freeze = data.get("freeze")
+    if isinstance(freeze, dict):
+        places.append((freeze, ("freeze",)))
+    environments = data.get("environments")
+    for env, spec in environments.items() if isinstance(environments, dict) else ():
+        requires = spec.get("requires") if isinstance(spec, dict) else None
+        if not isinstance(requires, dict):
+            continue
+        approvals = requires.get("approvals")
+        base: tuple[str | int, ...] = ("environments", env, "requires", "approvals")
+        listed = approvals if isinstance(approvals, list) else [approvals]
+        for index, item in enumerate(listed):
+            loc = (*base, index) if isinstance(approvals, list) else base
+            if isinstance(item, dict):
+                check(item.get("role"), (*loc, "role"))
+                others = item.get("distinct_from")
+                for at, name in enumerate(others if isinstance(others, list) else ()):
+                    check(name, (*loc, "distinct_from", at), extra=(PROMOTER,))
+        if isinstance(requires.get("freeze"), dict):
+            places.append((requires["freeze"], ("environments", env, "requires", "freeze")))
+    for spec, loc in places:
+        glass = spec.get("break_glass") if isinstance(spec, dict) else None
+        if isinstance(glass, dict):
+            check(glass.get("role"), (*loc, "break_glass", "role"))
     return problems
 
 
