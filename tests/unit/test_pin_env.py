@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import custody, service
+from conveyor import service
 from conveyor.attest import (
     IN_TOTO_PAYLOAD_TYPE,
     PROMOTION_V1,
@@ -31,8 +31,8 @@ NAME = f"{HOST}/team/web"
 
 class Workspace:
     def __init__(self, root: Path) -> None:
-        custody.init_workspace(root)
-        deployer = custody.generate_keys("deployer", out_dir=root / "keys")
+        service.init_workspace(root)
+        deployer = service.generate_keys("deployer", out_dir=root / "keys")
         self.config = root / "conveyor.yaml"
         text = self.config.read_text()
         assert "  # deployer:" in text
@@ -59,7 +59,7 @@ class Workspace:
         )
         statement = make_statement(name, Digest.parse(digest), PROMOTION_V1, predicate)
         envelope = sign_envelope(statement, IN_TOTO_PAYLOAD_TYPE, [signer])
-        with custody.open_workspace(self.config) as workspace:
+        with service.Workspace.open(self.config) as workspace:
             workspace.ledger.append(
                 envelope,
                 subject_digest=digest,

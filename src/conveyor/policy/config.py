@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -460,6 +461,12 @@ class EnvironmentSpec(_Spec):
     def target(self) -> Reference | LayoutReference:
         return parse_target(self.repository, strict=False)
 
+    @property
+    def after_environment(self) -> str | None:
+        """The environment this one comes after (``requires.after``), if any."""
+        after = self.requires.after
+        return after.environment if after is not None else None
+
 
 LintRuleId = Annotated[str, StringConstraints(pattern=r"^CV[0-9]{3}$")]
 
@@ -573,21 +580,47 @@ class Config:
 
     @property
     def ledger_url(self) -> str:
-        env = os.environ.get("CONVEYOR_DB")
-        if env:
-            return env
+        """``CONVEYOR_DB``, else ``configured_ledger_url``."""
+        return os.environ.get("CONVEYOR_DB") or self.configured_ledger_url
+
+    @property
+    def configured_ledger_url(self) -> str:
+        """The ledger this file names (default: SQLite beside it); no environment read."""
         if self.model.ledger.url:
             return self.model.ledger.url
         return f"sqlite:///{self.base_dir / DEFAULT_LEDGER_PATH}"
+
+    def environment_target(self, name: str) -> Reference | LayoutReference:
+        """Environment ``name``'s repository; an ``oci:`` layout path is relative to this
+        file, like every other path in it."""
+        target = self.model.environment(name).target
+        if isinstance(target, LayoutReference) and not Path(target.path).is_absolute():
+            return LayoutReference(str(self.base_dir / target.path))
+        return target
+
+    def require_environment(self, name: str, *, defined: bool = True) -> None:
+        """Refuse an unknown environment (exit 2). ``defined=False``: while the file
+        defines no environments at all, any well-formed name is accepted (evidence may be
+        recorded before the stages are written down)."""
+        if defined or self.model.environments:
+            self.model.environment(name)
+        if not re.fullmatch(_NAME_PATTERN, name):
+            raise InputError(f"invalid environment name {name!r}")
 
     def resolve_path(self, value: str) -> Path:
         candidate = Path(value).expanduser()
         return candidate if candidate.is_absolute() else self.base_dir / candidate
 
 
-def find_config(explicit: str | Path | None = None, *, cwd: Path | None = None) -> Path:
-    """The config file to use: ``explicit``, then ``CONVEYOR_CONFIG``, then ./conveyor.yaml."""
-    chosen = explicit or os.environ.get("CONVEYOR_CONFIG")
+def find_config(
+    explicit: str | Path | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Path:
+    """The config file to use: ``explicit``, then ``CONVEYOR_CONFIG`` (of ``environ``,
+    default the process's), then ./conveyor.yaml (of ``cwd``)."""
+    chosen = explicit or (os.environ if environ is None else environ).get("CONVEYOR_CONFIG")
     if chosen:
         path = Path(chosen).expanduser()
         if not path.is_file():
