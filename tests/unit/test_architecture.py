@@ -110,3 +110,10 @@ def test_an_image_operation_loads_no_config_or_ledger_machinery() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert json.loads(out.stdout) == []
+
+
+def test_the_shared_signing_keywords_are_as_strict_as_spelled_out_ones() -> None:
+    from conveyor import service
+
+    with pytest.raises(TypeError, match="'kye'"):
+        service.approve("oci:x:v1", environment="prod", kye="typo")  # type: ignore[call-arg]

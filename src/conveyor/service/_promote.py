@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from conveyor.errors import InputError
 from conveyor.oci.digest import Digest
@@ -28,10 +27,9 @@ from conveyor.policy.roles import EvidenceKind
 from conveyor.registry.copy import CopyResult
 from conveyor.service._decide import decide, require_allowed
 from conveyor.service._evidence import VerifiedLedger
-from conveyor.service._repositories import RegistryOptions
 from conveyor.service._signing import Signed, record_statement
 from conveyor.service._subject import Subject, resolve_subject
-from conveyor.service._workspace import Workspace, signing_workspace
+from conveyor.service._workspace import Signing, Workspace, signing_workspace
 
 if TYPE_CHECKING:
     from conveyor.attest import Signer
@@ -111,22 +109,15 @@ def check(
     reference: str,
     *,
     environment: str,
-    key: str | None = None,
-    signer: Signer | None = None,
     break_glass: str | None = None,
-    workspace: Workspace | None = None,
-    config_path: str | Path | None = None,
-    options: RegistryOptions | None = None,
+    **common: Unpack[Signing],
 ) -> CheckResult:
     """Evaluate the gates of ``environment`` for the digest REF names; changes nothing.
 
     With a signer (``--key`` / ``CONVEYOR_SIGNING_KEY``) the promoter is that identity, so
     ``distinct_from: [promoter]`` is evaluated as a promotion would.
     """
-    with signing_workspace(workspace, signer, key, config_path, options, required=False) as (
-        ws,
-        who,
-    ):
+    with signing_workspace(common, required=False) as (ws, who):
         ws.config.require_environment(environment)
         promoter = ws.identity_of(who.keyid) if who is not None else None
         subject = resolve_subject(reference, ws.opener, inspect=True)
@@ -148,17 +139,13 @@ def promote(
     reference: str,
     *,
     environment: str,
-    key: str | None = None,
-    signer: Signer | None = None,
     break_glass: str | None = None,
-    workspace: Workspace | None = None,
-    config_path: str | Path | None = None,
-    options: RegistryOptions | None = None,
+    **common: Unpack[Signing],
 ) -> PromotionResult:
     """Resolve REF once, check the gates, place the same digest, record the promotion."""
     if break_glass is not None and not break_glass.strip():
         raise InputError("--break-glass needs a reason")
-    with signing_workspace(workspace, signer, key, config_path, options) as (ws, who):
+    with signing_workspace(common) as (ws, who):
         assert who is not None
         identity = ws.require_role(who.keyid, EvidenceKind.PROMOTION)
         spec = ws.config.model.environment(environment)  # unknown environment: exit 2
@@ -172,14 +159,10 @@ def rollback(
     environment: str,
     *,
     to: str | None = None,
-    key: str | None = None,
-    signer: Signer | None = None,
-    workspace: Workspace | None = None,
-    config_path: str | Path | None = None,
-    options: RegistryOptions | None = None,
+    **common: Unpack[Signing],
 ) -> PromotionResult:
     """Put back the previous digest of ENV (or ``to``, which must be in ENV's history)."""
-    with signing_workspace(workspace, signer, key, config_path, options) as (ws, who):
+    with signing_workspace(common) as (ws, who):
         assert who is not None
         identity = ws.require_role(who.keyid, EvidenceKind.ROLLBACK)
         ws.config.require_environment(environment)

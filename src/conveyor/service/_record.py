@@ -11,20 +11,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from conveyor.errors import InputError
 from conveyor.oci.digest import Digest
 from conveyor.policy.labels import check_labels_agree
 from conveyor.policy.roles import EvidenceKind
 from conveyor.service._ci import CiContext
-from conveyor.service._repositories import RegistryOptions
 from conveyor.service._signing import record_statement
 from conveyor.service._subject import Subject, resolve_subject
-from conveyor.service._workspace import Workspace, signing_workspace
+from conveyor.service._workspace import Signing, Workspace, signing_workspace
 
 if TYPE_CHECKING:
-    from conveyor.attest import Signer
     from conveyor.evidence import TestCaseResult
 
 
@@ -77,20 +75,9 @@ class Built:
 PredicateBuilder = Callable[[Subject], Built]
 
 
-@dataclass(frozen=True)
-class _Common:
-    """The keyword options every recording verb shares."""
-
-    key: str | None = None
-    signer: Signer | None = None
-    workspace: Workspace | None = None
-    config_path: str | Path | None = None
-    options: RegistryOptions | None = None
-
-
 def _record(
     reference: str,
-    common: _Common,
+    common: Signing,
     *,
     kind: EvidenceKind,
     predicate_type: str,
@@ -100,9 +87,7 @@ def _record(
     commit: str | Callable[[Workspace], str] | None = None,
     before: Callable[[Workspace], None] | None = None,
 ) -> Recorded:
-    with signing_workspace(
-        common.workspace, common.signer, common.key, common.config_path, common.options
-    ) as (workspace, signer):
+    with signing_workspace(common) as (workspace, signer):
         assert signer is not None
         if environment is not None:
             workspace.config.require_environment(environment, defined=False)
@@ -144,11 +129,7 @@ def record_build(
     run_url: str | None = None,
     builder_id: str | None = None,
     ci: CiContext | None = None,
-    key: str | None = None,
-    signer: Signer | None = None,
-    workspace: Workspace | None = None,
-    config_path: str | Path | None = None,
-    options: RegistryOptions | None = None,
+    **common: Unpack[Signing],
 ) -> Recorded:
     """SLSA provenance for the digest REF names; labels and flags must tell one story.
     Unset values default from ``ci`` (default: the workspace settings' CI context)."""
@@ -187,7 +168,7 @@ def record_build(
 
     return _record(
         reference,
-        _Common(key, signer, workspace, config_path, options),
+        common,
         kind=EvidenceKind.BUILD,
         predicate_type=SLSA_PROVENANCE_V1,
         build=predicate,
@@ -202,11 +183,7 @@ def attest_tests(
     files: Sequence[str | Path],
     *,
     url: str | None = None,
-    key: str | None = None,
-    signer: Signer | None = None,
-    workspace: Workspace | None = None,
-    config_path: str | Path | None = None,
-    options: RegistryOptions | None = None,
+    **common: Unpack[Signing],
 ) -> Recorded:
     """in-toto test-result from one or more JUnit XML files."""
     from conveyor.attest import TEST_RESULT_V01, make_test_result
@@ -240,7 +217,7 @@ def attest_tests(
 
     return _record(
         reference,
-        _Common(key, signer, workspace, config_path, options),
+        common,
         kind=EvidenceKind.TESTS,
         predicate_type=TEST_RESULT_V01,
         build=predicate,
@@ -250,12 +227,7 @@ def attest_tests(
 def attest_scan(
     reference: str,
     file: str | Path,
-    *,
-    key: str | None = None,
-    signer: Signer | None = None,
-    workspace: Workspace | None = None,
-    config_path: str | Path | None = None,
-    options: RegistryOptions | None = None,
+    **common: Unpack[Signing],
 ) -> Recorded:
     """in-toto vulns from a Trivy, Grype, SARIF or Snyk report of this very image."""
     from conveyor.attest import VULNS_V02, FindingInput, ScanInput, vulnerability_scan
@@ -308,7 +280,7 @@ def attest_scan(
 
     return _record(
         reference,
-        _Common(key, signer, workspace, config_path, options),
+        common,
         kind=EvidenceKind.SCAN,
         predicate_type=VULNS_V02,
         build=predicate,
@@ -322,11 +294,7 @@ def attest_smoke(
     environment: str,
     passed: bool,
     url: str | None = None,
-    key: str | None = None,
-    signer: Signer | None = None,
-    workspace: Workspace | None = None,
-    config_path: str | Path | None = None,
-    options: RegistryOptions | None = None,
+    **common: Unpack[Signing],
 ) -> Recorded:
     """A smoke test of the digest in ``environment``, passed or not."""
     from conveyor.attest import SMOKE_V1, smoke
@@ -339,7 +307,7 @@ def attest_smoke(
 
     return _record(
         reference,
-        _Common(key, signer, workspace, config_path, options),
+        common,
         kind=EvidenceKind.SMOKE,
         predicate_type=SMOKE_V1,
         build=predicate,
@@ -352,11 +320,7 @@ def approve(
     *,
     environment: str,
     comment: str | None = None,
-    key: str | None = None,
-    signer: Signer | None = None,
-    workspace: Workspace | None = None,
-    config_path: str | Path | None = None,
-    options: RegistryOptions | None = None,
+    **common: Unpack[Signing],
 ) -> Recorded:
     """An approval of this digest for ``environment``, by a role the environment's approvals
     gate (or break-glass) names (``approver`` when none names one)."""
@@ -370,7 +334,7 @@ def approve(
 
     return _record(
         reference,
-        _Common(key, signer, workspace, config_path, options),
+        common,
         kind=EvidenceKind.APPROVAL,
         predicate_type=APPROVAL_V1,
         build=predicate,

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 from conveyor.errors import ConfigError, ConveyorError, InputError, VerificationError
 from conveyor.oci.name import Target
@@ -259,19 +259,34 @@ def workspace_for(
         yield opened
 
 
+class Signing(TypedDict, total=False):
+    """The keywords every signing operation takes (record, approve, check, promote …).
+
+    ``signer``: the key to sign with (a server passes its own per request); else ``key``
+    (a path or the PEM), else the settings' ``CONVEYOR_SIGNING_KEY``. ``workspace``: the
+    workspace to run in; else one opened from ``config_path`` (``options``: how to reach
+    registries) and closed at the end.
+    """
+
+    key: str | None
+    signer: Signer | None
+    workspace: Workspace | None
+    config_path: str | Path | None
+    options: RegistryOptions | None
+
+
 @contextmanager
 def signing_workspace(
-    workspace: Workspace | None,
-    signer: Signer | None,
-    key: str | None,
-    config_path: str | Path | None = None,
-    options: RegistryOptions | None = None,
-    *,
-    required: bool = True,
+    common: Signing, *, required: bool = True
 ) -> Iterator[tuple[Workspace, Signer | None]]:
-    """The workspace and the signer: ``signer`` as given, else ``key`` or the settings' key
-    (loaded before the workspace is opened, so a missing key is the first thing said).
+    """The workspace and the signer of ``common`` (see ``Signing``); the signer is loaded
+    before the workspace is opened, so a missing key is the first thing said.
     ``required=False``: no key anywhere means no signer."""
+    unknown = sorted(set(common) - Signing.__optional_keys__)
+    if unknown:  # ``**common`` must stay as strict as spelled-out keywords
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    workspace, signer, key = common.get("workspace"), common.get("signer"), common.get("key")
+    config_path, options = common.get("config_path"), common.get("options")
     settings = workspace.settings if workspace is not None else Settings.from_environment()
     if signer is None and (required or key or settings.signing_key):
         signer = settings.signer(key)
