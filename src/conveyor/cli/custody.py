@@ -291,16 +291,14 @@ def attestations(
     """List the attestations attached to REF's digest and whether each verifies."""
     from conveyor import service
 
-    name, digest, found = service.list_attestations(
+    listed = service.list_attestations(
         ref, config_path=config, options=registry_options(insecure_registry)
     )
     if as_json:
-        render.as_json(
-            {"reference": f"{name}@{digest}", "attestations": [a.to_dict() for a in found]}
-        )
+        render.as_json(listed.to_dict())
     else:
-        render.line(f"{name}@{digest}: {len(found)} attestation(s)")
-        for item in found:
+        render.line(f"{listed.name}@{listed.digest}: {len(listed.found)} attestation(s)")
+        for item in listed.found:
             state = "verified" if item.verified else "NOT VERIFIED"
             ledger = "in ledger" if item.in_ledger else "not in ledger"
             signer = f" by {item.signer}" if item.signer else ""
@@ -309,5 +307,5 @@ def attestations(
                 f"  {item.manifest_digest.short} {item.predicate_type or '?'} "
                 f"{state}{signer}, {ledger}{problem}"
             )
-    if not all(item.verified for item in found):
+    if not listed.ok:
         raise typer.Exit(1)

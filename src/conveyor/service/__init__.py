@@ -112,6 +112,7 @@ if TYPE_CHECKING:
     )
     from conveyor.service._views import (
         AttachedAttestation as AttachedAttestation,
+        Attestations as Attestations,
         EnvironmentStatus as EnvironmentStatus,
         Trace as Trace,
         TraceEvent as TraceEvent,
@@ -129,6 +130,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AttachedAttestation",
+    "Attestations",
     "AuditReport",
     "Built",
     "CheckResult",
@@ -200,6 +202,7 @@ __all__ = [
 
 _LAZY: dict[str, str] = {
     "AttachedAttestation": "conveyor.service._views",
+    "Attestations": "conveyor.service._views",
     "AuditReport": "conveyor.ledger",
     "Built": "conveyor.service._record",
     "CheckResult": "conveyor.service._promote",

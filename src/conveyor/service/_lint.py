@@ -31,7 +31,7 @@ def lint_settings(
     if (
         config_path is None
         and settings.config_path is None
-        and not ((settings.cwd or Path.cwd()) / CONFIG_FILE_NAME).is_file()
+        and not (settings.cwd is not None and (settings.cwd / CONFIG_FILE_NAME).is_file())
     ):
         return LintSettings()
     path = settings.config_file(config_path)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from conveyor.errors import ConveyorError, VerificationError
 from conveyor.oci.digest import Digest
@@ -334,13 +334,32 @@ class AttachedAttestation:
         }
 
 
+class Attestations(NamedTuple):
+    """What ``list_attestations`` found (unpacks as ``name, digest, found``)."""
+
+    name: str
+    digest: Digest
+    found: list[AttachedAttestation]
+
+    @property
+    def ok(self) -> bool:
+        """Every attestation attached verifies."""
+        return all(item.verified for item in self.found)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": f"{self.name}@{self.digest}",
+            "attestations": [item.to_dict() for item in self.found],
+        }
+
+
 def list_attestations(
     reference: str,
     *,
     workspace: Workspace | None = None,
     config_path: str | Path | None = None,
     options: RegistryOptions | None = None,
-) -> tuple[str, Digest, list[AttachedAttestation]]:
+) -> Attestations:
     """Referrers of the digest REF names, each checked: signature, subject, ledger entry."""
     from conveyor.attest import open_attestation
     from conveyor.oci.manifest import parse_manifest
@@ -398,4 +417,4 @@ def list_attestations(
                     listed,
                 )
             )
-        return subject.name, digest, found
+        return Attestations(subject.name, digest, found)

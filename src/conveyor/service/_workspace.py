@@ -70,8 +70,11 @@ class Settings:
         )
 
     def config_file(self, explicit: str | Path | None = None) -> Path:
-        """``explicit`` (``--config``), else ``config_path``, else ./conveyor.yaml."""
-        return find_config(explicit or self.config_path, cwd=self.cwd, environ={})
+        """``explicit`` (``--config``), else ``config_path``, else conveyor.yaml in ``cwd``."""
+        chosen = explicit or self.config_path
+        if chosen is None and self.cwd is None:
+            raise ConfigError("no conveyor.yaml named: pass a config path")
+        return find_config(chosen, cwd=self.cwd, environ={})
 
     def signer(self, key: str | None = None) -> Signer:
         """The signing key from ``key`` (``--key``) or ``signing_key``: a path or the PEM."""
