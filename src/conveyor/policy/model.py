@@ -1,8 +1,8 @@
 """What the policy engine reads and what it answers.
 
-The custody layer turns *verified* ledger entries into these values; gates never see raw
-envelopes, signatures or JSON. Every value names the ledger entry it came from
-(``EvidenceRef``), so a decision can say which attestation it used.
+The verified reader (``conveyor.service``) turns *verified* ledger entries into these
+values; gates never see raw envelopes, signatures or JSON. Every value names the ledger
+entry it came from (``EvidenceRef``), so a decision can say which attestation it used.
 
 Times are UTC. A naive ``datetime`` is read as UTC by the engine rather than refused, so a
 slip in a caller can never make evaluation raise.
