@@ -12,7 +12,9 @@ __all__ = ["app", "main", "run"]
 
 def _register_commands() -> None:
     # Each module adds its commands to ``app``; importing them is cheap (no heavy imports).
-    from conveyor.cli import configs, custody, demo, images, pin, promotion  # noqa: F401
+    # The import order is the order ``conveyor --help`` lists them in.
+    from conveyor.cli import configs, images  # noqa: F401, I001
+    from conveyor.cli import custody, demo, pin, promotion  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:
