@@ -4,6 +4,7 @@ into a ``Repository`` (a registry repository or an ``oci:`` layout)."""
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,10 +71,15 @@ class RegistryOpener:
     def __init__(self, options: RegistryOptions | None = None) -> None:
         self.options = options or RegistryOptions()
         self._client: RegistryClient | None = None
+        self._lock = threading.Lock()  # a server shares one opener between requests
 
     def __call__(self, target: Target, *, create: bool) -> Repository:
         if isinstance(target, LayoutReference):
             return LayoutRepository(Path(target.path), create=create)
+        with self._lock:
+            return self._registry_client().repository(target)
+
+    def _registry_client(self) -> RegistryClient:
         if self._client is None:
             # httpx's package __init__ imports its own CLI (click, rich, pygments) when they
             # are installed, as they are here: ~0.1 s on every command. A None entry makes
@@ -86,12 +92,13 @@ class RegistryOpener:
                 docker_config_dir=self.options.docker_config_dir,
                 transport=self.options.transport,
             )
-        return self._client.repository(target)
+        return self._client
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
 
 @contextmanager
