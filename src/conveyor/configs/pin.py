@@ -234,6 +234,14 @@ class SiteResult:
     message: str = ""
     exit_code: int = 0
 
+    @property
+    def noteworthy(self) -> bool:
+        """Worth a note to the user: a skipped image that runs (deploy, service, base), or a
+        reference left unchanged for a reason."""
+        if self.status == "skipped":
+            return self.role in ("deploy", "service", "base")
+        return self.status == "unchanged" and bool(self.message)
+
 
 @dataclass
 class FileResult:

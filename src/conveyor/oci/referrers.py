@@ -143,3 +143,75 @@ def list_referrers(
     if artifact_type is not None:
         found = [d for d in found if d.artifact_type == artifact_type]
     return found
+
+
+# --- attestations as referrers ---------------------------------------------------------------
+# A DSSE envelope stored as an OCI 1.1 artifact whose ``subject`` is the image it is about.
+
+DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
+ATTESTATION_ARTIFACT_TYPE = "application/vnd.dev.conveyor.attestation.v1+json"
+PREDICATE_TYPE_ANNOTATION = "in-toto.io/predicate-type"
+EMPTY_JSON = b"{}"
+
+
+def attestation_manifest(
+    subject: RawManifest, envelope: bytes, predicate_type: str, *, created: str
+) -> RawManifest:
+    """The referrer manifest of one envelope (``created``: ``YYYY-MM-DDTHH:MM:SSZ``)."""
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "artifactType": ATTESTATION_ARTIFACT_TYPE,
+        "config": {
+            "mediaType": mt.OCI_EMPTY,
+            "digest": str(Digest.of(EMPTY_JSON)),
+            "size": len(EMPTY_JSON),
+        },
+        "layers": [
+            {
+                "mediaType": DSSE_MEDIA_TYPE,
+                "digest": str(Digest.of(envelope)),
+                "size": len(envelope),
+                "annotations": {PREDICATE_TYPE_ANNOTATION: predicate_type},
+            }
+        ],
+        "subject": {
+            "mediaType": subject.media_type,
+            "digest": str(subject.digest),
+            "size": len(subject.data),
+        },
+        "annotations": {
+            "org.opencontainers.image.created": created,
+            PREDICATE_TYPE_ANNOTATION: predicate_type,
+        },
+    }
+    data = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    return RawManifest(data, mt.OCI_MANIFEST, Digest.of(data))
+
+
+def attach_attestation(
+    repository: Repository,
+    subject: RawManifest,
+    envelope: bytes,
+    predicate_type: str,
+    *,
+    created: str | None = None,
+) -> str:
+    """Store the envelope and its referrer manifest; returns ``repository@digest`` of it."""
+    if created is None:
+        from datetime import UTC, datetime
+
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    repository.write_blob(Digest.of(envelope), len(envelope), [envelope])
+    empty = Digest.of(EMPTY_JSON)
+    if repository.blob_size(empty) is None:
+        repository.write_blob(empty, len(EMPTY_JSON), [EMPTY_JSON])
+    raw = attestation_manifest(subject, envelope, predicate_type, created=created)
+    attach_referrer(repository, raw)
+    return f"{repository.display_name}@{raw.digest}"
+
+
+def dsse_layer(manifest: ImageManifest | ImageIndex) -> Descriptor | None:
+    """The envelope layer of an attestation referrer, or None when it is not one."""
+    layers = manifest.layers if isinstance(manifest, ImageManifest) else []
+    return next((layer for layer in layers if layer.media_type == DSSE_MEDIA_TYPE), None)

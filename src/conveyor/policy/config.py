@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,6 +35,7 @@ from pydantic import (
 from conveyor.errors import ConfigError, InputError, InvalidReferenceError
 from conveyor.oci.name import LayoutReference, Reference, parse_target
 from conveyor.policy.duration import parse_duration
+from conveyor.policy.roles import Role
 from conveyor.policy.windows import parse_clock, parse_instant, parse_interval, weekly, zone
 from conveyor.severity import Severity as Severity  # the one vocabulary; re-exported here
 from conveyor.yamlsource import YamlDocument, load_yaml
@@ -45,19 +46,22 @@ SCHEMA_ID = "https://conveyor.dev/schemas/conveyor.schema.json"
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 IdentityName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
 EnvironmentName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
+_BUILTIN_ROLES = frozenset(role.value for role in Role)
 
 
-class Role(StrEnum):
-    BUILDER = "builder"
-    TESTER = "tester"
-    SCANNER = "scanner"
-    APPROVER = "approver"
-    DEPLOYER = "deployer"
+def _builtin_role(name: str) -> str:
+    # A built-in role reads back as its enum member; a declared one stays a plain name.
+    return Role(name) if name in _BUILTIN_ROLES else name
+
+
+# A role: one of the five built in, or one declared under ``roles:`` (checked on load).
+RoleName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN), AfterValidator(_builtin_role)]
 
 
 PROMOTER = "promoter"
-# In ``distinct_from``, "builder" means the identity that signed the build record.
-DistinctFrom = Literal["builder", "tester", "scanner", "approver", "deployer", "promoter"]
+# In ``distinct_from``, "builder" means the identity that signed the build record,
+# "promoter" the identity promoting; any other role excludes every identity holding it.
+DistinctFrom = RoleName
 GATE_NAMES = ("provenance", "tests", "scan", "after", "approvals", "freeze")
 
 
@@ -179,11 +183,13 @@ TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]
 
 class IdentitySpec(_Strict):
     key: str = Field(min_length=1, description="public key file (PEM), relative to conveyor.yaml")
-    roles: list[Role] = Field(min_length=1)
+    roles: list[RoleName] = Field(
+        min_length=1, description="built-in roles, or roles declared under 'roles:'"
+    )
 
     @field_validator("roles")
     @classmethod
-    def _distinct(cls, roles: list[Role]) -> list[Role]:
+    def _distinct(cls, roles: list[str]) -> list[str]:
         if len(set(roles)) != len(roles):
             raise ValueError("roles are listed more than once")
         return roles
@@ -279,7 +285,11 @@ class ApprovalsSpec(_Spec):
     """Approvals bind digest and environment; one identity counts once."""
 
     count: StrictInt = Field(ge=1, le=100, description="distinct approving identities needed")
-    role: Role = Field(default=Role.APPROVER, description="role an approver must hold")
+    role: RoleName = Field(
+        default=Role.APPROVER,
+        description="role an approver must hold; only its holders may record approvals for "
+        "this environment",
+    )
     distinct_from: list[DistinctFrom] = Field(
         default_factory=_default_distinct_from,
         description="identities that do not count: 'builder' is whoever signed the build "
@@ -291,9 +301,9 @@ class ApprovalsSpec(_Spec):
 
     @model_validator(mode="after")
     def _role_not_excluded(self) -> ApprovalsSpec:
-        if self.role.value in self.distinct_from:
+        if self.role in self.distinct_from:
             raise ValueError(
-                f"distinct_from excludes the approving role {self.role.value!r}; "
+                f"distinct_from excludes the approving role {self.role!r}; "
                 "no approval could ever count"
             )
         return self
@@ -338,6 +348,18 @@ def _window_kind(value: object) -> str:
     return "weekly" if isinstance(value, dict | WeeklySpec) else "interval"
 
 
+def _approvals_shape(value: object) -> str:
+    return "list" if isinstance(value, list | tuple) else "one"
+
+
+# One shape per input type, so a wrong value gets one error, not one per shape.
+ApprovalsRequirements = Annotated[
+    Annotated[ApprovalsSpec, Tag("one")]
+    | Annotated[list[ApprovalsSpec], Field(min_length=1), Tag("list")],
+    Discriminator(_approvals_shape),
+]
+
+
 FreezeWindowSpec = Annotated[
     Annotated[FreezeInterval, Tag("interval")] | Annotated[WeeklySpec, Tag("weekly")],
     Discriminator(_window_kind),
@@ -348,7 +370,10 @@ class BreakGlassSpec(_Spec):
     approvals: StrictInt = Field(
         ge=1, le=100, description="approvals a --break-glass promotion needs during a freeze"
     )
-    role: Role = Field(default=Role.APPROVER, description="role those approvers hold")
+    role: RoleName = Field(
+        default=Role.APPROVER,
+        description="role those approvers hold; its holders may record approvals here",
+    )
 
 
 class FreezeSpec(_Spec):
@@ -377,8 +402,21 @@ class RequiresSpec(_Spec):
         ]
         | None
     ) = None
-    approvals: ApprovalsSpec | None = None
+    approvals: ApprovalsRequirements | None = Field(
+        default=None,
+        description="one requirement, or a list of them that must all hold (e.g. two "
+        "approvers and one security sign-off); an identity counts once per requirement",
+    )
     freeze: FreezeSpec | None = None
+
+    @property
+    def approval_requirements(self) -> tuple[ApprovalsSpec, ...]:
+        """The approvals requirements, all of which must hold (none: no approvals gate)."""
+        if self.approvals is None:
+            return ()
+        if isinstance(self.approvals, ApprovalsSpec):
+            return (self.approvals,)
+        return tuple(self.approvals)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -429,6 +467,12 @@ class EnvironmentSpec(_Spec):
     @property
     def target(self) -> Reference | LayoutReference:
         return parse_target(self.repository, strict=False)
+
+    @property
+    def after_environment(self) -> str | None:
+        """The environment this one comes after (``requires.after``), if any."""
+        after = self.requires.after
+        return after.environment if after is not None else None
 
 
 LintRuleId = Annotated[str, StringConstraints(pattern=r"^CV[0-9]{3}$")]
@@ -486,6 +530,11 @@ class ConfigModel(_Strict):
     )
 
     version: Annotated[Literal[1], BeforeValidator(_whole_number)]
+    roles: list[IdentityName] = Field(
+        default_factory=list,
+        description="roles besides the five built in (builder, tester, scanner, approver, "
+        "deployer), for approvals gates and break_glass to name",
+    )
     identities: dict[IdentityName, IdentitySpec] = Field(min_length=1)
     ledger: LedgerSpec = LedgerSpec()
     environments: dict[EnvironmentName, EnvironmentSpec] = Field(
@@ -514,6 +563,23 @@ class ConfigModel(_Strict):
             )
         return spec
 
+    def break_glass_for(self, name: str) -> BreakGlassSpec | None:
+        """The break-glass rule of environment ``name``: its own freeze's, else the global's."""
+        return next(
+            (f.break_glass for f in self.freezes_for(name) if f.break_glass is not None), None
+        )
+
+    def approval_roles(self, name: str | None) -> frozenset[str]:
+        """The roles whose approvals count for environment ``name`` (the roles its approvals
+        requirements and its break-glass name). Empty: none named, ``approver`` applies."""
+        if name is None or name not in self.environments:
+            return frozenset()
+        roles = {str(r.role) for r in self.environment(name).requires.approval_requirements}
+        glass = self.break_glass_for(name)
+        if glass is not None:
+            roles.add(str(glass.role))
+        return frozenset(roles)
+
     def freezes_for(self, name: str) -> tuple[FreezeSpec, ...]:
         """The freezes that apply to environment ``name``: its own, then the global one."""
         found: list[FreezeSpec] = []
@@ -530,7 +596,7 @@ class ConfigModel(_Strict):
 class Identity:
     name: str
     key_path: Path
-    roles: frozenset[Role]
+    roles: frozenset[str]  # built-in roles as ``Role`` members, declared ones as names
 
 
 @dataclass(frozen=True)
@@ -545,21 +611,47 @@ class Config:
 
     @property
     def ledger_url(self) -> str:
-        env = os.environ.get("CONVEYOR_DB")
-        if env:
-            return env
+        """``CONVEYOR_DB``, else ``configured_ledger_url``."""
+        return os.environ.get("CONVEYOR_DB") or self.configured_ledger_url
+
+    @property
+    def configured_ledger_url(self) -> str:
+        """The ledger this file names (default: SQLite beside it); no environment read."""
         if self.model.ledger.url:
             return self.model.ledger.url
         return f"sqlite:///{self.base_dir / DEFAULT_LEDGER_PATH}"
+
+    def environment_target(self, name: str) -> Reference | LayoutReference:
+        """Environment ``name``'s repository; an ``oci:`` layout path is relative to this
+        file, like every other path in it."""
+        target = self.model.environment(name).target
+        if isinstance(target, LayoutReference) and not Path(target.path).is_absolute():
+            return LayoutReference(str(self.base_dir / target.path))
+        return target
+
+    def require_environment(self, name: str, *, defined: bool = True) -> None:
+        """Refuse an unknown environment (exit 2). ``defined=False``: while the file
+        defines no environments at all, any well-formed name is accepted (evidence may be
+        recorded before the stages are written down)."""
+        if defined or self.model.environments:
+            self.model.environment(name)
+        if not re.fullmatch(_NAME_PATTERN, name):
+            raise InputError(f"invalid environment name {name!r}")
 
     def resolve_path(self, value: str) -> Path:
         candidate = Path(value).expanduser()
         return candidate if candidate.is_absolute() else self.base_dir / candidate
 
 
-def find_config(explicit: str | Path | None = None, *, cwd: Path | None = None) -> Path:
-    """The config file to use: ``explicit``, then ``CONVEYOR_CONFIG``, then ./conveyor.yaml."""
-    chosen = explicit or os.environ.get("CONVEYOR_CONFIG")
+def find_config(
+    explicit: str | Path | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Path:
+    """The config file to use: ``explicit``, then ``CONVEYOR_CONFIG`` (of ``environ``,
+    default the process's), then ./conveyor.yaml (of ``cwd``)."""
+    chosen = explicit or (os.environ if environ is None else environ).get("CONVEYOR_CONFIG")
     if chosen:
         path = Path(chosen).expanduser()
         if not path.is_file():
@@ -587,6 +679,7 @@ def load_config(path: Path) -> Config:
     # reports everything.
     problems.extend(_missing_key_files(document, path.parent))
     problems.extend(_environment_references(document))
+    problems.extend(_role_references(document))
     if problems or model is None:
         problems.sort(key=_line_of)
         raise ConfigError(_summary(path, problems), problems)
@@ -672,6 +765,65 @@ def _environment_references(document: YamlDocument) -> list[str]:
     return problems
 
 
+def _role_references(document: YamlDocument) -> list[str]:
+    """Every role named must be built in or declared under ``roles:``, once."""
+    data = document.data
+    declared = data.get("roles")
+    problems = []
+    builtin = {role.value for role in Role}
+    known = set(builtin)
+    if isinstance(declared, list):
+        for index, name in enumerate(declared):
+            if not isinstance(name, str):
+                continue
+            where = f"{document.where(('roles', index))}: roles.{index}"
+            if name in builtin:
+                problems.append(f"{where}: {name!r} is built in; declare only other roles")
+            elif name in (PROMOTER, "builder"):
+                problems.append(f"{where}: {name!r} is reserved (it means an identity)")
+            elif name in known:
+                problems.append(f"{where}: {name!r} is declared more than once")
+            known.add(name)
+    hint = "declare it under 'roles:' or use a built-in role (" + ", ".join(builtin) + ")"
+
+    def check(name: object, loc: tuple[str | int, ...], *, extra: tuple[str, ...] = ()) -> None:
+        if isinstance(name, str) and name not in known and name not in extra:
+            dotted = ".".join(map(str, loc))
+            problems.append(f"{document.where(loc)}: {dotted}: unknown role {name!r}; {hint}")
+
+    identities = data.get("identities")
+    for ident, spec in identities.items() if isinstance(identities, dict) else ():
+        roles = spec.get("roles") if isinstance(spec, dict) else None
+        for index, name in enumerate(roles if isinstance(roles, list) else ()):
+            check(name, ("identities", ident, "roles", index))
+    places: list[tuple[object, tuple[str | int, ...]]] = []
+    freeze = data.get("freeze")
+    if isinstance(freeze, dict):
+        places.append((freeze, ("freeze",)))
+    environments = data.get("environments")
+    for env, spec in environments.items() if isinstance(environments, dict) else ():
+        requires = spec.get("requires") if isinstance(spec, dict) else None
+        if not isinstance(requires, dict):
+            continue
+        approvals = requires.get("approvals")
+        base: tuple[str | int, ...] = ("environments", env, "requires", "approvals")
+        listed = approvals if isinstance(approvals, list) else [approvals]
+        for index, item in enumerate(listed):
+            loc = (*base, index) if isinstance(approvals, list) else base
+            if isinstance(item, dict):
+                check(item.get("role"), (*loc, "role"))
+                others = item.get("distinct_from")
+                for at, name in enumerate(others if isinstance(others, list) else ()):
+                    check(name, (*loc, "distinct_from", at), extra=(PROMOTER,))
+        if isinstance(requires.get("freeze"), dict):
+            places.append((requires["freeze"], ("environments", env, "requires", "freeze")))
+    for spec, loc in places:
+        glass = spec.get("break_glass") if isinstance(spec, dict) else None
+        if isinstance(glass, dict):
+            check(glass.get("role"), (*loc, "break_glass", "role"))
+    return problems
+
+
 _UNION_TAGS = ("interval", "weekly")
 
 
@@ -709,6 +861,8 @@ def _describe(document: YamlDocument, error: Any) -> str:
 
 def _is_union_tag(loc: tuple[Any, ...], index: int) -> bool:
     # Pydantic puts the tagged-union member's tag into the location; users never wrote it.
+    if loc[index] in ("one", "list") and index >= 1 and loc[index - 1] == "approvals":
+        return True
     return (
         loc[index] in _UNION_TAGS
         and index >= 2
