@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.errors import ManifestError, NotFoundError
+from conveyor.errors import ManifestError, NotFoundError, RegistryError
 from conveyor.oci import mediatypes as mt
 from conveyor.oci.digest import Digest
 from conveyor.oci.manifest import (
@@ -46,7 +46,8 @@ def read_fallback(repository: Repository, subject: Digest) -> list[Descriptor]:
     return list(index.manifests)
 
 
-FALLBACK_ATTEMPTS = 10
+FALLBACK_READS = 40  # bounded: reads back (each after a pause) ...
+FALLBACK_WRITES = 12  # ... and writes of one fallback index
 # A registry has no conditional write: after writing the fallback index, wait a few times as
 # long as our own read→write took (another writer's window is about as long), read it back,
 # and write again while an entry we know of is missing.
@@ -118,10 +119,24 @@ def _merge_into_fallback(
     where = f"{repository.display_name}:{tag}"
     known = dict(wanted)  # ours, and every entry we have seen listed
     ours: Digest | None = None  # the index we wrote last
-    previous: Digest | None = None  # what the last read-back showed
-    for _attempt in range(FALLBACK_ATTEMPTS):
+    last: Digest | None = None  # what the last read showed
+    settled = 0  # reads in a row that showed a complete index nobody had changed
+    contended = False  # someone else wrote meanwhile: ask for one more settled read
+    window = 0.0  # the longest read→write we took: another writer's is about as long
+    writes = 0
+    for _read in range(FALLBACK_READS):
+        if writes >= FALLBACK_WRITES:
+            break
         started = time.monotonic()
-        current = _current(repository, tag)
+        try:
+            current = _current(repository, tag)
+        except RegistryError as exc:
+            if not _transient(exc):
+                raise
+            # distribution answers 500 while another writer replaces the tag: read again
+            contended, settled = True, 0
+            _pause(max(window, time.monotonic() - started))
+            continue
         document = _as_document(current, where=where)
         for entry in document["manifests"]:
             if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
@@ -129,17 +144,37 @@ def _merge_into_fallback(
         seen = current.digest if current is not None else None
         merged = merged_fallback(current, known, where=where)
         if merged is None:
-            if ours is None or seen in (ours, previous):
-                return  # complete, and settled: what we wrote, or the same twice
-            previous = seen
+            if ours is None:
+                return  # listed already; we wrote nothing another writer could undo
+            unchanged = seen in (ours, last)
+            contended |= seen != ours
+            settled = settled + 1 if unchanged else 0
+            last = seen
+            if settled >= (2 if contended else 1):
+                return
         else:
-            repository.put_manifest(merged, tag=tag)
-            ours, previous = merged.digest, None
-        _pause(time.monotonic() - started)
+            try:
+                repository.put_manifest(merged, tag=tag)
+            except RegistryError as exc:
+                if not _transient(exc):
+                    raise
+                contended, settled = True, 0
+                _pause(max(window, time.monotonic() - started))
+                continue
+            if ours is not None:
+                contended = True  # our earlier write was undone
+            ours, last, settled = merged.digest, merged.digest, 0
+            writes += 1
+            window = max(window, time.monotonic() - started)
+        _pause(max(window, time.monotonic() - started))
     raise ManifestError(
         f"{where}: other writers kept replacing the referrers index; the referrers are "
         "stored but not all listed there (run again)"
     )
+
+
+def _transient(exc: RegistryError) -> bool:
+    return exc.retryable or (exc.status is not None and exc.status >= 500)
 
 
 def _pause(window: float) -> None:
