@@ -554,3 +554,90 @@ def test_a_cache_naming_a_bad_ref_is_refused_like_index_json(tmp_path: Path) -> 
         db.execute("UPDATE entries SET digest = 'sha256:../../etc/passwd'")
     with pytest.raises(StorageError, match="invalid digest"):
         LayoutRepository(tmp_path / "l").get_manifest("v1")
+
+
+def test_index_json_written_line_by_line_matches_a_full_rewrite(tmp_path: Path) -> None:
+    """Many puts, tag moves, untagged puts and referrers: the index.json we update in place
+    of rebuilding lists exactly what a model of the operations says, in order."""
+    import random
+
+    from conveyor.oci.referrers import attach_referrer, fallback_tag
+    from tests.support.attesters import referrer_for
+
+    rng = random.Random(11)
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    model: list[dict[str, object]] = []  # the entries index.json must hold, in order
+    manifests = [_valid_manifest(n) for n in range(12)]
+
+    def put(m: RawManifest, tag: str | None) -> None:
+        if tag is None:
+            if not any(e["digest"] == str(m.digest) for e in model):
+                model.append(
+                    {"mediaType": OCI_MANIFEST, "digest": str(m.digest), "size": len(m.data)}
+                )
+        else:
+            wanted = {
+                "mediaType": OCI_MANIFEST,
+                "digest": str(m.digest),
+                "size": len(m.data),
+                "annotations": {REF_NAME_ANNOTATION: tag},
+            }
+            replaced = [
+                e
+                for e in model
+                if e.get("annotations", {}).get(REF_NAME_ANNOTATION) == tag  # type: ignore[attr-defined]
+                or (e["digest"] == str(m.digest) and "annotations" not in e)
+            ]
+            if replaced == [wanted]:  # already so: left where it is, nothing written
+                LayoutRepository(tmp_path / "l").put_manifest(m, tag=tag)
+                return
+            model[:] = [
+                e
+                for e in model
+                if e.get("annotations", {}).get(REF_NAME_ANNOTATION) != tag  # type: ignore[attr-defined]
+                and not (e["digest"] == str(m.digest) and "annotations" not in e)
+            ]
+            model.append(
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": str(m.digest),
+                    "size": len(m.data),
+                    "annotations": {REF_NAME_ANNOTATION: tag},
+                }
+            )
+        LayoutRepository(tmp_path / "l").put_manifest(m, tag=tag)
+
+    for step in range(60):
+        m = rng.choice(manifests)
+        kind = rng.random()
+        if kind < 0.2:
+            put(m, None)
+        elif kind < 0.85:
+            put(m, f"t{rng.randrange(8)}")
+        else:  # a referrer: its tag index moves, the referrer stays off the top level
+            tagged = [
+                e
+                for e in model
+                if "annotations" in e
+                and not str(e["annotations"][REF_NAME_ANNOTATION]).startswith("sha256-")
+            ]  # type: ignore[index]
+            if not tagged:
+                continue
+            subject = repo.get_manifest(str(tagged[0]["annotations"][REF_NAME_ANNOTATION]))  # type: ignore[index]
+            attach_referrer(repo, referrer_for(repo, subject, f"r{step}"))
+            tag = fallback_tag(subject.digest)
+            index_entry = next(
+                e
+                for e in _index(tmp_path / "l")["manifests"]  # type: ignore[attr-defined]
+                if e.get("annotations", {}).get(REF_NAME_ANNOTATION) == tag
+            )
+            model[:] = [
+                e for e in model if e.get("annotations", {}).get(REF_NAME_ANNOTATION) != tag
+            ]  # type: ignore[attr-defined]
+            model.append(index_entry)
+        assert _index(tmp_path / "l")["manifests"] == model, step
+    # A reader that starts from index.json alone sees the same.
+    (tmp_path / "l" / "index.json.sqlite").unlink()
+    fresh = LayoutRepository(tmp_path / "l")
+    tags = [e["annotations"][REF_NAME_ANNOTATION] for e in model if "annotations" in e]  # type: ignore[index]
+    assert fresh.list_tags() == tags

@@ -66,6 +66,14 @@ REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 MAX_INDEX_JSON_BYTES = 64 * 1024 * 1024
 CHUNK_SIZE = 1024 * 1024
 CACHE_NAME = "index.json.sqlite"
+_INDEX_END = b"\n]}\n"
+# Which rows a put replaces (constant SQL; RETURNING would need SQLite 3.35).
+_UNTAGGED = "ref_name IS NULL AND digest = ?"
+_TAG_OR_UNTAGGED = "ref_name = ? OR (digest = ? AND ref_name IS NULL)"
+_DELETES = {
+    where: (f"SELECT line FROM entries WHERE {where}", f"DELETE FROM entries WHERE {where}")  # noqa: S608
+    for where in (_UNTAGGED, _TAG_OR_UNTAGGED)
+}
 _CACHE_FORMAT = "1"
 _BUSY_TIMEOUT_S = 30.0
 
@@ -108,7 +116,8 @@ class LayoutRepository:
         self._path = Path(path)
         self._db: sqlite3.Connection | None = None
         self._db_in_memory = False
-        self._entries_changed = False
+        self._removed: set[bytes] = set()  # index.json lines this write takes out ...
+        self._added: list[bytes] = []  # ... and appends
         self._db_guard = threading.RLock()
         try:
             if create:
@@ -328,13 +337,9 @@ class LayoutRepository:
             "digest": digest,
             "size": len(manifest.data),
         }
-        if children:
+        for child in sorted(children):
             # An index's children live as blobs only: drop the untagged entries they had.
-            dropped = db.executemany(
-                "DELETE FROM entries WHERE ref_name IS NULL AND digest = ?",
-                [(c,) for c in children],
-            )
-            self._entries_changed |= dropped.rowcount > 0
+            self._delete(db, _UNTAGGED, (child,))
         if tag is None:
             listed = db.execute("SELECT 1 FROM entries WHERE digest = ? LIMIT 1", (digest,))
             nested = db.execute(
@@ -343,8 +348,7 @@ class LayoutRepository:
                 (digest,),
             )
             if listed.fetchone() is None and nested.fetchone() is None:
-                _insert_entry(db, descriptor, None)
-                self._entries_changed = True
+                self._insert(db, descriptor, None)
             return
         line = _entry_line({**descriptor, "annotations": {REF_NAME_ANNOTATION: tag}})
         same = db.execute(
@@ -353,12 +357,23 @@ class LayoutRepository:
         ).fetchall()
         if [bytes(row[0]) for row in same] == [line]:
             return  # already so: nothing to write
-        db.execute(
-            "DELETE FROM entries WHERE ref_name = ? OR (digest = ? AND ref_name IS NULL)",
-            (tag, digest),
-        )
-        _insert_entry(db, {**descriptor, "annotations": {REF_NAME_ANNOTATION: tag}}, tag)
-        self._entries_changed = True
+        self._delete(db, _TAG_OR_UNTAGGED, (tag, digest))
+        self._insert(db, {**descriptor, "annotations": {REF_NAME_ANNOTATION: tag}}, tag)
+
+    def _delete(self, db: sqlite3.Connection, where: str, params: tuple[str, ...]) -> None:
+        # Rows with equal lines have equal digest and ref name, so they go together: the
+        # lines removed from index.json are exactly the lines of the rows deleted.
+        select, delete = _DELETES[where]
+        for (line,) in db.execute(select, params).fetchall():
+            line = bytes(line)
+            if line in self._added:
+                self._added = [a for a in self._added if a != line]
+            else:
+                self._removed.add(line)
+        db.execute(delete, params)
+
+    def _insert(self, db: sqlite3.Connection, entry: dict[str, Any], tag: str | None) -> None:
+        self._added.append(_insert_entry(db, entry, tag))
 
     def _record_facts(self, db: sqlite3.Connection, manifest: RawManifest) -> set[str]:
         """Remember what a manifest says about others (its children, its subject): facts of
@@ -406,11 +421,13 @@ class LayoutRepository:
         with self._db_guard, self._cache_errors():
             db = self._synced()
             db.execute("BEGIN IMMEDIATE")
-            self._entries_changed = False
+            self._removed, self._added = set(), []
             try:
                 yield db
-                if self._entries_changed:
-                    _set_meta(db, "identity", self._write_index(db))
+                if self._removed or self._added:
+                    stamp = self._write_index(db)
+                    _set_meta(db, "identity", stamp)
+                    _set_meta(db, "written", stamp)
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
@@ -559,15 +576,11 @@ class LayoutRepository:
         header = json.loads(row[0]) if row is not None else {}
         if not isinstance(header, dict) or not header:
             header = {"schemaVersion": 2, "mediaType": OCI_INDEX}
-        lines = [bytes(r[0]) for r in db.execute("SELECT line FROM entries ORDER BY pos")]
-        data = b"".join(
-            (
-                json.dumps(header, separators=(",", ":")).encode()[:-1],
-                b',"manifests":[\n',
-                b",\n".join(lines),
-                b"\n]}\n",
-            )
-        )
+        start = json.dumps(header, separators=(",", ":")).encode()[:-1] + b',"manifests":[\n'
+        data = self._spliced(db, start)
+        if data is None:  # not the file we wrote last: write every row out
+            lines = [bytes(r[0]) for r in db.execute("SELECT line FROM entries ORDER BY pos")]
+            data = b"".join((start, b",\n".join(lines), _INDEX_END))
         if len(data) > MAX_INDEX_JSON_BYTES:
             raise StorageError(
                 f"{self._index_path} would grow over {MAX_INDEX_JSON_BYTES} bytes; refusing it"
@@ -580,6 +593,30 @@ class LayoutRepository:
         if (now.st_dev, now.st_ino) != (written.st_dev, written.st_ino):
             return "replaced"  # someone replaced it already: the next reader rebuilds
         return _identity(now)
+
+    def _spliced(self, db: sqlite3.Connection, start: bytes) -> bytes | None:
+        """The new index.json from the one we wrote last (one entry a line): its lines
+        less the removed, plus the added. None when the file is not that one."""
+        row = db.execute("SELECT value FROM meta WHERE key = 'written'").fetchone()
+        try:
+            with self._index_path.open("rb") as f:
+                if row is None or _identity(os.fstat(f.fileno())) != row[0]:
+                    return None
+                raw = f.read(MAX_INDEX_JSON_BYTES + 1)
+        except OSError:
+            return None
+        if not (raw.startswith(start) and raw.endswith(_INDEX_END)):
+            return None
+        body = raw[len(start) : len(raw) - len(_INDEX_END)]
+        if self._removed:
+            lines = [line for line in body.split(b",\n") if line and line not in self._removed]
+            body = b",\n".join(lines)
+        parts = [body, *self._added] if body else self._added
+        data = b"".join((start, b",\n".join(parts), _INDEX_END))
+        (count,) = db.execute("SELECT COUNT(*) FROM entries").fetchone()
+        if data.count(b",\n") + 1 != max(count, 1):  # a file that is not what we think
+            return None
+        return data
 
     @contextlib.contextmanager
     def _index_lock(self) -> Iterator[None]:
@@ -703,9 +740,12 @@ def _open_cache(path: Path | None, *, writable: bool) -> sqlite3.Connection:
             check_same_thread=False,
             timeout=_BUSY_TIMEOUT_S,
         )
-        # A cache: losing its last transaction on power loss only costs a rebuild, and
-        # the stamp is written in the same transaction as the rows it vouches for.
-        db.execute("PRAGMA synchronous = NORMAL")
+        if writable:
+            # WAL: a commit is atomic without an fsync of its own (a torn one is dropped
+            # whole on recovery); losing the last commits on power loss only costs a
+            # rebuild, as the stamp is written in the same transaction as its rows.
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
     try:
         if db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() != (_CACHE_FORMAT,):
             raise sqlite3.DatabaseError("old cache format")
@@ -737,17 +777,14 @@ def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
-def _insert_entry(db: sqlite3.Connection, entry: dict[str, Any], ref_name: str | None) -> None:
+def _insert_entry(db: sqlite3.Connection, entry: dict[str, Any], ref_name: str | None) -> bytes:
     media_type = entry.get("mediaType")
+    line = _entry_line(entry)
     db.execute(
         "INSERT INTO entries (digest, media_type, ref_name, line) VALUES (?, ?, ?, ?)",
-        (
-            entry["digest"],
-            media_type if isinstance(media_type, str) else None,
-            ref_name,
-            _entry_line(entry),
-        ),
+        (entry["digest"], media_type if isinstance(media_type, str) else None, ref_name, line),
     )
+    return line
 
 
 def _entry_line(entry: dict[str, Any]) -> bytes:
