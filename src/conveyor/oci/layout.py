@@ -67,6 +67,7 @@ MAX_INDEX_JSON_BYTES = 64 * 1024 * 1024
 CHUNK_SIZE = 1024 * 1024
 CACHE_NAME = "index.json.sqlite"
 _INDEX_END = b"\n]}\n"
+_SEP = b",\n"
 # Which rows a put replaces (constant SQL; RETURNING would need SQLite 3.35).
 _UNTAGGED = "ref_name IS NULL AND digest = ?"
 _TAG_OR_UNTAGGED = "ref_name = ? OR (digest = ? AND ref_name IS NULL)"
@@ -577,46 +578,78 @@ class LayoutRepository:
         if not isinstance(header, dict) or not header:
             header = {"schemaVersion": 2, "mediaType": OCI_INDEX}
         start = json.dumps(header, separators=(",", ":")).encode()[:-1] + b',"manifests":[\n'
-        data = self._spliced(db, start)
-        if data is None:  # not the file we wrote last: write every row out
+        (count,) = db.execute("SELECT COUNT(*) FROM entries").fetchone()
+        pieces = self._spliced(db, start, count)
+        if pieces is None:  # not the file we wrote last: write every row out
             lines = [bytes(r[0]) for r in db.execute("SELECT line FROM entries ORDER BY pos")]
-            data = b"".join((start, b",\n".join(lines), _INDEX_END))
-        if len(data) > MAX_INDEX_JSON_BYTES:
+            pieces = [start, _SEP.join(lines), _INDEX_END]
+        if sum(len(p) for p in pieces) > MAX_INDEX_JSON_BYTES:
             raise StorageError(
                 f"{self._index_path} would grow over {MAX_INDEX_JSON_BYTES} bytes; refusing it"
             )
         try:
-            written = _atomic_write(self._index_path, data)
+            written = _atomic_write(self._index_path, pieces)
             now = os.stat(self._index_path)  # a rename changes the ctime
         except OSError as exc:
             raise StorageError(f"cannot write {self._index_path}: {exc}") from exc
+        _set_meta(db, "lines", str(count))
         if (now.st_dev, now.st_ino) != (written.st_dev, written.st_ino):
             return "replaced"  # someone replaced it already: the next reader rebuilds
         return _identity(now)
 
-    def _spliced(self, db: sqlite3.Connection, start: bytes) -> bytes | None:
-        """The new index.json from the one we wrote last (one entry a line): its lines
-        less the removed, plus the added. None when the file is not that one."""
-        row = db.execute("SELECT value FROM meta WHERE key = 'written'").fetchone()
+    def _spliced(
+        self, db: sqlite3.Connection, start: bytes, count: int
+    ) -> list[bytes | memoryview] | None:
+        """The new index.json as pieces of the one we wrote last (one entry a line): less
+        the removed lines, plus the added ones; no copy of the whole file is made. None when
+        the file is not the one we wrote last."""
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('written', 'lines')"))
         try:
             with self._index_path.open("rb") as f:
-                if row is None or _identity(os.fstat(f.fileno())) != row[0]:
+                if meta.get("written") != _identity(os.fstat(f.fileno())):
                     return None
                 raw = f.read(MAX_INDEX_JSON_BYTES + 1)
-        except OSError:
+            lines_before = int(meta["lines"])
+        except (OSError, KeyError, ValueError):
             return None
         if not (raw.startswith(start) and raw.endswith(_INDEX_END)):
             return None
-        body = raw[len(start) : len(raw) - len(_INDEX_END)]
-        if self._removed:
-            lines = [line for line in body.split(b",\n") if line and line not in self._removed]
-            body = b",\n".join(lines)
-        parts = [body, *self._added] if body else self._added
-        data = b"".join((start, b",\n".join(parts), _INDEX_END))
-        (count,) = db.execute("SELECT COUNT(*) FROM entries").fetchone()
-        if data.count(b",\n") + 1 != max(count, 1):  # a file that is not what we think
-            return None
-        return data
+        begin, end = len(start), len(raw) - len(_INDEX_END)
+        # Each removed line goes with its separator: the one after it, or (the last line)
+        # the one before it. Lines hold no newline, so "\n" + line + "," or "\n" only
+        # matches a whole line.
+        spans: list[tuple[int, int]] = []
+        for line in self._removed:
+            at = raw.find(line, begin)
+            while at != -1:
+                stop = at + len(line)
+                whole = raw[at - 1 : at] == b"\n" and raw[stop : stop + 1] in (b",", b"\n")
+                if whole and stop < end:
+                    spans.append((at, stop + len(_SEP)))
+                elif whole:
+                    spans.append((max(begin, at - len(_SEP)), stop))
+                at = raw.find(line, stop)
+        view = memoryview(raw)
+        kept: list[bytes | memoryview] = []
+        cursor = begin
+        for lo, hi in sorted(spans):
+            if lo > cursor:
+                kept.append(view[cursor:lo])
+            cursor = max(cursor, hi)
+        if cursor < end:
+            kept.append(view[cursor:end])
+        if kept and bytes(kept[0][: len(_SEP)]) == _SEP:
+            kept[0] = kept[0][len(_SEP) :]
+        if kept and bytes(kept[-1][-len(_SEP) :]) == _SEP:
+            kept[-1] = kept[-1][: -len(_SEP)]
+        kept = [piece for piece in kept if len(piece)]
+        if lines_before - len(spans) + len(self._added) != count:
+            return None  # the file is not what we think: write every row out
+        pieces: list[bytes | memoryview] = [start, *kept]
+        if self._added:
+            pieces.extend(([_SEP] if kept else []) + [_SEP.join(self._added)])
+        pieces.append(_INDEX_END)
+        return pieces
 
     @contextlib.contextmanager
     def _index_lock(self) -> Iterator[None]:
@@ -871,12 +904,14 @@ def _create_temp(directory: Path, *, prefix: str, suffix: str) -> tuple[int, Pat
     raise FileExistsError(f"no free temporary name in {directory}")
 
 
-def _atomic_write(path: Path, data: bytes) -> os.stat_result:
-    """Write ``path`` by temp file + fsync + rename; the new file's identity is returned."""
+def _atomic_write(path: Path, data: bytes | Sequence[bytes | memoryview]) -> os.stat_result:
+    """Write ``path`` (bytes, or pieces written one after another) by temp file + fsync +
+    rename; the new file's identity is returned."""
     fd, tmp = _create_temp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            for piece in [data] if isinstance(data, bytes) else data:
+                out.write(piece)
             out.flush()
             os.fsync(out.fileno())
             info = os.fstat(out.fileno())
