@@ -1,7 +1,7 @@
 # ruff: noqa: E402  (sys.path is set up before the project imports)
 """OCI image layout store cost at 100 / 1,000 / 10,000 images, with skopeo in the same run.
 
-    .venv/bin/python benchmarks/layout.py [--sizes 100,1000,10000] [--runs 7] [--src DIR]
+    .venv/bin/python benchmarks/layout.py [--sizes 100,1000,10000] [--runs 9] [--src DIR]
 
 Each layout is written directly (fast, valid content): per image a config, a manifest
 tagged ``img-<n>``, a DSSE-like envelope, its referrer manifest and the ``sha256-<hex>``
@@ -259,7 +259,7 @@ def first_open(layout: Path, env: dict[str, str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000,10000")
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--src", type=Path, default=ROOT / "src")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -280,28 +280,29 @@ def main() -> int:
         index = json.loads((small / "index.json").read_text())
         index["manifests"][0]["annotations"][REF] = "latest"
         (small / "index.json").write_text(json.dumps(index))
+        layouts: dict[int, tuple[Path, Path]] = {}
         for size in sizes:
             started = time.perf_counter()
             layout, peer = work / f"n{size}", work / f"n{size}-skopeo"
             build_layout(layout, size)
             peer.mkdir()
             twin(layout, peer)
-            built = time.perf_counter() - started
+            layouts[size] = (layout, peer)
+            print(
+                f"  built {size} images in {time.perf_counter() - started:.1f} s", file=sys.stderr
+            )
+        for size, (layout, _peer) in layouts.items():
             opened = statistics.median(first_open(layout, env) for _ in range(3))
-            results[("first open after another tool wrote index.json (in-process)", size)] = [
-                opened
-            ]
+            results[("first open (in-process)", size)] = [opened]
             run_op("resolve", layout, "img-0", "warm", env)  # the cache now matches
-            print(f"  built {size} images in {built:.1f} s", file=sys.stderr)
-            for run in range(args.runs):
+        # Sizes and tools alternate within each round, so drifting load hits all alike.
+        for run in range(args.runs):
+            for size, (layout, peer) in layouts.items():
                 tag = f"img-{(run * 7919) % size}"
+                subject = f"img-{(run * 104729 + 1) % size}"
                 for op in ("resolve", "put", "attach"):
                     wall, inside = run_op(
-                        op,
-                        layout,
-                        tag if op != "attach" else f"img-{(run * 104729 + 1) % size}",
-                        f"{size}-{run}",
-                        env,
+                        op, layout, subject if op == "attach" else tag, f"{size}-{run}", env
                     )
                     results.setdefault((f"{op} (process)", size), []).append(wall)
                     results.setdefault((f"{op} (in-process)", size), []).append(inside)
@@ -336,7 +337,7 @@ def _table(results: dict[tuple[str, int], list[float]], sizes: list[int]) -> Non
         "put (in-process)",
         "attach (process)",
         "attach (in-process)",
-        "first open after another tool wrote index.json (in-process)",
+        "first open (in-process)",
     ]
     labels = {
         "resolve (process)": "resolve a tag, process",
@@ -347,11 +348,11 @@ def _table(results: dict[tuple[str, int], list[float]], sizes: list[int]) -> Non
         "attach (in-process)": "attach a referrer, in-process",
         "skopeo inspect --raw": "  peer: skopeo inspect --raw",
         "skopeo copy small → layout:tag": "  peer: skopeo copy → oci:PATH:TAG",
-        "first open after another tool wrote index.json (in-process)": "first open after a foreign write",
+        "first open (in-process)": "first open after a foreign write",
     }
     first, last = sizes[0], sizes[-1]
     head = f"{'operation':36s}" + "".join(f"{f'{n:,} img':>11s}" for n in sizes)
-    head += f"{f'{last:,}/{first:,}':>10s}"
+    head += f"{f'{last:,}/{first:,}':>12s}"
     print()
     print(head + "   vs skopeo")
     print("-" * (len(head) + 12))
@@ -361,7 +362,7 @@ def _table(results: dict[tuple[str, int], list[float]], sizes: list[int]) -> Non
         medians = {n: statistics.median(results[(row, n)]) for n in sizes if (row, n) in results}
         line = f"{labels[row]:36s}" + "".join(f"{medians[n] * 1000:9.1f}ms" for n in sizes)
         ratio = medians[last] / medians[first]
-        line += f"{ratio:9.2f}x"
+        line += f"{ratio:11.2f}x"
         peer = {
             "resolve (process)": "skopeo inspect --raw",
             "put (process)": "skopeo copy small → layout:tag",
