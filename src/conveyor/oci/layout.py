@@ -52,8 +52,8 @@ from conveyor.oci.digest import Digest, verified_chunks, verify_bytes
 from conveyor.oci.manifest import (
     MAX_MANIFEST_BYTES,
     Descriptor,
-    ImageIndex,
     parse_manifest,
+    strict_json_loads,
 )
 from conveyor.oci.mediatypes import INDEX_TYPES, OCI_INDEX
 from conveyor.oci.referrers import merged_fallback, read_fallback, wanted_by_tag
@@ -63,7 +63,7 @@ __all__ = ["LAYOUT_VERSION", "REF_NAME_ANNOTATION", "LayoutRepository", "validat
 
 LAYOUT_VERSION = "1.0.0"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
-MAX_INDEX_JSON_BYTES = 64 * 1024 * 1024
+MAX_INDEX_JSON_BYTES = 32 * 1024 * 1024  # ~60,000 images with their referrers indexes
 CHUNK_SIZE = 1024 * 1024
 CACHE_NAME = "index.json.sqlite"
 _INDEX_END = b"\n]}\n"
@@ -120,6 +120,7 @@ class LayoutRepository:
         self._removed: set[bytes] = set()  # index.json lines this write takes out ...
         self._added: list[bytes] = []  # ... and appends
         self._db_guard = threading.RLock()
+        self._blob_dirs: dict[str, Path] = {}
         try:
             if create:
                 self._create()
@@ -379,23 +380,18 @@ class LayoutRepository:
     def _record_facts(self, db: sqlite3.Connection, manifest: RawManifest) -> set[str]:
         """Remember what a manifest says about others (its children, its subject): facts of
         content-addressed bytes, true for as long as the digest exists."""
-        try:
-            parsed = parse_manifest(manifest.data, content_type=manifest.media_type)
-        except ManifestError:
-            return set()
+        children, subject, artifact_type = _facts(manifest.data)
         digest = str(manifest.digest)
-        children: set[str] = set()
-        if isinstance(parsed, ImageIndex):
-            children = {str(child.digest) for child in parsed.manifests}
+        if children:
             db.executemany(
                 "INSERT OR IGNORE INTO children (parent, child) VALUES (?, ?)",
                 [(digest, child) for child in sorted(children)],
             )
-        if parsed.subject is not None:
+        if subject is not None:
             db.execute(
                 "INSERT OR IGNORE INTO subjects (referrer, subject, artifact_type) "
                 "VALUES (?, ?, ?)",
-                (digest, str(parsed.subject.digest), _artifact_type(parsed)),
+                (digest, subject, artifact_type),
             )
         return children
 
@@ -521,8 +517,12 @@ class LayoutRepository:
             header = {k: v for k, v in doc.items() if k != "manifests"}
             _set_meta(db, "header", json.dumps(header, separators=(",", ":")))
             _set_meta(db, "format", _CACHE_FORMAT)
-            for entry in entries:
-                _insert_entry(db, entry, _ref_name(entry))
+            db.executemany(
+                "INSERT INTO entries (digest, media_type, ref_name, line) VALUES (?, ?, ?, ?)",
+                (_entry_row(entry, _ref_name(entry)) for entry in entries),
+            )
+            # The one walk over manifests, once per foreign index.json: what indexes list
+            # (a child put alone stays off the top level) and what untagged ones refer to.
             for entry in entries:
                 if entry.get("mediaType") in INDEX_TYPES or _ref_name(entry) is None:
                     self._learn_from_blob(db, entry)
@@ -535,14 +535,28 @@ class LayoutRepository:
 
     def _learn_from_blob(self, db: sqlite3.Connection, entry: dict[str, Any]) -> None:
         digest = _parse_digest(entry["digest"], self._index_path)
+        data = self._read_blob_quickly(digest)
+        if data is not None:  # absent, damaged or odd: reading it later says so
+            self._record_facts(db, RawManifest(data, "", digest))
+
+    def _read_blob_quickly(self, digest: Digest) -> bytes | None:
+        """A manifest blob for the walk: its directory is checked once, the file is opened
+        without following a symlink (one that is refused here is simply not learned)."""
+        directory = self._blob_dirs.get(digest.algorithm)
+        if directory is None:
+            directory = self._blob_path(digest).parent.resolve()
+            if not directory.is_relative_to(self._root):
+                return None
+            self._blob_dirs[digest.algorithm] = directory
         try:
-            data = self._read_manifest_blob(digest)
-        except (NotFoundError, ManifestError, DigestError):
-            return  # absent or damaged: reading it later says so
-        media_type = entry.get("mediaType")
-        self._record_facts(
-            db, RawManifest(data, media_type if isinstance(media_type, str) else "", digest)
-        )
+            fd = os.open(directory / digest.encoded, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(data) > MAX_MANIFEST_BYTES or Digest.of(data, digest.algorithm) != digest:
+            return None
+        return data
 
     def _validated(self, raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         path = self._index_path
@@ -811,13 +825,51 @@ def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
 
 
 def _insert_entry(db: sqlite3.Connection, entry: dict[str, Any], ref_name: str | None) -> bytes:
+    row = _entry_row(entry, ref_name)
+    db.execute("INSERT INTO entries (digest, media_type, ref_name, line) VALUES (?, ?, ?, ?)", row)
+    return row[3]
+
+
+def _entry_row(
+    entry: dict[str, Any], ref_name: str | None
+) -> tuple[str, str | None, str | None, bytes]:
     media_type = entry.get("mediaType")
-    line = _entry_line(entry)
-    db.execute(
-        "INSERT INTO entries (digest, media_type, ref_name, line) VALUES (?, ?, ?, ?)",
-        (entry["digest"], media_type if isinstance(media_type, str) else None, ref_name, line),
+    return (
+        entry["digest"],
+        media_type if isinstance(media_type, str) else None,
+        ref_name,
+        _entry_line(entry),
     )
-    return line
+
+
+def _facts(data: bytes) -> tuple[set[str], str | None, str | None]:
+    """(children, subject, artifact type) of a manifest's bytes, read strictly but without
+    building the whole model (the walk over a big layout reads thousands)."""
+    try:
+        doc = strict_json_loads(data, what="manifest")
+    except ManifestError:
+        return set(), None, None
+    if not isinstance(doc, dict):
+        return set(), None, None
+    children: set[str] = set()
+    listed = doc.get("manifests")
+    if isinstance(listed, list) and "layers" not in doc:
+        children = {d for d in map(_descriptor_digest, listed) if d is not None}
+    subject = _descriptor_digest(doc.get("subject"))
+    artifact_type = doc.get("artifactType")
+    config = doc.get("config")
+    if artifact_type is None and isinstance(config, dict) and not children:
+        artifact_type = config.get("mediaType")
+    return children, subject, artifact_type if isinstance(artifact_type, str) else None
+
+
+def _descriptor_digest(descriptor: Any) -> str | None:
+    if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str):
+        return None
+    try:
+        return str(Digest.parse(descriptor["digest"]))
+    except DigestError:
+        return None
 
 
 def _entry_line(entry: dict[str, Any]) -> bytes:
@@ -828,13 +880,6 @@ def _identity(info: os.stat_result) -> str:
     return ":".join(
         str(v) for v in (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
     )
-
-
-def _artifact_type(parsed: Any) -> str | None:
-    artifact_type = getattr(parsed, "artifact_type", None)
-    if artifact_type is None and not isinstance(parsed, ImageIndex):
-        artifact_type = parsed.config.media_type
-    return artifact_type if isinstance(artifact_type, str) else None
 
 
 # --- helpers ----------------------------------------------------------------------------
