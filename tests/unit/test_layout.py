@@ -641,3 +641,52 @@ def test_index_json_written_line_by_line_matches_a_full_rewrite(tmp_path: Path) 
     fresh = LayoutRepository(tmp_path / "l")
     tags = [e["annotations"][REF_NAME_ANNOTATION] for e in model if "annotations" in e]  # type: ignore[index]
     assert fresh.list_tags() == tags
+
+
+_PUTTER = """
+import json, sys
+from pathlib import Path
+from conveyor.oci.digest import Digest
+from conveyor.oci.layout import LayoutRepository
+from conveyor.oci.store import RawManifest
+path, offset = Path(sys.argv[1]), int(sys.argv[2])
+for n in range(offset, offset + 400):
+    config = json.dumps({"n": n}).encode()
+    doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                      "digest": str(Digest.of(config)), "size": len(config)}, "layers": []}
+    data = json.dumps(doc).encode()
+    repo = LayoutRepository(path)
+    repo.put_manifest(RawManifest(data, doc["mediaType"], Digest.of(data)), tag=f"t{n % 50}")
+    print(n, flush=True)
+"""
+
+
+def test_a_writer_killed_at_any_moment_leaves_a_consistent_layout(tmp_path: Path) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    LayoutRepository(tmp_path / "l", create=True)
+    root = Path(__file__).resolve().parents[2]
+    rng = random.Random(5)
+    for round_ in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _PUTTER, str(tmp_path / "l"), str(round_ * 1000)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(root / "src")},
+        )
+        assert proc.stdout is not None
+        proc.stdout.readline()  # it has started writing
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # What index.json says, read without any cache, is what conveyor says.
+        index = json.loads((tmp_path / "l" / "index.json").read_text())
+        truth = {e["annotations"][REF_NAME_ANNOTATION]: e["digest"] for e in index["manifests"]}
+        for reader in (LayoutRepository(tmp_path / "l"), LayoutRepository(tmp_path / "l")):
+            assert sorted(reader.list_tags()) == sorted(truth)
+            for tag, digest in truth.items():
+                assert str(reader.get_manifest(tag).digest) == digest
