@@ -11,9 +11,9 @@ import pytest
 from conveyor.oci.name import Reference
 from conveyor.oci.referrers import list_referrers
 from conveyor.registry.client import RegistryClient
+from tests.support.attesters import parallel_attesters
 from tests.support.images import build_image
 from tests.support.registry import RunningRegistry, skopeo
-from tests.unit.test_referrers import _parallel_attesters
 
 pytestmark = [pytest.mark.registry, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ def test_twenty_parallel_attesters_on_a_registry_lose_no_listing(
         f"oci:{image.layout}:latest",
         f"docker://{target}",
     )
-    attached = _parallel_attesters(target, 20, tmp_path / "barrier")
+    attached = parallel_attesters(target, 20, tmp_path / "barrier")
     with RegistryClient(insecure_registries=[registry.host]) as client:
         repository = client.repository(Reference.parse(target))
         subject = repository.get_manifest("v1")

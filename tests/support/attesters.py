@@ -1,5 +1,6 @@
 """A referrer writer run as its own process, for tests with many parallel attesters.
 
+``parallel_attesters(STORE, COUNT, BARRIER)`` starts COUNT of them at once. Each is
 ``python -m tests.support.attesters STORE NAME BARRIER`` where STORE is ``oci:PATH:TAG`` or
 ``HOST/REPO:TAG`` (plain HTTP, loopback). It stores a small referrer of the image STORE names,
 then waits at BARRIER (a directory: it writes ``ready-NAME`` and waits for ``go``) so that
@@ -9,6 +10,8 @@ every writer attaches at once, attaches it, and prints the referrer's digest.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,6 +58,37 @@ def _open(store: str) -> tuple[Repository, str]:
     client = RegistryClient(insecure_registries=[reference.registry])
     assert reference.tag is not None
     return client.repository(reference), reference.tag
+
+
+def parallel_attesters(store: str, count: int, barrier: Path) -> set[str]:
+    """``count`` writer processes that attach one referrer each, all at the same moment."""
+    barrier.mkdir()
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.support.attesters", store, f"w{n}", str(barrier)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=root,
+            env=env,
+        )
+        for n in range(count)
+    ]
+    deadline = time.monotonic() + 180
+    while len(list(barrier.glob("ready-*"))) < count and time.monotonic() < deadline:
+        if any(p.poll() not in (None, 0) for p in procs):
+            break
+        time.sleep(0.02)
+    (barrier / "go").touch()
+    attached: set[str] = set()
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+        attached.add(out.strip())
+    assert len(attached) == count
+    return attached
 
 
 def main(argv: list[str]) -> int:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +13,7 @@ from conveyor.oci.digest import Digest
 from conveyor.oci.layout import REF_NAME_ANNOTATION, LayoutRepository
 from conveyor.oci.referrers import attach_referrer, fallback_tag, list_referrers
 from conveyor.oci.store import RawManifest
+from tests.support.attesters import parallel_attesters
 from tests.support.images import build_image
 
 EMPTY = b"{}"
@@ -201,40 +198,9 @@ def test_a_layout_lists_several_referrers_with_one_index_json_write(tmp_path: Pa
     assert all(str(r.digest) not in listed for r in referrers)  # blobs under the tag index
 
 
-def _parallel_attesters(store: str, count: int, barrier: Path) -> set[str]:
-    """``count`` writer processes that attach one referrer each, all at the same moment."""
-    barrier.mkdir()
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.support.attesters", store, f"w{n}", str(barrier)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=root,
-            env=env,
-        )
-        for n in range(count)
-    ]
-    deadline = time.monotonic() + 180
-    while len(list(barrier.glob("ready-*"))) < count and time.monotonic() < deadline:
-        if any(p.poll() not in (None, 0) for p in procs):
-            break
-        time.sleep(0.02)
-    (barrier / "go").touch()
-    attached: set[str] = set()
-    for p in procs:
-        out, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err
-        attached.add(out.strip())
-    assert len(attached) == count
-    return attached
-
-
 def test_twenty_parallel_attesters_on_a_layout_lose_no_listing(tmp_path: Path) -> None:
     img = build_image(tmp_path / "l", tag="v1")
-    attached = _parallel_attesters(f"oci:{img.layout}:v1", 20, tmp_path / "barrier")
+    attached = parallel_attesters(f"oci:{img.layout}:v1", 20, tmp_path / "barrier")
     repository = LayoutRepository(img.layout)
     subject = repository.get_manifest("v1")
     listed = {str(d.digest) for d in list_referrers(repository, subject.digest)}
