@@ -437,3 +437,62 @@ def test_blob_retries_are_bounded_and_only_for_transient_failures(
     # the largest blob goes first and is tried BLOB_ATTEMPTS times (or once, if not transient)
     assert list(source.broken_opens.values()) == [failures]
     assert destination.list_tags() == []  # no manifest written
+
+
+# --- Docker schema 2 into an OCI layout (issue 10 #6) ------------------------------------
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _push_docker_image(fake: FakeRegistry, name: str = "team/docker") -> str:
+    layer = hashlib.sha256(b"layer").digest() * 64
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {}}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "digest": fake.add_blob(name, config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "digest": fake.add_blob(name, layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    return fake.add_manifest(name, manifest, DOCKER_MANIFEST, tag="v1")
+
+
+def test_docker_media_types_into_a_layout_are_kept_with_a_warning(tmp_path: Path) -> None:
+    fake = FakeRegistry()
+    digest = _push_docker_image(fake)
+    layout = LayoutRepository(tmp_path / "layout", create=True)
+    with RegistryClient(transport=fake.transport) as client:
+        source = client.repository(Reference.parse(f"{fake.host}/team/docker:v1"))
+        result = copy(source, "v1", layout, tags=["v1"])
+        again = copy(source, "v1", layout, tags=["v1"])  # already there: still said
+        into_registry = copy(
+            source, "v1", client.repository(Reference.parse(f"{fake.host}/team/other:v1"))
+        )
+    assert str(result.digest) == digest  # never converted
+    assert result.media_type == DOCKER_MANIFEST
+    assert len(result.warnings) == 1
+    assert "\n" not in result.warnings[0]
+    assert "Docker schema 2" in result.warnings[0]
+    assert "skopeo 1.9 and umoci" in result.warnings[0]
+    assert result.to_dict()["warnings"] == list(result.warnings)
+    assert again.warnings == result.warnings
+    assert into_registry.warnings == ()
+
+
+def test_an_oci_image_into_a_layout_has_no_warning(tmp_path: Path) -> None:
+    image = build_image(tmp_path / "src")
+    source = LayoutRepository(image.layout)
+    result = copy(source, "latest", LayoutRepository(tmp_path / "dst", create=True))
+    assert result.warnings == ()
+    assert result.to_dict()["warnings"] == []

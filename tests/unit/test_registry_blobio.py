@@ -191,3 +191,81 @@ def test_tls_is_verified_for_hosts_not_marked_insecure(server: _Server) -> None:
         pass
     assert f"https://{host}/v2/" in str(info.value)
     assert "SSL" in str(info.value)
+
+
+# --- TLS refusals are final (issue 9 #13) ----------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_an_untrusted_certificate_is_refused_once_not_six_times(tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[int] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    sleeps: list[float] = []
+    try:
+        with (
+            RegistryClient(sleep=sleeps.append) as client,
+            pytest.raises(RegistryError) as info,
+        ):
+            client.ping(f"127.0.0.1:{port}")
+    finally:
+        listener.close()
+    message = str(info.value)
+    assert "TLS refused" in message
+    assert "CERTIFICATE_VERIFY_FAILED" in message
+    assert "\n" not in message
+    assert not info.value.retryable
+    assert (len(accepted), sleeps) == (1, [])

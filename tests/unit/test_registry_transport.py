@@ -8,6 +8,7 @@ import pytest
 
 from conveyor.errors import AuthenticationError, NotFoundError, RegistryError
 from conveyor.oci.digest import Digest
+from conveyor.oci.name import Reference
 from conveyor.registry.client import RegistryClient
 from conveyor.registry.testing import FakeRegistry
 from conveyor.registry.transport import (
@@ -159,7 +160,7 @@ def test_gives_up_after_max_attempts() -> None:
     assert len(sleeps) == 3
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 500])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405])
 def test_no_retry_on_other_errors(status: int) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, json={"errors": [{"code": "X", "message": "no"}]})
@@ -171,6 +172,38 @@ def test_no_retry_on_other_errors(status: int) -> None:
     ):
         client.ping("r.example")
     assert calls == []
+
+
+def test_500_on_get_is_retried_and_the_give_up_says_how_often() -> None:
+    # Issue 9 #13: a 500 on GET was never retried, and a give-up did not say it gave up.
+    fake = FakeRegistry()
+    image = push_image(fake)
+    fake.fail_next(500, times=2)
+    sleeps: list[float] = []
+    with client_for(fake, sleeps=sleeps) as client:
+        assert repo(client, fake).get_manifest(image.tag).data == image.manifest
+    assert len(sleeps) == 2
+    fake.fail_next(503, times=100)
+    with client_for(fake, max_attempts=3) as client, pytest.raises(RegistryError) as info:
+        repo(client, fake).get_manifest(image.tag)
+    assert info.value.status == 503
+    assert str(info.value).endswith("(gave up after 3 attempts)")
+
+
+def test_500_on_post_is_not_retried() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        return httpx.Response(500, json={"errors": [{"code": "UNKNOWN", "message": "boom"}]})
+
+    with (
+        RegistryClient(transport=httpx.MockTransport(handler), sleep=lambda s: None) as client,
+        pytest.raises(RegistryError) as info,
+    ):
+        client.repository(Reference.parse("r.example/a/b:c")).write_blob(Digest.of(b"x"), 1, [b"x"])
+    assert seen == ["POST"]
+    assert "attempts" not in str(info.value)
 
 
 def test_deadline_stops_retrying() -> None:
