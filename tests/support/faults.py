@@ -50,7 +50,7 @@ Rule = Callable[[str, str, int], Fault | None]
 
 class FaultProxy:
     def __init__(self, upstream: str | None, rule: Rule) -> None:
-        self.upstream = upstream  # "127.0.0.1:PORT", or None to answer everything with rules
+        self.upstream = upstream  # "127.0.0.1:PORT", or None: 64 bytes of "x" for everything
         self.rule = rule
         self.log: list[tuple[str, str, str]] = []
         self.connections = 0
@@ -141,8 +141,8 @@ class FaultProxy:
     def _forward(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
     ) -> bytes:
-        if self.upstream is None:
-            return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+        if self.upstream is None:  # no registry behind: a small answer for the rules to spoil
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" + b"x" * 64
         conn = http.client.HTTPConnection(self.upstream, timeout=30)
         try:
             conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)

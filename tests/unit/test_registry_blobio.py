@@ -17,8 +17,10 @@ import pytest
 from conveyor.errors import DigestMismatch, RegistryError
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import Reference
-from conveyor.registry.blobio import Urllib3BlobIO
+from conveyor.registry.blobio import Urllib3BlobIO, Urllib3Sender
 from conveyor.registry.client import RegistryClient
+from conveyor.registry.transport import Deadline, DeadlineExceeded, HttpxSender, make_httpx_client
+from tests.support.faults import Fault, FaultProxy
 
 BLOB = os.urandom(3 * 1024 * 1024 + 11)
 DIGEST = Digest.of(BLOB)
@@ -269,3 +271,40 @@ def test_an_untrusted_certificate_is_refused_once_not_six_times(tmp_path: Path) 
     assert "\n" not in message
     assert not info.value.retryable
     assert (len(accepted), sleeps) == (1, [])
+
+
+# --- the deadline on both senders (issue 9 #6) ---------------------------------------------
+
+
+@pytest.mark.parametrize("sender_kind", ["urllib3", "httpx"])
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.silent(), Fault.trickle(0.2), Fault.trickle(0.2, body_only=True)],
+    ids=["silent", "trickled-headers", "trickled-body"],
+)
+def test_a_slow_loris_cannot_stretch_the_deadline(sender_kind: str, fault: Fault) -> None:
+    deadline = Deadline(1.0)
+    sender: Urllib3Sender | HttpxSender
+    if sender_kind == "urllib3":
+        sender = Urllib3Sender(deadline=deadline)
+    else:
+        sender = HttpxSender(make_httpx_client(None), deadline=deadline)
+    outcome: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            response = sender.send("GET", f"http://{proxy.host}/v2/a/manifests/b", {}, None)
+            b"".join(response.chunks)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with FaultProxy(None, lambda method, path, n: fault) as proxy:
+        worker = threading.Thread(target=fetch, daemon=True)
+        worker.start()
+        worker.join(60)  # a guard against a hang; the old code read for minutes here
+        alive = worker.is_alive()
+    sender.close()
+    deadline.close()
+    assert not alive
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], DeadlineExceeded), outcome[0]

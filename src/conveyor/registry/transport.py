@@ -415,13 +415,11 @@ class HttpxSender:
                 headers=dict(headers),
                 content=body,
                 timeout=httpx.Timeout(read, connect=min(read, 15.0)),
+                extensions={"trace": self._trace},
             )
             response = self._client.send(request, stream=True, follow_redirects=False)
         except httpx.HTTPError as exc:
             raise translate_network_error(exc, method, url, deadline) from exc
-        stream = response.extensions.get("network_stream")
-        if stream is not None:
-            deadline.watch(stream.get_extra_info("socket"))
         return WireResponse(
             status=response.status_code,
             headers=lower_headers(response.headers.multi_items()),
@@ -429,6 +427,15 @@ class HttpxSender:
             chunks=_httpx_chunks(response, method, url, deadline),
             closer=response.close,
         )
+
+    def _trace(self, event: str, info: Mapping[str, object]) -> None:
+        # httpcore's trace hook hands over each new connection's stream as soon as it is
+        # connected, before a byte of the answer: the deadline can cut a trickled header.
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            get_extra_info = getattr(stream, "get_extra_info", None)
+            if callable(get_extra_info):
+                self._deadline.watch(get_extra_info("socket"))
 
     def close(self) -> None:
         self._client.close()
