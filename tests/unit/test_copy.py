@@ -19,7 +19,7 @@ from conveyor.oci.layout import LayoutRepository
 from conveyor.oci.name import Reference
 from conveyor.oci.store import RawManifest, Repository
 from conveyor.registry.client import RegistryClient
-from conveyor.registry.copy import CopyResult, copy
+from conveyor.registry.copy import BLOB_ATTEMPTS, CopyResult, copy
 from conveyor.registry.testing import FakeRegistry
 from tests.support.images import build_image, build_index
 
@@ -414,7 +414,10 @@ class FlakyBlobs(Unmountable):
         return contextlib.nullcontext(cut_off())
 
 
-def test_a_blob_cut_off_mid_stream_is_sent_again(tmp_path: Path) -> None:
+def test_a_blob_cut_off_mid_stream_is_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("conveyor.registry.copy.BLOB_RETRY_BASE", 0.001)
     img = build_image(tmp_path / "src", tag="v1", layer_sizes=(50_000,))
     source = FlakyBlobs(LayoutRepository(img.layout), failures=2)
     destination = LayoutRepository(tmp_path / "dst", create=True)
@@ -425,18 +428,21 @@ def test_a_blob_cut_off_mid_stream_is_sent_again(tmp_path: Path) -> None:
         assert destination.blob_size(Digest.parse(digest)) == img.blobs[digest]
 
 
-@pytest.mark.parametrize(("failures", "retryable"), [(3, True), (1, False)])
+@pytest.mark.parametrize(("failures", "retryable"), [(BLOB_ATTEMPTS, True), (1, False)])
 def test_blob_retries_are_bounded_and_only_for_transient_failures(
-    tmp_path: Path, failures: int, retryable: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int, retryable: bool
 ) -> None:
+    monkeypatch.setattr("conveyor.registry.copy.BLOB_RETRY_BASE", 0.001)
     img = build_image(tmp_path / "src", tag="v1", layer_sizes=(50_000,))
     source = FlakyBlobs(LayoutRepository(img.layout), failures=failures, retryable=retryable)
     destination = LayoutRepository(tmp_path / "dst", create=True)
-    with pytest.raises(RegistryError, match="mid-stream"):
+    with pytest.raises(RegistryError, match="mid-stream") as info:
         copy(source, "v1", destination, tags=["v1"], concurrency=1)
     # the largest blob goes first and is tried BLOB_ATTEMPTS times (or once, if not transient)
     assert list(source.broken_opens.values()) == [failures]
     assert destination.list_tags() == []  # no manifest written
+    # Issue 9 #13: a give-up says it gave up, and after how many attempts.
+    assert str(info.value).endswith(f"after {BLOB_ATTEMPTS} attempts)") == retryable
 
 
 # --- Docker schema 2 into an OCI layout (issue 10 #6) ------------------------------------

@@ -16,6 +16,7 @@ releases the GIL on large updates, so threads hash in parallel with the I/O.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,8 +36,11 @@ __all__ = ["CopyProgress", "CopyResult", "copy"]
 
 # An index of indexes is legal; deeper nesting than this is hostile, not useful.
 MAX_NESTING = 4
-BLOB_ATTEMPTS = 3  # a blob cut off mid-stream by a transient failure is sent again, twice at most
-BLOB_RETRY_PAUSE = 0.25  # seconds, times the attempt: a 503 deserves a breath, not a hammer
+# A blob cut off by a transient failure (a 503 on its upload, a reset, a trickle) is sent
+# again from its start, with backoff: as many attempts as a request gets (RetryPolicy).
+BLOB_ATTEMPTS = 6
+BLOB_RETRY_BASE = 0.25  # seconds before the second attempt; doubled each time, capped
+BLOB_RETRY_CAP = 4.0
 DOCKER_TYPES = frozenset({mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST})
 
 
@@ -343,8 +347,10 @@ def _stream_with_retries(
             if progress is not None:
                 progress.advance(-sent[0])  # the bar goes back to where this blob began
             # The source is read again from its start and the upload restarts in a new
-            # session: nothing of the failed attempt is reused.
-            time.sleep(BLOB_RETRY_PAUSE * attempt)
+            # session: nothing of the failed attempt is reused. Equal jitter: the copy's
+            # threads do not come back in step.
+            pause = min(BLOB_RETRY_CAP, BLOB_RETRY_BASE * 2 ** (attempt - 1))
+            time.sleep(pause / 2 + random.uniform(0, pause / 2))
 
 
 def _watched(
