@@ -308,3 +308,46 @@ def test_a_slow_loris_cannot_stretch_the_deadline(sender_kind: str, fault: Fault
     assert not alive
     assert len(outcome) == 1
     assert isinstance(outcome[0], DeadlineExceeded), outcome[0]
+
+
+# --- start-up: nothing loaded that a plain-HTTP command does not use (issue 11) ------------
+
+_STARTUP_PROBE = """
+import sys
+from conveyor.oci.digest import Digest
+from conveyor.oci.name import Reference
+from conveyor.registry import transport
+from conveyor.registry.client import RegistryClient
+
+host = sys.argv[1]
+with RegistryClient(insecure_registries=[host]) as client:
+    client.ping(host)
+    client.repository(Reference.parse(host + "/a:b")).blob_size(Digest.of(b"x"))
+loaded = transport.tls_context.cache_info().currsize
+print("httpx" in sys.modules, "urllib.request" in sys.modules, loaded)
+"""
+
+
+def test_plain_http_loads_neither_httpx_nor_the_ca_bundle(server: _Server) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _STARTUP_PROBE, f"127.0.0.1:{server.port}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.split() == ["False", "False", "0"]
+
+
+def test_proxies_route_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor.registry.blobio import HttpxBlobIO
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    with RegistryClient() as client:
+        assert isinstance(client._session.blobs, HttpxBlobIO)
+    monkeypatch.setenv("HTTPS_PROXY", " ")
+    with RegistryClient() as client:
+        assert isinstance(client._session.blobs, Urllib3Sender)
