@@ -1,4 +1,4 @@
-"""The urllib3 blob path against tiny loopback HTTP servers (no registry, no network)."""
+"""The http.client sender against tiny loopback HTTP servers (no registry, no network)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from conveyor.errors import DigestMismatch, RegistryError
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import Reference
-from conveyor.registry.blobio import Urllib3BlobIO, Urllib3Sender
+from conveyor.registry.blobio import StdlibSender
 from conveyor.registry.client import RegistryClient
 from conveyor.registry.transport import Deadline, DeadlineExceeded, HttpxSender, make_httpx_client
 from tests.support.faults import Fault, FaultProxy
@@ -115,11 +115,11 @@ def other_server() -> Iterator[_Server]:
 
 def _client(*hosts: str) -> RegistryClient:
     client = RegistryClient(insecure_registries=hosts, sleep=lambda s: None, max_attempts=2)
-    assert isinstance(client._session.blobs, Urllib3BlobIO)
+    assert isinstance(client._session.blobs, StdlibSender)
     return client
 
 
-def test_stream_and_upload_through_urllib3(server: _Server) -> None:
+def test_stream_and_upload_through_http_client(server: _Server) -> None:
     host = f"127.0.0.1:{server.port}"
     with _client(host) as client:
         repo = client.repository(Reference.parse(f"{host}/a:b"))
@@ -133,7 +133,7 @@ def test_stream_and_upload_through_urllib3(server: _Server) -> None:
     assert "_state=s" in put[0][1]
 
 
-def test_urllib3_lying_server_is_caught(server: _Server) -> None:
+def test_lying_server_is_caught(server: _Server) -> None:
     server.serve = os.urandom(len(BLOB))
     host = f"127.0.0.1:{server.port}"
     with _client(host) as client:
@@ -142,7 +142,7 @@ def test_urllib3_lying_server_is_caught(server: _Server) -> None:
             b"".join(chunks)
 
 
-def test_urllib3_redirect_to_another_host_drops_authorization(
+def test_redirect_to_another_host_drops_authorization(
     server: _Server, other_server: _Server, tmp_path: Path
 ) -> None:
     # 127.0.0.1 and localhost are different hosts to the client
@@ -200,6 +200,7 @@ def test_tls_is_verified_for_hosts_not_marked_insecure(server: _Server) -> None:
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
     import datetime
+    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -217,6 +218,10 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
@@ -276,7 +281,7 @@ def test_an_untrusted_certificate_is_refused_once_not_six_times(tmp_path: Path) 
 # --- the deadline on both senders (issue 9 #6) ---------------------------------------------
 
 
-@pytest.mark.parametrize("sender_kind", ["urllib3", "httpx"])
+@pytest.mark.parametrize("sender_kind", ["stdlib", "httpx"])
 @pytest.mark.parametrize(
     "fault",
     [Fault.silent(), Fault.trickle(0.2), Fault.trickle(0.2, body_only=True)],
@@ -284,9 +289,9 @@ def test_an_untrusted_certificate_is_refused_once_not_six_times(tmp_path: Path) 
 )
 def test_a_slow_loris_cannot_stretch_the_deadline(sender_kind: str, fault: Fault) -> None:
     deadline = Deadline(1.0)
-    sender: Urllib3Sender | HttpxSender
-    if sender_kind == "urllib3":
-        sender = Urllib3Sender(deadline=deadline)
+    sender: StdlibSender | HttpxSender
+    if sender_kind == "stdlib":
+        sender = StdlibSender(deadline=deadline)
     else:
         sender = HttpxSender(make_httpx_client(None), deadline=deadline)
     outcome: list[BaseException] = []
@@ -324,11 +329,11 @@ with RegistryClient(insecure_registries=[host]) as client:
     client.ping(host)
     client.repository(Reference.parse(host + "/a:b")).blob_size(Digest.of(b"x"))
 loaded = transport.tls_context.cache_info().currsize
-print("httpx" in sys.modules, "urllib.request" in sys.modules, loaded)
+print(*(name in sys.modules for name in ("httpx", "urllib3", "urllib.request")), loaded)
 """
 
 
-def test_plain_http_loads_neither_httpx_nor_the_ca_bundle(server: _Server) -> None:
+def test_plain_http_loads_no_http_library_and_no_ca_bundle(server: _Server) -> None:
     import subprocess
     import sys
 
@@ -339,7 +344,7 @@ def test_plain_http_loads_neither_httpx_nor_the_ca_bundle(server: _Server) -> No
         timeout=120,
         check=True,
     )
-    assert done.stdout.split() == ["False", "False", "0"]
+    assert done.stdout.split() == ["False", "False", "False", "0"]
 
 
 def test_proxies_route_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -350,4 +355,43 @@ def test_proxies_route_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
         assert isinstance(client._session.blobs, HttpxBlobIO)
     monkeypatch.setenv("HTTPS_PROXY", " ")
     with RegistryClient() as client:
-        assert isinstance(client._session.blobs, Urllib3Sender)
+        assert isinstance(client._session.blobs, StdlibSender)
+
+
+_TLS_PROBE = """
+import sys
+from conveyor.errors import RegistryError
+from conveyor.registry.client import RegistryClient
+
+with RegistryClient(sleep=lambda s: None) as client:
+    for host in sys.argv[1:]:
+        try:
+            client.ping(host)
+            print("ok")
+        except RegistryError as exc:
+            print("refused", "TLS refused" in str(exc), "\\n" not in str(exc))
+"""
+
+
+def test_https_with_a_trusted_certificate_and_its_host_name(
+    tmp_path: Path, server: _Server
+) -> None:
+    import ssl
+    import subprocess
+    import sys
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    env = {**os.environ, "SSL_CERT_FILE": str(cert)}
+    done = subprocess.run(
+        # The certificate names 127.0.0.1, not localhost: the second must be refused.
+        [sys.executable, "-c", _TLS_PROBE, f"127.0.0.1:{server.port}", f"localhost:{server.port}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
+    )
+    assert done.stdout.splitlines() == ["ok", "refused True True"]

@@ -8,7 +8,7 @@ token, password or signed URL leaks.
 
 Requests are sent through a ``Sender``: one request, no redirects, no retries, a streamed
 answer as a ``WireResponse``. The client layers auth, redirects and retries on top, the same
-way for every sender (urllib3 in ``blobio`` for real registries, httpx here for an injected
+way for every sender (http.client in ``blobio`` for real registries, httpx here for an injected
 transport or a proxy). Neither httpx nor the CA bundle is loaded until a request needs it.
 """
 
