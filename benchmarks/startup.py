@@ -11,8 +11,8 @@ Bytecode is compiled first and the measured processes run without PYTHONDONTWRIT
 the same rounds. skopeo's blob cache is deleted before each skopeo run (it does not matter
 for inspect, which mounts nothing, but it keeps skopeo as a fresh CI machine sees it).
 
-Then one ``python -X importtime`` run of ``conveyor resolve`` and of ``conveyor inspect``,
-its import time summed by package: what is left to cut, and whose it is.
+Then ``python -X importtime`` runs of ``conveyor resolve`` and ``conveyor inspect``, import
+time summed by package (median of 5): what is left to cut, and whose it is.
 """
 
 from __future__ import annotations
@@ -88,18 +88,29 @@ def _group(module: str) -> str:
     return parts[0]
 
 
-def import_profile(argv: list[str], env: dict[str, str]) -> tuple[float, list[tuple[str, float]]]:
-    """Self import time by package (ms) of one run of ``argv`` (a ``-m conveyor`` command)."""
-    done = subprocess.run(
-        [argv[0], "-X", "importtime", *argv[1:]], capture_output=True, text=True, env=env
-    )
-    by_group: dict[str, float] = defaultdict(float)
-    for line in done.stderr.splitlines():
-        match = _IMPORT_LINE.match(line)
-        if match:
-            by_group[_group(match.group(4))] += int(match.group(1)) / 1000
-    total = sum(by_group.values())
-    return total, sorted(by_group.items(), key=lambda item: -item[1])
+def import_profile(
+    argv: list[str], env: dict[str, str], runs: int = 5
+) -> tuple[float, list[tuple[str, float]]]:
+    """Self import time by package (ms) of ``argv`` (a ``-m conveyor`` command): the median
+    over ``runs`` runs of each package's sum, so one disturbed run does not decide."""
+    samples: dict[str, list[float]] = defaultdict(list)
+    totals: list[float] = []
+    for _ in range(runs):
+        done = subprocess.run(
+            [argv[0], "-X", "importtime", *argv[1:]], capture_output=True, text=True, env=env
+        )
+        by_group: dict[str, float] = defaultdict(float)
+        for line in done.stderr.splitlines():
+            match = _IMPORT_LINE.match(line)
+            if match:
+                by_group[_group(match.group(4))] += int(match.group(1)) / 1000
+        totals.append(sum(by_group.values()))
+        for group, ms in by_group.items():
+            samples[group].append(ms)
+    medians = {
+        group: median(values + [0.0] * (runs - len(values))) for group, values in samples.items()
+    }
+    return median(totals), sorted(medians.items(), key=lambda item: -item[1])
 
 
 def main() -> int:
@@ -149,7 +160,10 @@ def main() -> int:
         for name in ("conveyor resolve", "conveyor inspect"):
             total, groups = import_profile(commands[name], env)
             print()
-            print(f"imports of one `{name}` (python -X importtime, self time summed by package):")
+            print(
+                f"imports of `{name}` (python -X importtime, self time summed by package, "
+                "median of 5 runs):"
+            )
             print(f"  total {total:.1f} ms")
             for group, ms in groups[:14]:
                 print(f"  {group:<34}{ms:>7.1f} ms")
