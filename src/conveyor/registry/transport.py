@@ -15,7 +15,6 @@ transport or a proxy). Neither httpx nor the CA bundle is loaded until a request
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import functools
 import http
 import json
@@ -24,7 +23,6 @@ import os
 import random
 import re
 import socket
-import ssl
 import sys
 import threading
 import time
@@ -36,6 +34,8 @@ from typing import TYPE_CHECKING, Protocol
 from conveyor.errors import AuthenticationError, NotFoundError, RegistryError
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
 log = logging.getLogger("conveyor.registry")
@@ -208,6 +208,8 @@ def tls_context() -> ssl.SSLContext:
     """One verifying TLS context per process, shared by httpx and urllib3. Loading the CA
     bundle costs more than a whole cached copy, so it is done once, on the first HTTPS
     request: a command that only talks plain HTTP to a loopback registry never pays it."""
+    import ssl
+
     ca_file = os.environ.get("SSL_CERT_FILE") or _certifi_file()
     ca_dir = os.environ.get("SSL_CERT_DIR")
     return ssl.create_default_context(cafile=ca_file, capath=ca_dir)
@@ -478,19 +480,20 @@ def translate_network_error(
     )
 
 
-# Failures of the connection, not of the TLS agreement: worth another try.
-_TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
-
-
 def _tls_refusal(exc: BaseException) -> BaseException | None:
     """The certificate or TLS handshake refusal in ``exc``'s chain, if there is one."""
+    if "ssl" not in sys.modules:
+        return None  # no TLS was spoken in this process: nothing to refuse
+    import ssl
+    # Failures of the connection, not of the TLS agreement: worth another try.
+    transient = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ssl.SSLCertVerificationError):
             return current
-        if isinstance(current, ssl.SSLError) and not isinstance(current, _TRANSIENT_SSL):
+        if isinstance(current, ssl.SSLError) and not isinstance(current, transient):
             return current
         # urllib3 wraps the ssl error as its first argument as well as its cause.
         nested = [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
@@ -603,6 +606,8 @@ def parse_retry_after(value: str, *, now: float) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # rare (an HTTP date), and not needed by commands without a registry
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
