@@ -485,6 +485,7 @@ def _tls_refusal(exc: BaseException) -> BaseException | None:
     if "ssl" not in sys.modules:
         return None  # no TLS was spoken in this process: nothing to refuse
     import ssl
+
     # Failures of the connection, not of the TLS agreement: worth another try.
     transient = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
     seen: set[int] = set()
