@@ -1,4 +1,5 @@
-"""Blob data path: httpx vs urllib3 for a verified GET→PUT between two real registries.
+"""Blob data path: http.client (the default sender) vs httpx for a verified GET→PUT between
+two real registries.
 
 Starts two throwaway docker-registry instances, pushes N incompressible blobs to A, then
 copies them A→B with ``open_blob`` → ``write_blob`` (each byte hashed on the way) in a
@@ -63,20 +64,20 @@ def main() -> None:
                     digest = Digest.of(data)
                     src_seed.write_blob(digest, len(data), [data])
                     blobs.append((digest, len(data)))
-            results: dict[str, list[float]] = {"urllib3": [], "httpx": []}
+            results: dict[str, list[float]] = {"http.client": [], "httpx": []}
             for run in range(args.runs):
-                for mode in ("urllib3", "httpx"):
+                for mode in ("http.client", "httpx"):
                     transport = httpx.HTTPTransport() if mode == "httpx" else None
                     with RegistryClient(insecure_registries=hosts, transport=transport) as client:
                         src = client.repository(Reference.parse(f"{reg_a.host}/bench/src:x"))
                         dst = client.repository(
-                            Reference.parse(f"{reg_b.host}/bench/{mode}{run}:x")
+                            Reference.parse(f"{reg_b.host}/bench/{mode.replace('.', '-')}{run}:x")
                         )
                         results[mode].append(_copy(src, dst, blobs, args.threads))
             total = args.blobs * args.mib
             for mode, times in results.items():
                 print(
-                    f"{mode:8s} median {statistics.median(times):.2f} s for {total} MiB "
+                    f"{mode:12s} median {statistics.median(times):.2f} s for {total} MiB "
                     f"({' '.join(f'{t:.2f}' for t in times)})"
                 )
         finally:

@@ -19,7 +19,7 @@ from conveyor.oci.layout import LayoutRepository
 from conveyor.oci.name import Reference
 from conveyor.oci.store import RawManifest, Repository
 from conveyor.registry.client import RegistryClient
-from conveyor.registry.copy import CopyResult, copy
+from conveyor.registry.copy import BLOB_ATTEMPTS, CopyResult, copy
 from conveyor.registry.testing import FakeRegistry
 from tests.support.images import build_image, build_index
 
@@ -414,7 +414,10 @@ class FlakyBlobs(Unmountable):
         return contextlib.nullcontext(cut_off())
 
 
-def test_a_blob_cut_off_mid_stream_is_sent_again(tmp_path: Path) -> None:
+def test_a_blob_cut_off_mid_stream_is_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("conveyor.registry.copy.BLOB_RETRY_BASE", 0.001)
     img = build_image(tmp_path / "src", tag="v1", layer_sizes=(50_000,))
     source = FlakyBlobs(LayoutRepository(img.layout), failures=2)
     destination = LayoutRepository(tmp_path / "dst", create=True)
@@ -425,15 +428,77 @@ def test_a_blob_cut_off_mid_stream_is_sent_again(tmp_path: Path) -> None:
         assert destination.blob_size(Digest.parse(digest)) == img.blobs[digest]
 
 
-@pytest.mark.parametrize(("failures", "retryable"), [(3, True), (1, False)])
+@pytest.mark.parametrize(("failures", "retryable"), [(BLOB_ATTEMPTS, True), (1, False)])
 def test_blob_retries_are_bounded_and_only_for_transient_failures(
-    tmp_path: Path, failures: int, retryable: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int, retryable: bool
 ) -> None:
+    monkeypatch.setattr("conveyor.registry.copy.BLOB_RETRY_BASE", 0.001)
     img = build_image(tmp_path / "src", tag="v1", layer_sizes=(50_000,))
     source = FlakyBlobs(LayoutRepository(img.layout), failures=failures, retryable=retryable)
     destination = LayoutRepository(tmp_path / "dst", create=True)
-    with pytest.raises(RegistryError, match="mid-stream"):
+    with pytest.raises(RegistryError, match="mid-stream") as info:
         copy(source, "v1", destination, tags=["v1"], concurrency=1)
     # the largest blob goes first and is tried BLOB_ATTEMPTS times (or once, if not transient)
     assert list(source.broken_opens.values()) == [failures]
     assert destination.list_tags() == []  # no manifest written
+    # Issue 9 #13: a give-up says it gave up, and after how many attempts.
+    assert str(info.value).endswith(f"after {BLOB_ATTEMPTS} attempts)") == retryable
+
+
+# --- Docker schema 2 into an OCI layout (issue 10 #6) ------------------------------------
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _push_docker_image(fake: FakeRegistry, name: str = "team/docker") -> str:
+    layer = hashlib.sha256(b"layer").digest() * 64
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {}}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "digest": fake.add_blob(name, config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "digest": fake.add_blob(name, layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    return fake.add_manifest(name, manifest, DOCKER_MANIFEST, tag="v1")
+
+
+def test_docker_media_types_into_a_layout_are_kept_with_a_warning(tmp_path: Path) -> None:
+    fake = FakeRegistry()
+    digest = _push_docker_image(fake)
+    layout = LayoutRepository(tmp_path / "layout", create=True)
+    with RegistryClient(transport=fake.transport) as client:
+        source = client.repository(Reference.parse(f"{fake.host}/team/docker:v1"))
+        result = copy(source, "v1", layout, tags=["v1"])
+        again = copy(source, "v1", layout, tags=["v1"])  # already there: still said
+        into_registry = copy(
+            source, "v1", client.repository(Reference.parse(f"{fake.host}/team/other:v1"))
+        )
+    assert str(result.digest) == digest  # never converted
+    assert result.media_type == DOCKER_MANIFEST
+    assert len(result.warnings) == 1
+    assert "\n" not in result.warnings[0]
+    assert "Docker schema 2" in result.warnings[0]
+    assert "skopeo 1.9 and umoci" in result.warnings[0]
+    assert result.to_dict()["warnings"] == list(result.warnings)
+    assert again.warnings == result.warnings
+    assert into_registry.warnings == ()
+
+
+def test_an_oci_image_into_a_layout_has_no_warning(tmp_path: Path) -> None:
+    image = build_image(tmp_path / "src")
+    source = LayoutRepository(image.layout)
+    result = copy(source, "latest", LayoutRepository(tmp_path / "dst", create=True))
+    assert result.warnings == ()
+    assert result.to_dict()["warnings"] == []

@@ -1,4 +1,4 @@
-"""The urllib3 blob path against tiny loopback HTTP servers (no registry, no network)."""
+"""The http.client sender against tiny loopback HTTP servers (no registry, no network)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import pytest
 from conveyor.errors import DigestMismatch, RegistryError
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import Reference
-from conveyor.registry.blobio import Urllib3BlobIO
+from conveyor.registry.blobio import StdlibSender
 from conveyor.registry.client import RegistryClient
+from conveyor.registry.transport import Deadline, DeadlineExceeded, HttpxSender, make_httpx_client
+from tests.support.faults import Fault, FaultProxy
 
 BLOB = os.urandom(3 * 1024 * 1024 + 11)
 DIGEST = Digest.of(BLOB)
@@ -113,11 +115,11 @@ def other_server() -> Iterator[_Server]:
 
 def _client(*hosts: str) -> RegistryClient:
     client = RegistryClient(insecure_registries=hosts, sleep=lambda s: None, max_attempts=2)
-    assert isinstance(client._session.blobs, Urllib3BlobIO)
+    assert isinstance(client._session.blobs, StdlibSender)
     return client
 
 
-def test_stream_and_upload_through_urllib3(server: _Server) -> None:
+def test_stream_and_upload_through_http_client(server: _Server) -> None:
     host = f"127.0.0.1:{server.port}"
     with _client(host) as client:
         repo = client.repository(Reference.parse(f"{host}/a:b"))
@@ -131,7 +133,7 @@ def test_stream_and_upload_through_urllib3(server: _Server) -> None:
     assert "_state=s" in put[0][1]
 
 
-def test_urllib3_lying_server_is_caught(server: _Server) -> None:
+def test_lying_server_is_caught(server: _Server) -> None:
     server.serve = os.urandom(len(BLOB))
     host = f"127.0.0.1:{server.port}"
     with _client(host) as client:
@@ -140,7 +142,7 @@ def test_urllib3_lying_server_is_caught(server: _Server) -> None:
             b"".join(chunks)
 
 
-def test_urllib3_redirect_to_another_host_drops_authorization(
+def test_redirect_to_another_host_drops_authorization(
     server: _Server, other_server: _Server, tmp_path: Path
 ) -> None:
     # 127.0.0.1 and localhost are different hosts to the client
@@ -191,3 +193,205 @@ def test_tls_is_verified_for_hosts_not_marked_insecure(server: _Server) -> None:
         pass
     assert f"https://{host}/v2/" in str(info.value)
     assert "SSL" in str(info.value)
+
+
+# --- TLS refusals are final (issue 9 #13) ----------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_an_untrusted_certificate_is_refused_once_not_six_times(tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[int] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    sleeps: list[float] = []
+    try:
+        with (
+            RegistryClient(sleep=sleeps.append) as client,
+            pytest.raises(RegistryError) as info,
+        ):
+            client.ping(f"127.0.0.1:{port}")
+    finally:
+        listener.close()
+    message = str(info.value)
+    assert "TLS refused" in message
+    assert "CERTIFICATE_VERIFY_FAILED" in message
+    assert "\n" not in message
+    assert not info.value.retryable
+    assert (len(accepted), sleeps) == (1, [])
+
+
+# --- the deadline on both senders (issue 9 #6) ---------------------------------------------
+
+
+@pytest.mark.parametrize("sender_kind", ["stdlib", "httpx"])
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.silent(), Fault.trickle(0.2), Fault.trickle(0.2, body_only=True)],
+    ids=["silent", "trickled-headers", "trickled-body"],
+)
+def test_a_slow_loris_cannot_stretch_the_deadline(sender_kind: str, fault: Fault) -> None:
+    deadline = Deadline(1.0)
+    sender: StdlibSender | HttpxSender
+    if sender_kind == "stdlib":
+        sender = StdlibSender(deadline=deadline)
+    else:
+        sender = HttpxSender(make_httpx_client(None), deadline=deadline)
+    outcome: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            response = sender.send("GET", f"http://{proxy.host}/v2/a/manifests/b", {}, None)
+            b"".join(response.chunks)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with FaultProxy(None, lambda method, path, n: fault) as proxy:
+        worker = threading.Thread(target=fetch, daemon=True)
+        worker.start()
+        worker.join(60)  # a guard against a hang; the old code read for minutes here
+        alive = worker.is_alive()
+    sender.close()
+    deadline.close()
+    assert not alive
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], DeadlineExceeded), outcome[0]
+
+
+# --- start-up: nothing loaded that a plain-HTTP command does not use (issue 11) ------------
+
+_STARTUP_PROBE = """
+import sys
+from conveyor.oci.digest import Digest
+from conveyor.oci.name import Reference
+from conveyor.registry import transport
+from conveyor.registry.client import RegistryClient
+
+host = sys.argv[1]
+with RegistryClient(insecure_registries=[host]) as client:
+    client.ping(host)
+    client.repository(Reference.parse(host + "/a:b")).blob_size(Digest.of(b"x"))
+loaded = transport.tls_context.cache_info().currsize
+print(*(name in sys.modules for name in ("httpx", "urllib3", "urllib.request")), loaded)
+"""
+
+
+def test_plain_http_loads_no_http_library_and_no_ca_bundle(server: _Server) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _STARTUP_PROBE, f"127.0.0.1:{server.port}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.split() == ["False", "False", "False", "0"]
+
+
+def test_proxies_route_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor.registry.blobio import HttpxBlobIO
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    with RegistryClient() as client:
+        assert isinstance(client._session.blobs, HttpxBlobIO)
+    monkeypatch.setenv("HTTPS_PROXY", " ")
+    with RegistryClient() as client:
+        assert isinstance(client._session.blobs, StdlibSender)
+
+
+_TLS_PROBE = """
+import sys
+from conveyor.errors import RegistryError
+from conveyor.registry.client import RegistryClient
+
+with RegistryClient(sleep=lambda s: None) as client:
+    for host in sys.argv[1:]:
+        try:
+            client.ping(host)
+            print("ok")
+        except RegistryError as exc:
+            print("refused", "TLS refused" in str(exc), "\\n" not in str(exc))
+"""
+
+
+def test_https_with_a_trusted_certificate_and_its_host_name(
+    tmp_path: Path, server: _Server
+) -> None:
+    import ssl
+    import subprocess
+    import sys
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    env = {**os.environ, "SSL_CERT_FILE": str(cert)}
+    done = subprocess.run(
+        # The certificate names 127.0.0.1, not localhost: the second must be refused.
+        [sys.executable, "-c", _TLS_PROBE, f"127.0.0.1:{server.port}", f"localhost:{server.port}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
+    )
+    assert done.stdout.splitlines() == ["ok", "refused True True"]

@@ -14,7 +14,7 @@ from conveyor.errors import (
     NotFoundError,
     RegistryError,
 )
-from conveyor.oci.digest import Digest
+from conveyor.oci.digest import Digest, verified_chunks
 from conveyor.oci.manifest import MAX_MANIFEST_BYTES
 from conveyor.oci.name import Reference
 from conveyor.oci.store import RawManifest, Repository
@@ -238,10 +238,25 @@ def test_blob_with_wrong_announced_size() -> None:
     layer, data = next(iter(image.layers.items()))
     with (
         client_for(fake) as client,
-        pytest.raises(DigestMismatch, match="announced"),
+        pytest.raises(DigestMismatch) as info,
         repo(client, fake).open_blob(Digest.parse(layer), size=len(data) + 1) as chunks,
     ):
         b"".join(chunks)
+    # Issue 9 #15: it once read "received bytes hash to 192 bytes announced where 384 ...".
+    assert str(info.value) == (
+        f"size mismatch from {fake.host}/team/app@{Digest.parse(layer).short}: {layer} is "
+        f"{len(data) + 1} bytes but the registry announced {len(data)}; refusing the content"
+    )
+
+
+def test_short_blob_body_names_the_sizes() -> None:
+    data = b"x" * 384
+    digest = Digest.of(data)
+    with pytest.raises(DigestMismatch) as info:
+        b"".join(verified_chunks([data[:192]], digest, size=384, where="r/x"))
+    assert str(info.value) == (
+        f"size mismatch from r/x: {digest} is 384 bytes but 192 arrived; refusing the content"
+    )
 
 
 def test_lying_registry_copy_writes_no_manifest() -> None:
@@ -325,7 +340,7 @@ def test_write_blob_with_the_wrong_amount_of_bytes(extra: bytes) -> None:
     data = os.urandom(3000)
     digest = Digest.of(data)
     size = len(data) + 10 if not extra else len(data)
-    with client_for(fake) as client, pytest.raises(DigestMismatch, match="announced"):
+    with client_for(fake) as client, pytest.raises(DigestMismatch, match="size mismatch"):
         repo(client, fake).write_blob(digest, size, [data, extra], chunk_size=1024)
     assert fake.blob(str(digest)) is None
     assert fake.open_uploads == 0

@@ -2,16 +2,23 @@ from __future__ import annotations
 
 import email.utils
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from conveyor.errors import AuthenticationError, NotFoundError, RegistryError
+from conveyor.errors import AuthenticationError, InputError, NotFoundError, RegistryError
 from conveyor.oci.digest import Digest
+from conveyor.oci.name import Reference
 from conveyor.registry.client import RegistryClient
 from conveyor.registry.testing import FakeRegistry
 from conveyor.registry.transport import (
+    Deadline,
+    DeadlineExceeded,
+    RateFloor,
     RetryPolicy,
+    TransferTooSlow,
+    deadline_from_environment,
     error_from_response,
     parse_retry_after,
     redact,
@@ -159,7 +166,7 @@ def test_gives_up_after_max_attempts() -> None:
     assert len(sleeps) == 3
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 500])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405])
 def test_no_retry_on_other_errors(status: int) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, json={"errors": [{"code": "X", "message": "no"}]})
@@ -171,6 +178,38 @@ def test_no_retry_on_other_errors(status: int) -> None:
     ):
         client.ping("r.example")
     assert calls == []
+
+
+def test_500_on_get_is_retried_and_the_give_up_says_how_often() -> None:
+    # Issue 9 #13: a 500 on GET was never retried, and a give-up did not say it gave up.
+    fake = FakeRegistry()
+    image = push_image(fake)
+    fake.fail_next(500, times=2)
+    sleeps: list[float] = []
+    with client_for(fake, sleeps=sleeps) as client:
+        assert repo(client, fake).get_manifest(image.tag).data == image.manifest
+    assert len(sleeps) == 2
+    fake.fail_next(503, times=100)
+    with client_for(fake, max_attempts=3) as client, pytest.raises(RegistryError) as info:
+        repo(client, fake).get_manifest(image.tag)
+    assert info.value.status == 503
+    assert str(info.value).endswith("(gave up after 3 attempts)")
+
+
+def test_500_on_post_is_not_retried() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        return httpx.Response(500, json={"errors": [{"code": "UNKNOWN", "message": "boom"}]})
+
+    with (
+        RegistryClient(transport=httpx.MockTransport(handler), sleep=lambda s: None) as client,
+        pytest.raises(RegistryError) as info,
+    ):
+        client.repository(Reference.parse("r.example/a/b:c")).write_blob(Digest.of(b"x"), 1, [b"x"])
+    assert seen == ["POST"]
+    assert "attempts" not in str(info.value)
 
 
 def test_deadline_stops_retrying() -> None:
@@ -261,3 +300,105 @@ def test_insecure_hosts_use_plain_http(monkeypatch: pytest.MonkeyPatch) -> None:
         "http://env.example:5000/v2/",
         "https://env.example/v2/",
     ]
+
+
+# --- the deadline and the rate floor (issue 9 #6) ----------------------------------------
+
+
+def test_the_deadline_wakes_a_read_that_would_block_forever() -> None:
+    import socket
+    import threading
+
+    deadline = Deadline(0.3)
+    ours, theirs = socket.socketpair()
+    deadline.watch(ours)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(ours.recv(1)), daemon=True)
+    reader.start()
+    reader.join(30)  # a guard against a hang, not a measure of speed
+    try:
+        assert not reader.is_alive()
+        assert got == [b""]  # woken with EOF: the peer never wrote
+        assert deadline.expired
+        with pytest.raises(DeadlineExceeded, match=r"overall deadline of 0\.3 s"):
+            deadline.check("GET", "http://r.example/v2/?token=secret-value")
+        # Sockets handed over after the deadline are shut down at once.
+        late, _peer = socket.socketpair()
+        deadline.watch(late)
+        assert late.recv(1) == b""
+    finally:
+        deadline.close()
+        theirs.close()
+        ours.close()
+
+
+def test_deadline_error_is_one_line_without_secrets() -> None:
+    error = Deadline(5).error("GET", "https://r.example/v2/a/blobs/x?sig=SECRETSIG")
+    assert "SECRETSIG" not in str(error)
+    assert "CONVEYOR_DEADLINE" in str(error)
+    assert error.exit_code == 3
+    assert not error.retryable
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "soon", "nan", "inf", "1e400"])
+def test_a_bad_deadline_setting_is_refused(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setenv("CONVEYOR_DEADLINE", text)
+    with pytest.raises(InputError, match="CONVEYOR_DEADLINE"):
+        deadline_from_environment()
+
+
+def test_deadline_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert deadline_from_environment() == 600.0
+    monkeypatch.setenv("CONVEYOR_DEADLINE", " 42.5 ")
+    assert deadline_from_environment() == 42.5
+    with RegistryClient(transport=FakeRegistry().transport) as client:
+        assert client.deadline.seconds == 42.5
+
+
+def test_rate_floor_cuts_a_trickle_and_spares_a_steady_stream() -> None:
+    now = [0.0]
+    floor = RateFloor(1000, 10, clock=lambda: now[0])
+
+    def stream(step: float, size: int, count: int) -> Iterator[bytes]:
+        for _ in range(count):
+            now[0] += step
+            yield b"x" * size
+
+    assert sum(map(len, floor.watch(stream(1.0, 2000, 50), "GET", "u"))) == 100_000
+    with pytest.raises(TransferTooSlow, match="below the minimum of 1000 bytes/s") as info:
+        for _ in floor.watch(stream(1.0, 10, 50), "GET", "u"):
+            pass
+    assert info.value.retryable
+    assert now[0] == 50 + 10  # cut off at the end of the first slow window
+    assert list(RateFloor(0).watch([b"a", b"b"], "GET", "u")) == [b"a", b"b"]
+
+
+def test_deadline_stops_a_slow_fake_between_chunks() -> None:
+    now = [0.0]
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            now[0] += 1.0
+            yield b"y" * 10
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_Chunks(chunks()), headers={"Content-Length": "1000"})
+
+    data = b"y" * 1000
+    with RegistryClient(
+        transport=httpx.MockTransport(handler), clock=lambda: now[0], deadline=5, min_rate=0
+    ) as client:
+        blob = client.repository(Reference.parse("r.example/a/b:c")).open_blob(
+            Digest.of(data), size=1000
+        )
+        with pytest.raises(DeadlineExceeded), blob as body:
+            b"".join(body)
+    assert now[0] <= 6
+
+
+class _Chunks(httpx.SyncByteStream):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._chunks

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from conveyor.errors import DigestError, DigestMismatch
+from conveyor.errors import DigestError, DigestMismatch, VerificationError
 
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 _ENCODED = re.compile(r"[0-9a-f]+")
@@ -69,6 +69,33 @@ def _hex(data: bytes, algorithm: str) -> str:
     return str(h.hexdigest())
 
 
+class SizeMismatch(DigestMismatch):
+    """Content of the wrong length: announced or delivered, not the size its descriptor
+    gives. A ``DigestMismatch`` (the bytes cannot be the content), with its own words."""
+
+    def __init__(
+        self,
+        digest: str,
+        *,
+        expected: int,
+        received: int | str | None = None,
+        announced: int | None = None,
+        where: str = "",
+    ) -> None:
+        at = f" from {where}" if where else ""
+        if announced is not None:
+            what = f"the registry announced {announced}"
+        else:
+            what = f"{received} arrived"
+        VerificationError.__init__(
+            self,
+            f"size mismatch{at}: {digest} is {expected} bytes but {what}; refusing the content",
+        )
+        self.expected = digest
+        self.actual = f"{announced if announced is not None else received} bytes"
+        self.expected_size = expected
+
+
 def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -101,19 +128,18 @@ def verified_chunks(
             continue
         received += len(chunk)
         if size is not None and received > size:
-            raise DigestMismatch(
-                str(expected), f"more than the {size} bytes announced", where=where
+            raise SizeMismatch(
+                str(expected), expected=size, received=f"more than {size}", where=where
             )
         hasher.update(chunk)
         if pending is not None:
             yield pending
         pending = chunk
+    if size is not None and received != size:
+        # Checked first: "short by N bytes" says more than the hash of a truncated body.
+        raise SizeMismatch(str(expected), expected=size, received=received, where=where)
     actual = Digest(expected.algorithm, hasher.hexdigest())
     if actual != expected:
         raise DigestMismatch(str(expected), str(actual), where=where)
-    if size is not None and received != size:
-        raise DigestMismatch(
-            str(expected), f"{received} bytes where {size} were announced", where=where
-        )
     if pending is not None:
         yield pending

@@ -43,16 +43,34 @@ _DOMAIN_AND_PORT = r"(?:" + _DOMAIN_NAME + r"|" + _IPV6 + r")(?::[0-9]+)?"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST_SHAPE = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
-_DOMAIN_RE = re.compile(_DOMAIN_AND_PORT)
-_REMOTE_NAME_RE = re.compile(_REMOTE_NAME)
-_PATH_COMPONENT_RE = re.compile(_PATH_COMPONENT)
-_TAG_RE = re.compile(_TAG)
-_DIGEST_SHAPE_RE = re.compile(_DIGEST_SHAPE)
-_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
+
+class _LazyPattern:
+    """A regular expression compiled on its first use, not at import: every command imports
+    this module, few use every pattern (start-up time is felt on every CI step)."""
+
+    __slots__ = ("_compiled", "_source")
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._compiled: re.Pattern[str] | None = None
+
+    def fullmatch(self, text: str) -> re.Match[str] | None:
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = re.compile(self._source)
+        return compiled.fullmatch(text)
+
+
+_DOMAIN_RE = _LazyPattern(_DOMAIN_AND_PORT)
+_REMOTE_NAME_RE = _LazyPattern(_REMOTE_NAME)
+_PATH_COMPONENT_RE = _LazyPattern(_PATH_COMPONENT)
+_TAG_RE = _LazyPattern(_TAG)
+_DIGEST_SHAPE_RE = _LazyPattern(_DIGEST_SHAPE)
+_IDENTIFIER_RE = _LazyPattern(r"[a-f0-9]{64}")
 
 # OCI image layout org.opencontainers.image.ref.name, one component (no "/"), and without
 # ":" so that ``oci:PATH:TAG`` stays unambiguous.
-_LAYOUT_TAG_RE = re.compile(r"[A-Za-z0-9]+(?:(?:[-._@+]|--)[A-Za-z0-9]+)*")
+_LAYOUT_TAG_RE = _LazyPattern(r"[A-Za-z0-9]+(?:(?:[-._@+]|--)[A-Za-z0-9]+)*")
 _LAYOUT_TAG_MAX = 255
 # Other skopeo/containers transports: refused rather than misread as a Docker Hub name.
 _OTHER_TRANSPORTS = (
@@ -73,7 +91,7 @@ def _shorten(text: str, limit: int = 80) -> str:
     return repr(short)
 
 
-def _fullmatch(pattern: re.Pattern[str], text: str) -> bool:
+def _fullmatch(pattern: _LazyPattern, text: str) -> bool:
     # "$" would accept a trailing newline; fullmatch does not.
     return pattern.fullmatch(text) is not None
 

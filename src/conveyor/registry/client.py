@@ -11,7 +11,9 @@ Guarantees:
 - manifests are read with a hard cap (``MAX_MANIFEST_BYTES``): a larger body is not loaded;
 - credentials never reach another host: a redirect to another host (blob storage) is
   followed without ``Authorization``;
-- plain HTTP only for the hosts named insecure; everything else is HTTPS with TLS verified.
+- plain HTTP only for the hosts named insecure; everything else is HTTPS with TLS verified;
+- one overall deadline per client (``CONVEYOR_DEADLINE``, default 600 s) that no slow or
+  silent registry can stretch, and a minimum transfer rate for blob bodies.
 """
 
 from __future__ import annotations
@@ -20,27 +22,23 @@ import json
 import logging
 import os
 import time
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
-
-import httpx
 
 from conveyor import __version__
 from conveyor.errors import (
     AuthenticationError,
     ConveyorError,
-    DigestMismatch,
     ManifestError,
     NotFoundError,
     RegistryError,
 )
 from conveyor.oci import mediatypes as mt
-from conveyor.oci.digest import Digest, verified_chunks, verify_bytes
+from conveyor.oci.digest import Digest, SizeMismatch, verified_chunks, verify_bytes
 from conveyor.oci.manifest import (
     MAX_MANIFEST_BYTES,
     Descriptor,
@@ -51,15 +49,22 @@ from conveyor.oci.name import Reference
 from conveyor.oci.referrers import add_all_to_fallback, read_fallback
 from conveyor.oci.store import RawManifest, Repository
 from conveyor.registry.auth import Authenticator, DockerCredentials, Scopes, TokenRequest
-from conveyor.registry.blobio import BlobIO, HttpxBlobIO, Urllib3BlobIO
+from conveyor.registry.blobio import BlobIO, HttpxBlobIO, StdlibSender
 from conveyor.registry.transport import (
+    DEFAULT_MIN_RATE,
+    DEFAULT_RATE_WINDOW,
+    ERROR_BODY_LIMIT,
+    IDEMPOTENT_METHODS,
     REDIRECT_STATUSES,
     RETRYABLE_STATUSES,
     Body,
+    Deadline,
     HttpxSender,
+    RateFloor,
     RetryPolicy,
     Sender,
     WireResponse,
+    deadline_from_environment,
     error_from_response,
     html_error,
     looks_like_html,
@@ -67,6 +72,9 @@ from conveyor.registry.transport import (
     raise_for_response,
     redact,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["RegistryClient", "RegistryRepository"]
 
@@ -100,12 +108,16 @@ class _Session:
         blobs: BlobIO,
         credentials: DockerCredentials,
         policy: RetryPolicy,
+        deadline: Deadline,
+        rate_floor: RateFloor,
         insecure: frozenset[str],
         user_agent: str,
     ) -> None:
         self.api = api
         self.blobs = blobs
         self.policy = policy
+        self.deadline = deadline
+        self.rate_floor = rate_floor
         self.insecure = insecure
         self.user_agent = user_agent
         self.auth = Authenticator(
@@ -132,58 +144,57 @@ class _Session:
     def _with_retries(
         self, method: str, url: str, headers: dict[str, str], body: Body, sender: Sender
     ) -> WireResponse:
-        """Send with retries (for bodies that can be replayed); no auth, no redirects."""
+        """Send with retries (for bodies that can be replayed); no auth, no redirects.
+
+        Retried: network failures (not TLS refusals), 429/502/503/504, and 500 for
+        idempotent methods; never past ``max_attempts`` or the deadline. When it gives up
+        after more than one attempt, the error says so."""
         replayable = body is None or isinstance(body, bytes)
-        started = self.policy.clock()
         attempt = 0
         while True:
             attempt += 1
+            self.deadline.check(method, url)
             try:
                 response = sender.send(method, url, headers, body)
             except RegistryError as exc:
                 if not (exc.retryable and replayable):
                     raise
-                self._pause(method, url, attempt, started, None, exc)
+                delay = self._delay(attempt, None)
+                if delay is None:
+                    raise _gave_up(exc, attempt) from exc
+                self._pause(method, url, attempt, delay)
                 continue
-            if response.status in RETRYABLE_STATUSES and replayable:
+            status = response.status
+            if replayable and (
+                status in RETRYABLE_STATUSES or (status == 500 and method in IDEMPOTENT_METHODS)
+            ):
                 retry_after = response.header("retry-after")
-                if self._can_retry(attempt, started, retry_after):
+                delay = self._delay(attempt, retry_after)
+                if delay is not None:
                     response.close()
-                    self._pause(method, url, attempt, started, retry_after, None)
+                    self._pause(method, url, attempt, delay)
                     continue
+                if attempt > 1:
+                    raise _gave_up(_error_of(method, response), attempt)
             return response
 
-    def _can_retry(self, attempt: int, started: float, retry_after: str | None) -> bool:
+    def _delay(self, attempt: int, retry_after: str | None) -> float | None:
+        """Seconds to wait before the next attempt, or None when there is none left."""
         if attempt >= self.policy.max_attempts:
-            return False
+            return None
         delay = self.policy.delay(attempt, retry_after)
-        return self.policy.clock() + delay - started <= self.policy.deadline
+        return delay if delay < self.deadline.remaining() else None
 
-    def _pause(
-        self,
-        method: str,
-        url: str,
-        attempt: int,
-        started: float,
-        retry_after: str | None,
-        error: RegistryError | None,
-    ) -> None:
-        if error is not None and not self._can_retry(attempt, started, retry_after):
-            raise RegistryError(
-                f"{error} (gave up after {attempt} attempts)",
-                status=error.status,
-                code=error.code,
-                url=error.url,
-            ) from error
-        delay = self.policy.delay(attempt, retry_after)
-        log.info(
-            "retrying %s %s in %.2f s (attempt %d of %d)",
-            method,
-            redact(url),
-            delay,
-            attempt + 1,
-            self.policy.max_attempts,
-        )
+    def _pause(self, method: str, url: str, attempt: int, delay: float) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "retrying %s %s in %.2f s (attempt %d of %d)",
+                method,
+                redact(url),
+                delay,
+                attempt + 1,
+                self.policy.max_attempts,
+            )
         self.policy.sleep(delay)
 
     def request(
@@ -219,7 +230,8 @@ class _Session:
                 sent.pop("Authorization", None)
             response = self._with_retries(method, current, sent, body, sender)
             status = response.status
-            log.debug("%s %s -> %d", method, redact(current), status)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s %s -> %d", method, redact(current), status)
             if status == 401 and same_host:
                 challenge = response.header("www-authenticate")
                 response.close()
@@ -278,7 +290,30 @@ class _Session:
 
     def close(self) -> None:
         self.api.close()
-        self.blobs.close()
+        if self.blobs is not self.api:
+            self.blobs.close()
+        self.deadline.close()
+
+
+def _error_of(method: str, response: WireResponse) -> RegistryError:
+    try:
+        body = response.read_capped(ERROR_BODY_LIMIT) if method != "HEAD" else b""
+    except RegistryError:
+        body = b""
+    finally:
+        response.close()
+    return error_from_response(method, response.url, response.status, response.content_type, body)
+
+
+def _gave_up(error: RegistryError, attempts: int) -> RegistryError:
+    if attempts <= 1:
+        return error
+    return RegistryError(
+        f"{error} (gave up after {attempts} attempts)",
+        status=error.status,
+        code=error.code,
+        url=error.url,
+    )
 
 
 class RegistryClient:
@@ -290,30 +325,43 @@ class RegistryClient:
         insecure_registries: Iterable[str] = (),
         docker_config_dir: Path | None = None,
         transport: httpx.BaseTransport | None = None,
-        deadline: float = 600.0,
+        deadline: float | None = None,
         max_attempts: int = 6,
         user_agent: str = f"conveyor/{__version__}",
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         timeout: float = 120.0,
+        min_rate: float = DEFAULT_MIN_RATE,
+        rate_window: float = DEFAULT_RATE_WINDOW,
     ) -> None:
+        """``deadline``: seconds for everything this client sends (default
+        ``CONVEYOR_DEADLINE``, else 600), counted from now; ``min_rate`` (bytes/s, 0 for
+        none) averaged over ``rate_window`` seconds is the slowest a blob body may move."""
         insecure = {_host_key(h.strip()) for h in insecure_registries if h.strip()}
         insecure |= {
             _host_key(h.strip()) for h in os.environ.get(INSECURE_ENV, "").split(",") if h.strip()
         }
         self.insecure_registries = frozenset(insecure)
-        self._http = make_httpx_client(transport, timeout=timeout)
+        seconds = deadline_from_environment() if deadline is None else deadline
+        self.deadline = Deadline(seconds, clock=clock)
+        api: Sender
         blobs: BlobIO
+        self._http: httpx.Client | None = None
         if transport is not None or _proxies_configured():
-            blobs = HttpxBlobIO(self._http)
+            self._http = make_httpx_client(transport, timeout=timeout)
+            api = HttpxSender(self._http, deadline=self.deadline, timeout=timeout)
+            blobs = HttpxBlobIO(self._http, deadline=self.deadline, timeout=timeout)
         else:
-            blobs = Urllib3BlobIO(timeout=timeout)
-        policy = RetryPolicy(max_attempts=max_attempts, deadline=deadline, sleep=sleep, clock=clock)
+            # http.client is leaner per request, and imports in a fraction of httpx's time.
+            api = blobs = StdlibSender(deadline=self.deadline, timeout=timeout)
+        policy = RetryPolicy(max_attempts=max_attempts, sleep=sleep, clock=clock)
         self._session = _Session(
-            api=HttpxSender(self._http),
+            api=api,
             blobs=blobs,
             credentials=DockerCredentials(docker_config_dir),
             policy=policy,
+            deadline=self.deadline,
+            rate_floor=RateFloor(min_rate, rate_window),
             insecure=self.insecure_registries,
             user_agent=user_agent,
         )
@@ -349,9 +397,13 @@ class RegistryClient:
         return RegistryRepository(self._session, ref.registry, ref.repository)
 
 
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+
+
 def _proxies_configured() -> bool:
-    # The urllib3 path does not implement proxies; httpx honours the proxy variables.
-    return any(k in ("http", "https", "all") for k in urllib.request.getproxies())
+    # The http.client path does not implement proxies; httpx honours the proxy variables (the
+    # environment is where urllib.request.getproxies looks on Linux, without its import).
+    return any(v.strip() for k, v in os.environ.items() if k.lower() in _PROXY_VARIABLES)
 
 
 class RegistryRepository:
@@ -573,12 +625,9 @@ class RegistryRepository:
             where = f"{self.display_name}@{digest.short}"
             declared = response.header("content-length")
             if size is not None and declared and declared.isdigit() and int(declared) != size:
-                raise DigestMismatch(
-                    str(digest),
-                    f"{declared} bytes announced where {size} were expected",
-                    where=where,
-                )
-            yield verified_chunks(response.chunks, digest, size=size, where=where)
+                raise SizeMismatch(str(digest), announced=int(declared), expected=size, where=where)
+            chunks = self._session.rate_floor.watch(response.chunks, "GET", url)
+            yield verified_chunks(chunks, digest, size=size, where=where)
         finally:
             response.close()
 
@@ -616,7 +665,7 @@ class RegistryRepository:
         self, location: str, digest: Digest, size: int, chunks: Iterable[bytes]
     ) -> None:
         url = self._with_query(location, digest=str(digest))
-        body = _counted(chunks, size, digest)
+        body = self._session.rate_floor.watch(_counted(chunks, size, digest), "PUT", url)
         response = self._request(
             "PUT",
             url,
@@ -856,10 +905,10 @@ def _counted(chunks: Iterable[bytes], size: int, digest: Digest) -> Iterator[byt
             continue
         total += len(chunk)
         if total > size:
-            raise DigestMismatch(str(digest), f"more than the {size} bytes announced")
+            raise SizeMismatch(str(digest), received=f"more than {size}", expected=size)
         yield chunk
     if total != size:
-        raise DigestMismatch(str(digest), f"{total} bytes where {size} were announced")
+        raise SizeMismatch(str(digest), received=total, expected=size)
 
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:

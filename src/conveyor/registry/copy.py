@@ -16,6 +16,7 @@ releases the GIL on large updates, so threads hash in parallel with the I/O.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,15 +25,23 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from conveyor.errors import ConveyorError, DigestMismatch, ManifestError, RegistryError
+from conveyor.oci import mediatypes as mt
 from conveyor.oci.digest import Digest, verify_bytes
+from conveyor.oci.layout import LayoutRepository
 from conveyor.oci.manifest import ImageIndex, parse_manifest
 from conveyor.oci.store import RawManifest, Repository
+from conveyor.registry.transport import DeadlineExceeded
 
 __all__ = ["CopyProgress", "CopyResult", "copy"]
 
 # An index of indexes is legal; deeper nesting than this is hostile, not useful.
 MAX_NESTING = 4
-BLOB_ATTEMPTS = 3  # a blob cut off mid-stream by a transient failure is sent again, twice at most
+# A blob cut off by a transient failure (a 503 on its upload, a reset, a trickle) is sent
+# again from its start, with backoff: as many attempts as a request gets (RetryPolicy).
+BLOB_ATTEMPTS = 6
+BLOB_RETRY_BASE = 0.25  # seconds before the second attempt; doubled each time, capped
+BLOB_RETRY_CAP = 4.0
+DOCKER_TYPES = frozenset({mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST})
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class CopyResult:
     blobs_skipped: int
     bytes_transferred: int
     seconds: float
+    # One line each, for the face to print; the copy itself succeeded.
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +71,7 @@ class CopyResult:
             "blobs_skipped": self.blobs_skipped,
             "bytes_transferred": self.bytes_transferred,
             "seconds": round(self.seconds, 3),
+            "warnings": list(self.warnings),
         }
 
 
@@ -134,6 +146,7 @@ def copy(
         destination.put_manifest(top)
     for tag in tags:
         destination.put_manifest(top, tag=tag)
+    warnings = _layout_warnings(destination, plan)
 
     return CopyResult(
         source=source.display_name,
@@ -146,6 +159,21 @@ def copy(
         blobs_skipped=tally.skipped,
         bytes_transferred=tally.bytes,
         seconds=time.monotonic() - started,
+        warnings=warnings,
+    )
+
+
+def _layout_warnings(destination: Repository, plan: _Plan) -> tuple[str, ...]:
+    """Docker schema 2 in an OCI layout: kept as it is (the digest is the identity, never
+    converted), but skopeo 1.9 and umoci refuse to open such a tag: say so."""
+    if not isinstance(destination, LayoutRepository):
+        return ()
+    if not any(mt.essence(m.media_type) in DOCKER_TYPES for m in plan.manifests):
+        return ()
+    return (
+        f"{destination.display_name} now holds Docker schema 2 media types (kept as they are: "
+        "the digest is unchanged); skopeo 1.9 and umoci cannot open such a tag in an OCI "
+        "layout, so use an OCI-format image where they must read it",
     )
 
 
@@ -249,8 +277,9 @@ def _error(future: Future[None]) -> BaseException | None:
 
 def _first_error(errors: list[BaseException]) -> BaseException:
     real = [e for e in errors if not isinstance(e, _Cancelled)]
-    # A verification failure is the most useful thing to report; then any of ours.
-    for kind in (DigestMismatch, ConveyorError, BaseException):
+    # A verification failure is the most useful thing to report; then the deadline (every
+    # other failure at that moment is its echo); then any of ours.
+    for kind in (DigestMismatch, DeadlineExceeded, ConveyorError, BaseException):
         for error in real:
             if isinstance(error, kind):
                 return error
@@ -306,10 +335,22 @@ def _stream_with_retries(
                 destination.write_blob(digest, size, _watched(chunks, progress, failed, sent))
             return
         except RegistryError as exc:
-            if not exc.retryable or attempt == BLOB_ATTEMPTS or failed.is_set():
+            if not exc.retryable or failed.is_set():
                 raise
+            if attempt == BLOB_ATTEMPTS:
+                raise RegistryError(
+                    f"{exc} (gave up on blob {digest.short} after {attempt} attempts)",
+                    status=exc.status,
+                    code=exc.code,
+                    url=exc.url,
+                ) from exc
             if progress is not None:
                 progress.advance(-sent[0])  # the bar goes back to where this blob began
+            # The source is read again from its start and the upload restarts in a new
+            # session: nothing of the failed attempt is reused. Equal jitter: the copy's
+            # threads do not come back in step.
+            pause = min(BLOB_RETRY_CAP, BLOB_RETRY_BASE * 2 ** (attempt - 1))
+            time.sleep(pause / 2 + random.uniform(0, pause / 2))
 
 
 def _watched(
