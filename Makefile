@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-DEBIAN_PACKAGES := docker-registry skopeo
+DEBIAN_PACKAGES := docker-registry skopeo umoci
 
 .PHONY: demo test lint format typecheck contracts pytest bench debian-deps venv clean
 
@@ -47,8 +47,11 @@ pytest: $(STAMP) debian-deps
 
 test: lint typecheck contracts pytest
 
+# Every benchmark, one after another (each also runs on its own: $(PY) benchmarks/NAME.py).
+BENCHMARKS := startup copy blobio layout ledger promote lint hadolint
 bench: $(STAMP) debian-deps
-	$(PY) benchmarks/copy.py
+	@set -e; for b in $(BENCHMARKS) $(EXTRA_BENCHMARKS); do \
+	  echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -77,13 +77,14 @@ class YamlDocument:
 
 
 def load_yaml(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> YamlDocument:
+    from conveyor.files import FileTooLarge, UnreadableFile, read_bounded
+
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if len(raw) > max_bytes:
-        raise ConfigError(f"{path}: larger than {max_bytes} bytes; refusing to parse it")
+        raw = read_bounded(path, max_bytes=max_bytes)
+    except FileTooLarge as exc:
+        raise ConfigError(f"{path}: larger than {max_bytes} bytes; refusing to parse it") from exc
+    except UnreadableFile as exc:
+        raise ConfigError(f"cannot read {path}: {exc.reason}") from exc
     return parse_yaml(raw, path=path)
 
 

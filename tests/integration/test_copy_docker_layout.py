@@ -52,3 +52,35 @@ def test_docker_image_into_a_layout_warns_and_the_peers_agree(
         )
         assert umoci.returncode != 0
         assert DOCKER_MANIFEST in umoci.stderr
+
+
+def test_conveyor_copy_prints_the_warning_once(tmp_path: Path, registry: RunningRegistry) -> None:
+    import sys
+
+    image = build_image(tmp_path / "img")
+    skopeo(
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        f"oci:{image.layout}:latest",
+        f"docker://{registry.host}/docker/cli:v1",
+    )
+    conveyor = Path(sys.executable).with_name("conveyor")
+    done = subprocess.run(
+        [
+            str(conveyor),
+            "copy",
+            "--insecure-registry",
+            registry.host,
+            f"{registry.host}/docker/cli:v1",
+            f"oci:{tmp_path / 'layout'}:v1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("conveyor: warning:")]
+    assert len(warnings) == 1
+    assert "Docker" in warnings[0]

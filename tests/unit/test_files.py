@@ -104,3 +104,42 @@ def test_a_fifo_as_a_deployment_file_is_a_config_file_error(tmp_path: Path) -> N
     error = raises_at_once(fifo, lambda: read_source(fifo))
     assert isinstance(error, ConfigFileError)
     assert "named pipe" in str(error)
+
+
+def test_a_fifo_as_conveyor_yaml_is_a_config_error(tmp_path: Path) -> None:
+    from conveyor.errors import ConfigError
+    from conveyor.yamlsource import load_yaml
+
+    fifo = tmp_path / "conveyor.yaml"
+    os.mkfifo(fifo)
+    error = raises_at_once(fifo, lambda: load_yaml(fifo))
+    assert isinstance(error, ConfigError)
+    assert "named pipe" in str(error)
+
+
+def test_a_fifo_as_a_pin_lock_file_is_a_config_error(tmp_path: Path) -> None:
+    from conveyor.configs.lockfile import read_lock
+    from conveyor.errors import ConfigError
+
+    fifo = tmp_path / "pins.lock"
+    os.mkfifo(fifo)
+    error = raises_at_once(fifo, lambda: read_lock(fifo))
+    assert isinstance(error, ConfigError)
+    assert "named pipe" in str(error)
+
+
+def test_a_fifo_as_docker_config_json_is_a_config_error(tmp_path: Path) -> None:
+    from conveyor.errors import ConfigError
+    from conveyor.registry.auth import DockerCredentials
+
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    error = raises_at_once(fifo, lambda: DockerCredentials(tmp_path)._load())
+    assert isinstance(error, ConfigError)
+    assert "named pipe" in str(error)
+
+
+def test_a_missing_docker_config_json_means_no_credentials(tmp_path: Path) -> None:
+    from conveyor.registry.auth import DockerCredentials
+
+    assert DockerCredentials(tmp_path)._load() == {}

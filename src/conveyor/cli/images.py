@@ -58,6 +58,7 @@ def copy(
         result = service.copy_image(
             source, destination, options=registry_options(insecure_registry), progress=progress
         )
+    render.copy_warnings(result)
     if as_json:
         render.as_json(result.to_dict())
         return

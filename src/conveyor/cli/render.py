@@ -85,6 +85,12 @@ def inspection(result: ImageInspection) -> None:
         console.print(Text(key.ljust(width), style="bold") + Text("  " + value))
 
 
+def copy_warnings(result: CopyResult) -> None:
+    """What a peer tool may trip over in the copy (always on stderr, even with --quiet)."""
+    for warning in result.warnings:
+        info(f"conveyor: warning: {warning}")
+
+
 def copy_summary(result: CopyResult, *, to_stdout: bool = False) -> None:
     """One human line about a copy: on stderr (stdout carries the reference) or stdout."""
     (line if to_stdout else info)(

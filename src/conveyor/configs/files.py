@@ -132,13 +132,26 @@ def detect_kind(path: Path, text: str) -> str | None:
 def read_source(path: Path, *, max_bytes: int = MAX_FILE_BYTES, display: str | None = None) -> str:
     """The text of ``path``; ``ConfigFileError`` (one line, names the file) when it is too big,
     unreadable or not UTF-8. A UTF-8 byte order mark is dropped."""
+    _raw, text = read_source_bytes(path, max_bytes=max_bytes, display=display)
+    return text.removeprefix("\ufeff")
+
+
+def read_source_bytes(
+    path: Path,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    display: str | None = None,
+    outcome: str = "not read",
+) -> tuple[bytes, str]:
+    """The bytes of ``path`` and their UTF-8 text (byte order mark kept, for rewrites);
+    ``outcome`` ends each refusal ("not read", "not pinned")."""
     shown = display if display is not None else str(path)
     try:
         raw = read_bounded(path, max_bytes=max_bytes)
     except FileTooLarge as exc:
         size = f"{exc.size} bytes, larger" if exc.size is not None else "larger"
         raise ConfigFileError(
-            f"{shown}: {size} than the {max_bytes}-byte limit; not read", path=shown
+            f"{shown}: {size} than the {max_bytes}-byte limit; {outcome}", path=shown
         ) from exc
     except UnreadableFile as exc:
         raise ConfigFileError(f"{shown}: cannot read: {exc.reason}", path=shown) from exc
@@ -146,8 +159,9 @@ def read_source(path: Path, *, max_bytes: int = MAX_FILE_BYTES, display: str | N
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
+        advice = "save the file as UTF-8" if outcome == "not read" else outcome
         raise ConfigFileError(
-            f"{shown}:{line}: not valid UTF-8 (byte offset {exc.start}); save the file as UTF-8",
+            f"{shown}:{line}: not valid UTF-8 (byte offset {exc.start}); {advice}",
             path=shown,
         ) from exc
-    return text.removeprefix("\ufeff")
+    return raw, text

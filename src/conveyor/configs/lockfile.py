@@ -100,13 +100,16 @@ def lock_key(reference: Reference) -> str:
 
 def read_lock(path: Path) -> LockFile:
     """Read and validate a lock file; every problem is reported at once."""
+    from conveyor.files import FileTooLarge, UnreadableFile, read_bounded
+
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_LOCK_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the lock file {path}: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_LOCK_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_LOCK_BYTES} bytes; not a pin lock file")
+        raw = read_bounded(path, max_bytes=MAX_LOCK_BYTES)
+    except FileTooLarge as exc:
+        raise ConfigError(
+            f"{path}: larger than {MAX_LOCK_BYTES} bytes; not a pin lock file"
+        ) from exc
+    except UnreadableFile as exc:
+        raise ConfigError(f"cannot read the lock file {path}: {exc.reason}") from exc
     try:
         document = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:

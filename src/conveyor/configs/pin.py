@@ -362,34 +362,9 @@ def plan_file(
 
 
 def _read(path: Path, display: str, max_bytes: int) -> tuple[bytes, str]:
-    from conveyor.configs.sites import ConfigFileError
+    from conveyor.configs.files import read_source_bytes
 
-    try:
-        with path.open("rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > max_bytes:
-                raise ConfigFileError(
-                    f"{display}: {size} bytes, larger than the {max_bytes}-byte limit; not pinned",
-                    path=display,
-                )
-            raw = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise ConfigFileError(
-            f"{display}: cannot read: {exc.strerror or exc}", path=display
-        ) from exc
-    if len(raw) > max_bytes:
-        raise ConfigFileError(
-            f"{display}: larger than the {max_bytes}-byte limit; not pinned", path=display
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigFileError(
-            f"{display}:{line}: not valid UTF-8 (byte offset {exc.start}); not pinned",
-            path=display,
-        ) from exc
-    return raw, text
+    return read_source_bytes(path, max_bytes=max_bytes, display=display, outcome="not pinned")
 
 
 def _plan_into(

@@ -147,6 +147,9 @@ def server_url(registry: str) -> str:
     return DOCKER_HUB_KEY if config_key_host(registry) == DOCKER_HUB else registry
 
 
+_MAX_DOCKER_CONFIG_BYTES = 4 * 1024 * 1024
+
+
 class DockerCredentials:
     """Credentials from a Docker ``config.json``; helpers are run at most once per registry."""
 
@@ -161,13 +164,17 @@ class DockerCredentials:
 
     def _load(self) -> dict[str, object]:
         if self._config is None:
+            from conveyor.files import UnreadableFile, read_bounded
+
             try:
-                text = self.path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                self._config = {}
-                return self._config
-            except OSError as exc:
-                raise ConfigError(f"cannot read {self.path}: {exc.strerror}") from exc
+                text = read_bounded(self.path, max_bytes=_MAX_DOCKER_CONFIG_BYTES).decode(
+                    "utf-8", errors="replace"
+                )
+            except UnreadableFile as exc:
+                if not self.path.exists() and not self.path.is_symlink():
+                    self._config = {}
+                    return self._config
+                raise ConfigError(f"cannot read {self.path}: {exc.reason}") from exc
             try:
                 doc = json.loads(text)
             except ValueError as exc:
