@@ -199,8 +199,10 @@ def test_sigkill_at_every_step_of_a_promotion(setup: Setup, tmp_path: Path) -> N
     writes = [i for i, (m, p) in enumerate(steps, 1) if m == "PUT" and "/manifests/" in p]
     tag_puts = [i for i, (m, p) in enumerate(steps, 1) if m == "PUT" and p.endswith(TAGS)]
     assert len(tag_puts) == len(TAGS)
-    plans = [(at, "arrival") for at in range(1, len(steps) + 1)]
-    plans += [(at, "answered") for at in writes]
+    # The tag writes accepted first: the kills the issue reported (a tag moved, unrecorded).
+    plans = [(at, "answered") for at in tag_puts]
+    plans += [(at, "answered") for at in writes if at not in tag_puts]
+    plans += [(at, "arrival") for at in range(1, len(steps) + 1)]
     outcomes: dict[str, int] = {}
     for number, (at, when) in enumerate(plans):
         ws = _workspace(setup, tmp_path / f"k{number}", f"kill-{number}")

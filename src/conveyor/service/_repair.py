@@ -124,10 +124,14 @@ def repair(
         target = ws.environment_target(environment)
         with ws.ledger.serialized(f"promote/{environment}"):
             recorded = VerifiedLedger(ws).current(environment)
-            destination = ws.opener(target, create=not check)
-            apart = tuple(tags_apart(destination, environment, tags, recorded))
+            destination = _open_existing(ws, environment)
+            apart = (
+                tuple(tags_apart(destination, environment, tags, recorded))
+                if destination is not None
+                else ()
+            )
             moved: tuple[str, ...] = ()
-            if apart and not check:
+            if apart and not check and destination is not None:
                 if recorded is None:
                     raise TagsApartError(
                         f"{apart[0]}; conveyor cannot delete a tag: delete "
@@ -159,8 +163,18 @@ def describe_apart(workspace: Workspace, environment: str, recorded: Digest | No
     if not tags:
         return []
     try:
-        destination = workspace.opener(workspace.environment_target(environment), create=False)
+        destination = _open_existing(workspace, environment)
+        if destination is None:
+            return []
         apart = tags_apart(destination, environment, tags, recorded)
     except ConveyorError as exc:
         return [f"could not read {environment}'s tags: {exc}"]
     return [f"{item}; run conveyor repair {environment}" for item in apart]
+
+
+def _open_existing(workspace: Workspace, environment: str) -> Repository | None:
+    """ENV's repository, or None where it does not exist yet (a layout never written)."""
+    try:
+        return workspace.opener(workspace.environment_target(environment), create=False)
+    except NotFoundError:
+        return None

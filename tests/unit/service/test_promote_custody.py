@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from conveyor import service
-from conveyor.errors import ConveyorError, LedgerError
+from conveyor.errors import ConveyorError, InputError, LedgerError
 from conveyor.ledger import MemoryLedger
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import parse_target
@@ -259,3 +259,28 @@ def test_promotion_reattaches_what_the_ledger_recorded_but_the_listing_lost(
     assert attached == envelopes
     listed_again = service.list_attestations(f"{HOST}/{REPO}@{digest}", workspace=w.ws)
     assert len(listed_again.found) == 4
+
+
+def test_repair_refuses_an_unknown_environment_and_reads_a_fresh_one_as_in_step(
+    world: tuple[World, _FaultyTransport],
+) -> None:
+    w, _ = world
+    with pytest.raises(InputError, match="unknown environment"):
+        service.repair("prod", workspace=w.ws)
+    # Never promoted, repository never written: nothing is out of step, nothing is created.
+    report = service.repair("staging", workspace=w.ws)
+    assert report.in_step
+    assert report.recorded is None
+    assert w.fake.tags(REPO) == {}
+    assert service.status(workspace=w.ws)[0].tags_apart == ()
+
+
+def test_a_fresh_layout_environment_is_in_step(tmp_path: Path) -> None:
+    from tests.unit.service._pipeline import make_pipeline
+
+    body = "environments:\n  staging:\n    repository: oci:./staging\n    tags: [staging]\n"
+    pipeline = make_pipeline(tmp_path / "p", {"deployer": "deployer"}, body + "    requires: {}\n")
+    assert service.repair("staging", check=True, config_path=pipeline.config).in_step
+    assert service.repair("staging", config_path=pipeline.config).moved == ()
+    assert not (pipeline.root / "staging").exists()
+    assert service.status(config_path=pipeline.config)[0].tags_apart == ()
