@@ -184,8 +184,10 @@ def _check_after_kill(setup: Setup, ws: Workspace) -> str:
     return left
 
 
-def _clean_run(setup: Setup, tmp_path: Path) -> list[tuple[str, str]]:
-    ws = _workspace(setup, tmp_path / "clean", "kill-clean")
+def _clean_run(setup: Setup, tmp_path: Path, name: str) -> list[tuple[str, str]]:
+    """The requests of an uninterrupted promotion (repository names used once each: a
+    repository that already holds the blobs would need fewer requests)."""
+    ws = _workspace(setup, tmp_path / "clean", name)
     code, steps = _promote_process(setup, ws)
     assert code == 0
     assert steps, "the promotion made no registry request through the proxy"
@@ -193,7 +195,7 @@ def _clean_run(setup: Setup, tmp_path: Path) -> list[tuple[str, str]]:
 
 
 def test_sigkill_at_every_step_of_a_promotion(setup: Setup, tmp_path: Path) -> None:
-    steps = _clean_run(setup, tmp_path)
+    steps = _clean_run(setup, tmp_path, "kill-clean")
     # Accepted-but-unanswered matters for manifest writes (tags, referrers, the fallback
     # index); for a blob it is the arrival of the next request.
     writes = [i for i, (m, p) in enumerate(steps, 1) if m == "PUT" and "/manifests/" in p]
@@ -218,7 +220,7 @@ def test_sigkill_at_every_step_of_a_promotion(setup: Setup, tmp_path: Path) -> N
 
 
 def test_conveyor_repair_as_a_process(setup: Setup, tmp_path: Path) -> None:
-    steps = _clean_run(setup, tmp_path)
+    steps = _clean_run(setup, tmp_path, "cli-clean")
     first_tag = next(i for i, (m, p) in enumerate(steps, 1) if m == "PUT" and p.endswith(TAGS))
     ws = _workspace(setup, tmp_path / "cli", "kill-cli")
     code, _ = _promote_process(setup, ws, first_tag, "arrival")
