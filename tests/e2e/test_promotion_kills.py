@@ -247,3 +247,49 @@ def test_conveyor_repair_as_a_process(setup: Setup, tmp_path: Path) -> None:
     again = cli("repair", "staging", "--check")
     assert again.returncode == 0
     assert "every tag names" in again.stdout
+
+
+def test_promotion_repairs_a_lost_referrer_listing_on_a_real_registry(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """Issue 9 #4, the operations part: distribution 2.8 has no referrers API, so the
+    listing is the ``sha256-<hex>`` fallback index. Entries a concurrent writer lost there
+    are re-attached in the destination from the ledger when the digest is promoted."""
+    from conveyor.oci.digest import Digest
+    from conveyor.oci.name import parse_target
+    from conveyor.oci.referrers import fallback_tag, list_referrers
+    from conveyor.oci.store import RawManifest
+
+    ws = _workspace(setup, tmp_path / "lost", "lost-listing")
+    service.generate_keys("alice", out_dir=ws.root / "keys")
+    text = ws.config.read_text()
+    ws.config.write_text(
+        text.replace(
+            "identities:\n", "identities:\n  alice: {key: keys/alice.pub, roles: [approver]}\n"
+        )
+    )
+    for _ in range(3):
+        service.approve(ws.v(2), environment="staging", key=ws.key("alice"), config_path=ws.config)
+    digest = Digest.parse(_digest(ws.v(2)))
+    options = service.RegistryOptions.from_environment()
+    opener = service.RegistryOpener(options)
+    try:
+        source = opener(parse_target(ws.source), create=False)
+        assert len(list_referrers(source, digest)) == 4  # build + 3 approvals
+        index = source.get_manifest(fallback_tag(digest))
+        document = json.loads(index.data)
+        document["manifests"] = document["manifests"][:1]  # what a lost race leaves
+        data = json.dumps(document).encode()
+        source.put_manifest(
+            RawManifest(data, index.media_type, Digest.of(data)), tag=fallback_tag(digest)
+        )
+        assert len(list_referrers(source, digest)) == 1
+    finally:
+        opener.close()
+    result = service.promote(
+        ws.v(2), environment="staging", key=ws.key("deployer"), config_path=ws.config
+    )
+    assert result.referrers_carried == 4  # one carried, three re-attached from the ledger
+    listed = service.list_attestations(f"{ws.repository}@{digest}", config_path=ws.config)
+    assert len(listed.found) == 5  # and the promotion itself
+    assert all(item.verified and item.in_ledger for item in listed.found)
