@@ -86,6 +86,41 @@ def keys_generate(
     render.info(f"key id {key.keyid}")
 
 
+@keys_app.command("rotate")
+def keys_rotate(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The identity in conveyor.yaml.")],
+    kind: Annotated[
+        str, typer.Option("--type", help="ed25519 (default) or ecdsa-p256.")
+    ] = "ed25519",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", metavar="DIR", help="Where the new key goes (default: beside the current one)."
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give identity NAME a new key and retire its current one now: writes NAME-<time>.key /
+    .pub and lists the old key as retired in conveyor.yaml (comments kept). Evidence the old
+    key signed before now keeps counting; nothing it signs later does."""
+    from conveyor import service
+
+    password = service.Settings.from_environment().key_password
+    done = service.rotate_key(name, config_path=config, out_dir=out, kind=kind, password=password)
+    if as_json:
+        render.as_json(done.to_dict())
+        return
+    render.line(str(done.new_key.public_key))
+    render.info(
+        f"private key {done.new_key.private_key} (mode 0600"
+        f"{', encrypted' if done.new_key.encrypted else ''}); key id {done.new_key.keyid}"
+    )
+    for old in done.retired:
+        render.info(f"retired {old} at {done.to_dict()['retired_at']} in {done.config}")
+    render.info(f"sign as {name} with {done.new_key.private_key} from now on")
+
+
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Where to write conveyor.yaml.")] = Path("."),

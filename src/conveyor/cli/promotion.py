@@ -1,4 +1,4 @@
-"""Promotion commands: check, promote, rollback, status, history, trace."""
+"""Promotion commands: check, promote, rollback, status, history, trace, repair."""
 
 from __future__ import annotations
 
@@ -129,6 +129,8 @@ def _show_promotion(result: PromotionResult, output: Output, helm_args: bool) ->
             )
         if result.decision.break_glass:
             render.info(f"  BREAK-GLASS: {result.decision.break_glass}")
+        for apart in result.repaired:
+            render.info(f"  was out of step, now repaired: {apart}")
     if output is Output.github:
         _github_outputs(result)
 
@@ -264,6 +266,8 @@ def status(
             render.line(f"  candidate {env.candidate[:19]}…: {waiting}")
         if env.note:
             render.info(f"  note: {env.note}")
+        for apart in env.tags_apart:
+            render.line(f"  OUT OF STEP: {apart}")
 
 
 @app.command()
@@ -316,3 +320,33 @@ def trace(
                 f"  #{event.index} {event.recorded_at:%Y-%m-%d %H:%M:%S} {event.kind:<9} "
                 f"{event.summary}{who} [{mark}]"
             )
+
+
+@app.command()
+def repair(
+    env: Annotated[str, typer.Argument(metavar="ENV", help="The environment.")],
+    check_only: Annotated[
+        bool,
+        typer.Option("--check", help="Only say which tags are out of step (exit 1 if any)."),
+    ] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    insecure_registry: Insecure = None,
+) -> None:
+    """Put ENV's tags back on the digest the ledger last recorded for ENV (after a crash)."""
+    from conveyor import service
+
+    report = service.repair(
+        env, check=check_only, config_path=config, options=registry_options(insecure_registry)
+    )
+    if as_json:
+        render.as_json(report.to_dict())
+    elif not report.apart:
+        render.line(f"{env}: every tag names {report.recorded or 'nothing (nothing recorded)'}")
+    else:
+        for apart in report.apart:
+            render.line(f"{'moved' if apart.tag in report.moved else 'OUT OF STEP'}: {apart}")
+        if report.moved:
+            render.line(f"{env}: {', '.join(report.moved)} now name {report.recorded}")
+    if not report.in_step:
+        raise typer.Exit(1)

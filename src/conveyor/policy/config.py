@@ -181,8 +181,28 @@ FreezeInterval = Annotated[
 TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
 
 
-class IdentitySpec(_Strict):
+class IdentityKeySpec(_Strict):
+    """One public key of an identity; a retired key still vouches for what it signed before."""
+
     key: str = Field(min_length=1, description="public key file (PEM), relative to conveyor.yaml")
+    retired: Moment | None = Field(
+        default=None,
+        description="when the key was retired: evidence it signed counts only when both its "
+        "ledger record time and its signed time are before this; it signs nothing new",
+    )
+
+
+class IdentitySpec(_Strict):
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        description="public key file (PEM), relative to conveyor.yaml (or list them under 'keys')",
+    )
+    keys: list[IdentityKeySpec] | None = Field(
+        default=None,
+        min_length=1,
+        description="the identity's keys, current and retired (conveyor keys rotate writes this)",
+    )
     roles: list[RoleName] = Field(
         min_length=1, description="built-in roles, or roles declared under 'roles:'"
     )
@@ -193,6 +213,22 @@ class IdentitySpec(_Strict):
         if len(set(roles)) != len(roles):
             raise ValueError("roles are listed more than once")
         return roles
+
+    @model_validator(mode="after")
+    def _one_key_form(self) -> IdentitySpec:
+        if (self.key is None) == (self.keys is None):
+            raise ValueError("give the public key as 'key: FILE' or list 'keys:', exactly one")
+        files = [item.key for item in self.keys or ()]
+        if len(set(files)) != len(files):
+            raise ValueError("a key file is listed more than once under 'keys'")
+        return self
+
+    def key_specs(self) -> list[IdentityKeySpec]:
+        """Every key of the identity, in the order written (the single form: one, current)."""
+        if self.keys is not None:
+            return list(self.keys)
+        assert self.key is not None
+        return [IdentityKeySpec(key=self.key)]
 
 
 class LedgerSpec(_Strict):
@@ -595,8 +631,19 @@ class ConfigModel(_Strict):
 @dataclass(frozen=True)
 class Identity:
     name: str
-    key_path: Path
+    key_path: Path  # the current key (the first not retired; else the first listed)
     roles: frozenset[str]  # built-in roles as ``Role`` members, declared ones as names
+    keys: tuple[IdentityKey, ...] = ()  # every key, current and retired; () = (key_path,)
+
+    @property
+    def all_keys(self) -> tuple[IdentityKey, ...]:
+        return self.keys or (IdentityKey(self.key_path, None),)
+
+
+@dataclass(frozen=True)
+class IdentityKey:
+    path: Path
+    retired: datetime | None  # None: current
 
 
 @dataclass(frozen=True)
@@ -685,9 +732,11 @@ def load_config(path: Path) -> Config:
         raise ConfigError(_summary(path, problems), problems)
     config = Config(path=path, model=model, identities={})
     for name, spec in model.identities.items():
-        config.identities[name] = Identity(
-            name, config.resolve_path(spec.key), frozenset(spec.roles)
+        keys = tuple(
+            IdentityKey(config.resolve_path(item.key), item.retired) for item in spec.key_specs()
         )
+        current = next((k for k in keys if k.retired is None), keys[0])
+        config.identities[name] = Identity(name, current.path, frozenset(spec.roles), keys)
     return config
 
 
@@ -697,16 +746,25 @@ def _missing_key_files(document: YamlDocument, base_dir: Path) -> list[str]:
         return []
     problems = []
     for name, spec in identities.items():
-        key = spec.get("key") if isinstance(spec, dict) else None
-        if not isinstance(key, str) or not key:
+        if not isinstance(spec, dict):
             continue
-        key_path = Path(key).expanduser()
-        key_path = key_path if key_path.is_absolute() else base_dir / key_path
-        if not key_path.is_file():
-            problems.append(
-                f"{document.where(('identities', name, 'key'))}: "
-                f"identities.{name}.key: key file {key_path} does not exist"
-            )
+        places: list[tuple[object, tuple[str | int, ...]]] = [
+            (spec.get("key"), ("identities", name, "key"))
+        ]
+        listed = spec.get("keys")
+        for index, item in enumerate(listed if isinstance(listed, list) else ()):
+            if isinstance(item, dict):
+                places.append((item.get("key"), ("identities", name, "keys", index, "key")))
+        for key, loc in places:
+            if not isinstance(key, str) or not key:
+                continue
+            key_path = Path(key).expanduser()
+            key_path = key_path if key_path.is_absolute() else base_dir / key_path
+            if not key_path.is_file():
+                problems.append(
+                    f"{document.where(loc)}: "
+                    f"{'.'.join(map(str, loc))}: key file {key_path} does not exist"
+                )
     return problems
 
 

@@ -71,9 +71,49 @@ def audit_verify(
             raise InputError(f"cannot read checkpoint {checkpoint}: {exc.strerror}") from exc
         external = parse_checkpoint(text)
     with workspace_for(workspace, config_path) as ws:
-        return verify_ledger(
+        report = verify_ledger(
             ws.ledger,
-            verify_envelope=ws.verify_envelope,
+            verify_envelope=ws.verify_recorded_envelope,
             checkpoint=external,
             checkpoint_verifiers=_checkpoint_verifiers(ws),
         )
+        return _retired_keys(ws, report)
+
+
+def _retired_keys(workspace: Workspace, report: AuditReport) -> AuditReport:
+    """Issue 9 #7: an entry signed with a retired key passes only when it was recorded (and
+    says it was signed) before the retirement."""
+    from dataclasses import replace
+
+    from conveyor.attest import decode_envelope, parse_statement
+    from conveyor.errors import ConveyorError
+
+    retired = {k for k, t in workspace.trusted.items() if t.retired is not None}
+    if not retired:
+        return report
+    problems: list[tuple[int, str]] = []
+    for entry in workspace.ledger.entries():
+        try:
+            decoded = decode_envelope(entry.envelope)
+            keyids = [hint for hint, _ in decoded.signatures if hint in workspace.trusted]
+            if not keyids or not set(keyids) <= retired:
+                continue  # a current key signed it too (or no trusted key: reported already)
+            predicate = parse_statement(decoded.payload).predicate
+        except ConveyorError:
+            continue  # an unreadable envelope is reported by the audit itself
+        problem = workspace.retirement_problem(
+            keyids[0], recorded=entry.recorded_time, predicate=predicate
+        )
+        if problem is not None:
+            problems.append((entry.index, f"entry {entry.index}: {problem}"))
+    if not problems:
+        return report
+    first = min(index for index, _ in problems)
+    if report.first_bad_index is not None:
+        first = min(first, report.first_bad_index)
+    return replace(
+        report,
+        ok=False,
+        first_bad_index=first,
+        problems=[*report.problems, *(text for _, text in problems)],
+    )

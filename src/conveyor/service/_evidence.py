@@ -115,6 +115,14 @@ class VerifiedLedger:
         except (VerificationError, InputError) as exc:
             self.ignored.append(f"ledger #{entry.index} ignored: {exc}")
             return None
+        retired = self.workspace.retirement_problem(  # issue 9 #7: rotated keys
+            opened.signer_keyids[0],
+            recorded=entry.recorded_time,
+            predicate=opened.statement.predicate,
+        )
+        if retired is not None:
+            self.ignored.append(f"ledger #{entry.index} ignored: {retired}")
+            return None
         identity = self.workspace.identity_of(opened.signer_keyids[0])
         roles = frozenset(str(role) for role in identity.roles)
         expected = self._roles(entry, opened.statement)
@@ -155,6 +163,10 @@ class VerifiedLedger:
             return self.verify(entry)  # names the problem in ``ignored``
         if len(hints) != 1 or statement.predicate_type != entry.predicate_type:
             return self.verify(entry)
+        if self.workspace.retirement_problem(
+            hints[0], recorded=entry.recorded_time, predicate=statement.predicate
+        ):
+            return self.verify(entry)  # names the retirement in ``ignored``
         identity = self.workspace.identity_of(hints[0])
         roles = frozenset(str(role) for role in identity.roles)
         if not self._roles(entry, statement) & roles:

@@ -3,30 +3,36 @@ then recorded — in named steps.
 
     check      decide, change nothing
     promote    decide → place (blobs, manifests, referrers; by digest, no tags) outside
-               the environment's lock → under it: decide again → move_tags → record
+               the environment's lock → under it: decide again → record_promotion →
+               move_tags
     rollback   the same, for a digest from the environment's history (``after`` skipped)
 
 Promotions into one environment are serialised by the database (``Ledger.serialized``),
 so parallel promoters see each other's records and nothing is lost or recorded twice; a
-long copy never holds that lock, and what the tags name is always what the ledger last
-recorded. Only a digest the gates allow is ever copied.
+long copy never holds that lock. The promotion is recorded (signed, appended) *before* any
+tag moves, so a tag never names a digest the ledger has not recorded for the environment,
+whatever fails: a failure or a kill between the two leaves the tags behind the ledger,
+which the next promote, ``status`` and ``conveyor repair ENV`` say and converge
+(``_repair``). Only a digest the gates allow is ever copied.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Unpack
 
-from conveyor.errors import InputError
+from conveyor.errors import ConveyorError, ExternalError, InputError
 from conveyor.oci.digest import Digest
-from conveyor.oci.store import Repository
+from conveyor.oci.store import RawManifest, Repository
 from conveyor.policy.config import Identity
 from conveyor.policy.model import Decision
 from conveyor.policy.roles import EvidenceKind
 from conveyor.registry.copy import CopyResult
 from conveyor.service._decide import decide, require_allowed
-from conveyor.service._evidence import VerifiedLedger
+from conveyor.service._evidence import VerifiedEntry, VerifiedLedger
+from conveyor.service._repair import move_tags_to, tags_apart
 from conveyor.service._signing import Signed, record_statement
 from conveyor.service._subject import Subject, resolve_subject
 from conveyor.service._workspace import Signing, Workspace, signing_workspace
@@ -74,6 +80,8 @@ class PromotionResult:
     copied: CopyResult | None = None  # what placing it copied (None: nothing recorded)
     referrers_carried: int = 0
     ignored: tuple[str, ...] = ()
+    # Tags found out of step with the ledger before this run, which it put back in step.
+    repaired: tuple[str, ...] = ()
 
     @property
     def image(self) -> str:
@@ -102,7 +110,13 @@ class PromotionResult:
             "copy": self.copy,
             "referrers_carried": self.referrers_carried,
             "ignored": list(self.ignored),
+            "repaired": list(self.repaired),
         }
+
+
+class TagsNotMovedError(ExternalError):
+    """The promotion is recorded, but a tag write failed: the tags lag behind the ledger
+    until the next promote or ``conveyor repair ENV``."""
 
 
 def check(
@@ -220,21 +234,33 @@ class _Promotion:
         self.tags = tuple(workspace.config.model.environment(environment).tags)
         self.copied: CopyResult | None = None
         self.carried = 0
+        self.repaired: tuple[str, ...] = ()
 
     def run(self, *, from_environment: str | None) -> PromotionResult:
         destination = self.workspace.opener(self.target, create=True)
         if not self.already_there(destination):
             self.require(self.decide())
             self.place(destination)
-        with self.workspace.ledger.serialized(f"promote/{self.environment}"):
+        lock = f"promote/{self.environment}"
+        signed: Signed | None = None
+        with self.workspace.ledger.serialized(lock):
             decision = self.decide()
-            if self.already_there(destination):
-                return self.result(decision, None)
-            self.require(decision)
-            if self.copied is None:  # it was there a moment ago; another promotion moved it on
-                self.place(destination)
-            self.move_tags(destination)
-            signed = self.record_promotion(destination, decision, from_environment)
+            recorded = self.verified.current(self.environment)
+            self.repaired = tuple(
+                str(a) for a in tags_apart(destination, self.environment, self.tags, recorded)
+            )
+            if not self.already_there(destination):
+                self.require(decision)
+                if self.copied is None:  # it was there a moment ago; another promotion moved on
+                    self.place(destination)
+                signed = self.record_promotion(destination, decision, from_environment)
+        # Committed. Only now may a tag name the digest; a kill before this point leaves the
+        # tags behind the ledger (repair completes it), never ahead of it.
+        if signed is not None or self.repaired:
+            with self.workspace.ledger.serialized(lock):
+                if self.verified.current(self.environment) == self.subject.digest:
+                    self.move_tags(destination, signed)
+                # else another promotion recorded since: the tags are its to move
         return self.result(decision, signed)
 
     def decide(self) -> Decision:
@@ -265,12 +291,22 @@ class _Promotion:
         from conveyor.registry.copy import copy
 
         self.copied = copy(self.subject.repository, self.subject.digest, destination)
-        self.carried = carry_referrers(self.subject, destination)
+        recorded = self.verified.entries(subject_digest=str(self.subject.digest))
+        self.carried = carry_referrers(self.subject, destination, recorded)
 
-    def move_tags(self, destination: Repository) -> None:
-        """Point the environment's convenience tags at the digest (deploys use the digest)."""
-        for tag in self.tags:
-            destination.put_manifest(self.subject.top, tag=tag)
+    def move_tags(self, destination: Repository, signed: Signed | None) -> None:
+        """Point the environment's convenience tags at the digest the ledger now records
+        (deploys use the digest). Only after the record: a failure here leaves the tags
+        behind the ledger, never ahead of it."""
+        try:
+            move_tags_to(destination, self.subject.top, self.tags)
+        except ConveyorError as exc:
+            what = f"recorded as ledger #{signed.entry.index}" if signed else "recorded"
+            raise TagsNotMovedError(
+                f"the promotion of {self.subject.digest} to {self.environment} is {what}, "
+                f"but its tags ({', '.join(self.tags)}) could not all be moved: {exc}; "
+                f"conveyor repair {self.environment} moves them"
+            ) from exc
 
     def record_promotion(
         self, destination: Repository, decision: Decision, from_environment: str | None
@@ -317,24 +353,65 @@ class _Promotion:
             copied=self.copied if signed is not None else None,
             referrers_carried=self.carried,
             ignored=tuple(self.verified.ignored),
+            repaired=self.repaired,
         )
 
 
-def carry_referrers(subject: Subject, destination: Repository) -> int:
+def carry_referrers(
+    subject: Subject, destination: Repository, recorded: Sequence[VerifiedEntry] = ()
+) -> int:
     """Attestations travel with the image: every referrer of the digest that the
-    destination does not list yet is copied, then listed with one index update."""
+    destination does not list yet is copied; then every attestation the ledger recorded
+    for the digest (``recorded``: its verified entries — the ledger is the record of what
+    was attached) that the destination still lacks is attached again from its envelope, so
+    a listing a concurrent writer lost upstream is repaired here. One index update."""
     from conveyor.oci.referrers import attach_referrers, list_referrers
     from conveyor.registry.copy import copy
 
-    if subject.repository is destination:
-        return 0
     digest = subject.digest
     present = {d.digest for d in list_referrers(destination, digest)}
-    carried = []
-    for descriptor in list_referrers(subject.repository, digest):
+    same = subject.repository is destination
+    carried: list[RawManifest] = []
+    envelopes: set[str] = set()  # envelope digests the destination will list
+    for descriptor in () if same else list_referrers(subject.repository, digest):
         if descriptor.digest in present:
             continue
         copy(subject.repository, descriptor.digest, destination)
-        carried.append(subject.repository.get_manifest(descriptor.digest))
+        manifest = subject.repository.get_manifest(descriptor.digest)
+        carried.append(manifest)
+        envelopes.update(_envelope_of(manifest))
+    missing = {f"sha256:{item.entry.envelope_sha256}": item for item in recorded}
+    for key in envelopes:
+        missing.pop(key, None)
+    if missing:  # only now read what the destination already lists
+        for listed in present:
+            for key in _envelope_of(destination.get_manifest(listed)):
+                missing.pop(key, None)
+    carried.extend(_reattach(destination, subject, item) for item in missing.values())
     attach_referrers(destination, carried)
     return len(carried)
+
+
+def _envelope_of(manifest: RawManifest) -> list[str]:
+    """The envelope digest an attestation referrer stores (none for other referrers)."""
+    from conveyor.oci.manifest import parse_manifest
+    from conveyor.oci.referrers import dsse_layer
+
+    try:
+        layer = dsse_layer(parse_manifest(manifest.data, content_type=manifest.media_type))
+    except ConveyorError:
+        return []
+    return [str(layer.digest)] if layer is not None else []
+
+
+def _reattach(destination: Repository, subject: Subject, item: VerifiedEntry) -> RawManifest:
+    """The referrer manifest of a recorded envelope, its blobs stored (listed by the caller)."""
+    from conveyor.oci.referrers import EMPTY_JSON, attestation_manifest
+
+    envelope = item.entry.envelope
+    destination.write_blob(Digest.of(envelope), len(envelope), [envelope])
+    empty = Digest.of(EMPTY_JSON)
+    if destination.blob_size(empty) is None:
+        destination.write_blob(empty, len(EMPTY_JSON), [EMPTY_JSON])
+    created = item.entry.recorded_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return attestation_manifest(subject.top, envelope, item.entry.predicate_type, created=created)

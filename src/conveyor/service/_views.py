@@ -15,6 +15,7 @@ from conveyor.oci.name import parse_target
 from conveyor.policy.roles import EvidenceKind
 from conveyor.service._decide import decide
 from conveyor.service._evidence import HistoryItem, VerifiedEntry, VerifiedLedger
+from conveyor.service._repair import describe_apart
 from conveyor.service._repositories import RegistryOptions
 from conveyor.service._subject import resolve_subject
 from conveyor.service._workspace import Workspace, workspace_for
@@ -46,6 +47,7 @@ class EnvironmentStatus:
     candidate_failing: tuple[str, ...] = ()
     note: str | None = None
     as_of: datetime | None = None  # when the status was taken (ages are measured to it)
+    tags_apart: tuple[str, ...] = ()  # tags not naming what the ledger recorded (_repair)
 
     @property
     def current_image(self) -> str | None:
@@ -79,6 +81,7 @@ class EnvironmentStatus:
             "current": current,
             "candidate": self.candidate,
             "candidate_failing": list(self.candidate_failing),
+            "tags_apart": list(self.tags_apart),
             "note": self.note,
         }
 
@@ -131,6 +134,9 @@ def status(
                     failing,
                     note,
                     as_of,
+                    tuple(
+                        describe_apart(ws, name, Digest.parse(current.digest) if current else None)
+                    ),
                 )
             )
     return result

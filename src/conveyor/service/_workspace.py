@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple, TypedDict
@@ -106,32 +107,75 @@ class Settings:
 class TrustedKey(NamedTuple):
     identity: Identity
     verifier: Verifier
+    retired: datetime | None = None  # a retired key: believed only for what came before
 
 
 def load_trusted(config: Config) -> dict[str, TrustedKey]:
-    """keyid -> identity and public key, for every identity of the config; every unreadable
-    or shared key is reported at once."""
+    """keyid -> identity, public key and retirement, for every key of every identity of the
+    config (retired keys too); every unreadable or shared key is reported at once."""
     from conveyor.attest import Verifier
 
     trusted: dict[str, TrustedKey] = {}
     problems: list[str] = []
     for identity in config.identities.values():
-        try:
-            verifier = Verifier.from_pem(identity.key_path)
-        except ConveyorError as exc:
-            problems.append(f"identities.{identity.name}.key: {exc}")
-            continue
-        other = trusted.get(verifier.keyid)
-        if other is not None:
-            problems.append(
-                f"identities.{identity.name}.key: the same key as identity "
-                f"{other.identity.name!r}; one key, one identity"
+        listed = identity.all_keys
+        for number, key in enumerate(listed):
+            where = f"identities.{identity.name}." + (
+                f"keys.{number}.key" if identity.keys and len(listed) > 1 else "key"
             )
-            continue
-        trusted[verifier.keyid] = TrustedKey(identity, verifier)
+            try:
+                verifier = Verifier.from_pem(key.path)
+            except ConveyorError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            other = trusted.get(verifier.keyid)
+            if other is not None:
+                whose = (
+                    "listed twice"
+                    if other.identity.name == identity.name
+                    else f"the same key as identity {other.identity.name!r}; one key, one identity"
+                )
+                problems.append(f"{where}: {whose}")
+                continue
+            trusted[verifier.keyid] = TrustedKey(identity, verifier, key.retired)
     if problems:
         raise ConfigError(f"{config.path}: {problems[0]}", problems)
     return trusted
+
+
+# The times a statement says it was made (signed with it): approval, smoke test, promotion,
+# scan and build times. A retired key's statement counts only if every one is before the
+# retirement (and so is the ledger's record time).
+_SIGNED_TIMES: tuple[tuple[str, ...], ...] = (
+    ("approvedOn",),
+    ("testedOn",),
+    ("promotedOn",),
+    ("metadata", "scanStartedOn"),
+    ("metadata", "scanFinishedOn"),
+    ("runDetails", "metadata", "startedOn"),
+    ("runDetails", "metadata", "finishedOn"),
+)
+
+
+def signed_times(predicate: Mapping[str, object]) -> list[datetime | None]:
+    """Every signed time a predicate states (None: stated but not a time)."""
+    found: list[datetime | None] = []
+    for path in _SIGNED_TIMES:
+        value: object = predicate
+        for part in path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value is None:
+            continue
+        moment = None
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                moment = None
+            if moment is not None and moment.tzinfo is None:
+                moment = None  # a time without a zone says nothing certain
+        found.append(moment)
+    return found
 
 
 class Workspace:
@@ -217,6 +261,15 @@ class Workspace:
             )
         return found.identity
 
+    def require_current(self, keyid: str) -> None:
+        """A retired key signs nothing new (``UnknownSignerError``)."""
+        found = self.trusted.get(keyid)
+        if found is not None and found.retired is not None and datetime.now(UTC) >= found.retired:
+            raise UnknownSignerError(
+                f"this key of identity {found.identity.name!r} was retired at "
+                f"{_stamp(found.retired)}; sign with its current key"
+            )
+
     def roles_for(self, kind: EvidenceKind, environment: str | None = None) -> frozenset[str]:
         """The roles that may sign ``kind`` (an approval: what ``environment`` names)."""
         return signer_roles(kind, approval_roles=self.config.model.approval_roles(environment))
@@ -224,8 +277,10 @@ class Workspace:
     def require_role(
         self, keyid: str, kind: EvidenceKind, environment: str | None = None
     ) -> Identity:
-        """The identity of ``keyid``, if it may sign ``kind`` (else ``UnknownSignerError``)."""
+        """The identity of ``keyid``, if it may sign ``kind`` with that key now (else
+        ``UnknownSignerError``: unknown, retired, or lacking the role)."""
         identity = self.identity_of(keyid)
+        self.require_current(keyid)
         roles = self.roles_for(kind, environment)
         if not roles & identity.roles:
             held = ", ".join(sorted(identity.roles)) or "none"
@@ -241,17 +296,57 @@ class Workspace:
         return identity
 
     def verifiers(self) -> list[Verifier]:
+        """Every trusted key, retired ones too (a reader then asks ``retirement_problem``)."""
         return [key.verifier for key in self.trusted.values()]
 
+    def current_verifiers(self, at: datetime | None = None) -> list[Verifier]:
+        """The keys not retired at ``at`` (default now): the ones that may sign."""
+        at = at or datetime.now(UTC)
+        return [
+            key.verifier for key in self.trusted.values() if key.retired is None or at < key.retired
+        ]
+
     def verify_envelope(self, envelope: bytes) -> None:
+        """What is about to be recorded verifies with a key that is not retired."""
+        from conveyor.attest import verify_envelope
+
+        verify_envelope(envelope, self.current_verifiers())
+
+    def verify_recorded_envelope(self, envelope: bytes) -> None:
+        """What was recorded verifies with a trusted key, retired ones too (the audit then
+        checks the times: ``retirement_problem``)."""
         from conveyor.attest import verify_envelope
 
         verify_envelope(envelope, self.verifiers())
+
+    def retirement_problem(
+        self, keyid: str, *, recorded: datetime, predicate: Mapping[str, object]
+    ) -> str | None:
+        """Why evidence signed with ``keyid`` does not count because the key is retired, or
+        None. It counts only when the ledger recorded it before the retirement AND every
+        time the statement says it was signed is before it too."""
+        found = self.trusted.get(keyid)
+        if found is None or found.retired is None:
+            return None
+        retired = found.retired
+        whose = f"signed with {found.identity.name}'s key retired at {_stamp(retired)}"
+        if recorded >= retired:
+            return f"{whose}, recorded after it ({_stamp(recorded)})"
+        for moment in signed_times(predicate):
+            if moment is None:
+                return f"{whose}: its signed time is not a time with a zone"
+            if moment >= retired:
+                return f"{whose}, signed after it ({_stamp(moment)})"
+        return None
 
     # --- environments -----------------------------------------------------------------------
 
     def environment_target(self, environment: str) -> Target:
         return self.config.environment_target(environment)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @contextmanager

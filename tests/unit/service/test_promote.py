@@ -97,7 +97,9 @@ class World:
         )
 
 
-def make_world(tmp_path: Path, environments: str = ENVIRONMENTS, head: str = "") -> World:
+def make_world(
+    tmp_path: Path, environments: str = ENVIRONMENTS, head: str = "", *, referrers_api: bool = True
+) -> World:
     lines = ["version: 1", "identities:"]
     signers = {}
     for name, roles in IDENTITIES.items():
@@ -106,7 +108,7 @@ def make_world(tmp_path: Path, environments: str = ENVIRONMENTS, head: str = "")
         lines.append(f"  {name}: {{key: keys/{name}.pub, roles: [{roles}]}}")
     path = tmp_path / "conveyor.yaml"
     path.write_text(head + "\n".join(lines) + "\n" + environments)
-    fake = FakeRegistry(HOST)
+    fake = FakeRegistry(HOST, referrers_api=referrers_api)
     ledger = MemoryLedger()
     opener = service.RegistryOpener(service.RegistryOptions(transport=fake.transport))
     ws = service.Workspace(config=load_config(path), ledger=ledger, opener=opener)
