@@ -50,6 +50,9 @@ class Role(StrEnum):
     SCANNER = "scanner"
     APPROVER = "approver"
     DEPLOYER = "deployer"
+    READER = "reader"  # reads only (every identity may read)
+    ADMIN = "admin"  # API tokens and config reload on the server
+    SERVER = "server"  # the key conveyor serve signs with, on behalf of a principal
 
 
 class Severity(StrEnum):
@@ -184,7 +187,12 @@ TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]
 
 
 class IdentitySpec(_Strict):
-    key: str = Field(min_length=1, description="public key file (PEM), relative to conveyor.yaml")
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        description="public key file (PEM), relative to conveyor.yaml; without one the "
+        "identity acts only through conveyor serve",
+    )
     roles: list[Role] = Field(min_length=1)
 
     @field_validator("roles")
@@ -192,7 +200,38 @@ class IdentitySpec(_Strict):
     def _distinct(cls, roles: list[Role]) -> list[Role]:
         if len(set(roles)) != len(roles):
             raise ValueError("roles are listed more than once")
+        if Role.SERVER in roles and len(roles) > 1:
+            # A server-signed statement counts only for the principal it names; a server
+            # with roles of its own would count for itself as well.
+            raise ValueError("the role 'server' stands alone: list no other role with it")
         return roles
+
+    @model_validator(mode="after")
+    def _server_has_key(self) -> IdentitySpec:
+        if Role.SERVER in self.roles and self.key is None:
+            raise ValueError("a 'server' identity needs its public key ('key:')")
+        return self
+
+
+class ServerSpec(_Strict):
+    """``conveyor serve``: how the server signs what it records for a principal."""
+
+    signing_key: str | None = Field(
+        default=None,
+        min_length=1,
+        description="private key (PEM) the server signs with, relative to conveyor.yaml; its "
+        "public key is an identity with role 'server'",
+    )
+    url: str | None = Field(default=None, min_length=1, description="the server's external URL")
+
+
+_NON_EVIDENCE_ROLES = (Role.READER, Role.ADMIN, Role.SERVER)
+
+
+def _evidence_role(role: Role) -> Role:
+    if role in _NON_EVIDENCE_ROLES:
+        raise ValueError(f"the role {role.value!r} signs no evidence; name a role that does")
+    return role
 
 
 class LedgerSpec(_Strict):
@@ -284,6 +323,11 @@ class ApprovalsSpec(_Spec):
 
     count: int = Field(ge=1, le=100, description="distinct approving identities needed")
     role: Role = Field(default=Role.APPROVER, description="role an approver must hold")
+
+    @field_validator("role")
+    @classmethod
+    def _signing_role(cls, role: Role) -> Role:
+        return _evidence_role(role)
     distinct_from: list[DistinctFrom] = Field(
         default_factory=_default_distinct_from,
         description="identities that do not count: 'builder' is whoever signed the build "
@@ -353,6 +397,11 @@ class BreakGlassSpec(_Spec):
         ge=1, le=100, description="approvals a --break-glass promotion needs during a freeze"
     )
     role: Role = Field(default=Role.APPROVER, description="role those approvers hold")
+
+    @field_validator("role")
+    @classmethod
+    def _signing_role(cls, role: Role) -> Role:
+        return _evidence_role(role)
 
 
 class FreezeSpec(_Spec):
@@ -477,6 +526,9 @@ class ConfigModel(_Strict):
     lint: LintSpec | None = Field(
         default=None, description="conveyor lint: rule severities and excluded paths"
     )
+    server: ServerSpec | None = Field(
+        default=None, description="conveyor serve: the server's signing key and URL"
+    )
 
     @field_validator("freeze", mode="before")
     @classmethod
@@ -509,7 +561,7 @@ class ConfigModel(_Strict):
 @dataclass(frozen=True)
 class Identity:
     name: str
-    key_path: Path
+    key_path: Path | None  # None: acts only through conveyor serve
     roles: frozenset[Role]
 
 
@@ -573,7 +625,7 @@ def load_config(path: Path) -> Config:
     config = Config(path=path, model=model, identities={})
     for name, spec in model.identities.items():
         config.identities[name] = Identity(
-            name, config.resolve_path(spec.key), frozenset(spec.roles)
+            name, config.resolve_path(spec.key) if spec.key else None, frozenset(spec.roles)
         )
     return config
 
