@@ -104,6 +104,8 @@ def open_workspace(config_path: str | Path | None = None) -> Iterator[Workspace]
     trusted: dict[str, tuple[Identity, Verifier]] = {}
     problems: list[str] = []
     for identity in config.identities.values():
+        if identity.key_path is None:
+            continue  # acts only through conveyor serve: signs nothing itself
         try:
             verifier = Verifier.from_pem(identity.key_path)
         except ConveyorError as exc:
