@@ -242,15 +242,17 @@ class _Edge:
                 if message["type"] == "http.request":
                     received["bytes"] += len(message.get("body", b""))
                     if received["bytes"] > cap:
-                        raise BodyTooLarge(
-                            f"the request body is larger than {cap} bytes, the limit here"
+                        # An HTTPException: FastAPI lets it through its body parsers as is.
+                        raise HTTPException(
+                            413, f"the request body is larger than {cap} bytes, the limit here"
                         )
                 return message
 
             try:
                 await self.app(scope, capped_receive, send_with_id)
-            except BodyTooLarge as error:  # raised outside a route (e.g. while routing)
-                await problem(error, request_id=request_id)(scope, receive, send_with_id)
+            except HTTPException as error:  # raised outside a route (e.g. while routing)
+                toobig = BodyTooLarge(str(error.detail))
+                await problem(toobig, request_id=request_id)(scope, receive, send_with_id)
         route = scope.get("route")
         template = getattr(route, "path", None) or "(unmatched)"
         duration = time.perf_counter() - started
@@ -353,7 +355,9 @@ def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
         detail = error.detail if isinstance(error.detail, str) else "request refused"
-        cls: type[ConveyorError] = NotFound if error.status_code == 404 else InputError
+        cls: type[ConveyorError] = {404: NotFound, 413: BodyTooLarge}.get(
+            error.status_code, InputError
+        )
         if error.status_code == 404 and detail == "Not Found":
             detail = f"no such endpoint: {request.method} {request.url.path}"
         return problem(cls(detail), request_id=_request_id(request), status=error.status_code)
