@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor import service
@@ -62,12 +63,21 @@ def _state(request: Request) -> ServerState:
     return state
 
 
-def principal(request: Request) -> Principal:
+_bearer = HTTPBearer(
+    scheme_name="token",
+    description="an API token from conveyor token create",
+    auto_error=False,
+)
+
+
+def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
     """The identity behind ``Authorization: Bearer TOKEN`` (never a query parameter)."""
     state = _state(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = credentials.credentials if credentials is not None else ""
+    if not token.strip():
         raise TokenRefused(
             "bad or missing credentials: send 'Authorization: Bearer TOKEN' "
             "(conveyor token create NAME --identity IDENTITY)"

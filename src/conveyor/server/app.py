@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __version__
 from conveyor.errors import ConfigError, ConveyorError, InputError
+from conveyor.server import _interim
 from conveyor.server.observe import ACCESS_LOGGER, LOGGER, Metrics, log
 from conveyor.server.problems import (
     BodyTooLarge,
@@ -200,6 +201,7 @@ class _Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        _interim.install()  # UNTIL THE INJECTABLE WORKSPACE LANDS; once per process
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         given = headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
@@ -279,9 +281,8 @@ class _Edge:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """The application for ``settings``; nothing is opened until the first request."""
-    from conveyor.server import _interim, api
+    from conveyor.server import api
 
-    _interim.install()  # UNTIL THE INJECTABLE WORKSPACE LANDS (see _interim)
     state = ServerState(settings)
 
     @asynccontextmanager
