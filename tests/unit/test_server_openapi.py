@@ -9,7 +9,7 @@ from conveyor.server import ServerSettings, create_app
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 REGENERATE = (
-    ".venv/bin/python -c \"from tests.unit.test_server_openapi import render; "
+    '.venv/bin/python -c "from tests.unit.test_server_openapi import render; '
     "open('docs/openapi.json', 'w').write(render())\""
 )
 

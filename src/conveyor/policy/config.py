@@ -328,6 +328,7 @@ class ApprovalsSpec(_Spec):
     @classmethod
     def _signing_role(cls, role: Role) -> Role:
         return _evidence_role(role)
+
     distinct_from: list[DistinctFrom] = Field(
         default_factory=_default_distinct_from,
         description="identities that do not count: 'builder' is whoever signed the build "
