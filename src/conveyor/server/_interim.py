@@ -94,7 +94,7 @@ def _install() -> None:
             held = ", ".join(sorted(identity.roles)) or "none"
             raise UnknownSignerError(
                 f"identity {identity.name!r} may not record {what}: it needs the role "
-                f"{role.value!r} (it has: {held})"
+                f"{str(role)!r} (it has: {held})"
             )
         return identity
 
@@ -107,7 +107,7 @@ def _install() -> None:
         if now is not None and keyid == now.signer.keyid:
             identity = workspace.config.identities.get(now.principal.identity)
             if identity is not None:
-                return identity.name, frozenset(role.value for role in identity.roles)
+                return identity.name, frozenset(str(role) for role in identity.roles)
         return original_promoter(workspace, keyid)
 
     promotion._promoter = promoter
@@ -223,7 +223,7 @@ def _count_as(
     """Whom a verified entry counts for, with which roles; or why it is ignored."""
     from conveyor.custody import KIND_ROLES
 
-    roles = frozenset(role.value for role in signer.roles)
+    roles = frozenset(str(role) for role in signer.roles)
     outcome = _principal_rule(
         predicate, signer_roles=roles, signer_name=signer.name, identities=config.identities
     )
@@ -264,7 +264,7 @@ def _principal_rule(
     identity = identities.get(name)
     if identity is None:
         return f"names the principal {name!r}, which is not an identity in conveyor.yaml"
-    roles = frozenset(role.value for role in identity.roles)
+    roles = frozenset(str(role) for role in identity.roles)
     if name == signer_name or "server" in roles:
         return f"names the server identity {name!r} as its principal"
     return name, roles

@@ -90,7 +90,7 @@ def principal(
             f"bad or missing credentials: token {info.name!r} is bound to {info.identity!r}, "
             f"which {config.path.name} no longer defines"
         )
-    roles = frozenset(role.value for role in identity.roles)
+    roles = frozenset(str(role) for role in identity.roles)
     if "server" in roles:
         raise TokenRefused("bad or missing credentials: a token cannot act as the server")
     request_id = request.scope.get("state", {}).get("request_id")
@@ -538,5 +538,5 @@ def check_bindable(config: Any, identity: str) -> None:
     if found is None:
         known = ", ".join(sorted(config.identities))
         raise InputError(f"unknown identity {identity!r}; {config.path.name} defines: {known}")
-    if any(role.value == "server" for role in found.roles):
+    if any(str(role) == "server" for role in found.roles):
         raise InputError(f"{identity!r} is the server's identity; a token cannot act as it")

@@ -175,7 +175,7 @@ def _require_server_identity(config: Config, signer: Signer) -> None:
         except ConveyorError:
             continue
         if keyid == signer.keyid:
-            if {role.value for role in identity.roles} != {"server"}:
+            if {str(role) for role in identity.roles} != {"server"}:
                 raise ConfigError(
                     f"{config.path}: server.signing_key belongs to identity {identity.name!r}, "
                     "which must hold the role 'server' (and only it)"
