@@ -149,8 +149,10 @@ class ConveyorClient:
             headers=headers,
             timeout=timeout,
             transport=transport,
-            verify=verify,
             follow_redirects=False,  # a redirect would carry the token elsewhere
+            # Plain http (loopback or --insecure-server) has no TLS to verify: not loading
+            # the CA bundle saves ~35 ms a command.
+            verify=verify if self.server.startswith("https://") else False,
         )
 
     @classmethod
