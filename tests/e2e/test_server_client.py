@@ -4,15 +4,27 @@ CLI, and remote mode imports neither SQLAlchemy nor the policy models."""
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 
 from conveyor import client as remote
 from conveyor.errors import ConveyorError, InputError
-from tests.support.server import COMMIT, PASSING_JUNIT, ServedTeam, serve_team, trivy_report
+from tests.support.server import (
+    COMMIT,
+    PASSING_JUNIT,
+    ServedTeam,
+    free_port,
+    serve_team,
+    trivy_report,
+)
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +139,85 @@ def test_token_commands_through_the_api(served: ServedTeam) -> None:
     nobody = team.cli("token", "list", env={**env, "CONVEYOR_TOKEN": "cvt_" + "B" * 43})
     assert nobody.returncode == 2
     assert "bad or missing credentials" in nobody.stderr
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "tls.crt", folder / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_is_served_and_verified(served: ServedTeam, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    team = served.team
+    with (tmp_path / "tls.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "serve", "--port", str(port),
+             "--tls-cert", str(cert), "--tls-key", str(key)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=team.root, env=team.env(),
+        )  # fmt: skip
+    try:
+        url = f"https://localhost:{port}"
+        trust = ssl.create_default_context(cafile=str(cert))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url + "/healthz", verify=trust, timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with remote.ConveyorClient(url, served.tokens["viewer"], verify=trust) as viewer:
+            assert viewer.whoami()["identity"] == "viewer"
+        with (
+            remote.ConveyorClient(url, served.tokens["viewer"]) as unverified,
+            pytest.raises(remote.ServerError, match="cannot reach"),
+        ):
+            unverified.whoami()  # a certificate nobody vouches for is refused
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    half = team.cli("serve", "--tls-cert", str(cert))
+    assert half.returncode == 2
+    assert "--tls-cert and --tls-key go together" in half.stderr
+
+
+def test_conveyor_yaml_is_reread_when_it_changes(served: ServedTeam) -> None:
+    """Runs last in this module: it changes the shared team's roles."""
+    config = served.team.config
+    with _client(served, "viewer") as viewer, pytest.raises(remote.NotAllowed):
+        viewer.audit_checkpoint()
+    text = config.read_text()
+    config.write_text(text.replace("viewer:   {roles: [reader]}", "viewer:   {roles: [admin]}"))
+    try:
+        with _client(served, "viewer") as viewer:
+            assert viewer.whoami()["roles"] == ["admin"]
+            assert viewer.audit_checkpoint()["size"] >= 0
+    finally:
+        config.write_text(text)

@@ -4,6 +4,7 @@ parallel promotions through both give one linear history, each digest recorded o
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from conveyor.server.tokens import TokenRefused, TokenStore
+from tests.support.postgres import RunningPostgres, start_postgres
 from tests.support.server import (
     COMMIT,
     IDENTITIES,
@@ -128,3 +130,48 @@ def test_the_token_store_on_postgresql(postgres_database: Callable[[], str]) -> 
         assert [info.state(now) for info in store.list()] == ["revoked"]
     finally:
         store.close()
+
+
+def test_database_down_means_not_ready_and_503_then_back(tmp_path: Path) -> None:
+    cluster = start_postgres()
+    try:
+        team = make_team(tmp_path / "team", ledger_url=cluster.create_database())
+        token = team.token("viewer", "viewer")
+        server = start_server(team)
+        try:
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=server.url, timeout=60, headers=headers) as client:
+                assert client.get("/readyz").status_code == 200
+                cluster.crash_and_restart()  # the same port; connections in the pool are dead
+                assert client.get("/api/v1/status").status_code == 200  # pre-ping reconnects
+                subprocess_stop(cluster)
+                ready = client.get("/readyz")
+                assert ready.status_code == 503
+                assert ready.headers["content-type"] == "application/problem+json"
+                status = client.get("/api/v1/status")
+                assert status.status_code == 503
+                problem = status.json()
+                assert problem["error"] == "LedgerError"
+                assert problem["exit_code"] == 3
+                assert "check that the database is reachable" in problem["detail"]
+                subprocess_start(cluster)
+                assert client.get("/readyz").status_code == 200
+        finally:
+            server.stop()
+    finally:
+        cluster.stop()
+
+
+def subprocess_stop(cluster: RunningPostgres) -> None:
+    subprocess.run(
+        [*cluster.as_user, cluster.pg_ctl, "-D", str(cluster.data), "-m", "fast", "-w", "stop"],
+        capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+
+
+def subprocess_start(cluster: RunningPostgres) -> None:
+    subprocess.run(
+        [*cluster.as_user, cluster.pg_ctl, "-D", str(cluster.data), "-l",
+         str(cluster.root / "postgres.log"), "-o", cluster.options, "-w", "-t", "60", "start"],
+        capture_output=True, timeout=90, check=True,
+    )  # fmt: skip
