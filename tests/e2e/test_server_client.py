@@ -23,6 +23,7 @@ from tests.support.server import (
     ServedTeam,
     free_port,
     serve_team,
+    start_server,
     trivy_report,
 )
 
@@ -206,6 +207,18 @@ def test_tls_is_served_and_verified(served: ServedTeam, tmp_path: Path) -> None:
     half = team.cli("serve", "--tls-cert", str(cert))
     assert half.returncode == 2
     assert "--tls-cert and --tls-key go together" in half.stderr
+
+
+def test_several_worker_processes_serve_the_same_tokens(served: ServedTeam) -> None:
+    server = start_server(served.team, extra=("--workers", "2"))
+    try:
+        for _ in range(6):
+            with remote.ConveyorClient(server.url, served.tokens["viewer"]) as viewer:
+                assert viewer.whoami()["identity"] == "viewer"
+        started = [line for line in server.log_lines() if "Started server process" in str(line)]
+        assert len(started) == 2
+    finally:
+        server.stop()
 
 
 def test_conveyor_yaml_is_reread_when_it_changes(served: ServedTeam) -> None:
