@@ -624,3 +624,29 @@ def test_a_client_signed_statement_naming_a_principal_is_not_believed(
     forged = [e for e in trace["events"] if e["kind"] == "approval"]
     assert forged
     assert all(e["verified"] is False for e in forged)
+
+
+def test_an_upload_name_cannot_leave_the_spool_folder(served: ServedTeam) -> None:
+    ref = served.team.image("traversal")
+    build = {"reference": ref, "commit": COMMIT, "run_id": "42"}
+    _ok(_call(served, "ci", "POST", "/api/v1/builds", json=build))
+    files = [("files", ("../../../../tmp/evil.xml", PASSING_JUNIT.encode(), "application/xml"))]
+    recorded = _ok(
+        _call(served, "ci", "POST", "/api/v1/tests", data={"reference": ref}, files=files)
+    )
+    (name,) = recorded["summary"]["files"]  # type: ignore[index]
+    assert ".." not in name
+    assert name.endswith("/1-evil.xml")
+    assert not Path("/tmp/evil.xml").exists()
+
+
+def test_a_wrong_token_is_never_logged(served: ServedTeam) -> None:
+    wrong = "cvt_" + "Q" * 43
+    response = _call(
+        served, None, "GET", "/api/v1/status", headers={"Authorization": f"Bearer {wrong}"}
+    )
+    assert response.status_code == 401
+    query = _call(served, None, "GET", f"/api/v1/status?token={wrong}")
+    assert query.status_code == 401  # a token in a query string is not a credential
+    time.sleep(0.2)
+    assert wrong not in served.server.log.read_text()

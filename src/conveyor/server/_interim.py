@@ -6,16 +6,20 @@ today's operations. Delete this module when ``conveyor.service`` verbs take ``si
 Today's verbs load their signer from ``key=`` and decide the acting identity from the
 signer's keyid, and the verified reader knows nothing of server-signed statements. So that
 the server can sign on behalf of a principal *now*, without a second copy of any business
-rule, this module installs process-wide hooks that do nothing unless a request is acting
+rule, ``install()`` puts process-wide hooks on today's modules. While a request is acting
 (``acting(...)``, a context variable: safe across the server's worker threads):
 
-- ``load_signer`` returns the server's signer;
-- the acting identity (role check, ledger ``signer`` column, the promoter of a decision) is
-  the principal's identity, never the server's;
-- ``make_statement`` adds the ``PRINCIPAL_V1`` field to the predicate before signing.
+- ``custody.load_signer`` / ``promotion.load_signer`` return the server's signer;
+- ``custody.Workspace.require_role`` and ``promotion._promoter`` answer with the principal's
+  identity (role check, ledger ``signer`` column, the promoter of a decision), never the
+  server's;
+- ``attest.make_statement`` adds the ``PRINCIPAL_V1`` field to the predicate before signing.
 
-And one hook that always applies in the server process: the verified reader's rule for
-server-signed statements (``_principal_rule``), exactly as written in docs/server.md.
+Always, in the server process (a copy of today's code with one change each):
+
+- ``custody.open_workspace`` / ``promotion.open_workspace`` skip identities without a key;
+- ``promotion.VerifiedLedger._verify`` / ``claim`` decide whom an entry counts for with the
+  principal rule (``_count_as``, ``_principal_rule``), exactly as docs/server.md states it.
 """
 
 from __future__ import annotations
