@@ -650,3 +650,25 @@ def test_a_wrong_token_is_never_logged(served: ServedTeam) -> None:
     assert query.status_code == 401  # a token in a query string is not a credential
     time.sleep(0.2)
     assert wrong not in served.server.log.read_text()
+
+
+def test_concurrent_principals_each_sign_as_themselves(served: ServedTeam) -> None:
+    """The server signs for many principals at once: no statement names another's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ref = served.team.image("concurrent")
+    digest = ref.split("@")[1]
+    jobs = [("alice", "bob", "carol")[i % 3] for i in range(18)]
+
+    def approve(who: str) -> int:
+        body = {"reference": ref, "environment": "production", "comment": who}
+        return _call(served, who, "POST", "/api/v1/approvals", json=body).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert set(pool.map(approve, jobs)) == {200}
+    statements = _ledger_statements(served, digest, "approval")
+    assert len(statements) == 18
+    for statement in statements:
+        predicate = statement["predicate"]
+        named = predicate[PRINCIPAL_V1]["identity"]  # type: ignore[index]
+        assert named == statement["_ledger_signer"] == predicate["comment"]  # type: ignore[index]

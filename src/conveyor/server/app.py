@@ -112,16 +112,14 @@ class ServerState:
                 self._config_stamp = stamp
             return self._config
 
-    @property
-    def ledger_url(self) -> str:
-        return self.settings.ledger_url or self.config().ledger_url
-
     def tokens(self) -> TokenStore:
         from conveyor.server.tokens import TokenStore
 
         with self._lock:
             if self._tokens is None:
-                self._tokens = TokenStore.open(self.settings.ledger_url or _ledger_url(self))
+                # CONVEYOR_DB, else the config's ledger: the same database the operations use.
+                url = self.settings.ledger_url or self.config().ledger_url
+                self._tokens = TokenStore.open(url)
             return self._tokens
 
     def signer(self) -> Signer:
@@ -158,10 +156,6 @@ class ServerState:
     def close(self) -> None:
         if self._tokens is not None:
             self._tokens.close()
-
-
-def _ledger_url(state: ServerState) -> str:
-    return state.config().ledger_url
 
 
 def _require_server_identity(config: Config, signer: Signer) -> None:
@@ -311,6 +305,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         try:
             state.config()
             state.tokens().ping()
+            if state.can_sign():
+                state.signer()  # a changed conveyor.yaml may name a key that is not the server's
         except ConveyorError as error:
             raise Unavailable(f"not ready: {error}") from error
         return {"status": "ready", "config": str(settings.config_path)}
