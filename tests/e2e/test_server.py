@@ -384,6 +384,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, object], set[str]]] = [
         {"json": {"reference": _BAD_REF, "environment": "production"}},
         {"approver"},
     ),
+    ("POST", "/api/v1/envelopes", {"json": {"reference": _BAD_REF, "envelope": "eA=="}}, set()),
     ("POST", "/api/v1/check", {"json": {"reference": _BAD_REF, "environment": "staging"}}, set()),
     (
         "POST",
@@ -672,3 +673,108 @@ def test_concurrent_principals_each_sign_as_themselves(served: ServedTeam) -> No
         predicate = statement["predicate"]
         named = predicate[PRINCIPAL_V1]["identity"]  # type: ignore[index]
         assert named == statement["_ledger_signer"] == predicate["comment"]  # type: ignore[index]
+
+
+def _signed(
+    served: ServedTeam, key: str, digest: str, predicate_type: str, predicate: dict[str, object]
+) -> str:
+    from conveyor.attest import (
+        IN_TOTO_PAYLOAD_TYPE,
+        load_signing_key,
+        make_statement,
+        sign_envelope,
+    )
+    from conveyor.oci.digest import Digest
+
+    statement = make_statement("example/app", Digest.parse(digest), predicate_type, predicate)
+    signer = load_signing_key(str(served.team.root / "keys" / f"{key}.key"))
+    return base64.b64encode(sign_envelope(statement, IN_TOTO_PAYLOAD_TYPE, [signer])).decode()
+
+
+def test_pre_signed_envelopes_are_verified_and_bound_to_their_signer(served: ServedTeam) -> None:
+    from conveyor.attest import APPROVAL_V1, PROMOTION_V1, approval
+
+    ref = served.team.image("presigned")
+    digest = ref.split("@")[1]
+    body = dict(approval(environment="production", comment="signed on my laptop"))
+    envelope = _signed(served, "alice", digest, APPROVAL_V1, body)
+    recorded = _ok(
+        _call(
+            served,
+            "alice",
+            "POST",
+            "/api/v1/envelopes",
+            json={"reference": ref, "envelope": envelope},
+        )
+    )
+    assert recorded["signer"] == "alice"
+    assert recorded["kind"] == "approval"
+    assert recorded["environment"] == "production"
+    trace = _ok(_call(served, "viewer", "GET", "/api/v1/trace", params={"query": ref}))
+    assert ("approval", "alice", True) in [
+        (e["kind"], e["signer"], e["verified"]) for e in trace["events"]
+    ]
+    # a token of bob cannot submit alice's statement
+    other = _signed(
+        served, "alice", digest, APPROVAL_V1, dict(approval(environment="production", comment="2"))
+    )
+    refused = _call(
+        served, "bob", "POST", "/api/v1/envelopes", json={"reference": ref, "envelope": other}
+    )
+    assert refused.status_code == 403
+    assert "signed by alice" in refused.json()["detail"]
+    # a builder's key signing an approval: it lacks the role
+    ci = _signed(served, "ci", digest, APPROVAL_V1, dict(approval(environment="production")))
+    assert (
+        _call(
+            served, "ci", "POST", "/api/v1/envelopes", json={"reference": ref, "envelope": ci}
+        ).status_code
+        == 403
+    )
+    # tampered: the payload no longer matches its signature
+    doc = json.loads(base64.b64decode(other))
+    doc["payload"] = base64.b64encode(
+        base64.b64decode(doc["payload"]).replace(b"production", b"staging")
+    ).decode()
+    tampered = base64.b64encode(json.dumps(doc).encode()).decode()
+    bad = _call(
+        served, "alice", "POST", "/api/v1/envelopes", json={"reference": ref, "envelope": tampered}
+    )
+    assert bad.status_code == 409, bad.text
+    # about another digest than the reference names
+    elsewhere = _signed(
+        served, "alice", "sha256:" + "9" * 64, APPROVAL_V1, dict(approval(environment="production"))
+    )
+    wrong = _call(
+        served, "alice", "POST", "/api/v1/envelopes", json={"reference": ref, "envelope": elsewhere}
+    )
+    assert wrong.status_code == 409
+    assert "not sha256:" in wrong.json()["detail"]
+    # promotions are placed by the server, never submitted
+    promo = _signed(served, "deployer", digest, PROMOTION_V1, {"to": "production"})
+    assert (
+        _call(
+            served,
+            "deployer",
+            "POST",
+            "/api/v1/envelopes",
+            json={"reference": ref, "envelope": promo},
+        ).status_code
+        == 400
+    )
+    # a client cannot name a principal
+    named = dict(approval(environment="production"))
+    named[PRINCIPAL_V1] = {"identity": "bob"}
+    claim = _signed(served, "alice", digest, APPROVAL_V1, named)
+    assert (
+        _call(
+            served, "alice", "POST", "/api/v1/envelopes", json={"reference": ref, "envelope": claim}
+        ).status_code
+        == 400
+    )
+    assert (
+        _call(
+            served, "alice", "POST", "/api/v1/envelopes", json={"reference": ref, "envelope": "%%%"}
+        ).status_code
+        == 400
+    )

@@ -40,8 +40,34 @@ class _Acting:
     signer: Any  # conveyor.attest.Signer of the server
 
 
+@dataclass(frozen=True)
+class Presigned:
+    """A client-signed envelope, verified against conveyor.yaml's keys, and what it says."""
+
+    envelope: bytes
+    payload: bytes
+    statement: Any  # conveyor.attest.Statement
+    keyid: str
+    signer: str  # the identity whose key signed it
+    kind: str
+    environment: str | None
+    commit: str | None
+    run_id: str | None
+
+
+@dataclass(frozen=True)
+class _Submitting:
+    presigned: Presigned
+
+    @property
+    def keyid(self) -> str:  # stands in for a Signer in today's role check
+        return self.presigned.keyid
+
+
 _ACTING: ContextVar[_Acting | None] = ContextVar("conveyor_server_acting", default=None)
+_SUBMITTING: ContextVar[_Submitting | None] = ContextVar("conveyor_server_presigned", default=None)
 ACTING_KEY = "(conveyor serve: the server's signing key)"  # passed as key= while acting
+SUBMIT_KEY = "(conveyor serve: a pre-signed envelope)"  # passed as key= while submitting
 _installed = threading.Lock()
 _done = False
 
@@ -78,6 +104,9 @@ def _install() -> None:
         now = _ACTING.get()
         if now is not None and key == ACTING_KEY:
             return now.signer
+        submitting = _SUBMITTING.get()
+        if submitting is not None and key == SUBMIT_KEY:
+            return submitting
         return original_load_signer(key)
 
     custody.load_signer = load_signer
@@ -121,12 +150,25 @@ def _install() -> None:
     def make_statement(
         subject_name: str, digest: Any, predicate_type: str, predicate: Mapping[str, Any]
     ) -> bytes:
+        submitting = _SUBMITTING.get()
+        if submitting is not None:
+            return submitting.presigned.payload  # the client's statement, byte for byte
         now = _ACTING.get()
         if now is not None:
             predicate = {**predicate, PRINCIPAL_V1: now.principal.statement_field()}
         return original_make_statement(subject_name, digest, predicate_type, predicate)
 
     attest.make_statement = make_statement
+
+    original_sign_envelope = attest.sign_envelope
+
+    def sign_envelope(payload: bytes, payload_type: str, signers: Any) -> bytes:
+        submitting = _SUBMITTING.get()
+        if submitting is not None:
+            return submitting.presigned.envelope  # verified again before it is stored
+        return original_sign_envelope(payload, payload_type, signers)
+
+    attest.sign_envelope = sign_envelope
 
     _install_workspace(custody, promotion)
     _install_reader(promotion)
@@ -272,3 +314,97 @@ def _principal_rule(
     if name == signer_name or "server" in roles:
         return f"names the server identity {name!r} as its principal"
     return name, roles
+
+
+# --- pre-signed envelopes (today's key flow, through the server) ------------------------------
+
+PRESIGNED_KINDS = {
+    "https://slsa.dev/provenance/v1": "build",
+    "https://in-toto.io/attestation/test-result/v0.1": "tests",
+    "https://in-toto.io/attestation/vulns/v0.2": "scan",
+    "https://conveyor.dev/attestation/smoke/v1": "smoke",
+    "https://conveyor.dev/attestation/approval/v1": "approval",
+}
+
+
+def open_presigned(envelope: bytes, config: Any) -> Presigned:
+    """Verify a client-signed envelope against the keys of conveyor.yaml, as the CLI verifies
+    its own records, and read what the ledger row needs from the verified statement."""
+    from conveyor.attest import (
+        Verifier,
+        parse_statement,
+        read_approval,
+        read_provenance,
+        read_smoke,
+        verify_envelope,
+    )
+    from conveyor.errors import ConveyorError, InputError
+
+    trusted: dict[str, tuple[str, Any]] = {}
+    for identity in config.identities.values():
+        if identity.key_path is None:
+            continue
+        try:
+            verifier = Verifier.from_pem(identity.key_path)
+        except ConveyorError:
+            continue
+        trusted[verifier.keyid] = (identity.name, verifier)
+    verified = verify_envelope(envelope, [v for _, v in trusted.values()])
+    statement = parse_statement(verified.payload)
+    kind = PRESIGNED_KINDS.get(statement.predicate_type)
+    if kind is None:
+        raise InputError(
+            f"the server records {', '.join(sorted(set(PRESIGNED_KINDS.values())))} envelopes; "
+            f"not {statement.predicate_type[:200]!r} (promotions: POST /api/v1/promotions)"
+        )
+    if PRINCIPAL_V1 in statement.predicate:
+        raise InputError("a client-signed statement cannot name a principal; sign your own")
+    keyid = verified.signer_keyids[0]
+    environment = commit = run_id = None
+    if kind == "approval":
+        environment = read_approval(statement.predicate).environment
+    elif kind == "smoke":
+        environment = read_smoke(statement.predicate).environment
+    elif kind == "build":
+        facts = read_provenance(statement.predicate)
+        commit, run_id = facts.commit, facts.run_id
+        if not commit:
+            raise InputError("the build statement names no commit")
+    return Presigned(
+        envelope, verified.payload, statement, keyid, trusted[keyid][0], kind, environment,
+        commit.lower() if commit else None, run_id,
+    )  # fmt: skip
+
+
+def record_presigned(
+    reference: str, presigned: Presigned, *, config_path: Any, options: Any
+) -> Any:
+    """Record a verified pre-signed envelope through today's one recording path
+    (``custody._record``): resolve REF once, check the subject, the labels of a build and
+    the signer's role, attach the envelope to the artifact, append it to the ledger."""
+    from conveyor import custody
+    from conveyor.attest import require_subject
+
+    def predicate(subject: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        require_subject(presigned.statement, subject.top.digest)
+        if presigned.kind == "build" and presigned.commit:
+            labels = subject.inspection.labels if subject.inspection else {}
+            custody.check_labels_agree(labels, commit=presigned.commit, run_id=presigned.run_id)
+        return dict(presigned.statement.predicate), {"pre_signed": True}
+
+    token = _SUBMITTING.set(_Submitting(presigned))
+    try:
+        return custody._record(
+            reference,
+            kind=presigned.kind,
+            predicate_type=presigned.statement.predicate_type,
+            build_predicate=predicate,
+            key=SUBMIT_KEY,
+            config_path=config_path,
+            options=options,
+            inspect=presigned.kind in ("build", "scan"),
+            environment=presigned.environment,
+            commit=presigned.commit,
+        )
+    finally:
+        _SUBMITTING.reset(token)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from conveyor import service
 from conveyor.errors import ConveyorError, InputError
 from conveyor.server import _interim
-from conveyor.server.auth import ACTS, authorise
+from conveyor.server.auth import ACTS, NotAllowed, authorise
 from conveyor.server.principal import API_TOKEN, Principal
 from conveyor.server.problems import PROBLEM_JSON, NotFound, Problem
 from conveyor.server.strict import StrictRoute
@@ -278,6 +278,48 @@ def approve(request: Request, who: Who, body: ApprovalRequest) -> Json:
             **_common(request),
         )
     return result.to_dict()
+
+
+class EnvelopeRequest(_Body):
+    reference: Ref
+    envelope: Annotated[str, Field(min_length=1, max_length=1_000_000)] = Field(
+        description="the DSSE envelope's exact bytes, base64"
+    )
+
+
+_KIND_ACTS = {
+    "build": "record_build",
+    "tests": "attest_tests",
+    "scan": "attest_scan",
+    "smoke": "attest_smoke",
+    "approval": "approve",
+}
+
+
+@router.post(
+    "/envelopes",
+    summary="Record a pre-signed DSSE envelope (an identity's own key)",
+    description="Verified against the keys in conveyor.yaml as the CLI verifies its own "
+    "records; the signer must be the token's identity.",
+)
+def record_envelope(request: Request, who: Who, body: EnvelopeRequest) -> Json:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(body.envelope, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise InputError("envelope: not base64") from error
+    presigned = _interim.open_presigned(raw, _state(request).config())
+    _allow(request, who, _KIND_ACTS[presigned.kind], presigned.environment)
+    if presigned.signer != who.identity:
+        raise NotAllowed(
+            f"not allowed: the envelope is signed by {presigned.signer}; a token of "
+            f"{who.identity} submits only {who.identity}'s own statements"
+        )
+    result = _interim.record_presigned(body.reference, presigned, **_common(request))
+    out: Json = result.to_dict()
+    return out
 
 
 # --- check, promote, rollback ------------------------------------------------------------------
