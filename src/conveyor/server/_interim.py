@@ -17,7 +17,8 @@ rule, ``install()`` puts process-wide hooks on today's modules. While a request 
 
 Always, in the server process (a copy of today's code with one change each):
 
-- ``custody.open_workspace`` / ``promotion.open_workspace`` skip identities without a key;
+- ``custody.open_workspace`` / ``promotion.open_workspace`` skip identities without a key,
+  and parse conveyor.yaml again only when the file changed;
 - ``promotion.VerifiedLedger._verify`` / ``claim`` decide whom an entry counts for with the
   principal rule (``_count_as``, ``_principal_rule``), exactly as docs/server.md states it.
 """
@@ -180,10 +181,28 @@ def _install_workspace(custody: Any, promotion: Any) -> None:
     from conveyor.attest import Verifier
     from conveyor.errors import ConfigError, ConveyorError
     from conveyor.ledger import open_ledger
+    from conveyor.policy.config import find_config, load_config
+
+    cache: dict[Any, tuple[tuple[int, int], Any]] = {}
+    lock = threading.Lock()
+
+    def load(config_path: Any) -> Any:
+        # Parsing conveyor.yaml costs ~6 ms of CPU: read it again only when it changed.
+        path = find_config(config_path)
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with lock:
+            found = cache.get(path)
+            if found is not None and found[0] == stamp:
+                return found[1]
+        config = load_config(path)
+        with lock:
+            cache[path] = (stamp, config)
+        return config
 
     @contextmanager
     def open_workspace(config_path: Any = None) -> Iterator[Any]:
-        config = custody.load_workspace_config(config_path)
+        config = load(config_path)
         trusted: dict[str, Any] = {}
         problems: list[str] = []
         for identity in config.identities.values():
