@@ -175,6 +175,17 @@ def _install() -> None:
     _install_reader(promotion)
 
 
+_CONFIGS: dict[Any, tuple[tuple[int, int], Any]] = {}
+_CONFIGS_LOCK = threading.Lock()
+
+
+def forget_configs() -> None:
+    """``POST /api/v1/admin/reload``: parse conveyor.yaml again on the next operation, even
+    if the file's time and size did not change."""
+    with _CONFIGS_LOCK:
+        _CONFIGS.clear()
+
+
 def _install_workspace(custody: Any, promotion: Any) -> None:
     """Today's ``open_workspace``, except that identities without a key (they act only
     through the server) are skipped instead of failing every operation."""
@@ -183,8 +194,8 @@ def _install_workspace(custody: Any, promotion: Any) -> None:
     from conveyor.ledger import open_ledger
     from conveyor.policy.config import find_config, load_config
 
-    cache: dict[Any, tuple[tuple[int, int], Any]] = {}
-    lock = threading.Lock()
+    cache = _CONFIGS
+    lock = _CONFIGS_LOCK
 
     def load(config_path: Any) -> Any:
         # Parsing conveyor.yaml costs ~6 ms of CPU: read it again only when it changed.

@@ -570,6 +570,7 @@ def revoke_token(request: Request, who: Who, name: str) -> Json:
 @router.post("/admin/reload", summary="Re-read conveyor.yaml now (it is also re-read on change)")
 def reload(request: Request, who: Who) -> Json:
     _allow(request, who, "reload")
+    _interim.forget_configs()
     config = _state(request).config(force=True)
     return {"config": str(config.path), "identities": sorted(config.identities)}
 
