@@ -217,6 +217,11 @@ def test_several_worker_processes_serve_the_same_tokens(served: ServedTeam) -> N
                 assert viewer.whoami()["identity"] == "viewer"
         started = [line for line in server.log_lines() if "Started server process" in str(line)]
         assert len(started) == 2
+        wanted = 'conveyor_http_requests_total{method="GET",route="/api/v1/whoami",status="200"}'
+        for _ in range(4):  # whichever worker answers, it counts every worker's requests
+            text = httpx.get(server.url + "/metrics").text
+            count = [ln for ln in text.splitlines() if ln.startswith(wanted)]
+            assert count == [f"{wanted} 6.0"], text[-2000:]
     finally:
         server.stop()
 

@@ -76,6 +76,15 @@ def serve(
         state.signer()  # so does a signing key that is not the server's identity
     # Every worker process builds its app from the same environment.
     os.environ["CONVEYOR_CONFIG"] = str(settings.config_path)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics sums every worker's counts (prometheus-client's multiprocess mode).
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="conveyor-metrics-")
+        atexit.register(shutil.rmtree, folder, True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
     render.info(
         f"conveyor serve: {settings.config_path} on "
         f"{'https' if tls_cert else 'http'}://{host}:{port} ({workers} worker(s))"
