@@ -11,7 +11,7 @@ binaries. A default run takes a few minutes.
 1. Gate evaluation for one digest with N evidence entries (default 10,000) in a SQLite
    ledger: real entries, each an Ed25519-signed DSSE envelope made with ``conveyor.attest``
    and appended with ``conveyor.ledger``. Measured separately: fetching the digest's rows;
-   fetching and verifying them (``conveyor.promotion.VerifiedLedger``: signature, subject,
+   fetching and verifying them (``conveyor.service.VerifiedLedger``: signature, subject,
    signer role) plus ``evidence_for``; the pure ``conveyor.policy.engine.evaluate``; and
    the whole ``service.check`` in-process and as a ``conveyor check`` process.
 2. End-to-end promotions of distinct digests into one environment, same registry (a real
@@ -78,11 +78,10 @@ from conveyor.attest import (
     smoke,
     vulnerability_scan,
 )
-from conveyor.custody import open_workspace
 from conveyor.oci.digest import Digest
 from conveyor.policy.engine import evaluate
 from conveyor.policy.model import PromotionRequest
-from conveyor.promotion import VerifiedLedger, evidence_for
+from conveyor.service import VerifiedLedger, Workspace, evidence_for
 
 CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
 IDENTITIES = {
@@ -243,7 +242,7 @@ def bench_gates(work: Path, entries: int) -> list[Row]:
     envelopes = _evidence_envelopes(bench, built.name, built.digest, entries - 1)
     signing = time.perf_counter() - start
     start = time.perf_counter()
-    with open_workspace(bench.config) as workspace:
+    with Workspace.open(bench.config) as workspace:
         keyids = {name: signer.keyid for name, signer in bench.signers.items()}
         for offset in range(0, len(envelopes), 500):
             with workspace.ledger.serialized("benchmark"):
@@ -266,7 +265,7 @@ def bench_gates(work: Path, entries: int) -> list[Row]:
         Row(part, "append them (SQLite, 500 per commit)", _ms(appending)),
     ]
     digest = str(built.digest)
-    with open_workspace(bench.config) as workspace:
+    with Workspace.open(bench.config) as workspace:
         fetch, found = _median_seconds(lambda: workspace.ledger.entries(subject_digest=digest))
         assert len(found) == entries, len(found)
 

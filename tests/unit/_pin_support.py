@@ -36,6 +36,7 @@ TAGS: dict[str, str] = {
     "ghcr.io/example/deployer:2024.05": fake_digest("ab"),
     "docker.io/library/golang:1.22-bookworm": fake_digest("10"),
     "docker.io/library/alpine:3.19": fake_digest("20"),
+    "gcr.io/distroless/static:nonroot": fake_digest("cd"),  # the before-file's ARG default
 }
 # Digests written in the before-files that the fake registry holds.
 EXTRA_DIGESTS = {fake_digest("e"), fake_digest("cd")}

@@ -21,7 +21,9 @@ from conveyor.attest import (
     load_signing_key,
     write_keypair,
 )
+from conveyor.attest.keys import MAX_KEY_FILE_BYTES
 from conveyor.errors import InputError
+from tests.unit._files_support import raises_at_once
 
 KINDS = ["ed25519", "ecdsa-p256"]
 
@@ -262,8 +264,30 @@ def test_garbage_key_files(tmp_path: Path, content: bytes) -> None:
 
 
 def test_endless_key_file_is_refused() -> None:
-    with pytest.raises(KeyFileError, match="larger than"):
+    with pytest.raises(KeyFileError, match="character device"):
         load_signing_key("/dev/zero")
+
+
+def test_oversized_key_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.key"
+    path.write_bytes(b"x" * (MAX_KEY_FILE_BYTES + 1))
+    with pytest.raises(KeyFileError, match="larger than"):
+        load_signing_key(str(path))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_key_file_is_refused_at_once(tmp_path: Path) -> None:
+    # issue 9 #9: a FIFO given as --key blocked forever (open() waits for a writer).
+    fifo = tmp_path / "ci.key"
+    os.mkfifo(fifo)
+    error = raises_at_once(fifo, lambda: load_signing_key(str(fifo)))
+    assert isinstance(error, KeyFileError)
+    assert "named pipe" in str(error)
+    pub = tmp_path / "ci.pub"
+    os.mkfifo(pub)
+    error = raises_at_once(pub, lambda: load_public_key(pub))
+    assert isinstance(error, KeyFileError)
+    assert "named pipe" in str(error)
 
 
 def test_missing_key_file_names_the_path(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from conveyor.attest import (
     StatementError,
     SubjectMismatch,
     approval,
+    ci_configuration,
     generate_key,
     make_statement,
     open_attestation,
@@ -408,7 +409,9 @@ def test_test_result_predicate() -> None:
         url="https://ci/run/1",
     )
     assert predicate["result"] == "FAILED"
-    assert predicate["configuration"] == [
+    # issue 10 #2: the reports are not the configuration the tests ran with.
+    assert predicate["configuration"] == []
+    assert predicate["conveyor"]["reports"] == [
         {"name": "junit.xml", "digest": {"sha256": report.encoded}}
     ]
     assert predicate["passedTests"] == ["a", "b"]
@@ -425,7 +428,68 @@ def test_test_result_predicate() -> None:
     )
     assert facts.reports == {"junit.xml": str(report)}
     assert test_result(passed=["a"], failed=[], warned=["w"], reports=[])["result"] == "WARNED"
-    assert test_result(passed=[], failed=[], reports=[])["result"] == "PASSED"
+    # issue 9 #12: zero tests is not a pass (nor are only skipped ones).
+    assert test_result(passed=[], failed=[], reports=[])["result"] == "FAILED"
+    assert test_result(passed=[], failed=[], skipped=["s"], reports=[])["result"] == "FAILED"
+    assert test_result(passed=[], failed=[], warned=["w"], reports=[])["result"] == "WARNED"
+
+
+def test_test_result_configuration_from_ci() -> None:
+    github = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_REPOSITORY": "acme/web",
+        "GITHUB_WORKFLOW_REF": "acme/web/.github/workflows/ci.yml@refs/heads/main",
+        "GITHUB_WORKFLOW_SHA": "a" * 40,
+        "GITHUB_SHA": "b" * 40,
+        "GITHUB_JOB": "test",
+    }
+    assert ci_configuration(github) == [
+        {
+            "name": ".github/workflows/ci.yml",
+            "uri": f"https://github.com/acme/web/blob/{'a' * 40}/.github/workflows/ci.yml",
+            "digest": {"gitCommit": "a" * 40},
+            "annotations": {"job": "test"},
+        }
+    ]
+    gitlab = {
+        "GITLAB_CI": "true",
+        "CI_PROJECT_URL": "https://gitlab.example/acme/web",
+        "CI_COMMIT_SHA": "c" * 40,
+        "CI_JOB_NAME": "unit",
+    }
+    assert ci_configuration(gitlab) == [
+        {
+            "name": ".gitlab-ci.yml",
+            "uri": f"https://gitlab.example/acme/web/-/blob/{'c' * 40}/.gitlab-ci.yml",
+            "digest": {"gitCommit": "c" * 40},
+            "annotations": {"job": "unit"},
+        }
+    ]
+    assert ci_configuration({}) == []
+    predicate = test_result(
+        passed=["a"], failed=[], reports=[], configuration=ci_configuration(github)
+    )
+    assert read_test_result(predicate).configuration == predicate["configuration"]
+    with pytest.raises(InputError, match="uri, a digest or content"):
+        test_result(passed=["a"], failed=[], reports=[], configuration=[{"name": "x"}])
+
+
+def test_test_result_written_before_reports_moved_still_reads() -> None:
+    # Ledgers hold predicates whose configuration listed the JUnit reports.
+    report = Digest.of(b"<testsuite/>")
+    old = {
+        "result": "PASSED",
+        "configuration": [{"name": "junit.xml", "digest": {"sha256": report.encoded}}],
+        "passedTests": ["a"],
+        "warnedTests": [],
+        "failedTests": [],
+        "conveyor": {"skippedTests": ["s"]},
+    }
+    facts = read_test_result(old)
+    assert (facts.result, facts.passed, facts.skipped) == ("PASSED", 1, 1)
+    assert facts.reports == {"junit.xml": str(report)}
+    assert facts.configuration == []
 
 
 def test_read_test_result_fails_closed() -> None:
@@ -453,26 +517,87 @@ def test_vulnerability_scan_predicate() -> None:
     assert scanner["uri"] == "pkg:github/aquasecurity/trivy"
     assert scanner["version"] == "0.50.0"
     assert scanner["db"] == {"version": "2", "lastUpdate": "2025-12-31T00:00:00Z"}
+    # issue 10 #1: annotations is a list of maps (the spec and its proto).
     assert scanner["result"][0] == {
         "id": "CVE-1",
         "severity": [{"method": "trivy", "score": "CRITICAL"}],
-        "annotations": {
-            "package": "openssl",
-            "version": "1.0",
-            "fixedVersion": "1.1",
-            "reportedSeverity": "critical",
-        },
+        "annotations": [
+            {
+                "package": "openssl",
+                "version": "1.0",
+                "fixedVersion": "1.1",
+                "reportedSeverity": "critical",
+            }
+        ],
     }
+    assert scanner["result"][1]["severity"] == [{"method": "trivy", "score": "NEGLIGIBLE"}]
+    assert scanner["result"][2]["severity"] == [{"method": "trivy", "score": "UNKNOWN"}]
     assert predicate["metadata"] == {
         "scanStartedOn": "2026-01-01T00:00:00Z",
         "scanFinishedOn": "2026-01-01T00:00:03Z",
     }
+    assert "conveyor" not in predicate  # the database time was known
     facts = read_vulnerability_scan(predicate)
-    assert facts.counts == {"CRITICAL": 1, "HIGH": 0, "MEDIUM": 0, "LOW": 1, "UNKNOWN": 1}
+    assert facts.counts == {
+        "critical": 1,
+        "high": 0,
+        "medium": 0,
+        "low": 0,
+        "negligible": 1,
+        "unknown": 1,
+    }
     assert facts.ids == ["CVE-1", "CVE-2", "GHSA-x"]
+    assert facts.db_updated == "2025-12-31T00:00:00Z"
     empty = vulnerability_scan(ScanInput("grype", None, None, started, started, []))
     assert empty["scanner"]["result"] == []
-    assert read_vulnerability_scan(empty).counts["CRITICAL"] == 0
+    assert read_vulnerability_scan(empty).counts["critical"] == 0
+
+
+def test_vulnerability_scan_without_database_time_says_what_stands_in() -> None:
+    # issue 10 #1: db.lastUpdate is required; without a database time the scan finish
+    # stands in (an upper bound) and the predicate says so.
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    predicate = vulnerability_scan(
+        ScanInput("trivy", None, None, at, at, [], db_uri="https://db.example/x")
+    )
+    assert predicate["scanner"]["db"] == {
+        "uri": "https://db.example/x",
+        "lastUpdate": "2026-01-01T00:00:00Z",
+    }
+    assert predicate["conveyor"] == {"dbLastUpdate": "metadata.scanFinishedOn"}
+    facts = read_vulnerability_scan(predicate)
+    assert (facts.db_updated, facts.db_uri) == (None, "https://db.example/x")
+
+
+def test_vulnerability_scan_written_by_earlier_code_still_reads() -> None:
+    # Ledgers hold predicates with annotations as one object, LOW for negligible, no
+    # lastUpdate and upper-case words: the counts read as before, in the one vocabulary.
+    old = {
+        "scanner": {
+            "uri": "pkg:github/anchore/grype",
+            "db": {"version": "5 built 2024-01-01T00:00:00Z"},
+            "result": [
+                {
+                    "id": "CVE-1",
+                    "severity": [{"method": "grype", "score": "CRITICAL"}],
+                    "annotations": {"package": "a", "reportedSeverity": "Critical"},
+                },
+                {
+                    "id": "CVE-2",
+                    "severity": [{"method": "grype", "score": "LOW"}],
+                    "annotations": {"reportedSeverity": "Negligible"},
+                },
+                {"id": "CVE-3", "severity": [{"method": "grype", "score": "7.5"}]},
+                {"id": "CVE-4"},
+            ],
+        },
+        "metadata": {"scanStartedOn": "2026-01-01T00:00:00Z", "scanFinishedOn": "x"},
+    }
+    facts = read_vulnerability_scan(old)
+    assert facts.counts["critical"] == 1
+    assert facts.counts["low"] == 1
+    assert facts.counts["unknown"] == 2
+    assert facts.findings[0] == ("CVE-1", "critical")
 
 
 def test_conveyor_predicates_round_trip() -> None:

@@ -244,8 +244,8 @@ FROM ${BASE}
 from gcr.io/distroless/static@sha256:{h} as final
 """.replace("{h}", "d" * 64)
     assert _refs("Dockerfile", text) == [
+        (2, 10, "base", "alpine:3.19"),  # FROM ${BASE}: the ARG default is the image
         (3, 32, "base", "golang:1.22"),
-        (7, 6, "base", "${BASE}"),
         (8, 6, "base", "gcr.io/distroless/static@sha256:" + "d" * 64),
     ]
 

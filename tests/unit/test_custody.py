@@ -1,11 +1,12 @@
-"""Pure parts of the custody layer: CI context and label agreement."""
+"""Pure rules used when recording: CI context and label agreement."""
 
 from __future__ import annotations
 
 import pytest
 
-from conveyor.custody import check_labels_agree, ci_context
 from conveyor.errors import VerificationError
+from conveyor.policy.labels import check_labels_agree
+from conveyor.service import ci_context
 
 FULL = "0123456789abcdef0123456789abcdef01234567"
 

@@ -265,7 +265,13 @@ def grype_doc(target: Any) -> dict[str, Any]:
             "name": "grype",
             "version": "0.80.0",
             "timestamp": "2024-05-01T10:00:00.7451466+02:00",
-            "db": {"status": {"schemaVersion": "v6.0.2", "built": "2024-04-30T01:02:03Z"}},
+            "db": {
+                "status": {
+                    "schemaVersion": "v6.0.2",
+                    "built": "2024-04-30T01:02:03Z",
+                    "from": "https://u:secret@grype.example/db.tar.zst?checksum=sha256:00&token=t",
+                }
+            },
         },
     }
 
@@ -304,7 +310,11 @@ def test_grype_shapes() -> None:
     assert report.format == "grype"
     assert (report.counts["negligible"], report.counts["medium"], report.total) == (1, 1, 2)
     assert report.artifact_digests == (DIGEST_A, DIGEST_B)
-    assert report.db_version == "v6.0.2 built 2024-04-30T01:02:03Z"
+    # Schema version, build time and source are three facts (vulns v0.2 db.version,
+    # db.lastUpdate, db.uri), not one string; the source loses credentials and query.
+    assert report.db_version == "v6.0.2"
+    assert report.db_updated == datetime(2024, 4, 30, 1, 2, 3, tzinfo=UTC)
+    assert report.db_uri == "https://grype.example/db.tar.zst"
     assert report.scanner_version == "0.80.0"
     assert report.scanned_at is not None
     assert report.scanned_at.utcoffset() is not None
@@ -626,3 +636,120 @@ def test_random_report_shapes_raise_only_evidence_error(doc: dict[str, Any]) -> 
     except EvidenceError:
         return
     assert sum(report.counts.values()) == report.total
+
+
+# -- issue 9 #11: unparseable severities and scan times ---------------------------------------
+@pytest.mark.parametrize("severity", [7.5, None, "CRİTICAL", "СRITICAL", "", "critical!", True])
+def test_unparseable_severities_are_unknown_findings(severity: object) -> None:
+    doc = trivy_doc()
+    for vulnerability in doc["Results"][0]["Vulnerabilities"][:2]:  # both CVE-1 entries
+        vulnerability["Severity"] = severity
+    report = parse_scan(dump(doc), path="t.json")
+    cve1 = [f for f in report.findings if f.id == "CVE-1"]
+    assert [f.severity for f in cve1] == ["unknown"]  # a finding, never dropped
+    assert report.total == 2
+
+
+def test_a_missing_severity_is_an_unknown_finding() -> None:
+    doc = trivy_doc()
+    for vulnerability in doc["Results"][0]["Vulnerabilities"]:
+        del vulnerability["Severity"]
+    report = parse_scan(dump(doc), path="t.json")
+    assert report.counts["unknown"] == 2
+    assert report.total == 2
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        "yesterday",
+        "2024-13-45T00:00:00Z",
+        "0000-00-00T00:00:00Z",
+        "0001-01-01T00:00:00Z",  # Go's zero time.Time
+        "1999-12-31T23:59:59Z",
+        "2024-05-01T10:00:00",  # no zone
+        20240501,
+        {"at": "2024-05-01T10:00:00Z"},
+    ],
+)
+def test_an_unusable_scan_time_is_refused_not_replaced(created: object) -> None:
+    # A garbage time read as "absent" was replaced by the record time, so a stale report
+    # passed max_age.
+    doc = trivy_doc(CreatedAt=created)
+    with pytest.raises(EvidenceError, match="CreatedAt") as caught:
+        parse_scan(dump(doc), path="t.json")
+    assert "\n" not in str(caught.value)
+
+
+def test_unusable_times_are_refused_in_every_format() -> None:
+    grype = grype_doc({"userInput": "app"})
+    grype["descriptor"]["timestamp"] = "0001-01-01T00:00:00Z"
+    with pytest.raises(EvidenceError, match=r"descriptor\.timestamp"):
+        parse_scan(dump(grype), path="g.json")
+    grype = grype_doc({"userInput": "app"})
+    grype["descriptor"]["db"]["status"]["built"] = "soon"
+    with pytest.raises(EvidenceError, match=r"descriptor\.db\.status\.built"):
+        parse_scan(dump(grype), path="g.json")
+    sarif = sarif_doc([], [])
+    sarif["runs"][0]["invocations"][0]["endTimeUtc"] = "garbage"
+    with pytest.raises(EvidenceError, match="endTimeUtc"):
+        parse_scan(dump(sarif), path="s.sarif")
+
+
+def test_an_absent_or_empty_scan_time_is_none() -> None:
+    assert parse_scan(dump(trivy_doc(CreatedAt="")), path="t.json").scanned_at is None
+    sarif = sarif_doc([], [])
+    sarif["runs"][0]["invocations"] = [{"endTimeUtc": "2024-05-02T10:00:00"}]  # UTC by name
+    assert parse_scan(dump(sarif)).scanned_at == datetime(2024, 5, 2, 10, tzinfo=UTC)
+
+
+# -- review #7: the model, the dispatcher and the parsers do not import each other -----------
+def test_parsers_import_only_the_model_and_the_input_helpers() -> None:
+    import ast
+    import inspect
+
+    from conveyor.evidence import grype, report, sarif, scan, snyk, trivy
+
+    allowed = {
+        "conveyor.evidence._input",
+        "conveyor.evidence.errors",
+        "conveyor.evidence.report",
+    }
+    for module in (trivy, grype, sarif, snyk):
+        tree = ast.parse(inspect.getsource(module))
+        ours = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("conveyor")
+        }
+        assert ours <= allowed, (module.__name__, ours - allowed)
+    model = ast.parse(inspect.getsource(report))
+    imported = {n.module for n in ast.walk(model) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {
+        f"conveyor.evidence.{m}" for m in ("scan", "trivy", "grype", "sarif", "snyk")
+    }
+    dispatcher = ast.parse(inspect.getsource(scan))
+    local = [
+        node
+        for function in ast.walk(dispatcher)
+        if isinstance(function, ast.FunctionDef)
+        for node in ast.walk(function)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+    ]
+    assert local == [], "no function-local imports in the dispatcher"
+
+
+def test_one_severity_vocabulary() -> None:
+    from conveyor import severity
+    from conveyor.evidence import Severity as EvidenceSeverity
+    from conveyor.policy.config import Severity as PolicySeverity
+
+    assert EvidenceSeverity is PolicySeverity is severity.Severity
+    assert [s.value for s in SEVERITIES] == [
+        "critical",
+        "high",
+        "medium",
+        "low",
+        "negligible",
+        "unknown",
+    ]

@@ -365,3 +365,328 @@ def test_mount_blob_refuses_corrupt_source(tmp_path: Path) -> None:
     dest = LayoutRepository(tmp_path / "b", create=True)
     assert not dest.mount_blob(layer, LayoutRepository(img.layout))
     assert dest.blob_size(layer) is None
+
+
+# --- files other users can read (issue 10 #5) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)]
+)
+def test_files_follow_the_process_umask(
+    tmp_path: Path, umask: int, file_mode: int, dir_mode: int
+) -> None:
+    old = os.umask(umask)
+    try:
+        repo = LayoutRepository(tmp_path / "l", create=True)
+        m = _valid_manifest(1)
+        blob = b"layer bytes"
+        repo.write_blob(_digest(blob), len(blob), [blob])
+        repo.put_manifest(m, tag="v1")
+    finally:
+        os.umask(old)
+    layout = tmp_path / "l"
+    files = [layout / "oci-layout", layout / "index.json", _blob_path(layout, _digest(blob))]
+    files.append(_blob_path(layout, m.digest))
+    for path in files:
+        assert path.stat().st_mode & 0o777 == file_mode, path
+    for path in (layout, layout / "blobs", layout / "blobs" / "sha256"):
+        assert path.stat().st_mode & 0o777 == dir_mode, path
+
+
+# --- cost: index.json parsed once per version, no walk over manifests (issue 11) -----
+
+
+def _index_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import conveyor.oci.layout as layout_module
+
+    parsed: list[str] = []
+    real = layout_module._load_json
+
+    def counting(raw: bytes, *, where: str) -> object:
+        if where.endswith("index.json"):
+            parsed.append(where)
+        return real(raw, where=where)
+
+    monkeypatch.setattr(layout_module, "_load_json", counting)
+    return parsed
+
+
+def test_index_json_is_parsed_once_per_version_not_per_operation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = build_image(tmp_path / "l", tag="v1")
+    parsed = _index_parses(monkeypatch)
+    # Each step opens the layout afresh, as one conveyor command after another would.
+    LayoutRepository(img.layout).get_manifest("v1")
+    assert len(parsed) == 1  # written by another tool: read and checked once
+    for n in range(5):
+        repo = LayoutRepository(img.layout)
+        repo.put_manifest(_valid_manifest(n), tag=f"t{n}")
+        assert repo.get_manifest(f"t{n}").digest == _valid_manifest(n).digest
+        assert repo.get_manifest("v1").digest == Digest.parse(img.digest)
+    assert sorted(LayoutRepository(img.layout).list_tags()) == sorted(
+        ["v1", *(f"t{n}" for n in range(5))]
+    )
+    assert len(parsed) == 1
+    # What we wrote is what skopeo and umoci read: a plain, valid index.json.
+    index = _index(img.layout)
+    assert index["schemaVersion"] == 2
+    assert index["mediaType"] == OCI_INDEX
+    assert [e["annotations"][REF_NAME_ANNOTATION] for e in index["manifests"]] == [  # type: ignore[index]
+        "v1",
+        *(f"t{n}" for n in range(5)),
+    ]
+
+
+def test_a_write_reads_no_other_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = build_index(tmp_path / "l", tag="multi")
+    repo = LayoutRepository(src.layout)
+    top = repo.get_manifest("multi")
+    for n in range(20):  # twenty listed indexes: the old write parsed every one of them
+        repo.put_manifest(top, tag=f"multi-{n}")
+    reads: list[Digest] = []
+    real = LayoutRepository._read_manifest_blob
+
+    def counting(self: LayoutRepository, digest: Digest) -> bytes:
+        reads.append(digest)
+        return real(self, digest)
+
+    monkeypatch.setattr(LayoutRepository, "_read_manifest_blob", counting)
+    fresh = LayoutRepository(src.layout)
+    fresh.put_manifest(_valid_manifest(7), tag="new")
+    fresh.put_manifest(_valid_manifest(8))
+    assert reads == []
+    # A child of a listed index is still kept off the top level.
+    child = Digest.parse(json.loads(top.data)["manifests"][0]["digest"])
+    fresh.put_manifest(fresh.get_manifest(child))
+    assert str(child) not in [e["digest"] for e in _index(src.layout)["manifests"]]  # type: ignore[attr-defined]
+
+
+def _replace_index(layout: Path, index: dict[str, object], *, in_place: bool) -> None:
+    text = json.dumps(index)
+    if in_place:
+        (layout / "index.json").write_text(text)
+    else:
+        (layout / "index.json.new").write_text(text)
+        (layout / "index.json.new").replace(layout / "index.json")
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_change_made_by_another_tool_is_seen(tmp_path: Path, in_place: bool) -> None:
+    img = build_image(tmp_path / "l", tag="v1")
+    repo = LayoutRepository(img.layout)
+    repo.put_manifest(_valid_manifest(1), tag="ours")
+    other = build_image(tmp_path / "l", tag=None, write_index_entry=False)
+    index = _index(img.layout)
+    entries = index["manifests"]
+    assert isinstance(entries, list)
+    entries.append(
+        {
+            "mediaType": OCI_MANIFEST,
+            "digest": other.digest,
+            "size": _blob_path(img.layout, Digest.parse(other.digest)).stat().st_size,
+            "annotations": {REF_NAME_ANNOTATION: "theirs"},
+        }
+    )
+    _replace_index(img.layout, index, in_place=in_place)
+    for reader in (repo, LayoutRepository(img.layout)):
+        assert str(reader.get_manifest("theirs").digest) == other.digest
+        assert sorted(reader.list_tags()) == ["ours", "theirs", "v1"]
+    # and our next write keeps their entry
+    repo.put_manifest(_valid_manifest(2), tag="ours-2")
+    assert sorted(LayoutRepository(img.layout).list_tags()) == ["ours", "ours-2", "theirs", "v1"]
+
+
+def test_a_crash_between_index_json_and_its_cache_leaves_nothing_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import conveyor.oci.layout as layout_module
+
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    repo.put_manifest(_valid_manifest(1), tag="v1")
+    real = layout_module._set_meta
+
+    def crash(db: object, key: str, value: str) -> None:
+        if key == "identity":
+            raise KeyboardInterrupt("killed after index.json was renamed")
+        real(db, key, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(layout_module, "_set_meta", crash)
+    with pytest.raises(KeyboardInterrupt):
+        repo.put_manifest(_valid_manifest(2), tag="v1")
+    monkeypatch.setattr(layout_module, "_set_meta", real)
+    assert _index(tmp_path / "l")["manifests"][0]["digest"] == str(_valid_manifest(2).digest)  # type: ignore[index]
+    for reader in (repo, LayoutRepository(tmp_path / "l")):
+        assert reader.get_manifest("v1").digest == _valid_manifest(2).digest
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty", "symlink", "directory"])
+def test_a_damaged_cache_is_rebuilt_or_bypassed(tmp_path: Path, damage: str) -> None:
+    img = build_image(tmp_path / "l", tag="v1")
+    LayoutRepository(img.layout).put_manifest(_valid_manifest(1), tag="t1")
+    cache = img.layout / "index.json.sqlite"
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not yours")
+    cache.unlink()
+    if damage == "garbage":
+        cache.write_bytes(os.urandom(4096))
+    elif damage == "empty":
+        cache.write_bytes(b"")
+    elif damage == "symlink":
+        cache.symlink_to(outside)
+    else:
+        cache.mkdir()
+    repo = LayoutRepository(img.layout)
+    assert repo.get_manifest("t1").digest == _valid_manifest(1).digest
+    repo.put_manifest(_valid_manifest(2), tag="t2")
+    assert sorted(LayoutRepository(img.layout).list_tags()) == ["t1", "t2", "v1"]
+    assert outside.read_bytes() == b"not yours"
+
+
+def test_a_cache_naming_a_bad_ref_is_refused_like_index_json(tmp_path: Path) -> None:
+    import sqlite3
+
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    repo.put_manifest(_valid_manifest(1), tag="v1")
+    repo.close()
+    with sqlite3.connect(tmp_path / "l" / "index.json.sqlite") as db:
+        db.execute("UPDATE entries SET digest = 'sha256:../../etc/passwd'")
+    with pytest.raises(StorageError, match="invalid digest"):
+        LayoutRepository(tmp_path / "l").get_manifest("v1")
+
+
+def test_index_json_written_line_by_line_matches_a_full_rewrite(tmp_path: Path) -> None:
+    """Many puts, tag moves, untagged puts and referrers: the index.json we update in place
+    of rebuilding lists exactly what a model of the operations says, in order."""
+    import random
+
+    from conveyor.oci.referrers import attach_referrer, fallback_tag
+    from tests.support.attesters import referrer_for
+
+    rng = random.Random(11)
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    model: list[dict[str, object]] = []  # the entries index.json must hold, in order
+    manifests = [_valid_manifest(n) for n in range(12)]
+
+    def put(m: RawManifest, tag: str | None) -> None:
+        if tag is None:
+            if not any(e["digest"] == str(m.digest) for e in model):
+                model.append(
+                    {"mediaType": OCI_MANIFEST, "digest": str(m.digest), "size": len(m.data)}
+                )
+        else:
+            wanted = {
+                "mediaType": OCI_MANIFEST,
+                "digest": str(m.digest),
+                "size": len(m.data),
+                "annotations": {REF_NAME_ANNOTATION: tag},
+            }
+            replaced = [
+                e
+                for e in model
+                if e.get("annotations", {}).get(REF_NAME_ANNOTATION) == tag  # type: ignore[attr-defined]
+                or (e["digest"] == str(m.digest) and "annotations" not in e)
+            ]
+            if replaced == [wanted]:  # already so: left where it is, nothing written
+                LayoutRepository(tmp_path / "l").put_manifest(m, tag=tag)
+                return
+            model[:] = [
+                e
+                for e in model
+                if e.get("annotations", {}).get(REF_NAME_ANNOTATION) != tag  # type: ignore[attr-defined]
+                and not (e["digest"] == str(m.digest) and "annotations" not in e)
+            ]
+            model.append(
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": str(m.digest),
+                    "size": len(m.data),
+                    "annotations": {REF_NAME_ANNOTATION: tag},
+                }
+            )
+        LayoutRepository(tmp_path / "l").put_manifest(m, tag=tag)
+
+    for step in range(60):
+        m = rng.choice(manifests)
+        kind = rng.random()
+        if kind < 0.2:
+            put(m, None)
+        elif kind < 0.85:
+            put(m, f"t{rng.randrange(8)}")
+        else:  # a referrer: its tag index moves, the referrer stays off the top level
+            tagged = [
+                e
+                for e in model
+                if "annotations" in e
+                and not str(e["annotations"][REF_NAME_ANNOTATION]).startswith("sha256-")
+            ]  # type: ignore[index]
+            if not tagged:
+                continue
+            subject = repo.get_manifest(str(tagged[0]["annotations"][REF_NAME_ANNOTATION]))  # type: ignore[index]
+            attach_referrer(repo, referrer_for(repo, subject, f"r{step}"))
+            tag = fallback_tag(subject.digest)
+            index_entry = next(
+                e
+                for e in _index(tmp_path / "l")["manifests"]  # type: ignore[attr-defined]
+                if e.get("annotations", {}).get(REF_NAME_ANNOTATION) == tag
+            )
+            model[:] = [
+                e for e in model if e.get("annotations", {}).get(REF_NAME_ANNOTATION) != tag
+            ]  # type: ignore[attr-defined]
+            model.append(index_entry)
+        assert _index(tmp_path / "l")["manifests"] == model, step
+    # A reader that starts from index.json alone sees the same.
+    (tmp_path / "l" / "index.json.sqlite").unlink()
+    fresh = LayoutRepository(tmp_path / "l")
+    tags = [e["annotations"][REF_NAME_ANNOTATION] for e in model if "annotations" in e]  # type: ignore[index]
+    assert fresh.list_tags() == tags
+
+
+_PUTTER = """
+import json, sys
+from pathlib import Path
+from conveyor.oci.digest import Digest
+from conveyor.oci.layout import LayoutRepository
+from conveyor.oci.store import RawManifest
+path, offset = Path(sys.argv[1]), int(sys.argv[2])
+for n in range(offset, offset + 400):
+    config = json.dumps({"n": n}).encode()
+    doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                      "digest": str(Digest.of(config)), "size": len(config)}, "layers": []}
+    data = json.dumps(doc).encode()
+    repo = LayoutRepository(path)
+    repo.put_manifest(RawManifest(data, doc["mediaType"], Digest.of(data)), tag=f"t{n % 50}")
+    print(n, flush=True)
+"""
+
+
+def test_a_writer_killed_at_any_moment_leaves_a_consistent_layout(tmp_path: Path) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    LayoutRepository(tmp_path / "l", create=True)
+    root = Path(__file__).resolve().parents[2]
+    rng = random.Random(5)
+    for round_ in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _PUTTER, str(tmp_path / "l"), str(round_ * 1000)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(root / "src")},
+        )
+        assert proc.stdout is not None
+        proc.stdout.readline()  # it has started writing
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # What index.json says, read without any cache, is what conveyor says.
+        index = json.loads((tmp_path / "l" / "index.json").read_text())
+        truth = {e["annotations"][REF_NAME_ANNOTATION]: e["digest"] for e in index["manifests"]}
+        for reader in (LayoutRepository(tmp_path / "l"), LayoutRepository(tmp_path / "l")):
+            assert sorted(reader.list_tags()) == sorted(truth)
+            for tag, digest in truth.items():
+                assert str(reader.get_manifest(tag).digest) == digest

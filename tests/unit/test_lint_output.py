@@ -46,6 +46,31 @@ def test_hostile_yaml_is_refused_with_one_line(text: str, message: str) -> None:
         load_documents(text, "deploy/pod.yaml")
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # A mapping that merges itself, a list holding itself: before, "alias bomb", no line.
+        ("kind: Pod\nmetadata: &m\n  name: p\n  <<: *m\n", "pod.yaml:2:11: a mapping or list"),
+        ("kind: Pod\nx: &x [1, [2, *x]]\n", "pod.yaml:2:4: a mapping or list includes itself"),
+    ],
+)
+def test_a_collection_that_includes_itself_is_refused_with_its_line(
+    text: str, message: str
+) -> None:
+    with pytest.raises(ConfigFileError) as caught:
+        compose_documents(text, "deploy/pod.yaml")
+    assert message in str(caught.value)
+
+
+def test_an_impossible_date_is_a_marked_error_in_the_round_trip_reader() -> None:
+    # compose_documents keeps scalars as text (lint and pin never read dates); ruamel's
+    # round-trip reader constructs them and raised a bare ValueError (an internal error).
+    text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {expires: 2027-13-45}}\n"
+    compose_documents(text, "deploy/pod.yaml")
+    with pytest.raises(ConfigFileError, match=r"^deploy/pod\.yaml:3:39: invalid date '2027-13-45'"):
+        load_documents(text, "deploy/pod.yaml")
+
+
 def test_read_source_refuses_big_and_non_utf8_files(tmp_path: Path) -> None:
     big = tmp_path / "big.yaml"
     with big.open("wb") as handle:

@@ -162,7 +162,8 @@ FROM alpine:latest
     assert _rules("Dockerfile", text) == [
         (1, "CV003", "warning"),
         (5, "CV003", "info"),
-        (6, "CV003", "warning"),  # a base image is not deployed: no CV002
+        (6, "CV003", "warning"),  # a base image is not deployed: no CV002, but CV009
+        (6, "CV009", "error"),
     ]
 
 
@@ -318,7 +319,7 @@ def test_settings_change_severity_and_turn_rules_off() -> None:
 
 
 def test_every_rule_has_metadata() -> None:
-    assert sorted(RULES) == [f"CV00{n}" for n in range(9)]
+    assert sorted(RULES) == [f"CV00{n}" for n in range(10)]
     for rule in RULES.values():
         assert rule.severity in ("error", "warning")
         assert 0 < rule.security_severity <= 10

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import custody, service
+from conveyor import service
 from conveyor.attest import (
     IN_TOTO_PAYLOAD_TYPE,
     PROMOTION_V1,
@@ -31,8 +31,8 @@ NAME = f"{HOST}/team/web"
 
 class Workspace:
     def __init__(self, root: Path) -> None:
-        custody.init_workspace(root)
-        deployer = custody.generate_keys("deployer", out_dir=root / "keys")
+        service.init_workspace(root)
+        deployer = service.generate_keys("deployer", out_dir=root / "keys")
         self.config = root / "conveyor.yaml"
         text = self.config.read_text()
         assert "  # deployer:" in text
@@ -59,7 +59,7 @@ class Workspace:
         )
         statement = make_statement(name, Digest.parse(digest), PROMOTION_V1, predicate)
         envelope = sign_envelope(statement, IN_TOTO_PAYLOAD_TYPE, [signer])
-        with custody.open_workspace(self.config) as workspace:
+        with service.Workspace.open(self.config) as workspace:
             workspace.ledger.append(
                 envelope,
                 subject_digest=digest,
@@ -189,3 +189,28 @@ def test_env_with_lock_records_the_environment(
     assert locked.environment == "production"
     assert str(locked.images[f"{NAME}:v1"].digest) == web.digest
     assert locked.images[f"{NAME}:v1"].source == "ledger"
+
+
+def test_promotions_by_a_signer_without_the_deployer_role_are_ignored(
+    tmp_path: Path, workspace: Workspace, fake: FakeRegistry
+) -> None:
+    # Regression: pin --env checked the signature but not the signer's role, so an identity
+    # of conveyor.yaml that may only build (ci) could decide what production pins to.
+    real = push_image(fake, "team/web", "v1")
+    sneaked = push_image(fake, "team/web", "v2")
+    ci = load_signing_key(str(workspace.config.parent / "keys" / "ci.key"))
+    workspace.promote(real.digest, "production")
+    workspace.promote(sneaked.digest, "production", signer=ci)
+    target = _compose(tmp_path / "a.yml", f"{NAME}:v1")
+    _pin([target], workspace, fake)
+    assert f"@{real.digest}" in target.read_text()
+    assert sneaked.digest not in target.read_text()
+    only_ci = _compose(tmp_path / "b.yml", f"{HOST}/team/other:v1")
+    push_image(fake, "team/other", "v1")
+    workspace.promote(sneaked.digest, "production", name=f"{HOST}/team/other", signer=ci)
+    report = _pin([only_ci], workspace, fake)
+    assert report.exit_code == 1
+    assert "never promoted to production" in (report.files[0].error or "")
+    assert "lacks the role deployer" in (report.files[0].error or "") or (
+        "ignored" in (report.files[0].error or "")
+    )

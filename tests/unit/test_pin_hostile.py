@@ -36,6 +36,11 @@ DUPLICATE_KEYS = (
     "spec:\n  containers:\n  - name: a\n    image: nginx:1.25\n    image: busybox:1.36\n"
 )
 BROKEN = "apiVersion: v1\nkind: Pod\nspec:\n  containers: [\n    image: nginx:1.25\n"
+SELF_MERGE = (
+    "apiVersion: v1\nkind: Pod\nmetadata: &m\n  name: p\n  <<: *m\n"
+    "spec:\n  containers:\n  - name: a\n    image: nginx:1.25\n"
+)
+DEEP = "apiVersion: v1\nkind: Pod\nspec: " + "[" * 50_000 + "]" * 50_000 + "\n"
 
 
 def _big_file(path: Path) -> None:
@@ -59,6 +64,9 @@ def _big_file(path: Path) -> None:
         ("invalid-utf8.yaml", INVALID_UTF8, "UTF-8"),
         ("duplicate.yaml", DUPLICATE_KEYS, "duplicate"),
         ("broken.yaml", BROKEN, "YAML"),
+        # Before: "more than 200049 YAML nodes (an alias bomb?)" with no line.
+        ("self-merge.yaml", SELF_MERGE, "self-merge.yaml:3:11: a mapping or list includes itself"),
+        ("deep.yaml", DEEP, "deep.yaml:3:1006: invalid YAML: exceeded maximum nesting depth"),
         ("big.yaml", None, "limit"),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -77,9 +78,17 @@ def test_pin_resolves_through_the_registry_and_writes_a_lock(
     assert {p: p.read_bytes() for p in before} == before
 
 
-def test_from_lock_repins_without_network(
-    tmp_path: Path, fake: FakeRegistry, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class _NoNetwork:
+    """An opener that fails any use: --from-lock must never open a repository."""
+
+    def __call__(self, target: object, *, create: bool) -> NoReturn:
+        raise AssertionError("--from-lock must not open a repository")
+
+    def close(self) -> None:
+        pass
+
+
+def test_from_lock_repins_without_network(tmp_path: Path, fake: FakeRegistry) -> None:
     web = push_image(fake, "team/web", "v1")
     push_image(fake, "team/side", "v2")
     push_image(fake, "team/base", "3")
@@ -90,14 +99,10 @@ def test_from_lock_repins_without_network(
     service.pin([online], lock=lock, options=_options(fake))
     pinned = {p.relative_to(online): p.read_bytes() for p in online.rglob("*") if p.is_file()}
 
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError("--from-lock must not open a registry session")
-
-    monkeypatch.setattr(service, "_session", no_network)
     air_gapped = tmp_path / "air-gapped"
     air_gapped.mkdir()
     _manifests(air_gapped)
-    report = service.pin([air_gapped], from_lock=lock)
+    report = service.pin([air_gapped], from_lock=lock, opener=_NoNetwork())
     assert report.exit_code == 0, [r.error for r in report.files]
     repinned = {
         p.relative_to(air_gapped): p.read_bytes() for p in air_gapped.rglob("*") if p.is_file()

@@ -226,6 +226,25 @@ CASES: list[tuple[str, Callable[[Ledger], None], set[str], str]] = [
         "scan 26h old, max 24h",
     ),
     ("scan by a non-scanner", _replace_scan({}, signer="deployer"), {"scan"}, "not a scanner"),
+    # issue 9 #11: a severity that did not parse fails closed unless max names unknown
+    (
+        "an unknown severity",
+        _replace_scan({"unknown": 1}, (("CVE-2026-0100", "unknown"),)),
+        {"scan"},
+        "1 finding(s) of unknown severity",
+    ),
+    (
+        "a look-alike severity word",
+        _replace_scan({"CRİTICAL": 1}, (("CVE-2026-0100", "CRİTICAL"),)),
+        {"scan"},
+        "unknown severity",
+    ),
+    (
+        "an excepted unknown finding",
+        _replace_scan({"unknown": 1}, (("CVE-2026-0001", "unknown"),)),
+        set(),
+        "",
+    ),
     # after
     ("never in staging", _replace("promotions", _keep), {"after"}, "never promoted to staging"),
     (
@@ -672,3 +691,24 @@ def test_break_glass_is_named_even_when_another_gate_fails(config: Config) -> No
     assert _failing(decision) == {"tests"}
     assert decision.frozen
     assert decision.break_glass == "outage"
+
+
+def test_unknown_severities_pass_where_max_names_unknown(tmp_path: Path) -> None:
+    body = EVERY_GATE.replace(
+        "max: {critical: 0, high: 1}", "max: {critical: 0, high: 1, unknown: 3}"
+    )
+    config = config_of(tmp_path, body)
+    ledger = full_ledger()
+    ledger.scans.clear()
+    ledger.scan({"unknown": 3}, ago=H)
+    assert "scan" not in _failing(_decide(config, ledger))
+    ledger.scan({"unknown": 4}, ago=H / 2)
+    assert "unknown 4/3" in _reason(_decide(config, ledger), "scan")
+
+
+def test_a_scan_gate_without_limits_does_not_limit_unknown(tmp_path: Path) -> None:
+    body = EVERY_GATE.replace("max: {critical: 0, high: 1}", "max: {}")
+    ledger = full_ledger()
+    ledger.scans.clear()
+    ledger.scan({"unknown": 2, "critical": 2}, ago=H)
+    assert "scan" not in _failing(_decide(config_of(tmp_path, body), ledger))

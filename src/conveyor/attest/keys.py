@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from conveyor.errors import InputError
+from conveyor.files import FileTooLarge, UnreadableFile, read_bounded
 
 KeyKind = Literal["ed25519", "ecdsa-p256"]
 PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -163,12 +164,13 @@ def load_signing_key(source: str, *, password: bytes | None = None) -> Signer:
     shown = str(path) if path.suffix.lower() in _KEY_FILE_SUFFIXES else "the given value"
     reason, data = "", b""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_KEY_FILE_BYTES + 1)
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
-    if len(data) > MAX_KEY_FILE_BYTES:
+        data = read_bounded(path, max_bytes=MAX_KEY_FILE_BYTES)
+    except FileTooLarge:
         reason = f"larger than {MAX_KEY_FILE_BYTES} bytes"
+    except UnreadableFile as exc:
+        reason = exc.reason
+    except ValueError:  # a NUL byte in the value: not a path
+        reason = "unreadable"
     if reason:
         # Raised outside the except block, unchained: the OSError would carry the value
         # as its filename, and the value may be a secret pasted in the wrong form.
@@ -221,9 +223,9 @@ def load_public_key(pem: bytes | Path) -> PublicKey:
     where = str(pem) if isinstance(pem, Path) else "the PEM text"
     if isinstance(pem, Path):
         try:
-            pem = pem.read_bytes()
-        except OSError as exc:
-            raise KeyFileError(f"cannot read public key {where}: {exc.strerror}") from exc
+            pem = read_bounded(pem, max_bytes=MAX_KEY_FILE_BYTES)
+        except UnreadableFile as exc:
+            raise KeyFileError(f"cannot read public key {where}: {exc.reason}") from exc
     if b"PRIVATE KEY" in pem:
         raise KeyFileError(f"{where} holds a private key; a public key (.pub) is expected")
     try:

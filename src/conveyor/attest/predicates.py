@@ -8,7 +8,6 @@ every field is documented in docs/predicates.md.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from typing import Any
 
 from conveyor.errors import InputError
 from conveyor.oci.digest import Digest
+from conveyor.severity import SEVERITIES, Severity, normalise_severity
 
 SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
 TEST_RESULT_V01 = "https://in-toto.io/attestation/test-result/v0.1"
@@ -29,11 +29,11 @@ PROMOTION_V1 = CONVEYOR_PREDICATE_PREFIX + "promotion/v1"
 CONVEYOR_BUILD_TYPE = CONVEYOR_PREDICATE_PREFIX + "build/v1"
 # Extension object in test-result predicates for what the spec has no field for.
 TEST_RESULT_EXTENSION = "conveyor"
-SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
+# Extension object in vulns predicates (says which field stood in for db.lastUpdate).
+SCAN_EXTENSION = "conveyor"
 
 _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_SEVERITY_ALIASES = {"NEGLIGIBLE": "LOW", "INFO": "LOW", "INFORMATIONAL": "LOW", "NONE": "LOW"}
 _SCANNER_URIS = {
     "trivy": "pkg:github/aquasecurity/trivy",
     "grype": "pkg:github/anchore/grype",
@@ -174,8 +174,56 @@ class TestResultFacts:
     failed: int
     skipped: int
     reports: dict[str, str] = field(default_factory=dict)  # name -> "sha256:hex"
+    configuration: list[dict[str, Any]] = field(default_factory=list)
 
     __test__ = False  # not a pytest class, whatever its name
+
+
+def _descriptor(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A ResourceDescriptor: the spec's fields only, and at least one of uri/digest/content."""
+    known = ("name", "uri", "digest", "content", "downloadLocation", "mediaType", "annotations")
+    descriptor = {key: entry[key] for key in known if entry.get(key)}
+    if not any(key in descriptor for key in ("uri", "digest", "content")):
+        raise InputError("a test configuration needs a uri, a digest or content")
+    return descriptor
+
+
+def ci_configuration(env: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The configuration tests ran with, as ResourceDescriptors, from CI variables: the
+    GitHub Actions workflow file or the GitLab CI file at the commit, with the job's name.
+
+    Outside CI nothing is known (conveyor reads the reports, not the test command): ``[]``.
+    """
+    if env.get("GITHUB_ACTIONS") == "true":
+        server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        # GITHUB_WORKFLOW_REF is "owner/repo/.github/workflows/ci.yml@refs/heads/main".
+        workflow, _, ref = (env.get("GITHUB_WORKFLOW_REF") or "").partition("@")
+        repository, commit = env.get("GITHUB_REPOSITORY"), env.get("GITHUB_WORKFLOW_SHA")
+        commit = commit or env.get("GITHUB_SHA")
+        if not (workflow and repository and workflow.startswith(repository + "/")):
+            return []
+        file = workflow[len(repository) + 1 :]
+        descriptor: dict[str, Any] = {
+            "name": file,
+            "uri": f"{server}/{repository}/blob/{commit or ref}/{file}",
+        }
+        if commit and _COMMIT.fullmatch(commit):
+            descriptor["digest"] = {"gitCommit": commit}
+        if env.get("GITHUB_JOB"):
+            descriptor["annotations"] = {"job": env["GITHUB_JOB"]}
+        return [descriptor]
+    if env.get("GITLAB_CI") == "true":
+        project, commit = env.get("CI_PROJECT_URL"), env.get("CI_COMMIT_SHA")
+        file = env.get("CI_CONFIG_PATH") or ".gitlab-ci.yml"
+        if not (project and commit):
+            return []
+        descriptor = {"name": file, "uri": f"{project.rstrip('/')}/-/blob/{commit}/{file}"}
+        if _COMMIT.fullmatch(commit):
+            descriptor["digest"] = {"gitCommit": commit}
+        if env.get("CI_JOB_NAME"):
+            descriptor["annotations"] = {"job": env["CI_JOB_NAME"]}
+        return [descriptor]
+    return []
 
 
 def make_test_result(
@@ -185,20 +233,28 @@ def make_test_result(
     warned: Sequence[str] = (),
     skipped: Sequence[str] = (),
     reports: Sequence[tuple[str, Digest]],
+    configuration: Sequence[Mapping[str, Any]] = (),
     url: str | None = None,
 ) -> dict[str, Any]:
     """in-toto test-result v0.1. ``failed`` includes errored tests; ``result`` is FAILED if
-    any failed, else WARNED if any warned, else PASSED. Counts are the list lengths; skipped
-    tests (no place in the spec) go to the ``conveyor`` extension object."""
+    any failed or if no test passed or warned (zero tests is not a pass), else WARNED if any
+    warned, else PASSED. ``configuration`` is what the tests ran with (``ci_configuration``);
+    the JUnit reports and the skipped tests, which the spec has no field for, go to the
+    ``conveyor`` extension object (``reports``, ``skippedTests``)."""
+    ran = bool(passed) or bool(warned)
     predicate: dict[str, Any] = {
-        "result": "FAILED" if failed else "WARNED" if warned else "PASSED",
-        "configuration": [
-            {"name": name, "digest": {digest.algorithm: digest.encoded}} for name, digest in reports
-        ],
+        "result": "FAILED" if failed or not ran else "WARNED" if warned else "PASSED",
+        "configuration": [_descriptor(entry) for entry in configuration],
         "passedTests": list(passed),
         "warnedTests": list(warned),
         "failedTests": list(failed),
-        TEST_RESULT_EXTENSION: {"skippedTests": list(skipped)},
+        TEST_RESULT_EXTENSION: {
+            "reports": [
+                {"name": name, "digest": {digest.algorithm: digest.encoded}}
+                for name, digest in reports
+            ],
+            "skippedTests": list(skipped),
+        },
     }
     if url:
         predicate["url"] = url
@@ -209,24 +265,37 @@ make_test_result.__test__ = False  # type: ignore[attr-defined]  # pytest: not a
 test_result = make_test_result  # the name the issue uses
 
 
+def _sha256_names(entries: object) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        entry = _object(entry)
+        name, sha = _text(entry.get("name")), _text(_object(entry.get("digest")).get("sha256"))
+        if name and sha:
+            found[name] = f"sha256:{sha}"
+    return found
+
+
 def read_test_result(predicate: Mapping[str, Any]) -> TestResultFacts:
     """Counts from a test-result predicate; a missing list counts as empty.
 
-    An unknown or missing ``result`` reads as FAILED (fail closed).
+    An unknown or missing ``result`` reads as FAILED (fail closed). Reports come from
+    ``conveyor.reports``; predicates written before it existed listed them in
+    ``configuration`` (name + sha256), which is read as the reports then.
     """
 
     def count(value: object) -> int:
         return len(value) if isinstance(value, list) else 0
 
     result = predicate.get("result")
-    reports: dict[str, str] = {}
-    configuration = predicate.get("configuration")
-    for entry in configuration if isinstance(configuration, list) else []:
-        entry = _object(entry)
-        name, sha = _text(entry.get("name")), _text(_object(entry.get("digest")).get("sha256"))
-        if name and sha:
-            reports[name] = f"sha256:{sha}"
     extension = _object(predicate.get(TEST_RESULT_EXTENSION))
+    configuration = predicate.get("configuration")
+    descriptors = (
+        [e for e in configuration if isinstance(e, dict)] if isinstance(configuration, list) else []
+    )
+    if "reports" in extension:
+        reports = _sha256_names(extension.get("reports"))
+    else:  # written before conveyor.reports: configuration held the reports
+        reports, descriptors = _sha256_names(configuration), []
     return TestResultFacts(
         result=result if result in ("PASSED", "WARNED", "FAILED") else "FAILED",
         passed=count(predicate.get("passedTests")),
@@ -234,6 +303,7 @@ def read_test_result(predicate: Mapping[str, Any]) -> TestResultFacts:
         failed=count(predicate.get("failedTests")),
         skipped=count(extension.get("skippedTests")),
         reports=reports,
+        configuration=descriptors,
     )
 
 
@@ -243,7 +313,7 @@ def read_test_result(predicate: Mapping[str, Any]) -> TestResultFacts:
 @dataclass(frozen=True, slots=True)
 class FindingInput:
     id: str
-    severity: str
+    severity: str  # a Severity, or a scanner's own word (normalised when written)
     package: str | None = None
     version: str | None = None
     fixed_version: str | None = None
@@ -251,7 +321,12 @@ class FindingInput:
 
 @dataclass(frozen=True, slots=True)
 class ScanInput:
-    """A scanner-neutral summary; the evidence parsers fill it from Trivy/Grype/SARIF."""
+    """A scanner-neutral summary; the evidence parsers fill it from Trivy/Grype/SARIF.
+
+    ``db_updated`` is the vulnerability database's build/update time when the report says;
+    without it ``db.lastUpdate`` (required by the spec) is the scan finish, an upper bound,
+    and the predicate says so (``conveyor.dbLastUpdate``).
+    """
 
     scanner_name: str
     scanner_version: str | None
@@ -270,25 +345,31 @@ class ScanFacts:
     scanner_version: str | None
     db_version: str | None
     finished: str | None
-    counts: dict[str, int]  # every name in SEVERITIES, zero when absent
+    counts: dict[str, int]  # every severity word (a Severity value), zero when absent
     ids: list[str]
-    findings: list[tuple[str, str]] = field(default_factory=list)  # (id, severity)
+    findings: list[tuple[str, Severity]] = field(default_factory=list)  # (id, severity)
+    db_updated: str | None = None
+    db_uri: str | None = None
 
 
-def normalize_severity(text: str | None) -> str:
-    """Map a scanner's severity word onto CRITICAL/HIGH/MEDIUM/LOW/UNKNOWN."""
-    word = (text or "").strip().upper()
-    word = _SEVERITY_ALIASES.get(word, word)
-    return word if word in SEVERITIES else "UNKNOWN"
+def _wire(severity: Severity) -> str:
+    """The word written as a vulns ``score``: the severity in upper case."""
+    return severity.value.upper()
+
+
+def _from_wire(score: object) -> Severity:
+    """A ``score`` read back; predicates written before negligible had a wire word say LOW."""
+    return normalise_severity(score)
 
 
 def vulnerability_scan(scan: ScanInput) -> dict[str, Any]:
     """in-toto vulns v0.2. Each finding's severity is ``{"method": <scanner name>, "score":
-    <normalized word>}``; package details go in ``annotations``. ``db.lastUpdate`` is written
-    only when known (the spec marks it required; reports often do not carry it)."""
+    <CRITICAL|HIGH|MEDIUM|LOW|NEGLIGIBLE|UNKNOWN>}``; package details go in ``annotations``
+    (a list holding one map). ``db.lastUpdate`` is always written (see ``ScanInput``)."""
     name = scan.scanner_name.strip()
     if not name:
         raise InputError("a scan needs the scanner's name")
+    finished = _timestamp(scan.finished, "the scan finish")
     db: dict[str, Any] = {}
     if scan.db_uri:
         db["uri"] = scan.db_uri
@@ -296,6 +377,8 @@ def vulnerability_scan(scan: ScanInput) -> dict[str, Any]:
         db["version"] = scan.db_version
     if scan.db_updated is not None:
         db["lastUpdate"] = _timestamp(scan.db_updated, "the scanner database update time")
+    else:
+        db["lastUpdate"] = finished
     results = []
     for finding in scan.findings:
         if not finding.id:
@@ -306,16 +389,18 @@ def vulnerability_scan(scan: ScanInput) -> dict[str, Any]:
                 ("package", finding.package),
                 ("version", finding.version),
                 ("fixedVersion", finding.fixed_version),
-                ("reportedSeverity", finding.severity),
+                ("reportedSeverity", str(finding.severity)),
             )
             if value
         }
         entry: dict[str, Any] = {
             "id": finding.id,
-            "severity": [{"method": name.lower(), "score": normalize_severity(finding.severity)}],
+            "severity": [
+                {"method": name.lower(), "score": _wire(normalise_severity(finding.severity))}
+            ],
         }
         if annotations:
-            entry["annotations"] = annotations
+            entry["annotations"] = [annotations]
         results.append(entry)
     scanner: dict[str, Any] = {
         "uri": scan.scanner_uri or _SCANNER_URIS.get(name.lower(), f"pkg:generic/{name}"),
@@ -324,44 +409,51 @@ def vulnerability_scan(scan: ScanInput) -> dict[str, Any]:
     }
     if scan.scanner_version:
         scanner["version"] = scan.scanner_version
-    return {
+    predicate: dict[str, Any] = {
         "scanner": scanner,
         "metadata": {
             "scanStartedOn": _timestamp(scan.started, "the scan start"),
-            "scanFinishedOn": _timestamp(scan.finished, "the scan finish"),
+            "scanFinishedOn": finished,
         },
     }
+    if scan.db_updated is None:
+        # Say in-band which field stood in for the database time the report lacked.
+        predicate[SCAN_EXTENSION] = {"dbLastUpdate": "metadata.scanFinishedOn"}
+    return predicate
 
 
 def read_vulnerability_scan(predicate: Mapping[str, Any]) -> ScanFacts:
     """Counts per severity from a vulns predicate. A finding's severity is the first rated
-    score that is a severity word; findings with none count as UNKNOWN."""
+    score that is a severity word; findings with none count as unknown."""
     scanner = _object(predicate.get("scanner"))
     db = _object(scanner.get("db"))
-    counts = Counter(dict.fromkeys(SEVERITIES, 0))
+    counts = dict.fromkeys((s.value for s in SEVERITIES), 0)
     ids = []
-    findings: list[tuple[str, str]] = []
+    findings: list[tuple[str, Severity]] = []
     raw = scanner.get("result")
     for finding in raw if isinstance(raw, list) else []:
         finding = _object(finding)
         ids.append(_text(finding.get("id")) or "")
-        severity = "UNKNOWN"
+        severity = Severity.UNKNOWN
         ratings = finding.get("severity")
         for rating in ratings if isinstance(ratings, list) else []:
-            word = normalize_severity(_text(_object(rating).get("score")))
-            if word != "UNKNOWN":
+            word = _from_wire(_object(rating).get("score"))
+            if word is not Severity.UNKNOWN:
                 severity = word
                 break
-        counts[severity] += 1
+        counts[severity.value] += 1
         findings.append((ids[-1], severity))
+    marker = _object(predicate.get(SCAN_EXTENSION)).get("dbLastUpdate")
     return ScanFacts(
         scanner_uri=_text(scanner.get("uri")),
         scanner_version=_text(scanner.get("version")),
         db_version=_text(db.get("version")),
         finished=_text(_object(predicate.get("metadata")).get("scanFinishedOn")),
-        counts=dict(counts),
+        counts=counts,
         ids=ids,
         findings=findings,
+        db_updated=None if marker else _text(db.get("lastUpdate")),
+        db_uri=_text(db.get("uri")),
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from conveyor.cli import render
-from conveyor.cli.main import app
+from conveyor.cli.app import app
 
 
 class OutputFormat(StrEnum):
@@ -47,9 +47,7 @@ def lint(
     if output_format is OutputFormat.JSON:
         render.line(json.dumps(report.to_dict(), indent=2))
     elif output_format is OutputFormat.SARIF:
-        from conveyor.configs.sarif import to_sarif
-
-        render.line(json.dumps(to_sarif(report), indent=2))
+        render.line(json.dumps(service.lint_sarif(report), indent=2))
     else:
         for finding in report.findings:
             render.line(

@@ -12,8 +12,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from conveyor.cli import render
-from conveyor.cli.images import Insecure, _options
-from conveyor.cli.main import app
+from conveyor.cli.app import app
+from conveyor.cli.options import (
+    ConfigOption,
+    EnvOption,
+    Insecure,
+    JsonOption,
+    KeyOption,
+    RefArgument,
+    registry_options,
+)
 
 if TYPE_CHECKING:
     from conveyor.service import Recorded
@@ -26,28 +34,6 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(record_app, name="record")
 app.add_typer(attest_app, name="attest")
 app.add_typer(audit_app, name="audit")
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        metavar="FILE",
-        help="conveyor.yaml to use (default: CONVEYOR_CONFIG, then ./conveyor.yaml).",
-    ),
-]
-KeyOption = Annotated[
-    str | None,
-    typer.Option(
-        "--key",
-        metavar="PATH",
-        help="Signing key (PEM). Default: CONVEYOR_SIGNING_KEY (a path or the PEM itself).",
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-RefArgument = Annotated[
-    str, typer.Argument(metavar="REF", help="Image reference; resolved once to its digest.")
-]
-EnvOption = Annotated[str, typer.Option("--env", metavar="ENV", help="The environment.")]
 
 
 def _show(result: Recorded, as_json: bool) -> None:
@@ -81,7 +67,8 @@ def keys_generate(
     and NAME.pub."""
     from conveyor import service
 
-    key = service.generate_keys(name, kind=kind, out_dir=out)
+    password = service.Settings.from_environment().key_password
+    key = service.generate_keys(name, kind=kind, out_dir=out, password=password)
     if as_json:
         render.as_json(
             {
@@ -107,7 +94,8 @@ def init(
     """Write a commented starter conveyor.yaml, a signing key and a ledger key."""
     from conveyor import service
 
-    done = service.init_workspace(directory, name=name)
+    password = service.Settings.from_environment().key_password
+    done = service.init_workspace(directory, name=name, password=password)
     render.line(str(done.config))
     for key in done.keys:
         render.info(f"key {key.private_key} (public {key.public_key})")
@@ -139,7 +127,7 @@ def record_build(
         builder_id=builder_id,
         key=key,
         config_path=config,
-        options=_options(insecure_registry),
+        options=registry_options(insecure_registry),
     )
     _show(result, as_json)
 
@@ -158,7 +146,12 @@ def attest_tests(
     from conveyor import service
 
     result = service.attest_tests(
-        ref, files, url=url, key=key, config_path=config, options=_options(insecure_registry)
+        ref,
+        files,
+        url=url,
+        key=key,
+        config_path=config,
+        options=registry_options(insecure_registry),
     )
     _show(result, as_json)
 
@@ -176,7 +169,7 @@ def attest_scan(
     from conveyor import service
 
     result = service.attest_scan(
-        ref, file, key=key, config_path=config, options=_options(insecure_registry)
+        ref, file, key=key, config_path=config, options=registry_options(insecure_registry)
     )
     _show(result, as_json)
 
@@ -207,7 +200,7 @@ def attest_smoke(
         url=url,
         key=key,
         config_path=config,
-        options=_options(insecure_registry),
+        options=registry_options(insecure_registry),
     )
     _show(result, as_json)
 
@@ -231,7 +224,7 @@ def approve(
         comment=comment,
         key=key,
         config_path=config,
-        options=_options(insecure_registry),
+        options=registry_options(insecure_registry),
     )
     _show(result, as_json)
 
@@ -298,16 +291,14 @@ def attestations(
     """List the attestations attached to REF's digest and whether each verifies."""
     from conveyor import service
 
-    name, digest, found = service.list_attestations(
-        ref, config_path=config, options=_options(insecure_registry)
+    listed = service.list_attestations(
+        ref, config_path=config, options=registry_options(insecure_registry)
     )
     if as_json:
-        render.as_json(
-            {"reference": f"{name}@{digest}", "attestations": [a.to_dict() for a in found]}
-        )
+        render.as_json(listed.to_dict())
     else:
-        render.line(f"{name}@{digest}: {len(found)} attestation(s)")
-        for item in found:
+        render.line(f"{listed.name}@{listed.digest}: {len(listed.found)} attestation(s)")
+        for item in listed.found:
             state = "verified" if item.verified else "NOT VERIFIED"
             ledger = "in ledger" if item.in_ledger else "not in ledger"
             signer = f" by {item.signer}" if item.signer else ""
@@ -316,5 +307,5 @@ def attestations(
                 f"  {item.manifest_digest.short} {item.predicate_type or '?'} "
                 f"{state}{signer}, {ledger}{problem}"
             )
-    if any(not item.verified for item in found):
+    if not listed.ok:
         raise typer.Exit(1)

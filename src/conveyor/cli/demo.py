@@ -2,7 +2,7 @@
 
 The script lives in ``conveyor.demo``; this module shows it. Each step is printed as
 ``$ conveyor …`` and then run through the very entry point the ``conveyor`` command uses
-(``conveyor.cli.main.run`` with that argv, in this process, in the demo directory), its
+(``conveyor.cli.app.execute`` with that argv, in this process, in the demo directory), its
 output shown as the user would see it and checked against what the step must show.
 """
 
@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from conveyor.cli import render
-from conveyor.cli.main import app
+from conveyor.cli.app import app, execute
 
 
 @contextlib.contextmanager
@@ -40,17 +40,12 @@ def _inside(base: Path, cleared: Sequence[str]) -> Iterator[None]:
 def invoke(argv: Sequence[str]) -> tuple[int, str]:
     """Run ``conveyor ARGV`` as the console script does, in-process: exit code and output
     (stdout and stderr interleaved, as a terminal shows them)."""
-    from conveyor.cli import main
-
     output = io.StringIO()
     saved_argv = sys.argv
-    sys.argv = ["conveyor", *argv]
-    code = 0
+    sys.argv = ["conveyor", *argv]  # the program name usage lines show
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            main.run()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            code = execute(argv)
     finally:
         sys.argv = saved_argv
     return code, output.getvalue()

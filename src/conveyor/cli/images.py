@@ -6,32 +6,11 @@ The service is imported inside each command: ``conveyor --help`` must not pay fo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
-
 import typer
 
 from conveyor.cli import render
-from conveyor.cli.main import app
-
-if TYPE_CHECKING:
-    from conveyor.service import RegistryOptions
-
-_INSECURE_HELP = (
-    "Allow plain HTTP for this registry (HOST[:PORT]); repeatable. "
-    "Also read from CONVEYOR_INSECURE_REGISTRIES (comma-separated)."
-)
-
-
-Insecure = Annotated[
-    list[str] | None,
-    typer.Option("--insecure-registry", metavar="HOST[:PORT]", help=_INSECURE_HELP),
-]
-
-
-def _options(insecure: list[str] | None) -> RegistryOptions:
-    from conveyor.service import RegistryOptions
-
-    return RegistryOptions.from_environment(insecure or ())
+from conveyor.cli.app import app
+from conveyor.cli.options import Insecure, registry_options
 
 
 @app.command()
@@ -42,7 +21,7 @@ def resolve(
     """Resolve REF to the digest it names now; prints name@sha256:..."""
     from conveyor import service
 
-    render.line(str(service.resolve(ref, options=_options(insecure_registry))))
+    render.line(str(service.resolve(ref, options=registry_options(insecure_registry))))
 
 
 @app.command()
@@ -54,7 +33,7 @@ def inspect(
     """Show digest, media type, platforms, labels, annotations, created and total size."""
     from conveyor import service
 
-    result = service.inspect(ref, options=_options(insecure_registry))
+    result = service.inspect(ref, options=registry_options(insecure_registry))
     if as_json:
         render.as_json(result.to_dict())
     else:
@@ -77,7 +56,7 @@ def copy(
     show_progress = render.stderr_is_terminal() and not quiet and not as_json
     with render.copy_progress(show_progress) as progress:
         result = service.copy_image(
-            source, destination, options=_options(insecure_registry), progress=progress
+            source, destination, options=registry_options(insecure_registry), progress=progress
         )
     if as_json:
         render.as_json(result.to_dict())
@@ -98,7 +77,7 @@ def tags(
     """List the tags of a repository."""
     from conveyor import service
 
-    found = service.list_tags(repository, options=_options(insecure_registry))
+    found = service.list_tags(repository, options=registry_options(insecure_registry))
     if as_json:
         render.as_json(found)
     else:

@@ -1,84 +1,32 @@
-"""Entry point of the ``conveyor`` command.
-
-Heavy modules (httpx, SQLAlchemy, cryptography) are imported inside commands, never here:
-``conveyor --help`` runs on every CI step and must start fast.
-"""
+"""Entry point of the ``conveyor`` command: register the command modules, run the app."""
 
 from __future__ import annotations
 
-import os
 import sys
+from collections.abc import Sequence
 
-import typer
+from conveyor.cli.app import app, execute
 
-from conveyor import __version__
-from conveyor.errors import ConveyorError
-
-app = typer.Typer(
-    name="conveyor",
-    help="Promote one immutable image digest through environments, with a signed chain of custody.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"conveyor {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """Promote one immutable image digest through environments, with a signed chain of custody."""
+__all__ = ["app", "main", "run"]
 
 
 def _register_commands() -> None:
     # Each module adds its commands to ``app``; importing them is cheap (no heavy imports).
-    from conveyor.cli import configs, custody, demo, images, pin, promotion, serve  # noqa: F401
+    # The import order is the order ``conveyor --help`` lists them in.
+    from conveyor.cli import configs, images  # noqa: F401, I001
+    from conveyor.cli import custody, demo, pin, promotion  # noqa: F401
+    from conveyor.cli import serve  # noqa: F401
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``conveyor ARGV`` in this process: the exit code (errors already written)."""
+    _register_commands()
+    return execute(argv)
 
 
 def run() -> None:
     """Console-script entry: one-line errors and exit codes, never a traceback."""
-    _register_commands()
-    try:
-        # Without standalone mode, click returns the code of a ``typer.Exit`` instead of
-        # raising it.
-        code = app(standalone_mode=False)
-    except ConveyorError as exc:
-        # A config file's problems are all listed, one per line, under the summary.
-        _fail(str(exc), exc.exit_code, details=getattr(exc, "problems", None) or [])
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        _fail("aborted", 130)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    except typer.TyperException as exc:  # usage errors: unknown option, missing argument
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()
-        else:
-            _fail(str(exc), 2)
-        sys.exit(int(getattr(exc, "exit_code", 2) or 2))
-    except Exception as exc:  # the last line of defence: no traceback for the user
-        if os.environ.get("CONVEYOR_DEBUG"):
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (set CONVEYOR_DEBUG=1 for details)", 70)
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-def _fail(message: str, code: int, details: list[str] | None = None) -> None:
-    sys.stderr.write(f"conveyor: error: {' '.join(message.split())}\n")
-    for line in details or []:
-        sys.stderr.write(f"  {' '.join(line.split())}\n")
-    sys.exit(code)
+    sys.exit(main())
 
 
 if __name__ == "__main__":

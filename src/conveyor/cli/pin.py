@@ -15,15 +15,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from conveyor.cli import render
-from conveyor.cli.main import app
+from conveyor.cli.app import app
+from conveyor.cli.options import INSECURE_HELP, registry_options
 
 if TYPE_CHECKING:
-    from conveyor.configs.pin import FileResult, PinReport, SiteResult
-
-_INSECURE_HELP = (
-    "Allow plain HTTP for this registry (HOST[:PORT]); repeatable. "
-    "Also read from CONVEYOR_INSECURE_REGISTRIES (comma-separated)."
-)
+    from conveyor.service import FileResult, PinReport
 
 
 @app.command()
@@ -69,14 +65,14 @@ def pin(
     ] = None,
     insecure_registry: Annotated[
         list[str] | None,
-        typer.Option("--insecure-registry", metavar="HOST[:PORT]", help=_INSECURE_HELP),
+        typer.Option("--insecure-registry", metavar="HOST[:PORT]", help=INSECURE_HELP),
     ] = None,
 ) -> None:
     """Rewrite image references to name:tag@sha256:… in Kubernetes manifests, Helm values,
     kustomize, Compose, GitHub Actions and Dockerfiles; comments and layout are kept."""
     from conveyor import service
 
-    options = service.RegistryOptions.from_environment(insecure_registry or ())
+    options = registry_options(insecure_registry)
     report = service.pin(
         paths,
         check=check,
@@ -105,18 +101,12 @@ def _show(report: PinReport, *, diff: bool) -> None:
     render.info(summary)
 
 
-def _worth_a_note(site: SiteResult) -> bool:
-    if site.status == "skipped":
-        return site.role in ("deploy", "service", "base")
-    return site.status == "unchanged" and bool(site.message)
-
-
 def _show_file(result: FileResult, *, verb: str, diff: bool) -> None:
     for site in result.sites:
         where = f"{result.display_path}:{site.line}:{site.column}"
         if site.status == "error":
             render.info(f"{where}: error: {site.message}")
-        elif _worth_a_note(site):
+        elif site.noteworthy:
             render.info(f"{where}: {site.message}: {site.reference}")
     if result.error is not None:
         site_errors = sum(1 for site in result.sites if site.status == "error")

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from conveyor.cli import render
-from conveyor.cli.custody import ConfigOption, JsonOption, KeyOption, RefArgument
-from conveyor.cli.images import Insecure, _options
-from conveyor.cli.main import app
+from conveyor.cli.app import app
+from conveyor.cli.options import (
+    ConfigOption,
+    Insecure,
+    JsonOption,
+    KeyOption,
+    RefArgument,
+    registry_options,
+)
 
 if TYPE_CHECKING:
-    from conveyor.service import PromotionResult
+    from conveyor.service import GateResult, PromotionDenied, PromotionResult
 
 
 class Output(StrEnum):
@@ -51,14 +57,12 @@ HelmArgs = Annotated[
 ]
 
 
-def _gate_lines(gates: list[dict[str, Any]]) -> None:
+def _gate_lines(gates: Sequence[GateResult], *, evidence: bool = True) -> None:
     for gate in gates:
-        mark = "pass" if gate["passed"] else "FAIL"
+        mark = "pass" if gate.passed else "FAIL"
         # The reason names the ledger entry, signer and time; add the attestation digest.
-        used = ", ".join(e["attestation"][:19] for e in gate["evidence"])
-        render.line(
-            f"  {mark}  {gate['gate']:<11} {gate['reason']}" + (f" [{used}]" if used else "")
-        )
+        used = ", ".join(ref.envelope_digest[:19] for ref in gate.evidence) if evidence else ""
+        render.line(f"  {mark}  {gate.gate:<11} {gate.reason}" + (f" [{used}]" if used else ""))
 
 
 @app.command()
@@ -80,16 +84,15 @@ def check(
         key=key,
         break_glass=break_glass,
         config_path=config,
-        options=_options(insecure_registry),
+        options=registry_options(insecure_registry),
     )
-    doc = result.to_dict()
     if as_json:
-        render.as_json(doc)
+        render.as_json(result.to_dict())
     else:
         verdict = "allowed" if result.decision.allowed else "DENIED"
         tag = f" (resolved from tag {result.resolved_from})" if result.resolved_from else ""
         render.line(f"{result.reference}{tag} → {to}: {verdict}")
-        _gate_lines(doc["gates"])
+        _gate_lines(result.decision.gates)
         for note in result.ignored:
             render.info(f"  note: {note}")
     if not result.decision.allowed:
@@ -97,13 +100,12 @@ def check(
 
 
 def _show_promotion(result: PromotionResult, output: Output, helm_args: bool) -> None:
-    doc = result.to_dict()
     if helm_args:
         render.line(
             f"--set image.repository={result.repository} --set image.digest={result.digest}"
         )
     if output is Output.json:
-        render.as_json(doc)
+        render.as_json(result.to_dict())
     elif not helm_args:
         verb = "rolled back" if result.rollback else "promoted"
         if result.recorded:
@@ -116,22 +118,22 @@ def _show_promotion(result: PromotionResult, output: Output, helm_args: bool) ->
             render.info(
                 f"  resolved tag {result.resolved_from} → {result.digest} (used throughout)"
             )
-        _gate_lines(doc["gates"])
-        if result.copy:
-            c = result.copy
+        _gate_lines(result.decision.gates)
+        if result.copied:
+            c = result.copied
             render.info(
-                f"  placed: {c['blobs_copied']} blobs copied, {c['blobs_mounted']} mounted, "
-                f"{c['blobs_skipped']} present; {c['bytes_transferred']} bytes; "
+                f"  placed: {c.blobs_copied} blobs copied, {c.blobs_mounted} mounted, "
+                f"{c.blobs_skipped} present; {c.bytes_transferred} bytes; "
                 f"tags {', '.join(result.tags) or '-'}; "
                 f"{result.referrers_carried} attestations carried"
             )
         if result.decision.break_glass:
             render.info(f"  BREAK-GLASS: {result.decision.break_glass}")
     if output is Output.github:
-        _github_outputs(result, doc)
+        _github_outputs(result)
 
 
-def _github_outputs(result: PromotionResult, doc: dict[str, Any]) -> None:
+def _github_outputs(result: PromotionResult) -> None:
     output_file = os.environ.get("GITHUB_OUTPUT")
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if output_file:
@@ -151,9 +153,9 @@ def _github_outputs(result: PromotionResult, doc: dict[str, Any]) -> None:
             "| gate | result | reason |",
             "| --- | --- | --- |",
         ]
-        for gate in doc["gates"]:
-            reason = str(gate["reason"]).replace("|", "\\|")
-            lines.append(f"| {gate['gate']} | {'✅' if gate['passed'] else '❌'} | {reason} |")
+        for gate in result.decision.gates:
+            reason = gate.reason.replace("|", "\\|")
+            lines.append(f"| {gate.gate} | {'✅' if gate.passed else '❌'} | {reason} |")
         with open(summary_file, "a", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n\n")
 
@@ -179,7 +181,7 @@ def promote(
             key=key,
             break_glass=break_glass,
             config_path=config,
-            options=_options(insecure_registry),
+            options=registry_options(insecure_registry),
         ),
         output,
         helm_args,
@@ -198,18 +200,14 @@ def _run(operation: Callable[[], PromotionResult], output: Output, helm_args: bo
     _show_promotion(result, output, helm_args)
 
 
-def _show_denial(denied: Any, output: Output) -> None:
+def _show_denial(denied: PromotionDenied, output: Output) -> None:
     decision = denied.decision
     if decision is None:
         return
-    gates = [
-        {"gate": g.gate, "passed": g.passed, "reason": g.reason, "evidence": []}
-        for g in decision.gates
-    ]
     if output is Output.json:
-        render.as_json({"allowed": False, "environment": decision.environment, "gates": gates})
+        render.as_json(decision.to_dict())
     else:
-        _gate_lines(gates)
+        _gate_lines(decision.gates, evidence=False)
 
 
 @app.command()
@@ -229,18 +227,11 @@ def rollback(
 
     _run(
         lambda: service.rollback(
-            env, to=to, key=key, config_path=config, options=_options(insecure_registry)
+            env, to=to, key=key, config_path=config, options=registry_options(insecure_registry)
         ),
         output,
         helm_args,
     )
-
-
-def _age(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 @app.command()
@@ -252,29 +243,27 @@ def status(
     """Each environment: digest, commit, promoted when and by whom; the candidate waiting."""
     from conveyor import service
 
-    environments = [
-        e.to_dict() for e in service.status(config_path=config, options=_options(insecure_registry))
-    ]
+    environments = service.status(config_path=config, options=registry_options(insecure_registry))
     if as_json:
-        render.as_json({"environments": environments})
+        render.as_json({"environments": [e.to_dict() for e in environments]})
         return
     for env in environments:
-        current = env["current"]
+        current = env.current
         if current is None:
-            render.line(f"{env['environment']}: empty ({env['repository']})")
+            render.line(f"{env.environment}: empty ({env.repository})")
         else:
-            commit = (current["commit"] or "?")[:12]
-            glass = " BREAK-GLASS" if current["break_glass"] else ""
-            back = " (rollback)" if current["rollback"] else ""
+            commit = (current.commit or "?")[:12]
+            glass = " BREAK-GLASS" if current.break_glass else ""
+            back = " (rollback)" if current.rollback else ""
             render.line(
-                f"{env['environment']}: {current['image']} commit {commit}, promoted "
-                f"{_age(current['age_seconds'])} ago by {current['promoted_by']}{back}{glass}"
+                f"{env.environment}: {env.current_image} commit {commit}, promoted "
+                f"{env.current_age} ago by {current.signer}{back}{glass}"
             )
-        if env["candidate"]:
-            waiting = "; ".join(env["candidate_failing"]) or "all gates pass"
-            render.line(f"  candidate {env['candidate'][:19]}…: {waiting}")
-        if env["note"]:
-            render.info(f"  note: {env['note']}")
+        if env.candidate:
+            waiting = "; ".join(env.candidate_failing) or "all gates pass"
+            render.line(f"  candidate {env.candidate[:19]}…: {waiting}")
+        if env.note:
+            render.info(f"  note: {env.note}")
 
 
 @app.command()
@@ -286,18 +275,18 @@ def history(
     """Every digest promoted to (or rolled back in) ENV, newest first."""
     from conveyor import service
 
-    items = [i.to_dict() for i in service.history(env, config_path=config)]
+    items = service.history(env, config_path=config)
     if as_json:
-        render.as_json({"environment": env, "history": items})
+        render.as_json({"environment": env, "history": [i.to_dict() for i in items]})
         return
     if not items:
         render.line(f"{env}: nothing promoted yet")
     for item in items:
-        what = "rollback " if item["rollback"] else ""
-        glass = f" BREAK-GLASS: {item['break_glass']}" if item["break_glass"] else ""
+        what = "rollback " if item.rollback else ""
+        glass = f" BREAK-GLASS: {item.break_glass}" if item.break_glass else ""
         render.line(
-            f"#{item['ledger_index']} {item['recorded_at']} {what}{item['digest']} "
-            f"commit {(item['commit'] or '?')[:12]} by {item['promoted_by']}{glass}"
+            f"#{item.index} {item.recorded_at.isoformat()} {what}{item.digest} "
+            f"commit {(item.commit or '?')[:12]} by {item.signer}{glass}"
         )
 
 
@@ -311,11 +300,11 @@ def trace(
     """The chain of custody as a timeline: build, tests, scans, approvals, promotions."""
     from conveyor import service
 
-    result = service.trace(query, config_path=config, options=_options(insecure_registry))
+    result = service.trace(query, config_path=config, options=registry_options(insecure_registry))
     if as_json:
         render.as_json(result.to_dict())
         return
-    if not result.digests:
+    if not result.ok:
         render.line(f"{query}: nothing in the ledger")
         raise typer.Exit(1)
     for digest in result.digests:

@@ -78,7 +78,7 @@ def inspection(result: ImageInspection) -> None:
         rows.append(("labels from", result.labels_from))
     rows += [("label", f"{key}={value}") for key, value in sorted(result.labels.items())]
     rows += [("annotation", f"{k}={v}") for k, v in sorted(result.annotations.items())]
-    rows += [("manifest", f"{c['platform']}  {c['digest']}") for c in result.children]
+    rows += [("manifest", f"{c.platform}  {c.digest}") for c in result.children]
     width = max(len(key) for key, _ in rows)
     console = _console()
     for key, value in rows:

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from conveyor.configs.sites import ConfigFileError
+from conveyor.files import FileTooLarge, UnreadableFile, read_bounded
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 SKIPPED_DIRS = frozenset(
@@ -133,20 +134,14 @@ def read_source(path: Path, *, max_bytes: int = MAX_FILE_BYTES, display: str | N
     unreadable or not UTF-8. A UTF-8 byte order mark is dropped."""
     shown = display if display is not None else str(path)
     try:
-        with path.open("rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > max_bytes:
-                raise ConfigFileError(
-                    f"{shown}: {size} bytes, larger than the {max_bytes}-byte limit; not read",
-                    path=shown,
-                )
-            raw = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise ConfigFileError(f"{shown}: cannot read: {exc.strerror or exc}", path=shown) from exc
-    if len(raw) > max_bytes:
+        raw = read_bounded(path, max_bytes=max_bytes)
+    except FileTooLarge as exc:
+        size = f"{exc.size} bytes, larger" if exc.size is not None else "larger"
         raise ConfigFileError(
-            f"{shown}: larger than the {max_bytes}-byte limit; not read", path=shown
-        )
+            f"{shown}: {size} than the {max_bytes}-byte limit; not read", path=shown
+        ) from exc
+    except UnreadableFile as exc:
+        raise ConfigFileError(f"{shown}: cannot read: {exc.reason}", path=shown) from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

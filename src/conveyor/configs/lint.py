@@ -6,13 +6,15 @@ change them or turn a rule ``off``):
     CV001 error    a deployed image reference without a digest
     CV002 error    ``:latest`` or no tag (implicit latest) where an image is deployed, or
                    pushed as its only tag
-    CV003 warning  a Dockerfile ``FROM`` without a digest
+    CV003 warning  a Dockerfile ``FROM`` (or ``COPY --from``, ``RUN --mount=from=``, an
+                   ``ARG`` default used by ``FROM``) image without a digest
     CV004 error    a workflow that builds inside a deploy job, or builds per environment
     CV005 warning  a deploy job that does not take the digest from the build job's outputs
     CV006 warning  an image build without ``git.commit`` + ``ci.run`` labels (or the
                    ``org.opencontainers.image.revision`` label/annotation)
     CV007 warning  a GitHub Action ``uses:`` pinned to a tag or branch, not a commit SHA
     CV008 error    (with an environment) a digest the ledger does not show promoted there
+    CV009 error    a Dockerfile image (as CV003) that is ``:latest`` or names no tag
     CV000 warning  a suppression comment without a reason (it suppresses nothing)
 
 A value that cannot be decided statically (``${{ … }}``, ``{{ .Values… }}``, ``$IMAGE``) is an
@@ -25,13 +27,14 @@ digests promoted to an environment comes in as a function.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.configs import github_actions
+from conveyor.configs import github_actions, kustomize
 from conveyor.configs.builder import locate_in_script
 from conveyor.configs.extract import ParsedFile, analyse
 from conveyor.configs.files import discover, read_source
@@ -136,6 +139,16 @@ RULES: dict[str, Rule] = {
             5.5,
         ),
         Rule(
+            "CV009",
+            "base-latest",
+            "error",
+            "Dockerfile image pulled as :latest or without a tag",
+            "':latest' (or no tag, which means latest) is whatever was pushed last: two "
+            "builds of one commit can get different layers, and nothing says which. Name a "
+            "version tag and pin its digest: FROM name:1.2@sha256:...",
+            6.5,
+        ),
+        Rule(
             "CV008",
             "digest-not-promoted",
             "error",
@@ -232,7 +245,9 @@ def lint(
     if environment is not None and promoted_digests is not None:
         promoted = {digest.lower() for digest in promoted_digests(environment)}
     report = LintReport()
-    for path, display in discover(paths, exclude=settings.exclude):
+    found = list(discover(paths, exclude=settings.exclude))
+    kustomized = kustomize.placeholders(path for path, _ in found)
+    for path, display in found:
         report.files += 1
         try:
             text = read_source(path, display=display)
@@ -240,7 +255,12 @@ def lint(
         except ConfigFileError as exc:
             report.errors.append(FileError(display, str(exc)))
             continue
-        findings = lint_parsed(parsed, environment=environment, promoted=promoted)
+        findings = lint_parsed(
+            parsed,
+            environment=environment,
+            promoted=promoted,
+            placeholders=kustomized.get(Path(os.path.abspath(path))),
+        )
         kept, suppressed = _apply_suppressions(parsed, findings)
         report.suppressed += suppressed
         report.findings.extend(_configure(kept, settings))
@@ -265,12 +285,22 @@ def lint_text(
 
 
 def lint_parsed(
-    parsed: ParsedFile, *, environment: str | None = None, promoted: set[str] | None = None
+    parsed: ParsedFile,
+    *,
+    environment: str | None = None,
+    promoted: set[str] | None = None,
+    placeholders: Mapping[str, Path] | None = None,
 ) -> list[Finding]:
+    """``placeholders``: image names a kustomization that builds this file sets (its
+    ``images:`` entry is judged instead; see ``kustomize.placeholders``)."""
     findings: list[Finding] = []
     pushes = [site for site in parsed.sites if site.role == "push"]
     for site in parsed.sites:
+        if placeholders and kustomize.is_placeholder(site, placeholders):
+            continue
         resolved = _step_output(parsed, site)
+        if resolved is None and site.dynamic:
+            resolved = site.default  # a Dockerfile reference with its ARG defaults
         findings.extend(_site_findings(site, pushes, resolved))
         if promoted is not None and environment is not None:
             findings.extend(_promotion_findings(site, environment, promoted))
@@ -361,7 +391,9 @@ def _pin_fix(site: ImageSite) -> str:
             f"add 'digest: sha256:<digest>' to this images entry (conveyor pin {site.display_path})"
         )
     if site.role == "base":
-        return f"FROM {site.reference}@sha256:<digest> (conveyor pin {site.display_path})"
+        written = {"ARG": "ARG …=", "COPY --from": "COPY --from=", "RUN --mount": "from="}
+        prefix = written.get(site.via or "", "FROM ")
+        return f"{prefix}{site.reference}@sha256:<digest> (conveyor pin {site.display_path})"
     name = site.reference.removeprefix("docker://")
     return f"{name}@sha256:<digest> (conveyor pin {site.display_path})"
 
@@ -396,7 +428,7 @@ def _site_findings(
         return _helm_set_findings(site)
     form = shape(resolved if resolved is not None else site.reference)
     if site.role == "base":
-        return _base_findings(site, form)
+        return _base_findings(site, form, resolved)
     if site.role == "push":
         return _push_findings(site, form, pushes)
     what = {
@@ -506,13 +538,22 @@ def _helm_set_findings(site: ImageSite) -> list[Finding]:
     return findings
 
 
-def _base_findings(site: ImageSite, form: Shape) -> list[Finding]:
+_BASE_WHAT = {
+    "FROM": "base image",
+    "ARG": "base image (the default of an ARG that FROM uses)",
+    "COPY --from": "image copied from (COPY --from)",
+    "RUN --mount": "image mounted (RUN --mount from=)",
+}
+
+
+def _base_findings(site: ImageSite, form: Shape, resolved: str | None = None) -> list[Finding]:
+    what = _BASE_WHAT.get(site.via or "", "base image")
     if not form.decided:
         return [
             _finding(
                 site,
                 "CV003",
-                f"base image {site.reference!r} is chosen by a build argument; it cannot be "
+                f"{what} {site.reference!r} is chosen by a build argument; it cannot be "
                 "decided statically — pin the ARG default and the value CI passes",
                 None,
                 severity="info",
@@ -520,14 +561,30 @@ def _base_findings(site: ImageSite, form: Shape) -> list[Finding]:
         ]
     if form.digest:
         return []
-    return [
+    shown = site.reference if resolved is None else f"{site.reference} (= {resolved})"
+    # With ARG defaults the fix is in the ARG lines, which CI may override.
+    fix = _pin_fix(site) if resolved is None else "pin the ARG defaults (and what CI passes)"
+    findings = []
+    if form.latest:
+        tag_text = "names no tag (implicit :latest)" if form.tag is None else "uses :latest"
+        findings.append(
+            _finding(
+                site,
+                "CV009",
+                f"{what} {shown!r} {tag_text}: it is whatever was pushed last, so two builds "
+                "of one commit can differ; name a version tag and pin its digest",
+                fix,
+            )
+        )
+    findings.append(
         _finding(
             site,
             "CV003",
-            f"base image {site.reference!r} has no digest: a rebuild can pull different layers",
-            _pin_fix(site),
+            f"{what} {shown!r} has no digest: a rebuild can pull different layers",
+            fix,
         )
-    ]
+    )
+    return findings
 
 
 def _repository(reference: str) -> str:

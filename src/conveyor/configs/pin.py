@@ -234,6 +234,14 @@ class SiteResult:
     message: str = ""
     exit_code: int = 0
 
+    @property
+    def noteworthy(self) -> bool:
+        """Worth a note to the user: a skipped image that runs (deploy, service, base), or a
+        reference left unchanged for a reason."""
+        if self.status == "skipped":
+            return self.role in ("deploy", "service", "base")
+        return self.status == "unchanged" and bool(self.message)
+
 
 @dataclass
 class FileResult:
@@ -305,12 +313,21 @@ def plan(
 ) -> PinReport:
     """Plan the pinning of every config file under ``paths``; writes nothing."""
     from conveyor.configs.files import discover
+    from conveyor.configs.kustomize import placeholders
 
     cached = _Cached(resolver)
     results: list[FileResult] = []
     entries: dict[str, LockEntry] = {}
-    for path, display in discover(paths, exclude=exclude):
-        result = plan_file(path, display, cached, lock_entries=entries)
+    found = list(discover(paths, exclude=exclude))
+    kustomized = placeholders(path for path, _ in found)
+    for path, display in found:
+        result = plan_file(
+            path,
+            display,
+            cached,
+            lock_entries=entries,
+            placeholders=kustomized.get(Path(os.path.abspath(path))),
+        )
         if result.kind is None and not result.failed:
             continue  # not a config file we read
         results.append(result)
@@ -325,11 +342,14 @@ def plan_file(
     kind: str | None = None,
     lock_entries: dict[str, LockEntry] | None = None,
     max_bytes: int = MAX_FILE_BYTES,
+    placeholders: Mapping[str, Path] | None = None,
 ) -> FileResult:
-    """Plan one file. Any failure leaves ``after`` None and sets ``error``/``exit_code``."""
+    """Plan one file. Any failure leaves ``after`` None and sets ``error``/``exit_code``.
+    ``placeholders``: image names a kustomization that builds this file sets (left as
+    they are; the kustomization's ``images:`` entry is pinned instead)."""
     result = FileResult(path, display_path, kind)
     try:
-        _plan_into(result, resolver, kind, lock_entries, max_bytes)
+        _plan_into(result, resolver, kind, lock_entries, max_bytes, placeholders)
     except ConveyorError as exc:
         result.after = None
         result.error = str(exc)
@@ -378,9 +398,11 @@ def _plan_into(
     kind: str | None,
     lock_entries: dict[str, LockEntry] | None,
     max_bytes: int,
+    placeholders: Mapping[str, Path] | None = None,
 ) -> None:
     from conveyor.configs.extract import extract_sites
     from conveyor.configs.files import detect_kind
+    from conveyor.configs.kustomize import image_name, is_placeholder
 
     raw, text = _read(result.path, result.display_path, max_bytes)
     result.before = raw
@@ -391,14 +413,35 @@ def _plan_into(
     if kind is None:
         return
     sites = extract_sites(result.path, body, display_path=result.display_path, kind=kind)
+    set_elsewhere = {
+        id(site): placeholders[image_name(site.reference)]
+        for site in sites
+        if placeholders and is_placeholder(site, placeholders)
+    }
     editor = TextEditor(body, what=result.display_path, yaml=kind in YAML_KINDS)
     documents: list[Any] | None = None
-    if kind in YAML_KINDS and any(_wants_pin(site) for site in sites):
+    if kind in YAML_KINDS and any(
+        _wants_pin(site) and id(site) not in set_elsewhere for site in sites
+    ):
         documents = compose(body, what=result.display_path)
     substitutions: list[YamlSubstitution] = []
     expected: dict[tuple[Any, ...], str] = {}
     local_entries: dict[str, LockEntry] = {}
     for site in sites:
+        if id(site) in set_elsewhere:
+            result.sites.append(
+                SiteResult(
+                    line=site.line,
+                    column=site.column,
+                    kind=site.kind,
+                    role=site.role,
+                    reference=site.reference,
+                    status="skipped",
+                    message=f"left as is: a placeholder that {set_elsewhere[id(site)]} sets "
+                    "(images:)",
+                )
+            )
+            continue
         outcome = _plan_site(site, resolver, editor, documents, substitutions, expected)
         result.sites.append(outcome)
         if outcome.exit_code:

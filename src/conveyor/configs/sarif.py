@@ -4,15 +4,18 @@
   ``fullDescription``, ``help`` (text and markdown), ``helpUri`` to docs/lint.md,
   ``defaultConfiguration.level`` and ``properties.security-severity`` (GitHub's severity);
 - results with ``ruleId``/``ruleIndex``, ``level`` (error, warning, note), a message, one
-  location (``artifactLocation.uri`` relative to the working directory with ``uriBaseId``
-  ``%SRCROOT%``, ``region.startLine``/``startColumn``) and ``partialFingerprints`` that stay
-  put when lines move (rule, file, reference and occurrence, not the line number);
+  location (``artifactLocation.uri`` relative to the repository root — the git top level,
+  else the working directory — with ``uriBaseId`` ``%SRCROOT%``, which the run's
+  ``originalUriBaseIds`` maps to that folder; never ``..``: a file outside the root gets an
+  absolute ``file://`` URI; ``region.startLine``/``startColumn``) and ``partialFingerprints``
+  that stay put when lines move (rule, file, reference and occurrence, not the line number);
 - files that could not be read are ``toolExecutionNotifications`` of the invocation.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
@@ -25,21 +28,45 @@ SARIF_VERSION = "2.1.0"
 INFORMATION_URI = "https://conveyor.dev"
 _LEVELS = {"error": "error", "warning": "warning", "info": "note"}
 _FINGERPRINT = "conveyorFinding/v1"
+SRCROOT = "%SRCROOT%"
+
+
+def repository_root(start: Path | None = None) -> Path:
+    """The git top level at or above ``start`` (the working directory), else ``start``.
+
+    Code scanning maps a result's URI onto the repository checkout, so URIs are relative to
+    its top. Found by looking for ``.git`` (a folder, or a file in a worktree or submodule),
+    as git itself does, so no git binary is needed where lint runs (a container step)."""
+    here = Path(os.path.abspath(start or Path.cwd()))
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return here
 
 
 def artifact_uri(file: str, *, root: Path | None = None) -> str:
-    """A relative, percent-encoded POSIX URI for ``file`` (absolute paths under ``root``, the
-    working directory by default, are made relative; others keep a ``file://`` URI)."""
-    path = Path(file)
-    if path.is_absolute():
-        base = (root or Path.cwd()).resolve()
+    """A percent-encoded POSIX URI for ``file`` relative to ``root`` (the repository root by
+    default), never climbing out of it with ``..``; a file outside ``root`` gets an absolute
+    ``file://`` URI instead (and no ``uriBaseId``)."""
+    base = Path(os.path.abspath(root or repository_root()))
+    # Lexically first ('..' folded, symlinks kept: a link inside the checkout is reported
+    # where it is), then with symlinks resolved on both sides.
+    path = Path(os.path.abspath(file))
+    for candidate, anchor in ((path, base), (path.resolve(), base.resolve())):
         try:
-            path = path.resolve().relative_to(base)
+            relative = candidate.relative_to(anchor)
         except ValueError:
-            return path.resolve().as_uri()
-    posix = PurePosixPath(path.as_posix())
-    parts = [part for part in posix.parts if part not in (".", "")]
-    return quote("/".join(parts), safe="/")
+            continue
+        parts = [part for part in PurePosixPath(relative.as_posix()).parts if part != "."]
+        return quote("/".join(parts), safe="/")
+    return path.as_uri()
+
+
+def _artifact_location(file: str, root: Path) -> dict[str, str]:
+    uri = artifact_uri(file, root=root)
+    if uri.startswith("file:"):
+        return {"uri": uri}
+    return {"uri": uri, "uriBaseId": SRCROOT}
 
 
 def _rule_descriptor(rule_id: str) -> dict[str, Any]:
@@ -65,12 +92,16 @@ def _rule_descriptor(rule_id: str) -> dict[str, Any]:
 
 
 def to_sarif(report: LintReport, *, root: Path | None = None) -> dict[str, Any]:
+    """``root``: what URIs are relative to; the repository root (git top level, else the
+    working directory) by default."""
+    root = Path(os.path.abspath(root or repository_root()))
     rule_ids = sorted(RULES)
     index = {rule_id: position for position, rule_id in enumerate(rule_ids)}
     seen: dict[tuple[str, str, str], int] = {}
     results = []
     for finding in report.findings:
-        uri = artifact_uri(finding.file, root=root)
+        location = _artifact_location(finding.file, root)
+        uri = location["uri"]
         key = (finding.rule, uri, finding.reference)
         occurrence = seen.get(key, 0)
         seen[key] = occurrence + 1
@@ -85,7 +116,7 @@ def to_sarif(report: LintReport, *, root: Path | None = None) -> dict[str, Any]:
                 "locations": [
                     {
                         "physicalLocation": {
-                            "artifactLocation": {"uri": uri, "uriBaseId": "%SRCROOT%"},
+                            "artifactLocation": location,
                             "region": {
                                 "startLine": max(finding.line, 1),
                                 "startColumn": max(finding.column, 1),
@@ -102,14 +133,7 @@ def to_sarif(report: LintReport, *, root: Path | None = None) -> dict[str, Any]:
             "level": "error",
             "message": {"text": error.message},
             "locations": [
-                {
-                    "physicalLocation": {
-                        "artifactLocation": {
-                            "uri": artifact_uri(error.file, root=root),
-                            "uriBaseId": "%SRCROOT%",
-                        }
-                    }
-                }
+                {"physicalLocation": {"artifactLocation": _artifact_location(error.file, root)}}
             ],
         }
         for error in report.errors
@@ -134,6 +158,7 @@ def to_sarif(report: LintReport, *, root: Path | None = None) -> dict[str, Any]:
                         "toolExecutionNotifications": notifications,
                     }
                 ],
+                "originalUriBaseIds": {SRCROOT: {"uri": root.as_uri().rstrip("/") + "/"}},
                 "results": results,
                 "columnKind": "unicodeCodePoints",
             }

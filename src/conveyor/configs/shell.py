@@ -186,7 +186,7 @@ def _command(words: list[Word], info: ScriptInfo) -> None:
     args = words[1:]
     names = [word.text for word in args]
     if program in ("docker", "podman", "nerdctl"):
-        _container_tool(program, args, names, info)
+        _container_tool(program, words[0].offset, args, names, info)
     elif program in ("kubectl", "oc"):
         if names[:2] == ["set", "image"]:
             _set_image(program, args[2:], info)
@@ -231,7 +231,10 @@ def _command(words: list[Word], info: ScriptInfo) -> None:
         info.deploys.append(program)
 
 
-def _container_tool(program: str, args: list[Word], names: list[str], info: ScriptInfo) -> None:
+def _container_tool(
+    program: str, start: int, args: list[Word], names: list[str], info: ScriptInfo
+) -> None:
+    """``start``: where the program word begins (findings point at ``docker build``)."""
     if names[:1] == ["container"] or names[:1] == ["image"]:
         args, names = args[1:], names[1:]
     if not names:
@@ -253,9 +256,9 @@ def _container_tool(program: str, args: list[Word], names: list[str], info: Scri
         if image is not None:
             _reference(info, image, "push", f"{program} push")
     elif verb == "build":
-        _build(f"{program} build", args[0].offset, rest, info)
+        _build(f"{program} build", start, rest, info)
     elif verb == "buildx" and names[1:2] in (["build"], ["b"]):
-        _build(f"{program} build", args[0].offset, args[2:], info)
+        _build(f"{program} build", start, args[2:], info)
 
 
 def _first_operand(args: list[Word], value_options: frozenset[str]) -> Word | None:

@@ -73,3 +73,6 @@ class ImageSite:
     # How the reference is used when it is not a plain YAML value: "docker run",
     # "docker push", "kubectl set image", "helm --set", "build-push-action tags", "FROM".
     via: str | None = None
+    # What a dynamic reference is when its variables keep their defaults (a Dockerfile
+    # ``FROM ${REGISTRY}/app:${TAG}`` with ``ARG`` defaults); lint judges that, pin skips it.
+    default: str | None = None

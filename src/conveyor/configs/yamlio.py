@@ -9,11 +9,14 @@ same checks. Both refuse, with a one-line ``ConfigFileError`` naming the file:
 - explicit tags other than YAML's own (``!!python/object``, ``!Ref`` …);
 - alias bombs: more than ``MAX_NODES`` nodes once aliases are expanded;
 - duplicate mapping keys (which value would a tool use?);
-- nesting deeper than libyaml's limit (1000 levels); the walks here are iterative.
+- nesting deeper than libyaml's limit (1000 levels); the walks here are iterative;
+- a collection that includes itself (``a: &a [*a]``, a mapping merging itself);
+- (round trip) an impossible date such as ``2027-13-45``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +117,8 @@ def compose_documents(text: str, display_path: str) -> list[Node]:
     finally:
         loader.dispose()
     checked = [None if _is_null(doc) else doc for doc in documents]
+    if "*" in text:
+        _no_cycles(checked, display_path)
     # Every node written takes at least two characters; beyond that, aliases multiply.
     _check(
         checked,
@@ -171,6 +176,47 @@ def _check(documents: list[Node], display_path: str, limit: int, *, tags: bool) 
                 stack.extend(children)
             else:
                 stack.extend(item for item in children if item.__class__ is not scalar_class)
+
+
+def _no_cycles(documents: list[Node], display_path: str) -> None:
+    """Refuse a collection that contains itself through an alias (``a: &a [*a]``, or a
+    mapping merging itself): any walk of it would never end. Depth-first, iterative, each
+    node once, so it costs no more than the document."""
+    collection = (yaml.MappingNode, yaml.SequenceNode)
+    state: dict[int, bool] = {}  # id -> True while on the current path, False when done
+
+    def children(node: Node) -> Iterator[Node]:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                yield key
+                yield value
+        else:
+            yield from node.value
+
+    for root in documents:
+        if not isinstance(root, collection) or id(root) in state:
+            continue
+        state[id(root)] = True
+        stack = [(root, children(root))]
+        while stack:
+            node, pending = stack[-1]
+            child = next(pending, None)
+            if child is None:
+                state[id(node)] = False
+                stack.pop()
+                continue
+            if not isinstance(child, collection):
+                continue
+            seen = state.get(id(child))
+            if seen:
+                raise ConfigFileError(
+                    f"{_at(display_path, child)}: a mapping or list includes itself through "
+                    "an alias or merge key; refusing it",
+                    path=display_path,
+                )
+            if seen is None:
+                state[id(child)] = True
+                stack.append((child, children(child)))
 
 
 def _no_duplicates(pairs: list[tuple[Node, Node]], display_path: str) -> None:
@@ -283,9 +329,31 @@ def round_trip_yaml() -> Any:
     from ruamel.yaml import YAML
 
     handler = YAML(typ="rt")
+    handler.Constructor = _checked_constructor()
     handler.preserve_quotes = True
     handler.width = 1 << 16
     return handler
+
+
+@functools.cache
+def _checked_constructor() -> Any:
+    """ruamel's round-trip constructor, with an impossible date (``2027-13-45``) a marked
+    YAML error instead of a bare ValueError."""
+    from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
+
+    class CheckedConstructor(RoundTripConstructor):
+        def construct_yaml_timestamp(self, node: Any, values: Any = None) -> Any:
+            try:
+                return super().construct_yaml_timestamp(node, values)
+            except ValueError as exc:
+                raise ConstructorError(
+                    None, None, f"invalid date {node.value!r}: {exc}", node.start_mark
+                ) from exc
+
+    CheckedConstructor.add_constructor(
+        "tag:yaml.org,2002:timestamp", CheckedConstructor.construct_yaml_timestamp
+    )
+    return CheckedConstructor
 
 
 def load_documents(text: str, display_path: str) -> list[Any]:
@@ -293,10 +361,15 @@ def load_documents(text: str, display_path: str) -> list[Any]:
     same hostile-input checks as ``compose_documents``. Locations from ``ImageSite`` index
     into this list (document first)."""
     compose_documents(text, display_path)
-    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     try:
         return list(round_trip_yaml().load_all(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{display_path}:{mark.line + 1}:{mark.column + 1}" if mark else display_path
+        problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        raise ConfigFileError(f"{where}: {problem}", path=display_path) from exc
     except YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
         raise ConfigFileError(f"{display_path}: invalid YAML: {first}", path=display_path) from exc

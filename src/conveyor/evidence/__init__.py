@@ -4,6 +4,11 @@ Pure code: no network, no database, no printing. Every report is untrusted input
 capped before parsing, XML without DTDs or entities, strict JSON. Problems raise
 ``EvidenceError`` (exit 2) naming the file; a scan of another image raises
 ``ScanSubjectMismatch`` (exit 1) from ``require_scanned``.
+
+``report`` is the scan model; ``scan`` detects a report's format and hands it to the
+format's parser (``trivy``, ``grype``, ``sarif``, ``snyk``), which builds the model.
+``Severity`` is the one severity vocabulary (defined in ``conveyor.severity``, shared with
+``policy`` and ``attest``).
 """
 
 from __future__ import annotations
@@ -18,16 +23,14 @@ from conveyor.evidence.junit import (
     parse_junit,
     parse_junit_file,
 )
-from conveyor.evidence.scan import (
+from conveyor.evidence.report import (
     SEVERITIES,
     Finding,
     ScanReport,
     Severity,
     normalise_severity,
-    parse_scan,
-    parse_scan_file,
-    require_scanned,
 )
+from conveyor.evidence.scan import parse_scan, parse_scan_file, require_scanned
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -10,11 +10,12 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from conveyor.errors import DigestError
 from conveyor.evidence.errors import EvidenceError
+from conveyor.files import FileTooLarge, UnreadableFile, read_bounded
 from conveyor.oci.digest import Digest
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -42,23 +43,15 @@ def refuse_size(path: str, size: int | None, max_bytes: int) -> NoReturn:
 
 
 def read_capped(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """Read a report file, refusing by size before reading when the file says how big it is.
-
-    At most ``max_bytes + 1`` bytes are ever read, so a pipe or a growing file cannot make us
-    hold more than the cap either.
-    """
+    """Read a report file: a regular file (never a FIFO or device), refused by size before it
+    is read, and never more than ``max_bytes + 1`` bytes read (``conveyor.files``)."""
     name = os.fspath(path)
     try:
-        with open(name, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > max_bytes:
-                refuse_size(name, size, max_bytes)
-            data = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise EvidenceError(name, f"cannot read the report ({exc.strerror or exc})") from exc
-    if len(data) > max_bytes:
-        refuse_size(name, None, max_bytes)
-    return data
+        return read_bounded(name, max_bytes=max_bytes)
+    except FileTooLarge as exc:
+        refuse_size(name, exc.size, max_bytes)
+    except UnreadableFile as exc:
+        raise EvidenceError(name, f"cannot read the report ({exc.reason})") from exc
 
 
 class _DuplicateKey(Exception):
@@ -140,10 +133,11 @@ def loads_strict_json(data: bytes, *, path: str, max_bytes: int) -> Any:
         raise EvidenceError(path, "JSON number too long to read; refusing the report") from exc
 
 
-def parse_timestamp(value: object) -> datetime | None:
+def parse_timestamp(value: object, *, assume_utc: bool = False) -> datetime | None:
     """An RFC 3339 time with its zone; ``None`` when absent, empty, zone-less or unparsable.
 
-    A time without a zone is ambiguous, so it is not reported rather than guessed.
+    A time without a zone is ambiguous, so it is not reported rather than guessed, unless
+    ``assume_utc`` (a field whose name says UTC, such as SARIF's ``endTimeUtc``).
     """
     if not isinstance(value, str) or not value.strip():
         return None
@@ -153,7 +147,7 @@ def parse_timestamp(value: object) -> datetime | None:
     except ValueError:
         return None
     if when.tzinfo is None or when.utcoffset() is None:
-        return None
+        return when.replace(tzinfo=UTC) if assume_utc else None
     return when
 
 

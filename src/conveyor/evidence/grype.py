@@ -1,48 +1,41 @@
 """Grype ``-o json`` reports.
 
-Findings are ``matches[]`` (``ignoredMatches`` are not findings). The database version is
-``descriptor.db.status`` (Grype 0.88+) or ``descriptor.db`` (older): its schema version and
-build time, the latter being what says how fresh the data was. ``source.target`` is an
-object for image scans (manifest digest, repo digests, config ``imageID``) and a plain
-string for directory and file scans (no digest).
+Findings are ``matches[]`` (``ignoredMatches`` are not findings). The vulnerability
+database is ``descriptor.db.status`` (Grype 0.88+: ``schemaVersion``, ``built``, ``from``)
+or ``descriptor.db`` (older: ``schemaVersion``, ``built``): the schema version is
+``db_version``, the build time ``db_updated`` (what says how fresh the data was) and
+``from``, the URL the database was downloaded from, ``db_uri`` (without credentials or
+query). ``source.target`` is an object for image scans (manifest digest, repo digests,
+config ``imageID``) and a plain string for directory and file scans (no digest).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from conveyor.evidence._input import (
-    as_list,
-    as_object,
-    parse_digest,
-    parse_timestamp,
-    repo_digest,
-    text_or_none,
-)
+from conveyor.evidence._input import as_list, as_object, text_or_none
 from conveyor.evidence.errors import EvidenceError
-from conveyor.evidence.scan import (
-    Finding,
-    FindingKey,
-    ScanReport,
-    assemble,
-    finding_key,
-    normalise_severity,
-)
-from conveyor.oci.digest import Digest
+from conveyor.evidence.report import Draft, Finding, ScanReport, normalise_severity
 
 _NOT_PROVIDED = "[not provided]"  # what Grype writes when built without version info
 
 
-def _db_version(descriptor: Mapping[str, Any], *, path: str) -> str | None:
-    database = as_object(descriptor.get("db"), path=path, field="descriptor.db")
-    status = as_object(database.get("status"), path=path, field="descriptor.db.status")
-    source = status or database
-    schema = text_or_none(source.get("schemaVersion"))
-    built = text_or_none(source.get("built"))
-    if schema and built:
-        return f"{schema} built {built}"
-    return built or schema
+def _source_uri(value: object) -> str | None:
+    """A download URL without userinfo, query or fragment (a mirror may carry a token)."""
+    text = text_or_none(value)
+    if text is None:
+        return None
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:
+        return None
+    if not parts.scheme or not host:
+        return None
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _fixed(vulnerability: Mapping[str, Any], *, path: str, where: str) -> str | None:
@@ -58,29 +51,32 @@ def _fixed(vulnerability: Mapping[str, Any], *, path: str, where: str) -> str | 
 def parse(document: dict[str, Any], *, data: bytes, path: str) -> ScanReport:
     descriptor = as_object(document.get("descriptor"), path=path, field="descriptor")
     source = as_object(document.get("source"), path=path, field="source")
-    target_value = source.get("target")
+    database = as_object(descriptor.get("db"), path=path, field="descriptor.db")
+    status = as_object(database.get("status"), path=path, field="descriptor.db.status")
+    where_db = "descriptor.db.status" if status else "descriptor.db"
+    db = status or database
+    version = text_or_none(descriptor.get("version"))
+    draft = Draft(
+        path=path,
+        data=data,
+        format="grype",
+        scanner_name=text_or_none(descriptor.get("name")) or "grype",
+        scanner_version=None if version == _NOT_PROVIDED else version,
+        db_version=text_or_none(db.get("schemaVersion")),
+        db_uri=_source_uri(db.get("from")),
+    )
+    draft.scanned_at = draft.time(descriptor.get("timestamp"), where="descriptor.timestamp")
+    draft.db_updated = draft.time(db.get("built"), where=f"{where_db}.built")
 
-    digests: list[Digest] = []
-    config: Digest | None = None
-    artifact_name: str | None = None
-    if isinstance(target_value, dict):
-        artifact_name = text_or_none(target_value.get("userInput"))
-        if text_or_none(target_value.get("manifestDigest")):
-            digests.append(
-                parse_digest(
-                    target_value["manifestDigest"], path=path, field="source.target.manifestDigest"
-                )
-            )
-        for entry in as_list(
-            target_value.get("repoDigests"), path=path, field="source.target.repoDigests"
-        ):
-            digests.append(repo_digest(entry, path=path, field="source.target.repoDigests"))
-        if text_or_none(target_value.get("imageID")):
-            config = parse_digest(target_value["imageID"], path=path, field="source.target.imageID")
+    target = source.get("target")
+    if isinstance(target, dict):
+        draft.artifact_name = text_or_none(target.get("userInput"))
+        draft.add_digest(target.get("manifestDigest"), where="source.target.manifestDigest")
+        draft.add_repo_digests(target.get("repoDigests"), where="source.target.repoDigests")
+        draft.set_config(target.get("imageID"), where="source.target.imageID")
     else:
-        artifact_name = text_or_none(target_value)
+        draft.artifact_name = text_or_none(target)
 
-    findings: list[tuple[FindingKey, Finding]] = []
     for m, entry in enumerate(as_list(document.get("matches"), path=path, field="matches")):
         where = f"matches[{m}]"
         match = as_object(entry, path=path, field=where)
@@ -91,27 +87,14 @@ def parse(document: dict[str, Any], *, data: bytes, path: str) -> ScanReport:
         identifier = text_or_none(vulnerability.get("id"))
         if identifier is None:
             raise EvidenceError(path, f"{where}.vulnerability has no id")
-        finding = Finding(
-            id=identifier,
-            severity=normalise_severity(vulnerability.get("severity")),
-            package=text_or_none(artifact.get("name")),
-            version=text_or_none(artifact.get("version")),
-            fixed_version=_fixed(vulnerability, path=path, where=f"{where}.vulnerability"),
-            title=None,
+        draft.add(
+            Finding(
+                id=identifier,
+                severity=normalise_severity(vulnerability.get("severity")),
+                package=text_or_none(artifact.get("name")),
+                version=text_or_none(artifact.get("version")),
+                fixed_version=_fixed(vulnerability, path=path, where=f"{where}.vulnerability"),
+                title=None,
+            )
         )
-        findings.append((finding_key(finding), finding))
-
-    version = text_or_none(descriptor.get("version"))
-    return assemble(
-        path=path,
-        data=data,
-        report_format="grype",
-        scanner_name=text_or_none(descriptor.get("name")) or "grype",
-        scanner_version=None if version == _NOT_PROVIDED else version,
-        db_version=_db_version(descriptor, path=path),
-        scanned_at=parse_timestamp(descriptor.get("timestamp")),
-        artifact_name=artifact_name,
-        artifact_digests=digests,
-        config_digest=config,
-        findings=findings,
-    )
+    return draft.finish()

@@ -6,10 +6,16 @@ go-junit-report, gotestsum and jest-junit.
 
 Counting rules (what the totals mean):
 
-- Totals come from the ``<testcase>`` elements, never from the ``tests``/``failures``/
-  ``errors``/``skipped`` attributes, which tools get wrong (gotestsum reports a failing
-  ``TestMain`` in a suite that says ``tests="0"``). Where attributes disagree with the
-  cases the report is still read; the disagreement is listed in ``TestReport.notes``.
+- Totals come from the ``<testcase>`` elements and the suites' ``tests``/``failures``/
+  ``errors``/``skipped`` attributes, trusting whichever is worse, and every disagreement
+  is listed in ``TestReport.notes``. Tools get the attributes wrong both ways (gotestsum
+  reports a failing ``TestMain`` in a suite that says ``tests="0"``), and a report can be
+  edited to say ``failures="5"`` beside five plain cases. So: a suite claiming more
+  errors, failures or skips than its cases show turns that many of its passed cases into
+  errored, failed or skipped ones (the last ones; which ones is unknowable), inventing
+  cases named after the suite when too few passed; a suite claiming more tests than it
+  has cases counts the missing ones as errored. Claims below the cases change nothing.
+  At most ``MAX_INVENTED`` cases are invented per report (an absurd count still fails).
 - A case's outcome comes from its direct children: ``<error>`` → errored, else
   ``<failure>`` → failed, else ``<skipped>`` → skipped, else passed.
 - Surefire reruns: ``<flakyFailure>``/``<flakyError>`` alone mean the test passed after
@@ -36,7 +42,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import defusedxml
@@ -53,6 +59,7 @@ _MAX_NOTES = 20
 # Real reports nest a handful of levels; every case updates each enclosing suite's
 # counters, so unbounded nesting would make counting quadratic.
 MAX_DEPTH = 64
+MAX_INVENTED = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +149,7 @@ class _Suite:
     name: str
     case_suite: str  # the name its cases get: the innermost enclosing suite that has one
     attributes: dict[str, str]
+    first: int = 0  # index of its first case in _Collector.cases (cases stream in order)
     counts: dict[str, int] = field(
         default_factory=lambda: {"passed": 0, "failed": 0, "errored": 0, "skipped": 0}
     )
@@ -174,6 +182,7 @@ class _Collector:
         self.notes: list[str] = []
         self.root_name: str | None = None
         self.hints: set[str] = set()
+        self.invented = 0  # cases added for counts a suite claims (bounded: MAX_INVENTED)
 
     # -- parser target protocol ----------------------------------------------------------
     def start(self, raw_tag: str, attributes: dict[str, str]) -> None:
@@ -219,11 +228,15 @@ class _Collector:
             )
         self.root_name = attributes.get("name")
         if tag == "testsuites":
-            self.suites.append(_Suite("", "", dict(attributes)))
+            self.suites.append(_Suite("", "", dict(attributes), first=len(self.cases)))
 
     def _start_suite(self, attributes: dict[str, str]) -> None:
         name = (attributes.get("name") or "").strip()
-        self.suites.append(_Suite(name, name or self._current_suite_name(), dict(attributes)))
+        self.suites.append(
+            _Suite(
+                name, name or self._current_suite_name(), dict(attributes), first=len(self.cases)
+            )
+        )
         if name:
             self.suite_names.setdefault(name, None)
         if name == "pytest":
@@ -291,21 +304,75 @@ class _Collector:
             self.notes.append(text)
 
     def _cross_check(self, suite: _Suite) -> None:
-        counts = suite.counts
-        claimed = {
-            "tests": sum(counts.values()),
-            "failures": counts["failed"],
-            "errors": counts["errored"],
-            "skipped": counts["skipped"],
-        }
+        """Compare the suite's claimed counts with its cases and keep the worse of the two."""
         label = f"suite {suite.name!r}" if suite.name else "report"
-        for attribute, actual in claimed.items():
+        claims: tuple[tuple[str, Outcome], ...] = (
+            ("errors", "errored"),
+            ("failures", "failed"),
+            ("skipped", "skipped"),
+        )
+        for attribute, outcome in claims:
             said = _count_attr(suite.attributes.get(attribute))
-            if said is not None and said != actual:
+            actual = suite.counts[outcome]
+            if said is None or said == actual:
+                continue
+            if said < actual:
                 self._note(
                     f"{label} says {attribute}={said} but its test cases give {actual}; "
                     "counted the test cases"
                 )
+                continue
+            moved = self._demote(suite, outcome, said - actual)
+            made = min(said - actual - moved, MAX_INVENTED - self.invented)
+            for _ in range(made):
+                self._invent(suite, outcome, f"{attribute} the suite counts")
+            self._note(
+                f"{label} says {attribute}={said} but its test cases give {actual}; "
+                f"trusted the suite: {moved} passed case(s) counted as {outcome}"
+                + (f", {made} case(s) added" if made else "")
+            )
+        said = _count_attr(suite.attributes.get("tests"))
+        actual = sum(suite.counts.values())
+        if said is not None and said != actual:
+            if said < actual:
+                self._note(
+                    f"{label} says tests={said} but its test cases give {actual}; "
+                    "counted the test cases"
+                )
+            else:
+                made = min(said - actual, MAX_INVENTED - self.invented)
+                for _ in range(made):
+                    self._invent(suite, "errored", "a test the suite counts but does not show")
+                self._note(
+                    f"{label} says tests={said} but has {actual} test cases; "
+                    f"{made} missing case(s) added as errored"
+                )
+
+    def _demote(self, suite: _Suite, outcome: Outcome, wanted: int) -> int:
+        """Turn up to ``wanted`` of the suite's passed cases (the last ones) into ``outcome``."""
+        moved = 0
+        for index in range(len(self.cases) - 1, suite.first - 1, -1):
+            if moved == wanted:
+                break
+            case = self.cases[index]
+            if case.outcome != "passed":
+                continue
+            self.cases[index] = replace(case, outcome=outcome)
+            for counts in (self.totals, suite.counts, *(open_.counts for open_ in self.suites)):
+                counts["passed"] -= 1
+                counts[outcome] += 1
+            moved += 1
+        return moved
+
+    def _invent(self, suite: _Suite, outcome: Outcome, what: str) -> None:
+        name = suite.case_suite
+        case = TestCaseResult(
+            suite=name, name=f"[{what}]", classname=None, outcome=outcome, time=None
+        )
+        self.cases.append(case)
+        self.invented += 1
+        for counts in (self.totals, suite.counts, *(open_.counts for open_ in self.suites)):
+            counts[outcome] += 1
 
     def tool(self) -> str:
         if "surefire" in self.hints:

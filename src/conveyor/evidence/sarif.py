@@ -31,32 +31,24 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
-from conveyor.evidence._input import (
-    as_list,
-    as_object,
-    parse_digest,
-    parse_timestamp,
-    repo_digest,
-    text_or_none,
-)
+from conveyor.evidence._input import as_list, as_object, text_or_none
 from conveyor.evidence.errors import EvidenceError
-from conveyor.evidence.scan import (
+from conveyor.evidence.report import (
+    Draft,
     Finding,
     FindingKey,
     ScanReport,
     Severity,
-    assemble,
     is_severity_word,
     normalise_severity,
     severity_from_score,
 )
-from conveyor.oci.digest import Digest
 
 _LEVELS: dict[str, Severity] = {
-    "error": "high",
-    "warning": "medium",
-    "note": "low",
-    "none": "unknown",
+    "error": Severity.HIGH,
+    "warning": Severity.MEDIUM,
+    "note": Severity.LOW,
+    "none": Severity.UNKNOWN,
 }
 _NOT_FINDINGS = ("pass", "notApplicable")
 _PACKAGE_LINE = re.compile(r"^Package:[ \t]*(\S.*?)[ \t]*$", re.MULTILINE)
@@ -94,7 +86,7 @@ def _severity(
             rule.get("defaultConfiguration"), path=path, field="rule defaultConfiguration"
         )
         level = configuration.get("level", "warning")
-    return _LEVELS.get(level, "unknown") if isinstance(level, str) else "unknown"
+    return _LEVELS.get(level, Severity.UNKNOWN) if isinstance(level, str) else Severity.UNKNOWN
 
 
 def _purl_package(rule: Mapping[str, Any], *, path: str) -> tuple[str | None, str | None]:
@@ -185,23 +177,33 @@ def parse(document: dict[str, Any], *, data: bytes, path: str) -> ScanReport:
         as_object(run, path=path, field=f"runs[{i}]")
         for i, run in enumerate(as_list(document.get("runs"), path=path, field="runs"))
     ]
-    findings: list[tuple[FindingKey, Finding]] = []
-    digests: list[Digest] = []
-    config: Digest | None = None
-    artifact_name: str | None = None
+    driver: Mapping[str, Any] = {}
+    if runs:
+        tool = as_object(runs[0].get("tool"), path=path, field="runs[0].tool")
+        driver = as_object(tool.get("driver"), path=path, field="runs[0].tool.driver")
+    draft = Draft(
+        path=path,
+        data=data,
+        format="sarif",
+        scanner_name=text_or_none(driver.get("name")) or "unknown",
+        scanner_version=text_or_none(driver.get("version"))
+        or text_or_none(driver.get("semanticVersion")),
+    )
     times: list[datetime] = []
     for i, run in enumerate(runs):
-        findings.extend(_findings(run, path=path, run_index=i))
+        for key, finding in _findings(run, path=path, run_index=i):
+            draft.add(finding, key)
         properties = as_object(run.get("properties"), path=path, field=f"runs[{i}].properties")
-        for entry in as_list(
-            properties.get("repoDigests"), path=path, field=f"runs[{i}].properties.repoDigests"
+        draft.add_repo_digests(
+            properties.get("repoDigests"), where=f"runs[{i}].properties.repoDigests"
+        )
+        draft.set_config(properties.get("imageID"), where=f"runs[{i}].properties.imageID")
+        draft.artifact_name = draft.artifact_name or text_or_none(properties.get("imageName"))
+        for n, invocation in enumerate(
+            as_list(run.get("invocations"), path=path, field=f"runs[{i}].invocations")
         ):
-            digests.append(repo_digest(entry, path=path, field="properties.repoDigests"))
-        if config is None and text_or_none(properties.get("imageID")):
-            config = parse_digest(properties["imageID"], path=path, field="properties.imageID")
-        artifact_name = artifact_name or text_or_none(properties.get("imageName"))
-        for invocation in as_list(run.get("invocations"), path=path, field="invocations"):
-            invocation = as_object(invocation, path=path, field="invocations[]")
+            where = f"runs[{i}].invocations[{n}]"
+            invocation = as_object(invocation, path=path, field=where)
             if invocation.get("executionSuccessful") is False:
                 # A run that failed says nothing about the image: never read it as clean.
                 raise EvidenceError(
@@ -209,25 +211,11 @@ def parse(document: dict[str, Any], *, data: bytes, path: str) -> ScanReport:
                     f"runs[{i}] records a failed scanner run (executionSuccessful: false); "
                     "fix the scan and attest a complete report",
                 )
-            when = parse_timestamp(invocation.get("endTimeUtc"))
+            # SARIF times are UTC by definition (the field names say so).
+            when = draft.time(
+                invocation.get("endTimeUtc"), where=f"{where}.endTimeUtc", utc_if_naive=True
+            )
             if when is not None:
                 times.append(when)
-
-    driver: Mapping[str, Any] = {}
-    if runs:
-        tool = as_object(runs[0].get("tool"), path=path, field="runs[0].tool")
-        driver = as_object(tool.get("driver"), path=path, field="runs[0].tool.driver")
-    return assemble(
-        path=path,
-        data=data,
-        report_format="sarif",
-        scanner_name=text_or_none(driver.get("name")) or "unknown",
-        scanner_version=text_or_none(driver.get("version"))
-        or text_or_none(driver.get("semanticVersion")),
-        db_version=None,
-        scanned_at=max(times) if times else None,
-        artifact_name=artifact_name,
-        artifact_digests=digests,
-        config_digest=config,
-        findings=findings,
-    )
+    draft.scanned_at = max(times) if times else None
+    return draft.finish()

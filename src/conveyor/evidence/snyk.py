@@ -14,11 +14,11 @@ from typing import Any
 
 from conveyor.evidence._input import as_list, as_object, text_or_none
 from conveyor.evidence.errors import EvidenceError
-from conveyor.evidence.scan import (
+from conveyor.evidence.report import (
+    Draft,
     Finding,
     FindingKey,
     ScanReport,
-    assemble,
     finding_key,
     normalise_severity,
 )
@@ -75,23 +75,13 @@ def _findings(
 
 
 def parse(document: Any, *, data: bytes, path: str) -> ScanReport:
-    findings: list[tuple[FindingKey, Finding]] = []
+    draft = Draft(path=path, data=data, format="snyk", scanner_name="snyk")
     first: Mapping[str, Any] | None = None
     for where, project in _projects(document, path=path):
         if first is None:
             first = project
-        findings.extend(_findings(project, path=path, where=where))
+        for key, finding in _findings(project, path=path, where=where):
+            draft.add(finding, key)
     first = first or {}
-    return assemble(
-        path=path,
-        data=data,
-        report_format="snyk",
-        scanner_name="snyk",
-        scanner_version=None,
-        db_version=None,
-        scanned_at=None,
-        artifact_name=text_or_none(first.get("path")) or text_or_none(first.get("projectName")),
-        artifact_digests=(),
-        config_digest=None,
-        findings=findings,
-    )
+    draft.artifact_name = text_or_none(first.get("path")) or text_or_none(first.get("projectName"))
+    return draft.finish()

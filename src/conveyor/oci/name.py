@@ -247,6 +247,11 @@ class Reference:
         return f"{self.registry}/{self.repository}"
 
     @property
+    def wanted(self) -> str | Digest:
+        """What this reference pins: the digest if it names one, else its tag."""
+        return _wanted(self.tag, self.digest, self)
+
+    @property
     def familiar(self) -> str:
         """The short form ``docker`` prints (``alpine:3.19``, ``user/app``); parses back to
         this same reference."""
@@ -347,6 +352,16 @@ class LayoutReference:
             )
         return cls(rest, tag, digest)
 
+    @property
+    def name(self) -> str:
+        """``oci:PATH``: the layout as a target, without tag or digest."""
+        return LAYOUT_TRANSPORT + self.path
+
+    @property
+    def wanted(self) -> str | Digest:
+        """What this reference pins: the digest if it names one, else its tag."""
+        return _wanted(self.tag, self.digest, self)
+
     def with_digest(self, digest: Digest) -> LayoutReference:
         return LayoutReference(self.path, self.tag, digest)
 
@@ -360,6 +375,18 @@ class LayoutReference:
         if self.digest is not None:
             text += f"@{self.digest}"
         return text
+
+
+# Where an image is or goes: a registry repository or an OCI layout.
+Target = Reference | LayoutReference
+
+
+def _wanted(tag: str | None, digest: Digest | None, target: object) -> str | Digest:
+    if digest is not None:
+        return digest
+    if tag is not None:
+        return tag
+    raise InvalidReferenceError(f"{target} names no tag and no digest")
 
 
 def parse_target(text: str, *, strict: bool = False) -> Reference | LayoutReference:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +22,8 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
+    StrictInt,
     StringConstraints,
     Tag,
     ValidationError,
@@ -33,7 +35,9 @@ from pydantic import (
 from conveyor.errors import ConfigError, InputError, InvalidReferenceError
 from conveyor.oci.name import LayoutReference, Reference, parse_target
 from conveyor.policy.duration import parse_duration
+from conveyor.policy.roles import Role
 from conveyor.policy.windows import parse_clock, parse_instant, parse_interval, weekly, zone
+from conveyor.severity import Severity as Severity  # the one vocabulary; re-exported here
 from conveyor.yamlsource import YamlDocument, load_yaml
 
 CONFIG_FILE_NAME = "conveyor.yaml"
@@ -42,31 +46,22 @@ SCHEMA_ID = "https://conveyor.dev/schemas/conveyor.schema.json"
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 IdentityName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
 EnvironmentName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
+_BUILTIN_ROLES = frozenset(role.value for role in Role)
 
 
-class Role(StrEnum):
-    BUILDER = "builder"
-    TESTER = "tester"
-    SCANNER = "scanner"
-    APPROVER = "approver"
-    DEPLOYER = "deployer"
-    READER = "reader"  # reads only (every identity may read)
-    ADMIN = "admin"  # API tokens and config reload on the server
-    SERVER = "server"  # the key conveyor serve signs with, on behalf of a principal
+def _builtin_role(name: str) -> str:
+    # A built-in role reads back as its enum member; a declared one stays a plain name.
+    return Role(name) if name in _BUILTIN_ROLES else name
 
 
-class Severity(StrEnum):
-    CRITICAL = "critical"
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-    NEGLIGIBLE = "negligible"
-    UNKNOWN = "unknown"
+# A role: one of the five built in, or one declared under ``roles:`` (checked on load).
+RoleName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN), AfterValidator(_builtin_role)]
 
 
 PROMOTER = "promoter"
-# In ``distinct_from``, "builder" means the identity that signed the build record.
-DistinctFrom = Literal["builder", "tester", "scanner", "approver", "deployer", "promoter"]
+# In ``distinct_from``, "builder" means the identity that signed the build record,
+# "promoter" the identity promoting; any other role excludes every identity holding it.
+DistinctFrom = RoleName
 GATE_NAMES = ("provenance", "tests", "scan", "after", "approvals", "freeze")
 
 
@@ -193,11 +188,13 @@ class IdentitySpec(_Strict):
         description="public key file (PEM), relative to conveyor.yaml; without one the "
         "identity acts only through conveyor serve",
     )
-    roles: list[Role] = Field(min_length=1)
+    roles: list[RoleName] = Field(
+        min_length=1, description="built-in roles, or roles declared under 'roles:'"
+    )
 
     @field_validator("roles")
     @classmethod
-    def _distinct(cls, roles: list[Role]) -> list[Role]:
+    def _distinct(cls, roles: list[str]) -> list[str]:
         if len(set(roles)) != len(roles):
             raise ValueError("roles are listed more than once")
         if Role.SERVER in roles and len(roles) > 1:
@@ -228,9 +225,9 @@ class ServerSpec(_Strict):
 _NON_EVIDENCE_ROLES = (Role.READER, Role.ADMIN, Role.SERVER)
 
 
-def _evidence_role(role: Role) -> Role:
+def _evidence_role(role: str) -> str:
     if role in _NON_EVIDENCE_ROLES:
-        raise ValueError(f"the role {role.value!r} signs no evidence; name a role that does")
+        raise ValueError(f"the role {str(role)!r} signs no evidence; name a role that does")
     return role
 
 
@@ -261,8 +258,10 @@ class TestsSpec(_Spec):
 
     __test__ = False  # not a pytest test class
 
-    min_passed: int = Field(default=1, ge=0, description="at least this many passed tests")
-    max_failed: int = Field(default=0, ge=0, description="at most this many failed + errored tests")
+    min_passed: StrictInt = Field(default=1, ge=0, description="at least this many passed tests")
+    max_failed: StrictInt = Field(
+        default=0, ge=0, description="at most this many failed + errored tests"
+    )
 
 
 class ScanExceptionSpec(_Spec):
@@ -281,7 +280,7 @@ class ScanExceptionSpec(_Spec):
 class ScanSpec(_Spec):
     """The most recent scan by a ``scanner``; unlisted severities are not limited."""
 
-    max: dict[Severity, Annotated[int, Field(ge=0)]] = Field(
+    max: dict[Severity, Annotated[StrictInt, Field(ge=0)]] = Field(
         default_factory=dict, description="highest allowed count per severity"
     )
     max_age: Duration | None = Field(default=None, description="the scan must be at most this old")
@@ -303,7 +302,7 @@ class AfterSpec(_Spec):
 
     environment: EnvironmentName = Field(description="an environment defined in this file")
     soak: Duration | None = Field(default=None, description="minimum time since it arrived there")
-    smoke: bool = Field(
+    smoke: StrictBool = Field(
         default=False,
         description="require a passed smoke test for that environment, by a tester, "
         "recorded after the digest arrived there",
@@ -321,12 +320,16 @@ def _default_distinct_from() -> list[DistinctFrom]:
 class ApprovalsSpec(_Spec):
     """Approvals bind digest and environment; one identity counts once."""
 
-    count: int = Field(ge=1, le=100, description="distinct approving identities needed")
-    role: Role = Field(default=Role.APPROVER, description="role an approver must hold")
+    count: StrictInt = Field(ge=1, le=100, description="distinct approving identities needed")
+    role: RoleName = Field(
+        default=Role.APPROVER,
+        description="role an approver must hold; only its holders may record approvals for "
+        "this environment",
+    )
 
     @field_validator("role")
     @classmethod
-    def _signing_role(cls, role: Role) -> Role:
+    def _signing_role(cls, role: str) -> str:
         return _evidence_role(role)
 
     distinct_from: list[DistinctFrom] = Field(
@@ -340,9 +343,9 @@ class ApprovalsSpec(_Spec):
 
     @model_validator(mode="after")
     def _role_not_excluded(self) -> ApprovalsSpec:
-        if self.role.value in self.distinct_from:
+        if self.role in self.distinct_from:
             raise ValueError(
-                f"distinct_from excludes the approving role {self.role.value!r}; "
+                f"distinct_from excludes the approving role {self.role!r}; "
                 "no approval could ever count"
             )
         return self
@@ -387,6 +390,18 @@ def _window_kind(value: object) -> str:
     return "weekly" if isinstance(value, dict | WeeklySpec) else "interval"
 
 
+def _approvals_shape(value: object) -> str:
+    return "list" if isinstance(value, list | tuple) else "one"
+
+
+# One shape per input type, so a wrong value gets one error, not one per shape.
+ApprovalsRequirements = Annotated[
+    Annotated[ApprovalsSpec, Tag("one")]
+    | Annotated[list[ApprovalsSpec], Field(min_length=1), Tag("list")],
+    Discriminator(_approvals_shape),
+]
+
+
 FreezeWindowSpec = Annotated[
     Annotated[FreezeInterval, Tag("interval")] | Annotated[WeeklySpec, Tag("weekly")],
     Discriminator(_window_kind),
@@ -394,14 +409,17 @@ FreezeWindowSpec = Annotated[
 
 
 class BreakGlassSpec(_Spec):
-    approvals: int = Field(
+    approvals: StrictInt = Field(
         ge=1, le=100, description="approvals a --break-glass promotion needs during a freeze"
     )
-    role: Role = Field(default=Role.APPROVER, description="role those approvers hold")
+    role: RoleName = Field(
+        default=Role.APPROVER,
+        description="role those approvers hold; its holders may record approvals here",
+    )
 
     @field_validator("role")
     @classmethod
-    def _signing_role(cls, role: Role) -> Role:
+    def _signing_role(cls, role: str) -> str:
         return _evidence_role(role)
 
 
@@ -431,8 +449,21 @@ class RequiresSpec(_Spec):
         ]
         | None
     ) = None
-    approvals: ApprovalsSpec | None = None
+    approvals: ApprovalsRequirements | None = Field(
+        default=None,
+        description="one requirement, or a list of them that must all hold (e.g. two "
+        "approvers and one security sign-off); an identity counts once per requirement",
+    )
     freeze: FreezeSpec | None = None
+
+    @property
+    def approval_requirements(self) -> tuple[ApprovalsSpec, ...]:
+        """The approvals requirements, all of which must hold (none: no approvals gate)."""
+        if self.approvals is None:
+            return ()
+        if isinstance(self.approvals, ApprovalsSpec):
+            return (self.approvals,)
+        return tuple(self.approvals)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -484,6 +515,12 @@ class EnvironmentSpec(_Spec):
     def target(self) -> Reference | LayoutReference:
         return parse_target(self.repository, strict=False)
 
+    @property
+    def after_environment(self) -> str | None:
+        """The environment this one comes after (``requires.after``), if any."""
+        after = self.requires.after
+        return after.environment if after is not None else None
+
 
 LintRuleId = Annotated[str, StringConstraints(pattern=r"^CV[0-9]{3}$")]
 
@@ -501,6 +538,30 @@ class LintSpec(_Spec):
     )
 
 
+def _whole_number(value: object) -> object:
+    # Literal[1] alone takes true and 1.0 (both == 1); a config says what it means.
+    if type(value) is not int:
+        raise ValueError(f"expected the whole number 1, not {_kind_of(value)}")
+    return value
+
+
+def _kind_of(value: object) -> str:
+    """How a YAML value that has the wrong type reads to the person who wrote it."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r} (quoted, so it is text)"
+    if isinstance(value, float):
+        return f"the fraction {value}"
+    if isinstance(value, int):
+        return f"the number {value}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
 def _top_level_schema(schema: dict[str, Any]) -> None:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = SCHEMA_ID
@@ -515,7 +576,12 @@ class ConfigModel(_Strict):
         json_schema_extra=_top_level_schema,
     )
 
-    version: Literal[1]
+    version: Annotated[Literal[1], BeforeValidator(_whole_number)]
+    roles: list[IdentityName] = Field(
+        default_factory=list,
+        description="roles besides the eight built in (builder, tester, scanner, approver, "
+        "deployer, reader, admin, server), for approvals gates and break_glass to name",
+    )
     identities: dict[IdentityName, IdentitySpec] = Field(min_length=1)
     ledger: LedgerSpec = LedgerSpec()
     environments: dict[EnvironmentName, EnvironmentSpec] = Field(
@@ -547,6 +613,23 @@ class ConfigModel(_Strict):
             )
         return spec
 
+    def break_glass_for(self, name: str) -> BreakGlassSpec | None:
+        """The break-glass rule of environment ``name``: its own freeze's, else the global's."""
+        return next(
+            (f.break_glass for f in self.freezes_for(name) if f.break_glass is not None), None
+        )
+
+    def approval_roles(self, name: str | None) -> frozenset[str]:
+        """The roles whose approvals count for environment ``name`` (the roles its approvals
+        requirements and its break-glass name). Empty: none named, ``approver`` applies."""
+        if name is None or name not in self.environments:
+            return frozenset()
+        roles = {str(r.role) for r in self.environment(name).requires.approval_requirements}
+        glass = self.break_glass_for(name)
+        if glass is not None:
+            roles.add(str(glass.role))
+        return frozenset(roles)
+
     def freezes_for(self, name: str) -> tuple[FreezeSpec, ...]:
         """The freezes that apply to environment ``name``: its own, then the global one."""
         found: list[FreezeSpec] = []
@@ -563,7 +646,7 @@ class ConfigModel(_Strict):
 class Identity:
     name: str
     key_path: Path | None  # None: acts only through conveyor serve
-    roles: frozenset[Role]
+    roles: frozenset[str]  # built-in roles as ``Role`` members, declared ones as names
 
 
 @dataclass(frozen=True)
@@ -578,21 +661,47 @@ class Config:
 
     @property
     def ledger_url(self) -> str:
-        env = os.environ.get("CONVEYOR_DB")
-        if env:
-            return env
+        """``CONVEYOR_DB``, else ``configured_ledger_url``."""
+        return os.environ.get("CONVEYOR_DB") or self.configured_ledger_url
+
+    @property
+    def configured_ledger_url(self) -> str:
+        """The ledger this file names (default: SQLite beside it); no environment read."""
         if self.model.ledger.url:
             return self.model.ledger.url
         return f"sqlite:///{self.base_dir / DEFAULT_LEDGER_PATH}"
+
+    def environment_target(self, name: str) -> Reference | LayoutReference:
+        """Environment ``name``'s repository; an ``oci:`` layout path is relative to this
+        file, like every other path in it."""
+        target = self.model.environment(name).target
+        if isinstance(target, LayoutReference) and not Path(target.path).is_absolute():
+            return LayoutReference(str(self.base_dir / target.path))
+        return target
+
+    def require_environment(self, name: str, *, defined: bool = True) -> None:
+        """Refuse an unknown environment (exit 2). ``defined=False``: while the file
+        defines no environments at all, any well-formed name is accepted (evidence may be
+        recorded before the stages are written down)."""
+        if defined or self.model.environments:
+            self.model.environment(name)
+        if not re.fullmatch(_NAME_PATTERN, name):
+            raise InputError(f"invalid environment name {name!r}")
 
     def resolve_path(self, value: str) -> Path:
         candidate = Path(value).expanduser()
         return candidate if candidate.is_absolute() else self.base_dir / candidate
 
 
-def find_config(explicit: str | Path | None = None, *, cwd: Path | None = None) -> Path:
-    """The config file to use: ``explicit``, then ``CONVEYOR_CONFIG``, then ./conveyor.yaml."""
-    chosen = explicit or os.environ.get("CONVEYOR_CONFIG")
+def find_config(
+    explicit: str | Path | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Path:
+    """The config file to use: ``explicit``, then ``CONVEYOR_CONFIG`` (of ``environ``,
+    default the process's), then ./conveyor.yaml (of ``cwd``)."""
+    chosen = explicit or (os.environ if environ is None else environ).get("CONVEYOR_CONFIG")
     if chosen:
         path = Path(chosen).expanduser()
         if not path.is_file():
@@ -620,6 +729,7 @@ def load_config(path: Path) -> Config:
     # reports everything.
     problems.extend(_missing_key_files(document, path.parent))
     problems.extend(_environment_references(document))
+    problems.extend(_role_references(document))
     if problems or model is None:
         problems.sort(key=_line_of)
         raise ConfigError(_summary(path, problems), problems)
@@ -705,6 +815,65 @@ def _environment_references(document: YamlDocument) -> list[str]:
     return problems
 
 
+def _role_references(document: YamlDocument) -> list[str]:
+    """Every role named must be built in or declared under ``roles:``, once."""
+    data = document.data
+    declared = data.get("roles")
+    problems = []
+    builtin = {role.value for role in Role}
+    known = set(builtin)
+    if isinstance(declared, list):
+        for index, name in enumerate(declared):
+            if not isinstance(name, str):
+                continue
+            where = f"{document.where(('roles', index))}: roles.{index}"
+            if name in builtin:
+                problems.append(f"{where}: {name!r} is built in; declare only other roles")
+            elif name in (PROMOTER, "builder"):
+                problems.append(f"{where}: {name!r} is reserved (it means an identity)")
+            elif name in known:
+                problems.append(f"{where}: {name!r} is declared more than once")
+            known.add(name)
+    hint = "declare it under 'roles:' or use a built-in role (" + ", ".join(builtin) + ")"
+
+    def check(name: object, loc: tuple[str | int, ...], *, extra: tuple[str, ...] = ()) -> None:
+        if isinstance(name, str) and name not in known and name not in extra:
+            dotted = ".".join(map(str, loc))
+            problems.append(f"{document.where(loc)}: {dotted}: unknown role {name!r}; {hint}")
+
+    identities = data.get("identities")
+    for ident, spec in identities.items() if isinstance(identities, dict) else ():
+        roles = spec.get("roles") if isinstance(spec, dict) else None
+        for index, name in enumerate(roles if isinstance(roles, list) else ()):
+            check(name, ("identities", ident, "roles", index))
+    places: list[tuple[object, tuple[str | int, ...]]] = []
+    freeze = data.get("freeze")
+    if isinstance(freeze, dict):
+        places.append((freeze, ("freeze",)))
+    environments = data.get("environments")
+    for env, spec in environments.items() if isinstance(environments, dict) else ():
+        requires = spec.get("requires") if isinstance(spec, dict) else None
+        if not isinstance(requires, dict):
+            continue
+        approvals = requires.get("approvals")
+        base: tuple[str | int, ...] = ("environments", env, "requires", "approvals")
+        listed = approvals if isinstance(approvals, list) else [approvals]
+        for index, item in enumerate(listed):
+            loc = (*base, index) if isinstance(approvals, list) else base
+            if isinstance(item, dict):
+                check(item.get("role"), (*loc, "role"))
+                others = item.get("distinct_from")
+                for at, name in enumerate(others if isinstance(others, list) else ()):
+                    check(name, (*loc, "distinct_from", at), extra=(PROMOTER,))
+        if isinstance(requires.get("freeze"), dict):
+            places.append((requires["freeze"], ("environments", env, "requires", "freeze")))
+    for spec, loc in places:
+        glass = spec.get("break_glass") if isinstance(spec, dict) else None
+        if isinstance(glass, dict):
+            check(glass.get("role"), (*loc, "break_glass", "role"))
+    return problems
+
+
 _UNION_TAGS = ("interval", "weekly")
 
 
@@ -729,6 +898,9 @@ def _describe(document: YamlDocument, error: Any) -> str:
         message = "required key is missing; an environment without gates says 'requires: {}'"
     elif error.get("type") == "missing":
         message = "required key is missing"
+    elif error.get("type") in ("int_type", "bool_type"):
+        wanted = "a whole number" if error["type"] == "int_type" else "true or false"
+        message = f"expected {wanted}, not {_kind_of(error.get('input'))}"
     elif error.get("type") == "string_pattern_mismatch" and len(loc) >= 2 and loc[-2] == "tags":
         message = (
             f"invalid tag {error.get('input')!r}: letters, digits, '_', '.' or '-', "
@@ -739,6 +911,8 @@ def _describe(document: YamlDocument, error: Any) -> str:
 
 def _is_union_tag(loc: tuple[Any, ...], index: int) -> bool:
     # Pydantic puts the tagged-union member's tag into the location; users never wrote it.
+    if loc[index] in ("one", "list") and index >= 1 and loc[index - 1] == "approvals":
+        return True
     return (
         loc[index] in _UNION_TAGS
         and index >= 2

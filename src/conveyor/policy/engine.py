@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from conveyor.policy.config import Config, ConfigModel
-from conveyor.policy.gates import EvidenceView, FreezeGate, gates_for
+from conveyor.policy.gates import EvidenceView, gates_for
 from conveyor.policy.model import Decision, EvidenceSet, GateResult, PromotionRequest
 
 
@@ -29,14 +29,9 @@ def evaluate(
     if evidence.digest != request.digest:
         raise ValueError(f"evidence is about {evidence.digest}, the request about {request.digest}")
     view = EvidenceView.of(evidence)
-    results: list[GateResult] = []
-    frozen = glass_used = False
-    for gate in gates:
-        if isinstance(gate, FreezeGate):
-            result, frozen, glass_used = gate.assess(view, request)
-        else:
-            result = gate.check(view, request)
-        results.append(result)
+    results: list[GateResult] = [gate.check(view, request) for gate in gates]
+    frozen = any(result.frozen for result in results)
+    glass_used = any(result.break_glass_used for result in results)
     allowed = all(result.passed for result in results)
     return Decision(
         allowed=allowed,
@@ -62,7 +57,7 @@ def policy_document(config: Config | ConfigModel, environment: str) -> dict[str,
             for freeze in model.freezes_for(environment)
         ],
         "identities": {
-            name: {"key": identity.key, "roles": sorted(role.value for role in identity.roles)}
+            name: {"key": identity.key, "roles": sorted(str(role) for role in identity.roles)}
             for name, identity in model.identities.items()
         },
     }

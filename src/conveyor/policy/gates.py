@@ -5,8 +5,8 @@ A gate reads an ``EvidenceView`` (the evidence of one digest, indexed once) and 
 it used. Gates fail closed: missing or untrusted evidence is a failure that says so.
 
 For each kind of evidence the most recent *trusted* entry decides — trusted meaning signed by
-an identity holding the role that kind needs (builds: builder; tests and smokes: tester;
-scans: scanner; promotions: deployer). "Most recent" orders by ``(recorded_at, index)``.
+an identity holding the role ``policy.roles.SIGNER_ROLE`` names for that kind; approvals by
+the role their requirement names. "Most recent" orders by ``(recorded_at, index)``.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from conveyor.policy.config import (
     ConfigModel,
     FreezeSpec,
     ProvenanceSpec,
-    Role,
     ScanSpec,
     Severity,
     TestsSpec,
     WeeklySpec,
 )
 from conveyor.policy.duration import format_duration
+from conveyor.policy.labels import COMMIT_LABELS, RUN_LABEL, commit_matches, short_commit
 from conveyor.policy.model import (
     BuildEvidence,
     EvidenceRef,
@@ -44,13 +44,9 @@ from conveyor.policy.model import (
     SmokeEvidence,
     TestEvidence,
 )
+from conveyor.policy.roles import SIGNER_ROLE, EvidenceKind
 from conveyor.policy.windows import Window, parse_interval, weekly
-
-COMMIT_LABELS = ("git.commit", "org.opencontainers.image.revision")
-RUN_LABEL = "ci.run"
-_SEVERITIES = {severity.value for severity in Severity}
-_MIN_COMMIT_PREFIX = 7
-_HEX = frozenset("0123456789abcdef")
+from conveyor.severity import normalise_severity
 
 
 class _Dated(Protocol):
@@ -121,7 +117,10 @@ class EvidenceView:
 
     @classmethod
     def of(cls, evidence: EvidenceSet) -> EvidenceView:
-        builds, tests, scans = _Latest(Role.BUILDER), _Latest(Role.TESTER), _Latest(Role.SCANNER)
+        builds, tests, scans = (
+            _Latest(SIGNER_ROLE[kind])
+            for kind in (EvidenceKind.BUILD, EvidenceKind.TESTS, EvidenceKind.SCAN)
+        )
         build = builds.pick(evidence.builds)
         return cls(
             evidence=evidence,
@@ -134,9 +133,10 @@ class EvidenceView:
             scan=scans.pick(evidence.scans),
             scan_note=scans.note("scans"),
             arrivals=_latest_by_environment(
-                (p for p in evidence.promotions if p.digest == evidence.digest), Role.DEPLOYER
+                (p for p in evidence.promotions if p.digest == evidence.digest),
+                SIGNER_ROLE[EvidenceKind.PROMOTION],
             ),
-            smokes=_latest_by_environment(evidence.smokes, Role.TESTER),
+            smokes=_latest_by_environment(evidence.smokes, SIGNER_ROLE[EvidenceKind.SMOKE]),
         )
 
 
@@ -179,7 +179,7 @@ class BuildRecordGate:
         return GateResult(
             self.name,
             True,
-            f"build record {describe(build.ref)}: commit {_short(build.commit)}{run}",
+            f"build record {describe(build.ref)}: commit {short_commit(build.commit)}{run}",
             (build.ref,),
         )
 
@@ -211,10 +211,10 @@ class ProvenanceGate:
                 "the image has no git.commit (or org.opencontainers.image.revision) label"
             )
         for label, value in commit_labels:
-            if not _same_commit(value, build.commit):
+            if not commit_matches(value, build.commit):
                 problems.append(
-                    f"label {label}={_short(value)} but the build record says commit "
-                    f"{_short(build.commit)}"
+                    f"label {label}={short_commit(value)} but the build record says commit "
+                    f"{short_commit(build.commit)}"
                 )
         run_label = build.labels.get(RUN_LABEL)
         if run_label is None:
@@ -232,7 +232,7 @@ class ProvenanceGate:
         return GateResult(
             self.name,
             True,
-            f"commit {_short(build.commit)} and run {build.run_id} match the image labels "
+            f"commit {short_commit(build.commit)} and run {build.run_id} match the image labels "
             f"({describe(build.ref)})",
             used,
         )
@@ -308,6 +308,12 @@ class ScanGate:
             (over if found > limit else within).append(f"{severity.value} {found}/{limit}")
         if over:
             problems.append(f"{', '.join(over)} over the limit")
+        unknown = max(0, counts[Severity.UNKNOWN.value])
+        if self.spec.max and Severity.UNKNOWN not in self.spec.max and unknown:
+            # Fail closed: a severity that did not parse may hide a critical one.
+            problems.append(
+                f"{unknown} finding(s) of unknown severity (name unknown in max to allow them)"
+            )
         notes = []
         if excepted:
             notes.append(f"excepted {', '.join(sorted(excepted))}")
@@ -432,19 +438,34 @@ def tally_approvals(
 
 @dataclass(frozen=True)
 class ApprovalsGate:
-    spec: ApprovalsSpec
+    """Every requirement must hold; an identity counts once per requirement."""
+
+    requirements: tuple[ApprovalsSpec, ...]
     name: str = "approvals"
 
+    def __post_init__(self) -> None:
+        if not self.requirements:  # an empty AllOf would pass vacuously
+            raise ValueError("an approvals gate needs at least one requirement")
+
     def check(self, view: EvidenceView, request: PromotionRequest) -> GateResult:
-        tally = tally_approvals(
-            view,
-            request,
-            role=self.spec.role.value,
-            distinct_from=self.spec.distinct_from,
-            max_age=self.spec.max_age,
-        )
-        passed = len(tally.counted) >= self.spec.count
-        return GateResult(self.name, passed, tally.summary(self.spec.count), tally.refs)
+        passed = True
+        texts: list[str] = []
+        refs: dict[int, EvidenceRef] = {}
+        for spec in self.requirements:
+            tally = tally_approvals(
+                view,
+                request,
+                role=str(spec.role),
+                distinct_from=spec.distinct_from,
+                max_age=spec.max_age,
+            )
+            passed = passed and len(tally.counted) >= spec.count
+            text = tally.summary(spec.count)
+            if len(self.requirements) > 1:
+                text = f"{spec.role}: {text}"
+            texts.append(text)
+            refs.update((ref.index, ref) for ref in tally.refs)
+        return GateResult(self.name, passed, "; ".join(texts), tuple(refs.values()))
 
 
 @dataclass(frozen=True)
@@ -454,65 +475,55 @@ class FreezeGate:
 
     windows: tuple[Window, ...]
     break_glass: BreakGlassSpec | None
-    approvals: ApprovalsSpec | None
+    approvals: tuple[ApprovalsSpec, ...] = ()
     name: str = "freeze"
 
     @classmethod
-    def of(cls, freezes: Sequence[FreezeSpec], approvals: ApprovalsSpec | None) -> FreezeGate:
+    def of(cls, freezes: Sequence[FreezeSpec], approvals: Sequence[ApprovalsSpec]) -> FreezeGate:
         windows = tuple(window_of(spec) for freeze in freezes for spec in freeze.windows)
         glass = next((f.break_glass for f in freezes if f.break_glass is not None), None)
-        return cls(windows, glass, approvals)
+        return cls(windows, glass, tuple(approvals))
 
     def check(self, view: EvidenceView, request: PromotionRequest) -> GateResult:
-        return self.assess(view, request)[0]
-
-    def assess(
-        self, view: EvidenceView, request: PromotionRequest
-    ) -> tuple[GateResult, bool, bool]:
-        """The result, whether a window is open, and whether break-glass let it through."""
+        """Passes when no window is open; ``frozen`` and ``break_glass_used`` say why."""
         now = utc(request.now)
         open_windows = [(w, end) for w in self.windows if (end := w.open_until(now)) is not None]
         reason = (request.break_glass or "").strip()
         if not open_windows:
             note = " (break-glass not needed)" if reason else ""
-            return GateResult(self.name, True, f"not frozen{note}"), False, False
+            return GateResult(self.name, True, f"not frozen{note}")
         window, until = max(open_windows, key=lambda pair: pair[1])
         frozen = f"frozen by {window} until {until.isoformat().replace('+00:00', 'Z')}"
         glass = self.break_glass
         if glass is None:
-            return (
-                GateResult(self.name, False, f"{frozen}; no break_glass is configured"),
-                True,
-                False,
+            return GateResult(
+                self.name, False, f"{frozen}; no break_glass is configured", frozen=True
             )
-        needed = glass.approvals
-        if self.approvals is not None and self.approvals.role == glass.role:
-            needed += self.approvals.count
+        # Break-glass approvals are extra to what the approvals gate asks of the same role.
+        same_role = [spec for spec in self.approvals if spec.role == glass.role]
+        needed = glass.approvals + sum(spec.count for spec in same_role)
         if not reason:
-            return (
-                GateResult(
-                    self.name,
-                    False,
-                    f"{frozen}; promote with --break-glass REASON and {needed} {glass.role.value} "
-                    "approvals",
-                ),
-                True,
+            return GateResult(
+                self.name,
                 False,
+                f"{frozen}; promote with --break-glass REASON and {needed} {glass.role} approvals",
+                frozen=True,
             )
         distinct = {"builder", PROMOTER}
-        if self.approvals is not None and self.approvals.role == glass.role:
-            distinct.update(self.approvals.distinct_from)
+        for spec in same_role:
+            distinct.update(spec.distinct_from)
+        ages = [spec.max_age for spec in self.approvals if spec.max_age is not None]
         tally = tally_approvals(
             view,
             request,
-            role=glass.role.value,
+            role=str(glass.role),
             distinct_from=sorted(distinct),
-            max_age=self.approvals.max_age if self.approvals is not None else None,
+            max_age=min(ages) if ages else None,
         )
         passed = len(tally.counted) >= needed
         verdict = "break-glass" if passed else "break-glass refused"
         text = f"{frozen}; {verdict} ({reason!r}): {tally.summary(needed)}"
-        return GateResult(self.name, passed, text, tally.refs), True, passed
+        return GateResult(self.name, passed, text, tally.refs, frozen=True, break_glass_used=passed)
 
 
 def window_of(spec: str | WeeklySpec) -> Window:
@@ -535,38 +546,17 @@ def gates_for(config: ConfigModel, environment: str) -> tuple[Gate, ...]:
         gates.append(ScanGate(requires.scan))
     if requires.after is not None:
         gates.append(AfterGate(requires.after))
-    if requires.approvals is not None:
-        gates.append(ApprovalsGate(requires.approvals))
+    approvals = requires.approval_requirements
+    if approvals:
+        gates.append(ApprovalsGate(approvals))
     freezes = config.freezes_for(environment)
     if freezes:
-        gates.append(FreezeGate.of(freezes, requires.approvals))
+        gates.append(FreezeGate.of(freezes, approvals))
     return tuple(gates)
 
 
 def _severity(name: str) -> str:
-    lowered = name.strip().lower()
-    return lowered if lowered in _SEVERITIES else Severity.UNKNOWN.value
-
-
-def _short(commit: str) -> str:
-    text = commit.strip()
-    return text[:12] if len(text) > 12 and set(text.lower()) <= _HEX else text
-
-
-def _same_commit(label: str, recorded: str) -> bool:
-    """Equal, or one an abbreviation (>= 7 hex digits) of the other."""
-    a, b = label.strip().lower(), recorded.strip().lower()
-    if not a or not b:
-        return False
-    if a == b:
-        return True
-    shorter, longer = sorted((a, b), key=len)
-    return (
-        len(shorter) >= _MIN_COMMIT_PREFIX
-        and set(a) <= _HEX
-        and set(b) <= _HEX
-        and longer.startswith(shorter)
-    )
+    return normalise_severity(name).value
 
 
 __all__ = [

@@ -1,8 +1,8 @@
 """What the policy engine reads and what it answers.
 
-The custody layer turns *verified* ledger entries into these values; gates never see raw
-envelopes, signatures or JSON. Every value names the ledger entry it came from
-(``EvidenceRef``), so a decision can say which attestation it used.
+The verified reader (``conveyor.service``) turns *verified* ledger entries into these
+values; gates never see raw envelopes, signatures or JSON. Every value names the ledger
+entry it came from (``EvidenceRef``), so a decision can say which attestation it used.
 
 Times are UTC. A naive ``datetime`` is read as UTC by the engine rather than refused, so a
 slip in a caller can never make evaluation raise.
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,24 @@ class GateResult:
     passed: bool
     reason: str
     evidence: tuple[EvidenceRef, ...] = ()
+    frozen: bool = False  # a freeze window was open
+    break_glass_used: bool = False  # break-glass let the promotion through that freeze
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate,
+            "passed": self.passed,
+            "reason": self.reason,
+            "evidence": [
+                {
+                    "ledger_index": ref.index,
+                    "attestation": ref.envelope_digest,
+                    "signer": ref.signer,
+                    "recorded_at": ref.recorded_at.isoformat(),
+                }
+                for ref in self.evidence
+            ],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +158,14 @@ class Decision:
     @property
     def failed(self) -> tuple[GateResult, ...]:
         return tuple(result for result in self.gates if not result.passed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "digest": self.digest,
+            "allowed": self.allowed,
+            "frozen": self.frozen,
+            "break_glass": self.break_glass,
+            "policy_sha256": self.policy_sha256,
+            "gates": [gate.to_dict() for gate in self.gates],
+        }

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-ARG BASE=gcr.io/distroless/static:nonroot
+ARG BASE=gcr.io/distroless/static:nonroot@sha256:cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd
 FROM --platform=$BUILDPLATFORM golang:1.22-bookworm@sha256:1010101010101010101010101010101010101010101010101010101010101010 AS build
 WORKDIR /src
 COPY . .

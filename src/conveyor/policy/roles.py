@@ -1,0 +1,68 @@
+"""Roles, kinds of evidence, and the one table of which role may sign which kind.
+
+Eight roles are built in and keep their meaning (``reader``, ``admin`` and ``server``
+sign no evidence: they act on ``conveyor serve``); a ``conveyor.yaml`` may declare more under
+``roles:`` (same grammar as identity names) for ``approvals`` gates and ``break_glass`` to
+name. Record time (``conveyor.service`` signing) and read time (the verified ledger reader
+and the gates) ask this table, so a kind is trusted exactly when it could be recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    BUILDER = "builder"
+    TESTER = "tester"
+    SCANNER = "scanner"
+    APPROVER = "approver"
+    DEPLOYER = "deployer"
+    READER = "reader"  # reads only (every identity may read)
+    ADMIN = "admin"  # API tokens and config reload on the server
+    SERVER = "server"  # the key conveyor serve signs with, on behalf of a principal
+
+
+class EvidenceKind(StrEnum):
+    """What a ledger entry records (the ledger's ``kind`` column)."""
+
+    BUILD = "build"
+    TESTS = "tests"
+    SCAN = "scan"
+    SMOKE = "smoke"
+    APPROVAL = "approval"
+    PROMOTION = "promotion"
+    ROLLBACK = "rollback"
+
+
+# Who may sign each kind. Approvals: the role the environment's approvals gate (or its
+# break-glass) names; ``approver`` when none names one (see ``signer_roles``).
+SIGNER_ROLE: Mapping[EvidenceKind, Role] = {
+    EvidenceKind.BUILD: Role.BUILDER,
+    EvidenceKind.TESTS: Role.TESTER,
+    EvidenceKind.SCAN: Role.SCANNER,
+    EvidenceKind.SMOKE: Role.TESTER,
+    EvidenceKind.APPROVAL: Role.APPROVER,
+    EvidenceKind.PROMOTION: Role.DEPLOYER,
+    EvidenceKind.ROLLBACK: Role.DEPLOYER,
+}
+
+PROMOTION_KINDS = (EvidenceKind.PROMOTION, EvidenceKind.ROLLBACK)
+
+
+def signer_roles(kind: EvidenceKind, *, approval_roles: Iterable[str] = ()) -> frozenset[str]:
+    """The roles any one of which may sign ``kind``. ``approval_roles``: what the approvals
+    requirements and break-glass of the approval's environment name (empty: ``approver``)."""
+    if kind is EvidenceKind.APPROVAL:
+        named = frozenset(approval_roles)
+        return named or frozenset({Role.APPROVER.value})
+    return frozenset({SIGNER_ROLE[kind].value})
+
+
+def kind_of(text: str) -> EvidenceKind | None:
+    """The kind a ledger column names, or None for a kind this version does not know."""
+    try:
+        return EvidenceKind(text)
+    except ValueError:
+        return None

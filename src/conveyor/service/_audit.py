@@ -1,0 +1,79 @@
+"""Audit the ledger: signed checkpoints, and verifying every entry and the head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conveyor.errors import ConfigError, InputError
+from conveyor.service._workspace import Workspace, workspace_for
+
+if TYPE_CHECKING:
+    from conveyor.attest import Signer, Verifier
+    from conveyor.ledger import AuditReport, Checkpoint
+
+
+def _ledger_signer(workspace: Workspace) -> Signer:
+    from conveyor.attest import load_signing_key
+
+    spec = workspace.config.model.ledger.key
+    if not spec:
+        raise ConfigError(
+            f"{workspace.config.path}: ledger.key is not set; cannot sign checkpoints"
+        )
+    return load_signing_key(
+        str(workspace.config.resolve_path(spec)), password=workspace.settings.key_password
+    )
+
+
+def _checkpoint_verifiers(workspace: Workspace) -> dict[str, Verifier]:
+    from conveyor.attest import Verifier
+
+    verifiers: dict[str, Verifier] = {}
+    ledger = workspace.config.model.ledger
+    if ledger.public_key:
+        verifier = Verifier.from_pem(workspace.config.resolve_path(ledger.public_key))
+        verifiers[verifier.keyid] = verifier
+    elif ledger.key:
+        verifier = _ledger_signer(workspace).verifier()
+        verifiers[verifier.keyid] = verifier
+    return verifiers
+
+
+def audit_checkpoint(
+    *,
+    workspace: Workspace | None = None,
+    config_path: str | Path | None = None,
+    out: str | Path | None = None,
+) -> Checkpoint:
+    """Sign the ledger's current head with ``ledger.key``; ``out`` also writes it there."""
+    with workspace_for(workspace, config_path) as ws:
+        checkpoint = ws.ledger.checkpoint(_ledger_signer(ws))
+    if out is not None:
+        Path(out).write_text(checkpoint.to_text())
+    return checkpoint
+
+
+def audit_verify(
+    *,
+    workspace: Workspace | None = None,
+    config_path: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+) -> AuditReport:
+    """Every entry's hash and signature, the head, and (given) an external checkpoint."""
+    from conveyor.ledger import parse_checkpoint, verify_ledger
+
+    external = None
+    if checkpoint is not None:
+        try:
+            text = Path(checkpoint).read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read checkpoint {checkpoint}: {exc.strerror}") from exc
+        external = parse_checkpoint(text)
+    with workspace_for(workspace, config_path) as ws:
+        return verify_ledger(
+            ws.ledger,
+            verify_envelope=ws.verify_envelope,
+            checkpoint=external,
+            checkpoint_verifiers=_checkpoint_verifiers(ws),
+        )

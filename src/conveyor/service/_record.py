@@ -1,0 +1,353 @@
+"""Recording evidence about one digest: build, tests, scan, smoke, approval.
+
+Each verb parses its input first (nothing is signed for a bad file), resolves the
+reference once, builds its predicate (``Built``) from the resolved subject, and hands it to
+the one recording path (``_signing.record_statement``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Unpack
+
+from conveyor.errors import InputError
+from conveyor.oci.digest import Digest
+from conveyor.policy.labels import check_labels_agree
+from conveyor.policy.roles import EvidenceKind
+from conveyor.service._ci import CiContext
+from conveyor.service._signing import record_statement
+from conveyor.service._subject import Subject, resolve_subject
+from conveyor.service._workspace import Signing, Workspace, signing_workspace
+
+if TYPE_CHECKING:
+    from conveyor.evidence import TestCaseResult
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One piece of evidence, signed, attached and in the ledger."""
+
+    kind: str
+    name: str
+    digest: Digest
+    signer: str
+    predicate_type: str
+    ledger_index: int
+    envelope_digest: Digest
+    attached: str | None
+    environment: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}@{self.digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "reference": self.reference,
+            "digest": str(self.digest),
+            "signer": self.signer,
+            "predicate_type": self.predicate_type,
+            "ledger_index": self.ledger_index,
+            "envelope_digest": str(self.envelope_digest),
+            "attached": self.attached,
+            "environment": self.environment,
+            "summary": self.summary,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class Built:
+    """A predicate, what the face shows of it, and notes for the user."""
+
+    predicate: dict[str, Any]
+    summary: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+
+# Runs after the digest is known, before anything is signed.
+PredicateBuilder = Callable[[Subject, Workspace], Built]
+
+
+def _record(
+    reference: str,
+    common: Signing,
+    *,
+    kind: EvidenceKind,
+    predicate_type: str,
+    build: PredicateBuilder,
+    inspect: bool = False,
+    environment: str | None = None,
+    commit: str | Callable[[Workspace], str] | None = None,
+    before: Callable[[Workspace], None] | None = None,
+) -> Recorded:
+    with signing_workspace(common) as (workspace, signer):
+        assert signer is not None
+        if environment is not None:
+            workspace.config.require_environment(environment, defined=False)
+        workspace.require_role(signer.keyid, kind, environment)  # before any I/O
+        if before is not None:
+            before(workspace)
+        subject = resolve_subject(reference, workspace.opener, inspect=inspect)
+        built = build(subject, workspace)
+        signed = record_statement(
+            workspace,
+            subject,
+            kind=kind,
+            predicate_type=predicate_type,
+            predicate=built.predicate,
+            signer=signer,
+            environment=environment,
+            commit=commit(workspace) if callable(commit) else commit,
+        )
+    return Recorded(
+        kind=kind.value,
+        name=subject.name,
+        digest=subject.digest,
+        signer=signed.identity.name,
+        predicate_type=predicate_type,
+        ledger_index=signed.entry.index,
+        envelope_digest=signed.envelope_digest,
+        attached=signed.attached,
+        environment=environment,
+        summary=built.summary,
+        notes=built.notes,
+    )
+
+
+def record_build(
+    reference: str,
+    *,
+    commit: str | None = None,
+    run_id: str | None = None,
+    run_url: str | None = None,
+    builder_id: str | None = None,
+    ci: CiContext | None = None,
+    **common: Unpack[Signing],
+) -> Recorded:
+    """SLSA provenance for the digest REF names; labels and flags must tell one story.
+    Unset values default from ``ci`` (default: the workspace settings' CI context)."""
+    from conveyor.attest import SLSA_PROVENANCE_V1, slsa_provenance
+
+    facts: dict[str, str | None] = {}
+
+    def defaults(ws: Workspace) -> None:
+        context = ci if ci is not None else ws.settings.ci
+        facts["commit"] = commit or context.commit
+        facts["run_id"] = run_id or context.run_id
+        facts["run_url"] = run_url or context.run_url
+        facts["builder_id"] = builder_id or context.builder_id
+        facts["repository_url"] = context.repository_url
+        facts["ref"] = context.ref
+        if not facts["commit"]:
+            raise InputError("no commit: pass --commit SHA (or run in GitHub Actions / GitLab CI)")
+
+    def predicate(subject: Subject, _ws: Workspace) -> Built:
+        sha = facts["commit"] or ""
+        body = slsa_provenance(
+            commit=sha,
+            repository_url=facts["repository_url"],
+            run_id=facts["run_id"],
+            run_url=facts["run_url"],
+            builder_id=facts["builder_id"] or "https://conveyor.dev/builder/local",
+            ref=facts["ref"],
+        )  # validates the commit first: a branch name is bad input, not a disagreement
+        if subject.tag is not None:
+            # Where the tag pointed when this was built: lets a later promotion of a moved
+            # tag say what it named before.
+            body["buildDefinition"]["externalParameters"]["image"] = f"{subject.name}:{subject.tag}"
+        check_labels_agree(subject.labels, commit=sha, run_id=facts["run_id"])
+        summary = {"commit": sha.lower(), "run_id": facts["run_id"], "run_url": facts["run_url"]}
+        return Built(body, summary)
+
+    return _record(
+        reference,
+        common,
+        kind=EvidenceKind.BUILD,
+        predicate_type=SLSA_PROVENANCE_V1,
+        build=predicate,
+        inspect=True,
+        before=defaults,
+        commit=lambda _ws: (facts["commit"] or "").lower(),
+    )
+
+
+def attest_tests(
+    reference: str,
+    files: Sequence[str | Path],
+    *,
+    url: str | None = None,
+    **common: Unpack[Signing],
+) -> Recorded:
+    """in-toto test-result from one or more JUnit XML files."""
+    from conveyor.attest import TEST_RESULT_V01, ci_configuration, make_test_result
+    from conveyor.evidence import merge_reports, parse_junit_file
+
+    if not files:
+        raise InputError("name at least one JUnit XML file")
+    reports = [parse_junit_file(path) for path in files]  # parse before anything is signed
+    summary = merge_reports(reports)
+    cases = [case for report in reports for case in report.cases]
+
+    def label(case: TestCaseResult) -> str:
+        return f"{case.suite}::{case.name}" if case.suite else str(case.name)
+
+    def predicate(_subject: Subject, ws: Workspace) -> Built:
+        body = make_test_result(
+            passed=[label(c) for c in cases if c.outcome == "passed"],
+            failed=[label(c) for c in cases if c.outcome in ("failed", "errored")],
+            skipped=[label(c) for c in cases if c.outcome == "skipped"],
+            reports=[(report.path, report.sha256) for report in reports],
+            configuration=ci_configuration(ws.settings.ci_variables),
+            url=url,
+        )
+        notes = [f"{report.path}: {note}" for report in reports for note in report.notes]
+        if summary.total == 0:
+            notes.append("the reports hold no test cases: recorded as FAILED (no test ran)")
+        shown = {
+            "passed": summary.passed,
+            "failed": summary.failed,
+            "errored": summary.errored,
+            "skipped": summary.skipped,
+            "files": [str(path) for path in files],
+        }
+        return Built(body, shown, tuple(notes))
+
+    return _record(
+        reference,
+        common,
+        kind=EvidenceKind.TESTS,
+        predicate_type=TEST_RESULT_V01,
+        build=predicate,
+    )
+
+
+def attest_scan(
+    reference: str,
+    file: str | Path,
+    **common: Unpack[Signing],
+) -> Recorded:
+    """in-toto vulns from a Trivy, Grype, SARIF or Snyk report of this very image."""
+    from conveyor.attest import VULNS_V02, FindingInput, ScanInput, vulnerability_scan
+    from conveyor.evidence import parse_scan_file, require_scanned
+
+    report = parse_scan_file(file)
+
+    def predicate(subject: Subject, _ws: Workspace) -> Built:
+        inspection = subject.inspection
+        config_digest = inspection.config_digest if inspection else None
+        related = [child.digest for child in inspection.children] if inspection else []
+        require_scanned(report, subject.digest, config_digest=config_digest, related=related)
+        scanned = report.scanned_at or datetime.now(UTC)
+        body = vulnerability_scan(
+            ScanInput(
+                scanner_name=report.scanner_name,
+                scanner_version=report.scanner_version,
+                db_version=report.db_version,
+                db_updated=report.db_updated,
+                db_uri=report.db_uri,
+                started=scanned,
+                finished=scanned,
+                findings=[
+                    FindingInput(
+                        id=f.id,
+                        severity=f.severity,
+                        package=f.package,
+                        version=f.version,
+                        fixed_version=f.fixed_version,
+                    )
+                    for f in report.findings
+                ],
+            )
+        )
+        notes = []
+        if not report.names_digest:
+            notes.append(
+                f"{file}: the report names no image digest; conveyor could not check that it "
+                "scanned this image"
+            )
+        if report.scanned_at is None:
+            notes.append(f"{file}: the report carries no scan time; the time of recording is used")
+        if report.db_updated is None:
+            notes.append(
+                f"{file}: the report carries no vulnerability database time; "
+                "db.lastUpdate is the scan time (an upper bound)"
+            )
+        shown = {
+            "format": report.format,
+            "scanner": report.scanner_name,
+            "scanner_version": report.scanner_version,
+            "db_version": report.db_version,
+            "scanned_at": scanned.isoformat(),
+            "counts": dict(report.counts),
+        }
+        return Built(body, shown, tuple(notes))
+
+    return _record(
+        reference,
+        common,
+        kind=EvidenceKind.SCAN,
+        predicate_type=VULNS_V02,
+        build=predicate,
+        inspect=True,
+    )
+
+
+def attest_smoke(
+    reference: str,
+    *,
+    environment: str,
+    passed: bool,
+    url: str | None = None,
+    **common: Unpack[Signing],
+) -> Recorded:
+    """A smoke test of the digest in ``environment``, passed or not."""
+    from conveyor.attest import SMOKE_V1, smoke
+
+    now = datetime.now(UTC)
+
+    def predicate(_subject: Subject, _ws: Workspace) -> Built:
+        body = smoke(environment=environment, passed=passed, url=url, at=now)
+        return Built(body, {"passed": passed, "url": url})
+
+    return _record(
+        reference,
+        common,
+        kind=EvidenceKind.SMOKE,
+        predicate_type=SMOKE_V1,
+        build=predicate,
+        environment=environment,
+    )
+
+
+def approve(
+    reference: str,
+    *,
+    environment: str,
+    comment: str | None = None,
+    **common: Unpack[Signing],
+) -> Recorded:
+    """An approval of this digest for ``environment``, by a role the environment's approvals
+    gate (or break-glass) names (``approver`` when none names one)."""
+    from conveyor.attest import APPROVAL_V1, approval
+
+    now = datetime.now(UTC)
+
+    def predicate(_subject: Subject, _ws: Workspace) -> Built:
+        body = approval(environment=environment, comment=comment, at=now)
+        return Built(body, {"comment": comment})
+
+    return _record(
+        reference,
+        common,
+        kind=EvidenceKind.APPROVAL,
+        predicate_type=APPROVAL_V1,
+        build=predicate,
+        environment=environment,
+    )
