@@ -222,7 +222,9 @@ class LedgerContract:
         assert cp.verify({LEDGER_KEY.keyid: LEDGER_KEY})
         assert not cp.verify({LEDGER_KEY.keyid: HmacKey(LEDGER_KEY.keyid, b"other")})
         assert not cp.verify({})
-        assert parse_checkpoint(cp.to_text()) == cp
+        parsed = parse_checkpoint(cp.to_text())
+        assert parsed.to_text() == cp.to_text()
+        assert parsed.trusted_signer({LEDGER_KEY.keyid: LEDGER_KEY}) == LEDGER_KEY.keyid
         append_n(ledger, 2, start=5)
         later = ledger.checkpoint(LEDGER_KEY)
         assert ledger.checkpoints() == [cp, later]
