@@ -744,9 +744,15 @@ def audit_checkpoint(
 
 
 def audit_verify(
-    *, config_path: str | Path | None = None, checkpoint: str | Path | None = None
+    *,
+    config_path: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    full: bool = False,
 ) -> AuditReport:
+    """Audit the ledger; with a trusted ``checkpoint`` only the entries after it are verified
+    unless ``full`` (every signature on every core; columns compared with the statements)."""
     from conveyor.ledger import parse_checkpoint, verify_ledger
+    from conveyor.signed_facts import EnvelopeFacts
 
     external = None
     if checkpoint is not None:
@@ -756,11 +762,15 @@ def audit_verify(
             raise InputError(f"cannot read checkpoint {checkpoint}: {exc.strerror}") from exc
         external = parse_checkpoint(text)
     with open_workspace(config_path) as workspace:
+        facts = EnvelopeFacts.from_verifiers(
+            {identity.name: verifier for identity, verifier in workspace.trusted.values()}
+        )
         return verify_ledger(
             workspace.ledger,
-            verify_envelope=workspace.verify_envelope,
+            verify_envelope=facts,
             checkpoint=external,
             checkpoint_verifiers=_checkpoint_verifiers(workspace),
+            incremental=external is not None and not full,
         )
 
 

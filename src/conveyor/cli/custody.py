@@ -242,13 +242,22 @@ def audit_verify(
         Path | None,
         typer.Option("--checkpoint", metavar="FILE", help="A checkpoint kept elsewhere."),
     ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Re-verify every entry, even those a trusted --checkpoint covers."
+        ),
+    ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Recompute every leaf, signature and root; check consistency with a checkpoint."""
+    """Recompute every leaf, signature and root; check consistency with a checkpoint.
+
+    With a trusted --checkpoint only the entries after it are verified (its consistency
+    proof is checked); --full redoes everything."""
     from conveyor import service
 
-    report = service.audit_verify(config_path=config, checkpoint=checkpoint)
+    report = service.audit_verify(config_path=config, checkpoint=checkpoint, full=full)
     if as_json:
         render.as_json(
             {
