@@ -311,17 +311,18 @@ class _Pass:
 def _report_replays(
     groups: Iterable[list[int]], since: int, findings: _Findings, replays: list[int]
 ) -> None:
+    later_copies: list[tuple[int, int]] = []
     for indexes in groups:
         first, *later = sorted(indexes)
-        for j in later:
-            if j < since:
-                continue  # both copies lie under the trusted checkpoint
-            replays.append(j)
-            findings.add(
-                f"entry {j} repeats the signed statement of entry {first} (a replayed "
-                "envelope: one statement is one entry; readers must not count it)",
-                j,
-            )
+        # Both copies under the trusted checkpoint: covered by it, not re-reported.
+        later_copies.extend((j, first) for j in later if j >= since)
+    for j, first in sorted(later_copies):
+        replays.append(j)
+        findings.add(
+            f"entry {j} repeats the signed statement of entry {first} (a replayed "
+            "envelope: one statement is one entry; readers must not count it)",
+            j,
+        )
 
 
 def verify_ledger(
