@@ -148,6 +148,7 @@ class LedgerContract:
 
     def test_fresh_ledger_is_empty(self, make_ledger: MakeLedger) -> None:
         ledger = make_ledger()
+        assert ledger.latest_checkpoint() is None
         assert ledger.size() == 0
         assert ledger.root() == merkle.EMPTY_ROOT
         assert ledger.entries() == []
@@ -273,8 +274,10 @@ class LedgerContract:
         assert parsed.to_text() == cp.to_text()
         assert parsed.trusted_signer({LEDGER_KEY.keyid: LEDGER_KEY}) == LEDGER_KEY.keyid
         append_n(ledger, 2, start=5)
+        assert ledger.latest_checkpoint() == cp
         later = ledger.checkpoint(LEDGER_KEY)
         assert ledger.checkpoints() == [cp, later]
+        assert ledger.latest_checkpoint() == later
         report = verify_ledger(
             ledger,
             verify_envelope=verify_envelope,

@@ -430,6 +430,13 @@ class SqlLedger:
             ).all()
             return [_checkpoint(row) for row in rows]
 
+    def latest_checkpoint(self) -> Checkpoint | None:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id.desc()).limit(1)
+            ).one_or_none()
+            return None if row is None else _checkpoint(row)
+
     @contextmanager
     def serialized(self, lock_name: str) -> Iterator[None]:
         """Hold the database lock named ``lock_name`` for the block, in one transaction.

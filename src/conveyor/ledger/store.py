@@ -121,6 +121,10 @@ class Ledger(Protocol):
 
     def checkpoints(self) -> list[Checkpoint]: ...
 
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest stored checkpoint (one primary-key probe), or ``None``."""
+        ...
+
     def serialized(self, lock_name: str) -> AbstractContextManager[None]:
         """A database-level lock named ``lock_name`` held for the block; appends inside the
         block commit together when it ends and are rolled back if it raises."""
@@ -455,6 +459,10 @@ class MemoryLedger:
     def checkpoints(self) -> list[Checkpoint]:
         with self._lock:
             return list(self._state.checkpoints)
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        with self._lock:
+            return self._state.checkpoints[-1] if self._state.checkpoints else None
 
     @contextmanager
     def serialized(self, lock_name: str) -> Iterator[None]:
