@@ -94,26 +94,46 @@ class _Findings:
         return list(self.problems)
 
 
-# What the checking of one envelope yields: envelope sha256, statement sha256, the signature
-# problem (None: verified or not checked), the signed facts (None: not returned).
-_Checked = tuple[str, str, str | None, SignedFacts | None]
+# What checking one entry on its own yields (everything but its place in the tree): its leaf
+# hash recomputed from its facts, the problems found before the tree check (envelope and
+# statement digests, leaf) and after it (signature, columns against the signed facts).
+_Checked = tuple[bytes, tuple[str, ...], tuple[str, ...]]
 
 
-def _check_one(verify: EnvelopeVerifier | None, envelope: bytes) -> _Checked:
-    problem: str | None = None
-    facts: SignedFacts | None = None
+def _check_entry(verify: EnvelopeVerifier | None, entry: Entry) -> _Checked:
+    i = entry.index
+    before: list[str] = []
+    if hashlib.sha256(entry.envelope).hexdigest() != entry.envelope_sha256:
+        before.append(
+            f"entry {i}: the stored envelope bytes do not hash to its envelope_sha256 "
+            "(envelope edited)"
+        )
+    if statement_sha256(entry.envelope) != entry.statement_sha256:
+        before.append(
+            f"entry {i}: its statement_sha256 column is not the digest of the statement "
+            "its envelope signs (edited to hide a replay?)"
+        )
+    leaf = entry.computed_leaf_hash()
+    if leaf != entry.leaf_hash:
+        before.append(
+            f"entry {i}: its leaf hash does not match its recorded facts "
+            "(a field was edited, or the row was moved)"
+        )
+    after: list[str] = []
     if verify is not None:
         try:
-            returned = verify(envelope)
+            returned = verify(entry.envelope)
         except Exception as error:  # any failure of the caller's check is a bad signature
-            problem = " ".join(str(error).split())[:200] or type(error).__name__
+            reason = " ".join(str(error).split())[:200] or type(error).__name__
+            after.append(f"entry {i}: envelope signature does not verify: {reason}")
         else:
-            facts = returned if isinstance(returned, SignedFacts) else None
-    return hashlib.sha256(envelope).hexdigest(), statement_sha256(envelope), problem, facts
+            if isinstance(returned, SignedFacts):
+                after.extend(_fact_problems(entry, returned))
+    return leaf, tuple(before), tuple(after)
 
 
-def _check_many(verify: EnvelopeVerifier | None, envelopes: list[bytes]) -> list[_Checked]:
-    return [_check_one(verify, e) for e in envelopes]
+def _check_many(verify: EnvelopeVerifier | None, entries: list[Entry]) -> list[_Checked]:
+    return [_check_entry(verify, e) for e in entries]
 
 
 _WORKER_VERIFIER: EnvelopeVerifier | None = None
@@ -124,8 +144,13 @@ def _worker_init(verify: EnvelopeVerifier) -> None:
     _WORKER_VERIFIER = verify
 
 
-def _worker_check(envelopes: list[bytes]) -> list[_Checked]:
-    return _check_many(_WORKER_VERIFIER, envelopes)
+def _worker_check(rows: list[tuple[object, ...]]) -> list[_Checked]:
+    # Entries travel as plain tuples: cheaper to pickle than the dataclass.
+    return _check_many(_WORKER_VERIFIER, [Entry(*row) for row in rows])  # type: ignore[arg-type]
+
+
+def _as_row(entry: Entry) -> tuple[object, ...]:
+    return tuple(getattr(entry, name) for name in Entry.__slots__)
 
 
 def _picklable(value: object) -> bool:
@@ -137,7 +162,7 @@ def _picklable(value: object) -> bool:
 
 
 class _Checker:
-    """Checks chunks of envelopes in order: in a process pool, on threads, or inline."""
+    """Checks chunks of entries in order: in a process pool, on threads, or inline."""
 
     def __init__(self, verify: EnvelopeVerifier | None, workers: int, expected: int) -> None:
         self._verify = verify
@@ -158,12 +183,12 @@ class _Checker:
             self._threads = True
         self.workers = workers
 
-    def submit(self, envelopes: list[bytes]) -> Future[list[_Checked]] | list[_Checked]:
+    def submit(self, entries: list[Entry]) -> Future[list[_Checked]] | list[_Checked]:
         if self._pool is None:
-            return _check_many(self._verify, envelopes)
+            return _check_many(self._verify, entries)
         if self._threads:
-            return self._pool.submit(_check_many, self._verify, envelopes)
-        return self._pool.submit(_worker_check, envelopes)
+            return self._pool.submit(_check_many, self._verify, entries)
+        return self._pool.submit(_worker_check, [_as_row(e) for e in entries])
 
     def close(self) -> None:
         if self._pool is not None:
@@ -188,7 +213,7 @@ def _checked_in_order(
         yield from zip(batch, results, strict=True)
 
     for batch in _batches(entries):
-        in_flight.append((batch, checker.submit([e.envelope for e in batch])))
+        in_flight.append((batch, checker.submit(batch)))
         while len(in_flight) > limit:
             yield from drain()
     while in_flight:
@@ -252,9 +277,7 @@ class _Pass:
         *,
         signatures: bool,
     ) -> None:
-        for entry, (envelope_sha, statement, problem, facts) in _checked_in_order(
-            view.entries, checker
-        ):
+        for entry, (leaf, before, after) in _checked_in_order(view.entries, checker):
             i = entry.index
             if i != self.expected:
                 if i > self.expected:
@@ -268,26 +291,9 @@ class _Pass:
                     findings.add(f"entry index {i} is out of order after {self.expected - 1}", i)
             position = self.expected  # where this row sits in the recomputed tree
             self.expected = max(self.expected, i) + 1
-            if envelope_sha != entry.envelope_sha256:
-                findings.add(
-                    f"entry {i}: the stored envelope bytes do not hash to its envelope_sha256 "
-                    "(envelope edited)",
-                    i,
-                )
-            if statement != entry.statement_sha256:
-                findings.add(
-                    f"entry {i}: its statement_sha256 column is not the digest of the statement "
-                    "its envelope signs (edited to hide a replay?)",
-                    i,
-                )
-            self.statements.append(statement)
-            leaf = entry.computed_leaf_hash()
-            if leaf != entry.leaf_hash:
-                findings.add(
-                    f"entry {i}: its leaf hash does not match its recorded facts "
-                    "(a field was edited, or the row was moved)",
-                    i,
-                )
+            for message in before:
+                findings.add(message, i)
+            self.statements.append(entry.statement_sha256)  # checked against the envelope
             self.compact.append(leaf)
             tree_root = self.compact.root()
             if tree_root != entry.tree_root:
@@ -301,11 +307,8 @@ class _Pass:
                 self.roots_at[self.compact.size] = tree_root
             if signatures:
                 self.signatures += 1
-            if problem is not None:
-                findings.add(f"entry {i}: envelope signature does not verify: {problem}", i)
-            elif facts is not None:
-                for message in _fact_problems(entry, facts):
-                    findings.add(message, i)
+            for message in after:
+                findings.add(message, i)
 
 
 def _report_replays(
