@@ -266,6 +266,10 @@ def audit_verify(
                 "root": report.root.hex(),
                 "first_bad_index": report.first_bad_index,
                 "problems": list(report.problems),
+                "checked_signatures": report.checked_signatures,
+                "incremental": report.incremental,
+                "checked_from": report.checked_from,
+                "replays": list(report.replays),
             }
         )
     elif report.ok:
