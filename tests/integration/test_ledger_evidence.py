@@ -311,3 +311,19 @@ def test_the_reads_the_operations_need_use_indexes(make_ledger: MakeLedger) -> N
         assert "SCAN ledger_entries" not in plan.replace(
             f"ledger_entries USING INDEX {index}", ""
         ), plan
+
+
+def test_the_latest_checkpoint_is_one_index_probe(make_ledger: MakeLedger) -> None:
+    from conveyor.ledger.sql import _CHECKPOINT_COLUMNS, checkpoints_table
+
+    ledger = make_ledger()
+    assert isinstance(ledger, SqlLedger)
+    append_n(ledger, 3)
+    for _ in range(5):
+        ledger.checkpoint(LEDGER_KEY)
+    query = sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id.desc()).limit(1)
+    plan = _plan(ledger, query)
+    assert "TEMP B-TREE" not in plan, plan  # SQLite: walks the rowid backwards, stops at one
+    assert "Sort" not in plan, plan  # PostgreSQL: a backward index scan
+    assert "Seq Scan" not in plan, plan
+    assert ledger.latest_checkpoint() == ledger.checkpoints()[-1]

@@ -261,12 +261,15 @@ def _fact_problems(entry: Entry, facts: SignedFacts) -> list[str]:
 class _Pass:
     """The per-entry checks of one streamed pass, from a starting frontier."""
 
-    def __init__(self, compact: merkle.CompactRange, wanted_sizes: set[int]) -> None:
+    def __init__(
+        self, compact: merkle.CompactRange, wanted_sizes: set[int], *, keep_statements: bool
+    ) -> None:
         self.compact = compact
         self.expected = compact.size
         self.roots_at: dict[int, bytes] = {}
         self.wanted_sizes = wanted_sizes
-        self.statements: list[str] = []
+        # The incremental audit looks up replays of just these; the full one asks the store.
+        self.statements: list[str] | None = [] if keep_statements else None
         self.signatures = 0
 
     def run(
@@ -293,7 +296,8 @@ class _Pass:
             self.expected = max(self.expected, i) + 1
             for message in before:
                 findings.add(message, i)
-            self.statements.append(entry.statement_sha256)  # checked against the envelope
+            if self.statements is not None:
+                self.statements.append(entry.statement_sha256)  # checked against the envelope
             self.compact.append(leaf)
             tree_root = self.compact.root()
             if tree_root != entry.tree_root:
@@ -377,7 +381,7 @@ def _full(
         wanted_sizes = {cp.size for cp in view.checkpoints}
         if checkpoint is not None:
             wanted_sizes.add(checkpoint.size)
-        walk = _Pass(merkle.CompactRange(), wanted_sizes)
+        walk = _Pass(merkle.CompactRange(), wanted_sizes, keep_statements=False)
         walk.roots_at[0] = merkle.EMPTY_ROOT
         checker = _Checker(verify_envelope, count, view.size)
         try:
@@ -439,7 +443,8 @@ def _incremental(
         report.problems = findings.listed()
         return report
     wanted_sizes = {cp.size for cp in view.checkpoints if cp.size >= since}
-    walk = _Pass(merkle.CompactRange(since, [stored[n] for n in frontier_ids]), wanted_sizes)
+    frontier = merkle.CompactRange(since, [stored[n] for n in frontier_ids])
+    walk = _Pass(frontier, wanted_sizes, keep_statements=True)
     walk.roots_at[since] = checkpoint.root
     checker = _Checker(verify_envelope, count, view.size - since)
     try:
@@ -447,7 +452,7 @@ def _incremental(
     finally:
         checker.close()
     size, root = walk.compact.size, walk.compact.root()
-    _report_replays(view.replays(walk.statements), since, findings, replays)
+    _report_replays(view.replays(walk.statements or []), since, findings, replays)
     _check_head(view, size, root, findings)
     if size == view.size and size > since:
         plan = merkle.consistency_nodes(since, size)
