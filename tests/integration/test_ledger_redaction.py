@@ -29,17 +29,26 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Where the canary sits; {base} is a URL without credentials.
+CASES = {
+    "password parameter": "{base}?password={canary}",
+    "sslpassword parameter": "{base}?sslmode=disable&sslpassword={canary}",
+    "passfile parameter": "{base}?passfile=/tmp/{canary}/pgpass",
+    "userinfo": "postgresql+psycopg://conveyor:{canary}@{host}:{port}/{database}",
+    "percent-encoded userinfo": "postgresql://conveyor:{encoded}%40x@{host}:{port}/{database}",
+    "parameter in another case": "{base}?PassWord={canary}",
+    "option libpq refuses": "{base}?password={canary}&no_such_libpq_option=1",
+}
+
+
 def _urls(host: str, port: int, database: str = "ledger") -> list[str]:
     base = f"postgresql+psycopg://conveyor@{host}:{port}/{database}"
+    encoded = CANARY.replace("-", "%2D")
     return [
-        f"{base}?password={CANARY}",
-        f"{base}?sslmode=disable&sslpassword={CANARY}",
-        f"{base}?passfile=/tmp/{CANARY}/pgpass",
-        f"postgresql+psycopg://conveyor:{CANARY}@{host}:{port}/{database}",
-        f"postgresql://conveyor:{CANARY.replace('-', '%2D')}%40x@{host}:{port}/{database}",
-        f"{base}?PassWord={CANARY}",
-        f"{base}?password={CANARY}&no_such_libpq_option=1",  # libpq refuses the option
-    ]
+        case.format(base=base, canary=CANARY, encoded=encoded, host=host, port=port,
+                    database=database)
+        for case in CASES.values()
+    ]  # fmt: skip
 
 
 def _everything_shown(error: BaseException) -> str:
