@@ -65,8 +65,11 @@ def _assert_hidden(error: BaseException, caplog: pytest.LogCaptureFixture) -> No
     assert "\n" not in str(error)
 
 
-@pytest.mark.parametrize("url", _urls("127.0.0.1", _closed_port()))
-def test_a_closed_port_never_shows_a_credential(url: str, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("case", range(len(CASES)), ids=list(CASES))
+def test_a_closed_port_never_shows_a_credential(
+    case: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = _urls("127.0.0.1", _closed_port())[case]
     caplog.set_level(logging.DEBUG)
     with pytest.raises(ConveyorError) as caught:
         open_ledger(url)
