@@ -197,3 +197,28 @@ def test_error_classes_map_to_statuses(error: Exception, status: int) -> None:
     response = problem(error, request_id="r")  # type: ignore[arg-type]
     assert response.status_code == status
     assert response.media_type == "application/problem+json"
+
+
+def test_a_ledger_of_schema_0001_migrates_through_0002_to_the_token_table(tmp_path: Path) -> None:
+    import shutil
+
+    from conveyor.ledger import open_ledger
+    from conveyor.ledger.sql import SCHEMA_HEAD
+
+    fixture = Path(__file__).resolve().parent.parent / "assets/ledger/v0001-with-replays.db"
+    copy = tmp_path / "old.db"
+    shutil.copyfile(fixture, copy)
+    url = f"sqlite:///{copy}"
+    opened = TokenStore.open(url)  # 0001 -> v0002 (replays marked) -> 0003 (api_tokens)
+    try:
+        created = opened.create("ci", identity="ci", lifetime=timedelta(days=1), created_by="test")
+        assert opened.authenticate(created.token).identity == "ci"
+    finally:
+        opened.close()
+    versions = sqlite3.connect(copy).execute("SELECT version_num FROM alembic_version").fetchall()
+    assert versions == [(SCHEMA_HEAD,)] == [("0003_api_tokens",)]
+    ledger = open_ledger(url)
+    try:
+        assert [e.occurrence for e in ledger.entries()] == [0, 0, 0, 0, 1, 1, 2, 0]
+    finally:
+        ledger.close()

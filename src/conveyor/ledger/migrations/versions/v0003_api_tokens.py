@@ -1,7 +1,7 @@
 """API tokens of conveyor serve: hashed, expiring, revocable, bound to one identity.
 
 Revision ID: 0003_api_tokens
-Revises: 0001_ledger
+Revises: v0002_one_statement_one_entry
 Create Date: 2026-12-01
 
 The token store (src/conveyor/server/tokens.py) reads and writes this table; the ledger
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_api_tokens"
-down_revision = "0001_ledger"  # the integrator re-chains after 0002 (H5)
+down_revision = "v0002_one_statement_one_entry"
 branch_labels = None
 depends_on = None
 
