@@ -627,7 +627,7 @@ def test_a_client_signed_statement_naming_a_principal_is_not_believed(
     assert all(e["verified"] is False for e in forged)
 
 
-def test_an_upload_name_cannot_leave_the_spool_folder(served: ServedTeam) -> None:
+def test_an_upload_is_recorded_under_its_base_name_and_never_written(served: ServedTeam) -> None:
     ref = served.team.image("traversal")
     build = {"reference": ref, "commit": COMMIT, "run_id": "42"}
     _ok(_call(served, "ci", "POST", "/api/v1/builds", json=build))
@@ -636,8 +636,7 @@ def test_an_upload_name_cannot_leave_the_spool_folder(served: ServedTeam) -> Non
         _call(served, "ci", "POST", "/api/v1/tests", data={"reference": ref}, files=files)
     )
     (name,) = recorded["summary"]["files"]  # type: ignore[index]
-    assert ".." not in name
-    assert name.endswith("/1-evil.xml")
+    assert name == "evil.xml"  # the statement names the file, not the client's path
     assert not Path("/tmp/evil.xml").exists()
 
 
@@ -778,3 +777,61 @@ def test_pre_signed_envelopes_are_verified_and_bound_to_their_signer(served: Ser
         ).status_code
         == 400
     )
+
+
+def _without_ages(status: dict[str, object]) -> dict[str, object]:
+    for env in status["environments"]:  # type: ignore[attr-defined]
+        if env["current"]:
+            env["current"].pop("age_seconds")
+    return status
+
+
+def test_a_local_cli_and_the_server_agree_on_server_signed_evidence(served: ServedTeam) -> None:
+    ref = served.team.image("agree")
+    digest = ref.split("@")[1]
+    _record_ready(served, ref)
+    _ok(
+        _call(
+            served,
+            "deployer",
+            "POST",
+            "/api/v1/promotions",
+            json={"reference": ref, "environment": "staging"},
+        )
+    )
+    staging = f"oci:{served.team.root / 'staging'}:staging"
+    approval = {"reference": staging, "environment": "production"}
+    _ok(_call(served, "bob", "POST", "/api/v1/approvals", json=approval))
+    # A CLI process reading the same ledger directly applies the same rule: the server's
+    # signatures count for the principals they name.
+    local = served.team.cli("status", "--json")
+    assert local.returncode == 0, local.stderr
+    remote_status = _ok(_call(served, "viewer", "GET", "/api/v1/status"))
+    assert _without_ages(json.loads(local.stdout)) == _without_ages(remote_status)
+    current = {e["environment"]: e["current"] for e in json.loads(local.stdout)["environments"]}
+    assert current["staging"]["digest"] == digest
+    assert current["staging"]["promoted_by"] == "deployer"
+    traced = served.team.cli("trace", ref, "--json")
+    assert traced.returncode == 0, traced.stderr
+    events = json.loads(traced.stdout)["events"]
+    remote_trace = _ok(_call(served, "viewer", "GET", "/api/v1/trace", params={"query": ref}))
+    assert events == remote_trace["events"]
+    bob = next(e for e in events if e["kind"] == "approval")
+    assert (bob["signer"], bob["verified"]) == ("bob", True)
+    assert bob["via"] == "API token bob-token (signed by server)"
+    text = served.team.cli("trace", ref)
+    assert "bob via API token bob-token (signed by server)" in text.stdout
+    attached = served.team.cli("attestations", staging, "--json")
+    assert attached.returncode == 0, attached.stderr + attached.stdout
+    by = {a["signer"]: a for a in json.loads(attached.stdout)["attestations"]}
+    assert by["bob"]["via"] == "API token bob-token (signed by server)"
+    assert by["bob"]["verified"] is True
+    # the promoter-side check agrees too: bob's approval counts for production
+    checked = served.team.cli("check", staging, "--to", "production", "--json")
+    gates = {g["gate"]: g for g in json.loads(checked.stdout)["gates"]}
+    assert "1 of 2" in gates["approvals"]["reason"]
+    # the audit compares each row with its statement: the server's rows name their principal
+    # (other tests of this module store forgeries on purpose; none of ours is flagged)
+    audit = json.loads(served.team.cli("audit", "verify", "--json").stdout)
+    ours = {e["ledger_index"] for e in events}
+    assert not [p for p in audit["problems"] if int(p.split()[1].rstrip(":")) in ours]

@@ -6,7 +6,6 @@ import hashlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,26 +18,26 @@ from conveyor.errors import (
     RegistryError,
     VerificationError,
 )
-from conveyor.policy.config import Role
-from conveyor.server._interim import _principal_rule
+from conveyor.policy.config import Identity, Role
 from conveyor.server.auth import ACTS, NotAllowed, authorise
-from conveyor.server.principal import PRINCIPAL_V1, Principal
+from conveyor.server.principal import Principal
 from conveyor.server.problems import BodyTooLarge, problem, status_of
 from conveyor.server.strict import StrictJsonError, strict_loads
 from conveyor.server.tokens import TokenRefused, TokenStore, parse_lifetime
+from conveyor.service._principal import PRINCIPAL_V1, count_as
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 
 
-def _identity(*roles: str) -> SimpleNamespace:
-    return SimpleNamespace(roles=frozenset(Role(r) for r in roles))
+def _identity(name: str, *roles: str) -> Identity:
+    return Identity(name, None, frozenset(Role(r) for r in roles))
 
 
 IDENTITIES = {
-    "alice": _identity("approver"),
-    "server": _identity("server"),
-    "other-server": _identity("server"),
-    "ci": _identity("builder", "tester"),
+    "alice": _identity("alice", "approver"),
+    "server": _identity("server", "server"),
+    "other-server": _identity("other-server", "server"),
+    "ci": _identity("ci", "builder", "tester"),
 }
 
 
@@ -47,30 +46,50 @@ def _field(identity: object) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    ("predicate", "signer", "expected"),
+    ("predicate", "signer", "recorded_for", "expected"),
     [
-        ({}, "ci", None),  # client-signed, no field: today's rule
-        ({}, "server", None),  # the server as itself: counts as 'server' only
-        (_field("alice"), "server", ("alice", frozenset({"approver"}))),
-        (_field("alice"), "ci", "not a server identity"),  # a client claiming another
-        (_field("mallory"), "server", "not an identity"),
-        (_field("server"), "server", "server identity"),
-        (_field("other-server"), "server", "server identity"),
-        (_field(None), "server", "without a principal"),
-        ({PRINCIPAL_V1: "alice"}, "server", "without a principal"),
-        (_field(""), "server", "without a principal"),
+        ({}, "ci", "ci", ("ci", None)),  # client-signed, no field: today's rule
+        ({}, "server", "server", ("server", None)),  # the server as itself: 'server' only
+        (_field("alice"), "server", "alice", ("alice", "server")),
+        (_field("alice"), "server", "server", "recorded for 'server'"),  # row names another
+        (_field("alice"), "ci", "alice", "not a server identity"),  # a client claiming another
+        (_field("mallory"), "server", "mallory", "not an identity"),
+        (_field("server"), "server", "server", "server identity"),
+        (_field("other-server"), "server", "other-server", "server identity"),
+        (_field(None), "server", "server", "without a principal"),
+        ({PRINCIPAL_V1: "alice"}, "server", "alice", "without a principal"),
+        (_field(""), "server", "", "without a principal"),
     ],
 )
-def test_the_principal_rule(predicate: dict[str, object], signer: str, expected: object) -> None:
-    roles = frozenset(str(r) for r in IDENTITIES[signer].roles)
-    outcome = _principal_rule(
-        predicate, signer_roles=roles, signer_name=signer, identities=IDENTITIES
-    )
+def test_the_principal_rule(
+    predicate: dict[str, object], signer: str, recorded_for: str, expected: object
+) -> None:
+    outcome = count_as(predicate, IDENTITIES[signer], IDENTITIES, recorded_for=recorded_for)
     if isinstance(expected, str):
         assert isinstance(outcome, str)
         assert expected in outcome
     else:
-        assert outcome == expected
+        assert not isinstance(outcome, str)
+        assert (outcome.identity.name, outcome.server) == expected
+        assert outcome.roles == IDENTITIES[outcome.identity.name].roles
+
+
+def test_a_server_signed_statement_is_described_with_the_principal() -> None:
+    counted = count_as(
+        {PRINCIPAL_V1: {"identity": "alice", "authenticated": {"method": "api-token",
+                                                               "token": "alice-laptop"}}},
+        IDENTITIES["server"],
+        IDENTITIES,
+    )  # fmt: skip
+    assert not isinstance(counted, str)
+    assert counted.describe() == "alice via API token alice-laptop (signed by server)"
+
+
+def test_one_field_name_everywhere() -> None:
+    from conveyor.attest import PRINCIPAL_V1 as in_attest
+    from conveyor.server.principal import PRINCIPAL_V1 as in_server
+
+    assert PRINCIPAL_V1 == in_attest == in_server == "https://conveyor.dev/principal/v1"
 
 
 def test_the_statement_field_names_the_principal_and_never_the_token() -> None:

@@ -315,6 +315,7 @@ def attestations(
             state = "verified" if item.verified else "NOT VERIFIED"
             ledger = "in ledger" if item.in_ledger else "not in ledger"
             signer = f" by {item.signer}" if item.signer else ""
+            signer += f" via {item.via}" if item.via else ""
             problem = f": {item.problem}" if item.problem else ""
             render.line(
                 f"  {item.manifest_digest.short} {item.predicate_type or '?'} "

@@ -312,6 +312,7 @@ def trace(
         for event in (e for e in result.events if e.digest == digest):
             mark = "verified" if event.verified else "NOT VERIFIED"
             who = f" by {event.signer}" if event.signer else ""
+            who += f" via {event.via}" if event.via else ""
             render.line(
                 f"  #{event.index} {event.recorded_at:%Y-%m-%d %H:%M:%S} {event.kind:<9} "
                 f"{event.summary}{who} [{mark}]"

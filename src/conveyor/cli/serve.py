@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from conveyor.cli import render
-from conveyor.cli.main import app
+from conveyor.cli.app import app
 
 token_app = typer.Typer(help="API tokens of conveyor serve.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -135,20 +135,9 @@ def token_create(
         render.line(created["token"])
         render.info(f"token {name} for {identity}, expires {created['expires_at']}")
         return
-    from conveyor.policy.config import find_config, load_config
-    from conveyor.server.api import check_bindable
-    from conveyor.server.tokens import TokenStore, parse_lifetime
+    from conveyor.server.tokens import create_direct
 
-    lifetime = parse_lifetime(expires)
-    loaded = load_config(find_config(config))
-    check_bindable(loaded, identity)
-    store = TokenStore.open(loaded.ledger_url)
-    try:
-        made = store.create(
-            name, identity=identity, lifetime=lifetime, created_by="conveyor token create"
-        )
-    finally:
-        store.close()
+    made = create_direct(config, name, identity=identity, expires=expires)
     render.line(made.token)
     render.info(f"token {name} for {identity}, expires {made.info.to_dict()['expires_at']}")
 
@@ -163,14 +152,9 @@ def token_list(
         with client:
             rows = client.list_tokens()
     else:
-        from conveyor.policy.config import find_config, load_config
-        from conveyor.server.tokens import TokenStore
+        from conveyor.server.tokens import list_direct
 
-        store = TokenStore.open(load_config(find_config(config)).ledger_url)
-        try:
-            rows = [info.to_dict() for info in store.list()]
-        finally:
-            store.close()
+        rows = list_direct(config)
     if as_json:
         render.as_json({"tokens": rows})
         return
@@ -192,12 +176,7 @@ def token_revoke(
         with client:
             client.revoke_token(name)
     else:
-        from conveyor.policy.config import find_config, load_config
-        from conveyor.server.tokens import TokenStore
+        from conveyor.server.tokens import revoke_direct
 
-        store = TokenStore.open(load_config(find_config(config)).ledger_url)
-        try:
-            store.revoke(name)
-        finally:
-            store.close()
+        revoke_direct(config, name)
     render.line(f"revoked {name}")

@@ -5,9 +5,9 @@
 
 Modules: ``app`` (the factory, the request edge, error handlers), ``api`` (``/api/v1``),
 ``auth`` (what each act needs), ``tokens`` (API tokens in the ledger database),
-``principal`` (who is asking, and the statement field naming it), ``problems``
-(problem+json), ``strict`` (strict JSON bodies), ``observe`` (JSON logs, metrics) and
-``_interim`` (the one adapter to today's operations, until the injectable workspace lands).
+``principal`` (who is asking), ``problems`` (problem+json), ``strict`` (strict JSON
+bodies) and ``observe`` (JSON logs, metrics). The server keeps one ``service.Workspace`` per
+process and passes each request's signer (its own key) and principal to the operations.
 """
 
 from __future__ import annotations

@@ -8,10 +8,7 @@ Each handler: authenticate (``Principal``), authorise (``auth.ACTS``), call the 
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,15 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor import service
 from conveyor.errors import ConveyorError, InputError
-from conveyor.server import _interim
 from conveyor.server.auth import ACTS, NotAllowed, authorise
 from conveyor.server.principal import API_TOKEN, Principal
 from conveyor.server.problems import PROBLEM_JSON, NotFound, Problem
 from conveyor.server.strict import StrictRoute
-from conveyor.server.tokens import TokenRefused
+from conveyor.server.tokens import TokenRefused, check_bindable
 
 if TYPE_CHECKING:
-    from conveyor.server.app import ServerState
+    from conveyor.server.state import ServerState
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text}
@@ -108,22 +104,15 @@ def _allow(request: Request, who: Principal, act: str, environment: str | None =
         _state(request).config().model.environment(environment)  # unknown: 404
 
 
-@contextmanager
-def _acting(request: Request, who: Principal) -> Iterator[str]:
-    """The ``key=`` that makes today's verbs sign with the server's key for ``who``."""
-    signer = _state(request).signer()
-    with _interim.acting(who, signer) as key:
-        yield key
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
-
-
-def _common(request: Request) -> dict[str, Any]:
+def _acting(request: Request, who: Principal) -> dict[str, Any]:
+    """The keywords that make an operation sign with the server's key for ``who``, in the
+    process's one workspace."""
     state = _state(request)
-    return {"config_path": state.settings.config_path, "options": state.registry_options()}
+    return {"workspace": state.workspace(), "signer": state.signer(), "principal": who.acting()}
+
+
+def _reading(request: Request) -> dict[str, Any]:
+    return {"workspace": _state(request).workspace()}
 
 
 # --- who am I ----------------------------------------------------------------------------------
@@ -173,40 +162,28 @@ class BuildRequest(_Body):
 @router.post("/builds", summary="Record a build: SLSA provenance (conveyor record build)")
 def record_build(request: Request, who: Who, body: BuildRequest) -> Json:
     _allow(request, who, "record_build")
-    with _acting(request, who) as key:
-        result = service.record_build(
-            body.reference,
-            commit=body.commit,
-            run_id=body.run_id,
-            run_url=body.run_url,
-            builder_id=body.builder_id,
-            key=key,
-            **_common(request),
-        )
+    result = service.record_build(
+        body.reference,
+        commit=body.commit,
+        run_id=body.run_id,
+        run_url=body.run_url,
+        builder_id=body.builder_id,
+        **_acting(request, who),
+    )
     return result.to_dict()
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
-@contextmanager
-def _spooled(uploads: list[UploadFile], default: str) -> Iterator[list[Path]]:
-    """Uploads written to a private temporary folder, under their own base names.
-    UNTIL THE INJECTABLE WORKSPACE LANDS: the verbs read paths; the recorded file names are
-    these temporary paths."""
-    folder = Path(tempfile.mkdtemp(prefix="conveyor-upload-"))
-    try:
-        paths: list[Path] = []
-        for number, upload in enumerate(uploads, start=1):
-            base = _SAFE_NAME.sub("_", Path(upload.filename or "").name)[:100].lstrip(".")
-            name = f"{number}-{base or default}"
-            target = folder / name
-            with target.open("wb") as out:
-                shutil.copyfileobj(upload.file, out, length=1024 * 1024)
-            paths.append(target)
-        yield paths
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def _uploaded(uploads: list[UploadFile], default: str) -> list[tuple[str, bytes]]:
+    """Each upload as (its base name, its bytes): the name is what the statement records of
+    the file (the body cap at the edge bounds the bytes)."""
+    files = []
+    for upload in uploads:
+        base = _SAFE_NAME.sub("_", Path(upload.filename or "").name)[:100].lstrip(".")
+        files.append((base or default, upload.file.read()))
+    return files
 
 
 @router.post("/tests", summary="Attest test results from JUnit XML (conveyor attest tests)")
@@ -220,8 +197,8 @@ def attest_tests(
     _allow(request, who, "attest_tests")
     if not files:
         raise InputError("name at least one JUnit XML file")
-    with _spooled(files, "junit.xml") as paths, _acting(request, who) as key:
-        result = service.attest_tests(reference, paths, url=url, key=key, **_common(request))
+    uploaded = _uploaded(files, "junit.xml")
+    result = service.attest_tests(reference, uploaded, url=url, **_acting(request, who))
     return result.to_dict()
 
 
@@ -233,8 +210,8 @@ def attest_scan(
     file: Annotated[UploadFile, File(description="Trivy, Grype, SARIF or Snyk JSON")],
 ) -> Json:
     _allow(request, who, "attest_scan")
-    with _spooled([file], "scan.json") as paths, _acting(request, who) as key:
-        result = service.attest_scan(reference, paths[0], key=key, **_common(request))
+    (uploaded,) = _uploaded([file], "scan.json")
+    result = service.attest_scan(reference, uploaded, **_acting(request, who))
     return result.to_dict()
 
 
@@ -248,15 +225,13 @@ class SmokeRequest(_Body):
 @router.post("/smoke", summary="Attest a smoke test in an environment (conveyor attest smoke)")
 def attest_smoke(request: Request, who: Who, body: SmokeRequest) -> Json:
     _allow(request, who, "attest_smoke", body.environment)
-    with _acting(request, who) as key:
-        result = service.attest_smoke(
-            body.reference,
-            environment=body.environment,
-            passed=body.passed,
-            url=body.url,
-            key=key,
-            **_common(request),
-        )
+    result = service.attest_smoke(
+        body.reference,
+        environment=body.environment,
+        passed=body.passed,
+        url=body.url,
+        **_acting(request, who),
+    )
     return result.to_dict()
 
 
@@ -269,14 +244,12 @@ class ApprovalRequest(_Body):
 @router.post("/approvals", summary="Approve a digest for an environment (conveyor approve)")
 def approve(request: Request, who: Who, body: ApprovalRequest) -> Json:
     _allow(request, who, "approve", body.environment)
-    with _acting(request, who) as key:
-        result = service.approve(
-            body.reference,
-            environment=body.environment,
-            comment=body.comment,
-            key=key,
-            **_common(request),
-        )
+    result = service.approve(
+        body.reference,
+        environment=body.environment,
+        comment=body.comment,
+        **_acting(request, who),
+    )
     return result.to_dict()
 
 
@@ -310,14 +283,15 @@ def record_envelope(request: Request, who: Who, body: EnvelopeRequest) -> Json:
         raw = base64.b64decode(body.envelope, validate=True)
     except (binascii.Error, ValueError) as error:
         raise InputError("envelope: not base64") from error
-    presigned = _interim.open_presigned(raw, _state(request).config())
-    _allow(request, who, _KIND_ACTS[presigned.kind], presigned.environment)
-    if presigned.signer != who.identity:
+    workspace = _state(request).workspace()
+    opened = service.open_envelope(raw, workspace=workspace)
+    _allow(request, who, _KIND_ACTS[opened.kind.value], opened.environment)
+    if opened.signer != who.identity:
         raise NotAllowed(
-            f"not allowed: the envelope is signed by {presigned.signer}; a token of "
+            f"not allowed: the envelope is signed by {opened.signer}; a token of "
             f"{who.identity} submits only {who.identity}'s own statements"
         )
-    result = _interim.record_presigned(body.reference, presigned, **_common(request))
+    result = service.record_envelope(body.reference, raw, workspace=workspace)
     out: Json = result.to_dict()
     return out
 
@@ -347,14 +321,16 @@ def check(request: Request, who: Who, body: CheckRequest) -> Json:
     _allow(request, who, "read")
     state = _state(request)
     state.config().model.environment(body.environment)
-    with _interim.acting(who, state.signer()) if state.can_sign() else _nothing() as key:
-        result = service.check(
-            body.reference,
-            environment=body.environment,
-            key=key,
-            break_glass=body.break_glass,
-            **_common(request),
-        )
+    # The principal is the promoter; with the server's key it is checked like a signer.
+    signer = state.signer() if state.can_sign() else None
+    result = service.check(
+        body.reference,
+        environment=body.environment,
+        break_glass=body.break_glass,
+        workspace=state.workspace(),
+        signer=signer,
+        principal=who.acting(),
+    )
     _count_denials(request, result.decision)
     return result.to_dict()
 
@@ -391,14 +367,12 @@ def promote(request: Request, who: Who, body: PromoteRequest) -> Json:
     _allow(request, who, "promote", body.environment)
 
     def run() -> Any:
-        with _acting(request, who) as key:
-            return service.promote(
-                body.reference,
-                environment=body.environment,
-                key=key,
-                break_glass=body.break_glass,
-                **_common(request),
-            )
+        return service.promote(
+            body.reference,
+            environment=body.environment,
+            break_glass=body.break_glass,
+            **_acting(request, who),
+        )
 
     return _promotion(request, body.environment, run)
 
@@ -413,8 +387,7 @@ def rollback(request: Request, who: Who, body: RollbackRequest) -> Json:
     _allow(request, who, "rollback", body.environment)
 
     def run() -> Any:
-        with _acting(request, who) as key:
-            return service.rollback(body.environment, to=body.to, key=key, **_common(request))
+        return service.rollback(body.environment, to=body.to, **_acting(request, who))
 
     return _promotion(request, body.environment, run)
 
@@ -425,7 +398,7 @@ def rollback(request: Request, who: Who, body: RollbackRequest) -> Json:
 @router.get("/status", summary="Each environment: what runs now, the candidate and its gates")
 def status(request: Request, who: Who) -> Json:
     _allow(request, who, "read")
-    return {"environments": [item.to_dict() for item in service.status(**_common(request))]}
+    return {"environments": [item.to_dict() for item in service.status(**_reading(request))]}
 
 
 @router.get(
@@ -435,7 +408,7 @@ def status(request: Request, who: Who) -> Json:
 def history(request: Request, who: Who, environment: str) -> Json:
     _allow(request, who, "read")
     _state(request).config().model.environment(environment)
-    items = service.history(environment, config_path=_state(request).settings.config_path)
+    items = service.history(environment, **_reading(request))
     return {"environment": environment, "history": [item.to_dict() for item in items]}
 
 
@@ -446,10 +419,8 @@ def history(request: Request, who: Who, environment: str) -> Json:
 def promoted_digests(request: Request, who: Who, environment: str) -> Json:
     _allow(request, who, "read")
     _state(request).config().model.environment(environment)
-    digests = service.promoted_digests(
-        environment, config_path=_state(request).settings.config_path
-    )
-    items = service.history(environment, config_path=_state(request).settings.config_path)
+    digests = service.promoted_digests(environment, **_reading(request))
+    items = service.history(environment, **_reading(request))
     return {
         "environment": environment,
         "digests": sorted(digests),
@@ -462,7 +433,7 @@ def trace(
     request: Request, who: Who, query: Annotated[str, Query(min_length=1, max_length=2048)]
 ) -> Json:
     _allow(request, who, "read")
-    result: Json = service.trace(query, **_common(request)).to_dict()
+    result: Json = service.trace(query, **_reading(request)).to_dict()
     return result
 
 
@@ -471,8 +442,8 @@ def attestations(
     request: Request, who: Who, ref: Annotated[str, Query(min_length=1, max_length=2048)]
 ) -> Json:
     _allow(request, who, "read")
-    name, digest, found = service.list_attestations(ref, **_common(request))
-    return {"reference": f"{name}@{digest}", "attestations": [a.to_dict() for a in found]}
+    result: Json = service.list_attestations(ref, **_reading(request)).to_dict()
+    return result
 
 
 # --- audit -------------------------------------------------------------------------------------
@@ -482,32 +453,38 @@ class VerifyRequest(_Body):
     checkpoint: Annotated[str, Field(max_length=65536)] | None = Field(
         default=None, description="a checkpoint kept elsewhere (its text)"
     )
+    full: bool = Field(
+        default=False, description="re-verify every entry, even those the checkpoint covers"
+    )
 
 
 @router.post("/audit/verify", summary="Recompute every hash and signature (conveyor audit verify)")
 def audit_verify(request: Request, who: Who, body: VerifyRequest) -> Json:
     _allow(request, who, "read")
-    config_path = _state(request).settings.config_path
     if body.checkpoint is None:
-        report = service.audit_verify(config_path=config_path)
+        report = service.audit_verify(full=body.full, **_reading(request))
     else:
         with tempfile.TemporaryDirectory(prefix="conveyor-checkpoint-") as folder:
             path = Path(folder) / "checkpoint"
             path.write_text(body.checkpoint, encoding="utf-8")
-            report = service.audit_verify(config_path=config_path, checkpoint=path)
+            report = service.audit_verify(checkpoint=path, full=body.full, **_reading(request))
     return {
         "ok": report.ok,
         "size": report.size,
         "root": report.root.hex(),
         "first_bad_index": report.first_bad_index,
         "problems": list(report.problems),
+        "checked_signatures": report.checked_signatures,
+        "incremental": report.incremental,
+        "checked_from": report.checked_from,
+        "replays": list(report.replays),
     }
 
 
 @router.post("/audit/checkpoints", summary="Sign a checkpoint (conveyor audit checkpoint)")
 def audit_checkpoint(request: Request, who: Who) -> Json:
     _allow(request, who, "audit_checkpoint")
-    checkpoint = service.audit_checkpoint(config_path=_state(request).settings.config_path)
+    checkpoint = service.audit_checkpoint(**_reading(request))
     return {
         "origin": checkpoint.origin,
         "size": checkpoint.size,
@@ -570,16 +547,5 @@ def revoke_token(request: Request, who: Who, name: str) -> Json:
 @router.post("/admin/reload", summary="Re-read conveyor.yaml now (it is also re-read on change)")
 def reload(request: Request, who: Who) -> Json:
     _allow(request, who, "reload")
-    _interim.forget_configs()
     config = _state(request).config(force=True)
     return {"config": str(config.path), "identities": sorted(config.identities)}
-
-
-def check_bindable(config: Any, identity: str) -> None:
-    """A token is bound to one identity of conveyor.yaml that is not the server."""
-    found = config.identities.get(identity)
-    if found is None:
-        known = ", ".join(sorted(config.identities))
-        raise InputError(f"unknown identity {identity!r}; {config.path.name} defines: {known}")
-    if any(str(role) == "server" for role in found.roles):
-        raise InputError(f"{identity!r} is the server's identity; a token cannot act as it")

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -25,9 +22,8 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __version__
-from conveyor.errors import ConfigError, ConveyorError, InputError
-from conveyor.server import _interim
-from conveyor.server.observe import ACCESS_LOGGER, LOGGER, Metrics, log
+from conveyor.errors import ConveyorError, InputError
+from conveyor.server.observe import ACCESS_LOGGER, LOGGER, log
 from conveyor.server.problems import (
     BodyTooLarge,
     NotFound,
@@ -35,150 +31,17 @@ from conveyor.server.problems import (
     internal_problem,
     problem,
 )
+from conveyor.server.state import ServerSettings, ServerState
 
 if TYPE_CHECKING:
-    from conveyor.attest import Signer
-    from conveyor.policy.config import Config
     from conveyor.server.principal import Principal
-    from conveyor.server.tokens import TokenStore
-    from conveyor.service import RegistryOptions
 
-MIB = 1024 * 1024
-MAX_JSON_BYTES = 1 * MIB
-MAX_REPORT_BYTES = 50 * MIB
 REPORT_ROUTES = ("/api/v1/tests", "/api/v1/scans")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Everything the server reads from its environment, read once (``from_environment``)."""
-
-    config_path: Path
-    ledger_url: str | None = None  # None: the config's ledger (ledger.url or the default)
-    insecure_registries: tuple[str, ...] = ()
-    max_json_bytes: int = MAX_JSON_BYTES
-    max_report_bytes: int = MAX_REPORT_BYTES
-
-    @classmethod
-    def from_environment(
-        cls, config: str | Path | None = None, environ: MutableMapping[str, str] | None = None
-    ) -> ServerSettings:
-        from conveyor.policy.config import find_config
-
-        env = os.environ if environ is None else environ
-        path = find_config(config or env.get("CONVEYOR_CONFIG") or None)
-        hosts = tuple(
-            h.strip() for h in env.get("CONVEYOR_INSECURE_REGISTRIES", "").split(",") if h.strip()
-        )
-        return cls(
-            config_path=path.resolve(),
-            ledger_url=env.get("CONVEYOR_DB") or None,
-            insecure_registries=hosts,
-        )
-
-
-@dataclass
-class ServerState:
-    """What one server process holds: settings, caches it can rebuild, and metrics."""
-
-    settings: ServerSettings
-    metrics: Metrics = field(default_factory=Metrics)
-    _lock: threading.RLock = field(default_factory=threading.RLock)
-    _config: Config | None = None
-    _config_stamp: tuple[int, int] | None = None
-    _tokens: TokenStore | None = None
-    _signer: Signer | None = None
-    _signer_for: tuple[int, int] | None = None
-
-    # --- configuration: re-read when the file changes (every replica sees the same file) ---
-
-    def config(self, *, force: bool = False) -> Config:
-        from conveyor.policy.config import load_config
-
-        path = self.settings.config_path
-        try:
-            stat = path.stat()
-        except OSError as error:
-            raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from error
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        with self._lock:
-            if force or self._config is None or stamp != self._config_stamp:
-                self._config = load_config(path)
-                self._config_stamp = stamp
-            return self._config
-
-    def tokens(self) -> TokenStore:
-        from conveyor.server.tokens import TokenStore
-
-        with self._lock:
-            if self._tokens is None:
-                # CONVEYOR_DB, else the config's ledger: the same database the operations use.
-                url = self.settings.ledger_url or self.config().ledger_url
-                self._tokens = TokenStore.open(url)
-            return self._tokens
-
-    def signer(self) -> Signer:
-        """The server's signing key (``server.signing_key``), checked to be an identity with
-        the role ``server`` and no other."""
-        from conveyor.attest import load_signing_key
-
-        config = self.config()
-        spec = config.model.server.signing_key if config.model.server else None
-        if not spec:
-            raise Unavailable(
-                f"this server records nothing: {config.path} sets no server.signing_key"
-            )
-        with self._lock:
-            if self._signer is None or self._signer_for != self._config_stamp:
-                password = os.environ.get("CONVEYOR_KEY_PASSWORD")
-                signer = load_signing_key(
-                    str(config.resolve_path(spec)),
-                    password=password.encode() if password else None,
-                )
-                _require_server_identity(config, signer)
-                self._signer, self._signer_for = signer, self._config_stamp
-            return self._signer
-
-    def can_sign(self) -> bool:
-        config = self.config()
-        return bool(config.model.server and config.model.server.signing_key)
-
-    def registry_options(self) -> RegistryOptions:
-        from conveyor.service import RegistryOptions
-
-        return RegistryOptions(insecure_registries=self.settings.insecure_registries)
-
-    def close(self) -> None:
-        if self._tokens is not None:
-            self._tokens.close()
-
-
-def _require_server_identity(config: Config, signer: Signer) -> None:
-    from conveyor.attest import Verifier
-
-    for identity in config.identities.values():
-        if identity.key_path is None:
-            continue
-        try:
-            keyid = Verifier.from_pem(identity.key_path).keyid
-        except ConveyorError:
-            continue
-        if keyid == signer.keyid:
-            if {str(role) for role in identity.roles} != {"server"}:
-                raise ConfigError(
-                    f"{config.path}: server.signing_key belongs to identity {identity.name!r}, "
-                    "which must hold the role 'server' (and only it)"
-                )
-            return
-    raise ConfigError(
-        f"{config.path}: the public key of server.signing_key is not an identity; list it "
-        "under identities with roles: [server]"
-    )
 
 
 # --- the edge: request id, body caps, one log line, metrics -------------------------------------
@@ -195,7 +58,6 @@ class _Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        _interim.install()  # UNTIL THE INJECTABLE WORKSPACE LANDS; once per process
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         given = headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex

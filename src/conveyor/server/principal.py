@@ -1,17 +1,20 @@
-"""Who is asking: the authenticated principal, and the statement field that names it.
+"""Who is asking: the authenticated principal of a request.
 
-When the server records evidence it signs with its own key **on behalf of** the principal,
-and names the principal in one extension field of the predicate (``PRINCIPAL_V1``, a URI,
-as the in-toto parsing rules allow). docs/server.md documents the field and the exact rule
-by which the verified reader trusts it.
+When the server records evidence it signs with its own key **on behalf of** the principal;
+``acting()`` is what the operations get (``conveyor.service.Principal``): the identity and
+the record of how it authenticated, which the statement names in its ``PRINCIPAL_V1``
+field. docs/server.md documents the field and the rule by which the verified reader trusts it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-PRINCIPAL_V1 = "https://conveyor.dev/principal/v1"
+if TYPE_CHECKING:
+    from conveyor import service
+
+PRINCIPAL_V1 = "https://conveyor.dev/principal/v1"  # = conveyor.attest.PRINCIPAL_V1
 API_TOKEN = "api-token"  # noqa: S105 - the name of an authentication method, not a secret
 
 
@@ -26,15 +29,19 @@ class Principal:
     request_id: str | None = None
 
     @property
-    def authenticated(self) -> dict[str, str]:
+    def authenticated(self) -> dict[str, Any]:
+        """What the statement records of the proof (issue 13: OIDC issuer and claims)."""
         return {"method": self.method, "token": self.credential}
+
+    def acting(self) -> service.Principal:
+        """The principal as the operations take it (``principal=``)."""
+        from conveyor import service
+
+        return service.Principal(self.identity, self.authenticated, self.request_id)
 
     def statement_field(self) -> dict[str, Any]:
         """The value of ``PRINCIPAL_V1`` in a predicate the server signs for this principal."""
-        field: dict[str, Any] = {"identity": self.identity, "authenticated": self.authenticated}
-        if self.request_id:
-            field["request_id"] = self.request_id
-        return field
+        return self.acting().to_dict()
 
     def describe(self) -> str:
         return f"{self.identity} (API token {self.credential})"

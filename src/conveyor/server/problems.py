@@ -92,6 +92,8 @@ def status_of(error: ConveyorError) -> int:
         return 502
     if isinstance(error, PolicyDenied | VerificationError):
         return 409
+    if isinstance(error, LedgerError) and error.exit_code == 1:
+        return 409  # already recorded (DuplicateEvidence), or a tampered row: not an outage
     if isinstance(error, LedgerError | Unavailable):
         return 503
     if isinstance(error, ExternalError):

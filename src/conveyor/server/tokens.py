@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -263,3 +264,50 @@ def replace_revoked(info: TokenInfo, moment: datetime) -> TokenInfo:
     return TokenInfo(
         info.name, info.identity, info.created_at, info.expires_at, moment, info.created_by
     )
+
+
+def check_bindable(config: Any, identity: str) -> None:
+    """A token is bound to one identity of conveyor.yaml that is not the server."""
+    found = config.identities.get(identity)
+    if found is None:
+        known = ", ".join(sorted(config.identities))
+        raise InputError(f"unknown identity {identity!r}; {config.path.name} defines: {known}")
+    if any(str(role) == "server" for role in found.roles):
+        raise InputError(f"{identity!r} is the server's identity; a token cannot act as it")
+
+
+# --- an admin's bootstrap: the ledger database directly (conveyor token …, no --server) -------
+
+
+@contextmanager
+def direct_store(config_path: str | Path | None) -> Iterator[tuple[TokenStore, Any]]:
+    """The token store of the ledger conveyor.yaml (or CONVEYOR_DB) names, and the config."""
+    from conveyor.policy.config import find_config, load_config
+
+    config = load_config(find_config(config_path))
+    store = TokenStore.open(config.ledger_url)
+    try:
+        yield store, config
+    finally:
+        store.close()
+
+
+def create_direct(
+    config_path: str | Path | None, name: str, *, identity: str, expires: str | None
+) -> CreatedToken:
+    lifetime = parse_lifetime(expires)
+    with direct_store(config_path) as (store, config):
+        check_bindable(config, identity)
+        return store.create(
+            name, identity=identity, lifetime=lifetime, created_by="conveyor token create"
+        )
+
+
+def list_direct(config_path: str | Path | None) -> list[dict[str, Any]]:
+    with direct_store(config_path) as (store, _config):
+        return [info.to_dict() for info in store.list()]
+
+
+def revoke_direct(config_path: str | Path | None, name: str) -> None:
+    with direct_store(config_path) as (store, _config):
+        store.revoke(name)
