@@ -40,11 +40,18 @@ class NotAllowed(PolicyDenied):
 
 
 class Denied(PolicyDenied):
-    """409 from a gate: ``gates`` holds every gate's decision, as ``check --json`` does."""
+    """409 from a gate: ``gates`` holds every gate's decision, as ``check --json`` does;
+    ``decision`` the whole decision (``Decision.to_dict()``) when the server sent it."""
 
-    def __init__(self, message: str, gates: Sequence[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        gates: Sequence[Mapping[str, Any]] = (),
+        decision: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.gates = [dict(g) for g in gates]
+        self.decision = dict(decision) if decision is not None else {"gates": self.gates}
 
 
 class ServerError(ExternalError):
@@ -109,7 +116,12 @@ def error_from_problem(status: int, body: Any) -> ConveyorError:
     if status == 403:
         return NotAllowed(message)
     if status == 409 and isinstance(body, dict) and isinstance(body.get("gates"), list):
-        return Denied(message, [g for g in body["gates"] if isinstance(g, dict)])
+        decision = body.get("decision")
+        return Denied(
+            message,
+            [g for g in body["gates"] if isinstance(g, dict)],
+            decision if isinstance(decision, dict) else None,
+        )
     cls = _CLASSES.get(name) if isinstance(name, str) else None
     if cls is errors.ConfigError:
         problems = body.get("problems") if isinstance(body, dict) else None
@@ -298,9 +310,12 @@ class ConveyorClient:
     def attestations(self, ref: str) -> dict[str, Any]:
         return dict(self.request("GET", "/attestations", params={"ref": ref}))
 
-    def audit_verify(self, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    def audit_verify(
+        self, checkpoint: str | Path | None = None, *, full: bool = False
+    ) -> dict[str, Any]:
         text = _read(checkpoint).decode("utf-8", "replace") if checkpoint is not None else None
-        return dict(self.request("POST", "/audit/verify", json={"checkpoint": text}))
+        body = {"checkpoint": text, "full": full}
+        return dict(self.request("POST", "/audit/verify", json=body))
 
     def audit_checkpoint(self) -> dict[str, Any]:
         return dict(self.request("POST", "/audit/checkpoints"))

@@ -783,6 +783,7 @@ def _without_ages(status: dict[str, object]) -> dict[str, object]:
     for env in status["environments"]:  # type: ignore[attr-defined]
         if env["current"]:
             env["current"].pop("age_seconds")
+            env["current"].pop("age")
     return status
 
 

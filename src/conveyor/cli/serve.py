@@ -108,10 +108,11 @@ def serve(
 
 
 def _remote(server: str | None) -> Any:
-    from conveyor.client import ConveyorClient
+    from conveyor.cli import remote
 
-    url = server or os.environ.get("CONVEYOR_SERVER")
-    return ConveyorClient.from_environment(server=url) if url else None
+    if server is not None:
+        remote.choose(server, insecure=remote.insecure())
+    return remote.client()
 
 
 @token_app.command("create")

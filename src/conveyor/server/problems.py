@@ -48,6 +48,9 @@ class Problem(BaseModel):
     gates: list[dict[str, Any]] | None = Field(
         default=None, description="409 from a gate: every gate's decision and reason"
     )
+    decision: dict[str, Any] | None = Field(
+        default=None, description="409 from a gate: the whole decision (check --json's shape)"
+    )
 
 
 class ProblemResponse(JSONResponse):
@@ -136,6 +139,7 @@ def problem(
     if decision is not None:
         body["gates"] = [_gate(g) for g in getattr(decision, "gates", ())]
         body["environment"] = getattr(decision, "environment", None)
+        body["decision"] = decision.to_dict()  # what `promote --output json` prints on a denial
     headers = {"WWW-Authenticate": 'Bearer realm="conveyor"'} if code == 401 else None
     return ProblemResponse(body, status_code=code, headers=headers)
 

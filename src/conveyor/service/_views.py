@@ -73,6 +73,7 @@ class EnvironmentStatus:
         current = self.current.to_dict() if self.current else None
         if current is not None:
             current["age_seconds"] = self.current_age_seconds
+            current["age"] = self.current_age  # for people: "45m", "3d4h"
             current["image"] = self.current_image
         return {
             "environment": self.environment,
