@@ -52,7 +52,8 @@ def _ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[s
 
 
 def _timeless(text: str) -> str:
-    return re.sub(r"\b\d+[smhd] old\b", "N old", text)  # "scan 17s old" a second later
+    # "scan 17s old", "(9s)": ages measured a second apart
+    return re.sub(r"\b\d+[smhd]( old|\))", r"N\1", text)
 
 
 def _without_ages(text: str) -> object:
