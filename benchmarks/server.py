@@ -2,9 +2,9 @@
 SQLite, a small ledger) against the same operations in direct-database mode, in one run.
 
 Measured, each with the peer beside it:
-- one ``check`` as a fresh process: the CLI in direct-database mode (``conveyor check``) vs a
-  process that makes the one HTTP call remote mode makes (``conveyor.client``; the CLI's
-  remote wiring adds only its own start-up to it);
+- one ``check`` as a fresh process: the CLI in direct-database mode (``conveyor check``) vs
+  the CLI in remote mode (``CONVEYOR_SERVER``/``CONVEYOR_TOKEN``, from a folder without
+  conveyor.yaml) vs a bare process making the same one HTTP call (``conveyor.client``);
 - warm latency p50/p99 of ``check`` and ``status``: in-process ``conveyor.service`` vs HTTP;
 - ``status`` requests/s with 32 concurrent clients.
 
@@ -106,9 +106,18 @@ def main() -> None:
             f"assert c.check({ref!r}, environment='staging')['allowed']\n"
         )
         remote = _process([sys.executable, "-c", program], env, team.root, options.runs)
+        far = {k: v for k, v in env.items() if not k.startswith("CONVEYOR_")}
+        far.update(CONVEYOR_SERVER=server.url, CONVEYOR_TOKEN=token)
+        elsewhere = root / "elsewhere"  # remote mode needs no conveyor.yaml
+        elsewhere.mkdir()
+        cli_remote = _process(
+            [sys.executable, "-m", "conveyor", "check", ref, "--to", "staging"],
+            far, elsewhere, options.runs,
+        )  # fmt: skip
         print(
-            f"one check, fresh process: direct-database CLI {direct:.3f} s, remote call "
-            f"{remote:.3f} s, ratio direct/remote {direct / remote:.1f}x"
+            f"one check, fresh process: direct-database CLI {direct:.3f} s, CLI in remote mode "
+            f"{cli_remote:.3f} s, bare client call {remote:.3f} s; ratio direct/remote CLI "
+            f"{direct / cli_remote:.1f}x"
         )
 
         def local_check() -> object:
