@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import TypedDict
 
 from conveyor.errors import InputError, VerificationError
 
@@ -34,6 +35,7 @@ __all__ = [
     "DemoFailed",
     "Note",
     "Section",
+    "Serve",
     "Step",
     "prepare_directory",
     "script",
@@ -50,7 +52,33 @@ RECORDED = 8
 
 # Variables that would point the demo at another config, ledger or key than its own: the
 # face clears them while the demo runs (a team's CONVEYOR_DB must never receive demo rows).
-CLEARED_ENVIRONMENT = ("CONVEYOR_CONFIG", "CONVEYOR_DB", "CONVEYOR_SIGNING_KEY")
+CLEARED_ENVIRONMENT = (
+    "CONVEYOR_CONFIG",
+    "CONVEYOR_DB",
+    "CONVEYOR_SIGNING_KEY",
+    "CONVEYOR_SERVER",
+    "CONVEYOR_TOKEN",
+)
+# ``demo --server``: the identities act through the server, each with its own API token.
+PEOPLE = ("ci", "deployer", "alice", "bob")
+
+SERVER_CONFIG = """\
+# conveyor.yaml of the demo through conveyor serve: people and jobs have no keys; they act
+# through the server with API tokens, and the server signs for them with its own key.
+version: 1
+identities:
+  ci:       {roles: [builder, tester, scanner]}
+  deployer: {roles: [deployer]}
+  alice:    {roles: [approver]}
+  bob:      {roles: [approver]}
+  server:   {key: keys/server.pub, roles: [server]}
+server:
+  signing_key: keys/server.key
+ledger:
+  key: keys/ledger.key
+  public_key: keys/ledger.pub
+environments:
+"""
 
 CONFIG = """\
 # conveyor.yaml of the demo: the issue's staging/production example, with OCI image layouts
@@ -102,6 +130,13 @@ class Note:
 
 
 @dataclass(frozen=True)
+class Serve:
+    """``demo --server``: start ``conveyor serve`` in the demo directory (the face does)."""
+
+    why: str
+
+
+@dataclass(frozen=True)
 class Step:
     """One conveyor command (run in the demo directory) and what it must show."""
 
@@ -110,10 +145,15 @@ class Step:
     exit_code: int = 0
     expect: tuple[str, ...] = ()  # text the output must contain
     refuse: tuple[str, ...] = ()  # text it must not contain
+    token: str | None = None  # run with CONVEYOR_TOKEN=$<token> (demo --server)
+    capture: str | None = None  # keep the output's first line as $<capture>
 
     @property
     def command(self) -> str:
-        return shlex.join(("conveyor", *self.argv))
+        line = shlex.join(("conveyor", *self.argv))
+        if self.capture:
+            line = f"{self.capture}=$({line})"
+        return f"CONVEYOR_TOKEN=${self.token} {line}" if self.token else line
 
     def problems(self, exit_code: int, output: str) -> list[str]:
         found = []
@@ -124,7 +164,20 @@ class Step:
         return found
 
 
-DemoItem = Section | Note | Step
+DemoItem = Section | Note | Step | Serve
+
+
+class _Signed(TypedDict):
+    argv: tuple[str, ...]
+    token: str | None
+
+
+class _Reading(TypedDict):
+    token: str | None
+
+
+def token_variable(identity: str) -> str:
+    return f"{identity.upper()}_TOKEN"
 
 
 def prepare_directory(directory: Path | None) -> Path:
@@ -143,28 +196,54 @@ def _data(name: str) -> str:
 
 
 def script(
-    base: Path, *, commit: str | None = None, run_id: str | None = None
+    base: Path,
+    *,
+    commit: str | None = None,
+    run_id: str | None = None,
+    server: bool = False,
 ) -> Iterator[DemoItem]:
     """The demo, item by item. Files are written into ``base`` as the items are produced,
-    so a ``Step`` may rely on everything yielded before it having run."""
+    so a ``Step`` may rely on everything yielded before it having run. ``server``: the same
+    pipeline through ``conveyor serve``, each identity with its own API token."""
     from conveyor import service
 
     commit = commit or secrets.token_hex(20)
     run_id = run_id or str(7_000_000_000 + secrets.randbelow(1_000_000_000))
     keys = "keys"
 
+    def signed(who: str, *argv: str) -> _Signed:
+        """The same command, signed by ``who``: with their key, or their token."""
+        if server:
+            return {"argv": argv, "token": token_variable(who)}
+        return {"argv": (*argv, "--key", f"{keys}/{who}.key"), "token": None}
+
     yield Section("Set-up: keys for each identity, and conveyor.yaml")
-    for name in IDENTITIES:
+    for name in ("server", "ledger") if server else IDENTITIES:
         yield Step(
             ("keys", "generate", name, "--out", keys),
-            why=f"a signing key for {name}"
-            if name != "ledger"
-            else "the key that signs ledger checkpoints",
+            why={
+                "ledger": "the key that signs ledger checkpoints",
+                "server": "the key conveyor serve signs with, for whoever it acts for",
+            }.get(name, f"a signing key for {name}"),
             expect=(f"{keys}/{name}.pub",),
         )
     config = CONFIG.format(staging=STAGING_REPOSITORY, production=PRODUCTION_REPOSITORY)
+    if server:
+        config = SERVER_CONFIG + config.split("environments:\n", 1)[1]
     (base / "conveyor.yaml").write_text(config, encoding="utf-8")
     yield Note("wrote conveyor.yaml: who signs what, and the gates of each environment", config)
+    if server:
+        yield Section("The server: one API token per identity, then conveyor serve")
+        for name in PEOPLE:
+            yield Step(
+                ("token", "create", f"{name}-demo", "--identity", name),
+                why=f"an API token for {name} (an admin's bootstrap: straight into the ledger "
+                "database; shown once, only its hash is kept)",
+                capture=token_variable(name),
+                expect=(f"token {name}-demo for {name}",),
+            )
+        yield Serve("the team server on a free loopback port; every command below goes "
+                    "through it (CONVEYOR_SERVER), authenticated by a token")  # fmt: skip
 
     yield Section("Build job: build the image once, record its provenance")
     labels = {
@@ -192,17 +271,7 @@ def script(
         expect=(digest, f"git.commit={commit}", f"ci.run={run_id}"),
     )
     yield Step(
-        (
-            "record",
-            "build",
-            tagged,
-            "--commit",
-            commit,
-            "--run-id",
-            run_id,
-            "--key",
-            f"{keys}/ci.key",
-        ),
+        **signed("ci", "record", "build", tagged, "--commit", commit, "--run-id", run_id),
         why="the build job records SLSA provenance: this digest, from this commit, by this run",
         expect=("recorded build", digest),
     )
@@ -214,7 +283,7 @@ def script(
     (reports / "junit.xml").write_text(_data("junit-payment-api.xml"), encoding="utf-8")
     yield Note("wrote reports/junit.xml (sample pytest report: 11 passed, 1 skipped)")
     yield Step(
-        ("attest", "tests", build_ref, "reports/junit.xml", "--key", f"{keys}/ci.key"),
+        **signed("ci", "attest", "tests", build_ref, "reports/junit.xml"),
         why="test results, signed by a tester, about this digest (not a tag)",
         expect=("recorded tests", digest),
     )
@@ -235,14 +304,14 @@ def script(
         "IMAGE@DIGEST)"
     )
     yield Step(
-        ("attest", "scan", build_ref, "reports/trivy.json", "--key", f"{keys}/ci.key"),
+        **signed("ci", "attest", "scan", build_ref, "reports/trivy.json"),
         why="the scan is checked to be of this very digest before it is signed",
         expect=("recorded scan", digest),
     )
 
     yield Section("Deploy: production first? Refused, with its reasons")
     yield Step(
-        ("promote", build_ref, "--to", "production", "--key", f"{keys}/deployer.key"),
+        **signed("deployer", "promote", build_ref, "--to", "production"),
         why="the gates say what is missing: it has not been through staging, nobody approved",
         exit_code=1,
         expect=("pass  tests", "pass  scan", "FAIL  after", "FAIL  approvals", "denied"),
@@ -251,7 +320,7 @@ def script(
     yield Section("Deploy staging: promote the same digest, then smoke-test it there")
     staging_ref = f"{STAGING_REPOSITORY}@{digest}"
     yield Step(
-        ("promote", tagged, "--to", "staging", "--key", f"{keys}/deployer.key"),
+        **signed("deployer", "promote", tagged, "--to", "staging"),
         why="the tag is resolved once; the digest is placed in staging unchanged and recorded",
         # the ledger names layouts by absolute path (relative ones are relative to conveyor.yaml)
         expect=(
@@ -262,7 +331,8 @@ def script(
         ),
     )
     yield Step(
-        (
+        **signed(
+            "ci",
             "attest",
             "smoke",
             staging_ref,
@@ -271,8 +341,6 @@ def script(
             "--passed",
             "--url",
             "https://staging.payment-api.example.com/healthz",
-            "--key",
-            f"{keys}/ci.key",
         ),
         why="the smoke test of staging passed: production's `after` gate asks for it",
         expect=("recorded smoke for staging",),
@@ -281,22 +349,21 @@ def script(
     yield Section("Deploy production: two approvals, then the same digest again")
     for approver, comment in (("alice", "release 1.0.0"), ("bob", "looks good")):
         yield Step(
-            (
+            **signed(
+                approver,
                 "approve",
                 staging_ref,
                 "--env",
                 "production",
                 "--comment",
                 comment,
-                "--key",
-                f"{keys}/{approver}.key",
             ),
             why=f"{approver} approves this digest for production (bound to both)",
             expect=("recorded approval for production", f"signed by {approver}"),
         )
     production_ref = f"{PRODUCTION_REPOSITORY}@{digest}"
     yield Step(
-        ("promote", staging_ref, "--to", "production", "--key", f"{keys}/deployer.key"),
+        **signed("deployer", "promote", staging_ref, "--to", "production"),
         why="every gate passes now; each line names the evidence it used",
         expect=(
             "promoted oci:",
@@ -309,15 +376,7 @@ def script(
         refuse=("FAIL",),
     )
     yield Step(
-        (
-            "promote",
-            staging_ref,
-            "--to",
-            "production",
-            "--key",
-            f"{keys}/deployer.key",
-            "--helm-args",
-        ),
+        **signed("deployer", "promote", staging_ref, "--to", "production", "--helm-args"),
         why="a deploy step asks again: already there, nothing recorded; helm gets the digest",
         expect=(
             "--set image.repository=oci:",
@@ -331,8 +390,10 @@ def script(
         why="production's moving tag names the very digest that was built and tested",
         expect=(production_ref,),
     )
+    reader: _Reading = {"token": token_variable("alice") if server else None}  # all may read
     yield Step(
         ("status",),
+        **reader,
         why="each environment: its digest, commit, when and by whom",
         expect=(
             f"/registry/payment-api-staging@{digest} commit {commit[:12]}",
@@ -341,16 +402,19 @@ def script(
     )
     yield Step(
         ("trace", commit[:12]),
+        **reader,
         why="the chain of custody of everything built from the commit",
         expect=(digest, "promoted to staging", "promoted to production", "[verified]"),
         refuse=("NOT VERIFIED",),
     )
     yield Step(
         ("audit", "checkpoint", "--out", "ledger.checkpoint"),
+        token=token_variable("deployer") if server else None,
         why="a signed checkpoint of the ledger, to keep elsewhere (CI log, another host)",
     )
     yield Step(
         ("audit", "verify", "--checkpoint", "ledger.checkpoint"),
+        **reader,
         why="every entry's hash and signature recomputed; consistent with the checkpoint",
         expect=(f"ledger ok: {RECORDED} entries",),
     )

@@ -40,7 +40,7 @@ identities:
   ci:       {key: keys/ci.pub,       roles: [builder, tester, sccanner]}
   deployer: {key: keys/missing.pub,  roles: [deployer]}
   Alice:    {key: keys/alice.pub,    roles: [approver]}
-  bob:      {roles: [approver]}
+  bob:      {roles: [server]}
 colour: blue
 """
     with pytest.raises(ConfigError) as info:

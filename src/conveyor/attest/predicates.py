@@ -24,6 +24,9 @@ CONVEYOR_PREDICATE_PREFIX = "https://conveyor.dev/attestation/"
 APPROVAL_V1 = CONVEYOR_PREDICATE_PREFIX + "approval/v1"
 SMOKE_V1 = CONVEYOR_PREDICATE_PREFIX + "smoke/v1"
 PROMOTION_V1 = CONVEYOR_PREDICATE_PREFIX + "promotion/v1"
+# Extension field (a URI, as in-toto allows) of a predicate ``conveyor serve`` signs on behalf
+# of a principal: {"identity": NAME, "authenticated": {...}} (docs/server.md).
+PRINCIPAL_V1 = "https://conveyor.dev/principal/v1"
 
 # The default buildType of provenance conveyor records (documented in docs/predicates.md).
 CONVEYOR_BUILD_TYPE = CONVEYOR_PREDICATE_PREFIX + "build/v1"

@@ -40,8 +40,23 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    server: str | None = typer.Option(
+        None,
+        "--server",
+        metavar="URL",
+        help="Go through this conveyor server (default: CONVEYOR_SERVER), authenticated by "
+        "CONVEYOR_TOKEN; no conveyor.yaml or database needed.",
+    ),
+    insecure_server: bool = typer.Option(
+        False,
+        "--insecure-server",
+        help="Allow plain http:// to a non-loopback server (the token travels in clear).",
+    ),
 ) -> None:
     """Promote one immutable image digest through environments, with a signed chain of custody."""
+    from conveyor.cli import remote
+
+    remote.choose(server, insecure=insecure_server)
 
 
 def execute(argv: Sequence[str] | None = None) -> int:

@@ -42,8 +42,15 @@ def lint(
 ) -> None:
     """Find mutable image references and rebuild-per-environment mistakes; exit 1 on errors."""
     from conveyor import service
+    from conveyor.cli import remote
 
-    report = service.lint(paths, environment=env, config_path=config)
+    server = remote.client() if env is not None else None
+    if server is not None:  # the promotions come from the server's ledger
+        with server:
+            promoted = server.promoted_digests(env or "")
+        report = service.lint(paths, environment=env, config_path=config, promoted=promoted)
+    else:
+        report = service.lint(paths, environment=env, config_path=config)
     if output_format is OutputFormat.JSON:
         render.line(json.dumps(report.to_dict(), indent=2))
     elif output_format is OutputFormat.SARIF:

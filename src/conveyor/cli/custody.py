@@ -6,12 +6,13 @@ Each command parses its arguments, calls the service and renders the result; the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
-from conveyor.cli import render
+from conveyor.cli import remote, render
 from conveyor.cli.app import app
 from conveyor.cli.options import (
     ConfigOption,
@@ -23,9 +24,6 @@ from conveyor.cli.options import (
     registry_options,
 )
 
-if TYPE_CHECKING:
-    from conveyor.service import Recorded
-
 keys_app = typer.Typer(help="Signing keys.", no_args_is_help=True)
 record_app = typer.Typer(help="Record facts about an artifact (signed, in the ledger).")
 attest_app = typer.Typer(help="Attest evidence about an artifact: tests, scans, smoke tests.")
@@ -36,22 +34,37 @@ app.add_typer(attest_app, name="attest")
 app.add_typer(audit_app, name="audit")
 
 
-def _show(result: Recorded, as_json: bool) -> None:
+def _show(result: dict[str, Any], as_json: bool) -> None:
+    """A recorded piece of evidence (``Recorded.to_dict()``, in both modes)."""
     if as_json:
-        render.as_json(result.to_dict())
+        render.as_json(result)
         return
-    where = f" for {result.environment}" if result.environment else ""
+    where = f" for {result['environment']}" if result.get("environment") else ""
     render.line(
-        f"recorded {result.kind}{where}: {result.reference} "
-        f"(ledger #{result.ledger_index}, signed by {result.signer})"
+        f"recorded {result['kind']}{where}: {result['reference']} "
+        f"(ledger #{result['ledger_index']}, signed by {result['signer']})"
     )
-    for key, value in result.summary.items():
+    for key, value in (result.get("summary") or {}).items():
         if value not in (None, [], {}):
             render.info(f"  {key}: {value}")
-    if result.attached:
-        render.info(f"  attached: {result.attached}")
-    for note in result.notes:
+    if result.get("attached"):
+        render.info(f"  attached: {result['attached']}")
+    for note in result.get("notes") or ():
         render.info(f"  note: {note}")
+
+
+def _ci_defaults(
+    commit: str | None, run_id: str | None, run_url: str | None, builder_id: str | None
+) -> tuple[str, str | None, str | None, str | None]:
+    """Remote mode: the CI variables of THIS machine fill in what the flags leave out."""
+    from conveyor.errors import InputError
+    from conveyor.service import ci_context
+
+    ci = ci_context(os.environ)
+    commit = commit or ci.commit
+    if not commit:
+        raise InputError("no commit: pass --commit SHA (or run in GitHub Actions / GitLab CI)")
+    return commit, run_id or ci.run_id, run_url or ci.run_url, builder_id or ci.builder_id
 
 
 @keys_app.command("generate")
@@ -152,6 +165,13 @@ def record_build(
     insecure_registry: Insecure = None,
 ) -> None:
     """Record SLSA provenance: this digest was built from COMMIT by CI run ID."""
+    server = remote.client(key=key)
+    if server is not None:
+        sha, run, url, builder = _ci_defaults(commit, run_id, run_url, builder_id)
+        with server:
+            done = server.record_build(ref, commit=sha, run_id=run, run_url=url, builder_id=builder)
+        _show(done, as_json)
+        return
     from conveyor import service
 
     result = service.record_build(
@@ -164,7 +184,7 @@ def record_build(
         config_path=config,
         options=registry_options(insecure_registry),
     )
-    _show(result, as_json)
+    _show(result.to_dict(), as_json)
 
 
 @attest_app.command("tests")
@@ -178,6 +198,11 @@ def attest_tests(
     insecure_registry: Insecure = None,
 ) -> None:
     """Attest test results (in-toto test-result) from JUnit XML files."""
+    server = remote.client(key=key)
+    if server is not None:
+        with server:
+            _show(server.attest_tests(ref, files, url=url), as_json)
+        return
     from conveyor import service
 
     result = service.attest_tests(
@@ -188,7 +213,7 @@ def attest_tests(
         config_path=config,
         options=registry_options(insecure_registry),
     )
-    _show(result, as_json)
+    _show(result.to_dict(), as_json)
 
 
 @attest_app.command("scan")
@@ -201,12 +226,17 @@ def attest_scan(
     insecure_registry: Insecure = None,
 ) -> None:
     """Attest a vulnerability scan (in-toto vulns) of this very image."""
+    server = remote.client(key=key)
+    if server is not None:
+        with server:
+            _show(server.attest_scan(ref, file), as_json)
+        return
     from conveyor import service
 
     result = service.attest_scan(
         ref, file, key=key, config_path=config, options=registry_options(insecure_registry)
     )
-    _show(result, as_json)
+    _show(result.to_dict(), as_json)
 
 
 @attest_app.command("smoke")
@@ -228,6 +258,11 @@ def attest_smoke(
 
     if passed is None:
         raise InputError("say the outcome: --passed or --failed")
+    server = remote.client(key=key)
+    if server is not None:
+        with server:
+            _show(server.attest_smoke(ref, environment=env, passed=passed, url=url), as_json)
+        return
     result = service.attest_smoke(
         ref,
         environment=env,
@@ -237,7 +272,7 @@ def attest_smoke(
         config_path=config,
         options=registry_options(insecure_registry),
     )
-    _show(result, as_json)
+    _show(result.to_dict(), as_json)
 
 
 @app.command()
@@ -250,7 +285,12 @@ def approve(
     as_json: JsonOption = False,
     insecure_registry: Insecure = None,
 ) -> None:
-    """Approve this digest (not a tag) for ENV, signed by your key."""
+    """Approve this digest (not a tag) for ENV, signed by your key (or by the server for you)."""
+    server = remote.client(key=key)
+    if server is not None:
+        with server:
+            _show(server.approve(ref, environment=env, comment=comment), as_json)
+        return
     from conveyor import service
 
     result = service.approve(
@@ -261,7 +301,7 @@ def approve(
         config_path=config,
         options=registry_options(insecure_registry),
     )
-    _show(result, as_json)
+    _show(result.to_dict(), as_json)
 
 
 @audit_app.command("verify")
@@ -270,35 +310,49 @@ def audit_verify(
         Path | None,
         typer.Option("--checkpoint", metavar="FILE", help="A checkpoint kept elsewhere."),
     ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Re-verify every entry, even those a trusted --checkpoint covers."
+        ),
+    ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Recompute every leaf, signature and root; check consistency with a checkpoint."""
-    from conveyor import service
+    """Recompute every leaf, signature and root; check consistency with a checkpoint.
 
-    report = service.audit_verify(config_path=config, checkpoint=checkpoint)
-    if as_json:
-        render.as_json(
-            {
-                "ok": report.ok,
-                "size": report.size,
-                "root": report.root.hex(),
-                "first_bad_index": report.first_bad_index,
-                "problems": list(report.problems),
-            }
-        )
-    elif report.ok:
-        render.line(f"ledger ok: {report.size} entries, root {report.root.hex()}")
+    With a trusted --checkpoint only the entries after it are verified (its consistency
+    proof is checked); --full redoes everything."""
+    server = remote.client()
+    if server is not None:
+        with server:
+            report = server.audit_verify(checkpoint, full=full)
     else:
-        where = (
-            f" (first bad entry #{report.first_bad_index})"
-            if report.first_bad_index is not None
-            else ""
-        )
+        from conveyor import service
+
+        done = service.audit_verify(config_path=config, checkpoint=checkpoint, full=full)
+        report = {
+            "ok": done.ok,
+            "size": done.size,
+            "root": done.root.hex(),
+            "first_bad_index": done.first_bad_index,
+            "problems": list(done.problems),
+            "checked_signatures": done.checked_signatures,
+            "incremental": done.incremental,
+            "checked_from": done.checked_from,
+            "replays": list(done.replays),
+        }
+    if as_json:
+        render.as_json(report)
+    elif report["ok"]:
+        render.line(f"ledger ok: {report['size']} entries, root {report['root']}")
+    else:
+        bad = report.get("first_bad_index")
+        where = f" (first bad entry #{bad})" if bad is not None else ""
         render.line(f"ledger FAILED verification{where}")
-        for problem in report.problems:
+        for problem in report["problems"]:
             render.info(f"  {problem}")
-    if not report.ok:
+    if not report["ok"]:
         raise typer.Exit(1)
 
 
@@ -310,10 +364,17 @@ def audit_checkpoint(
     config: ConfigOption = None,
 ) -> None:
     """Emit a signed checkpoint (size, root, time): keep it outside the database."""
-    from conveyor import service
+    server = remote.client()
+    if server is not None:
+        with server:
+            text = str(server.audit_checkpoint()["text"])
+        if out is not None:
+            out.write_text(text)
+    else:
+        from conveyor import service
 
-    checkpoint = service.audit_checkpoint(config_path=config, out=out)
-    render.line(checkpoint.to_text().rstrip("\n"))
+        text = service.audit_checkpoint(config_path=config, out=out).to_text()
+    render.line(text.rstrip("\n"))
 
 
 @app.command()
@@ -324,23 +385,30 @@ def attestations(
     insecure_registry: Insecure = None,
 ) -> None:
     """List the attestations attached to REF's digest and whether each verifies."""
-    from conveyor import service
-
-    listed = service.list_attestations(
-        ref, config_path=config, options=registry_options(insecure_registry)
-    )
-    if as_json:
-        render.as_json(listed.to_dict())
+    server = remote.client()
+    if server is not None:
+        with server:
+            listed = server.attestations(ref)
     else:
-        render.line(f"{listed.name}@{listed.digest}: {len(listed.found)} attestation(s)")
-        for item in listed.found:
-            state = "verified" if item.verified else "NOT VERIFIED"
-            ledger = "in ledger" if item.in_ledger else "not in ledger"
-            signer = f" by {item.signer}" if item.signer else ""
-            problem = f": {item.problem}" if item.problem else ""
+        from conveyor import service
+
+        listed = service.list_attestations(
+            ref, config_path=config, options=registry_options(insecure_registry)
+        ).to_dict()
+    found = listed["attestations"]
+    if as_json:
+        render.as_json(listed)
+    else:
+        render.line(f"{listed['reference']}: {len(found)} attestation(s)")
+        for item in found:
+            state = "verified" if item["verified"] else "NOT VERIFIED"
+            ledger = "in ledger" if item["in_ledger"] else "not in ledger"
+            signer = f" by {item['signer']}" if item.get("signer") else ""
+            signer += f" via {item['via']}" if item.get("via") else ""
+            problem = f": {item['problem']}" if item.get("problem") else ""
             render.line(
-                f"  {item.manifest_digest.short} {item.predicate_type or '?'} "
-                f"{state}{signer}, {ledger}{problem}"
+                f"  {render.short_digest(item['manifest_digest'])} "
+                f"{item.get('predicate_type') or '?'} {state}{signer}, {ledger}{problem}"
             )
-    if not listed.ok:
+    if not all(item["verified"] for item in found):
         raise typer.Exit(1)

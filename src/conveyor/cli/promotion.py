@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
-from conveyor.cli import render
+from conveyor.cli import remote, render
 from conveyor.cli.app import app
 from conveyor.cli.options import (
     ConfigOption,
@@ -19,9 +20,6 @@ from conveyor.cli.options import (
     RefArgument,
     registry_options,
 )
-
-if TYPE_CHECKING:
-    from conveyor.service import GateResult, PromotionDenied, PromotionResult
 
 
 class Output(StrEnum):
@@ -57,12 +55,18 @@ HelmArgs = Annotated[
 ]
 
 
-def _gate_lines(gates: Sequence[GateResult], *, evidence: bool = True) -> None:
+def _gate_lines(gates: Sequence[Mapping[str, Any]], *, evidence: bool = True) -> None:
+    """Every gate's verdict (``GateResult.to_dict()`` documents, in both modes)."""
     for gate in gates:
-        mark = "pass" if gate.passed else "FAIL"
+        mark = "pass" if gate["passed"] else "FAIL"
         # The reason names the ledger entry, signer and time; add the attestation digest.
-        used = ", ".join(ref.envelope_digest[:19] for ref in gate.evidence) if evidence else ""
-        render.line(f"  {mark}  {gate.gate:<11} {gate.reason}" + (f" [{used}]" if used else ""))
+        used = (
+            ", ".join(str(ref["attestation"])[:19] for ref in gate.get("evidence") or ())
+            if evidence
+            else ""
+        )
+        line = f"  {mark}  {gate['gate']:<11} {gate['reason']}"
+        render.line(line + (f" [{used}]" if used else ""))
 
 
 @app.command()
@@ -76,88 +80,94 @@ def check(
     insecure_registry: Insecure = None,
 ) -> None:
     """Evaluate ENV's gates for the digest REF names; exit 0 allowed, 1 denied. Changes nothing."""
-    from conveyor import service
-
-    result = service.check(
-        ref,
-        environment=to,
-        key=key,
-        break_glass=break_glass,
-        config_path=config,
-        options=registry_options(insecure_registry),
-    )
-    if as_json:
-        render.as_json(result.to_dict())
+    server = remote.client(key=key)
+    if server is not None:  # the token's identity is the promoter
+        with server:
+            result = server.check(ref, environment=to, break_glass=break_glass)
     else:
-        verdict = "allowed" if result.decision.allowed else "DENIED"
-        tag = f" (resolved from tag {result.resolved_from})" if result.resolved_from else ""
-        render.line(f"{result.reference}{tag} → {to}: {verdict}")
-        _gate_lines(result.decision.gates)
-        for note in result.ignored:
+        from conveyor import service
+
+        result = service.check(
+            ref,
+            environment=to,
+            key=key,
+            break_glass=break_glass,
+            config_path=config,
+            options=registry_options(insecure_registry),
+        ).to_dict()
+    if as_json:
+        render.as_json(result)
+    else:
+        verdict = "allowed" if result["allowed"] else "DENIED"
+        tag = f" (resolved from tag {result['resolved_from']})" if result["resolved_from"] else ""
+        render.line(f"{result['reference']}{tag} → {to}: {verdict}")
+        _gate_lines(result["gates"])
+        for note in result.get("ignored") or ():
             render.info(f"  note: {note}")
-    if not result.decision.allowed:
+    if not result["allowed"]:
         raise typer.Exit(1)
 
 
-def _show_promotion(result: PromotionResult, output: Output, helm_args: bool) -> None:
+def _show_promotion(result: Mapping[str, Any], output: Output, helm_args: bool) -> None:
+    """A promotion or rollback (``PromotionResult.to_dict()``, in both modes)."""
     if helm_args:
         render.line(
-            f"--set image.repository={result.repository} --set image.digest={result.digest}"
+            f"--set image.repository={result['repository']} --set image.digest={result['digest']}"
         )
     if output is Output.json:
-        render.as_json(result.to_dict())
+        render.as_json(result)
     elif not helm_args:
-        verb = "rolled back" if result.rollback else "promoted"
-        if result.recorded:
-            render.line(
-                f"{verb} {result.image} to {result.environment} (ledger #{result.ledger_index})"
-            )
+        verb = "rolled back" if result["rollback"] else "promoted"
+        image, environment = result["image"], result["environment"]
+        if result["recorded"]:
+            render.line(f"{verb} {image} to {environment} (ledger #{result['ledger_index']})")
         else:
-            render.line(f"{result.image} is already in {result.environment}: nothing recorded")
-        if result.resolved_from:
+            render.line(f"{image} is already in {environment}: nothing recorded")
+        if result["resolved_from"]:
             render.info(
-                f"  resolved tag {result.resolved_from} → {result.digest} (used throughout)"
+                f"  resolved tag {result['resolved_from']} → {result['digest']} (used throughout)"
             )
-        _gate_lines(result.decision.gates)
-        if result.copied:
-            c = result.copied
+        _gate_lines(result["gates"])
+        copied = result.get("copy")
+        if copied:
             render.info(
-                f"  placed: {c.blobs_copied} blobs copied, {c.blobs_mounted} mounted, "
-                f"{c.blobs_skipped} present; {c.bytes_transferred} bytes; "
-                f"tags {', '.join(result.tags) or '-'}; "
-                f"{result.referrers_carried} attestations carried"
+                f"  placed: {copied['blobs_copied']} blobs copied, {copied['blobs_mounted']} "
+                f"mounted, {copied['blobs_skipped']} present; {copied['bytes_transferred']} "
+                f"bytes; tags {', '.join(result['tags']) or '-'}; "
+                f"{result['referrers_carried']} attestations carried"
             )
-        if result.decision.break_glass:
-            render.info(f"  BREAK-GLASS: {result.decision.break_glass}")
-        for apart in result.repaired:
+        if result.get("break_glass"):
+            render.info(f"  BREAK-GLASS: {result['break_glass']}")
+        for apart in result.get("repaired", []):
             render.info(f"  was out of step, now repaired: {apart}")
     if output is Output.github:
         _github_outputs(result)
 
 
-def _github_outputs(result: PromotionResult) -> None:
+def _github_outputs(result: Mapping[str, Any]) -> None:
     output_file = os.environ.get("GITHUB_OUTPUT")
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    digest, image, repository = result["digest"], result["image"], result["repository"]
     if output_file:
         with open(output_file, "a", encoding="utf-8") as handle:
-            handle.write(f"digest={result.digest}\nimage={result.image}\n")
-            handle.write(f"repository={result.repository}\n")
+            handle.write(f"digest={digest}\nimage={image}\n")
+            handle.write(f"repository={repository}\n")
     else:
         render.info("GITHUB_OUTPUT is not set: printing the outputs instead")
-        render.line(f"digest={result.digest}\nimage={result.image}\nrepository={result.repository}")
+        render.line(f"digest={digest}\nimage={image}\nrepository={repository}")
     if summary_file:
-        verb = "Rollback" if result.rollback else "Promotion"
+        verb = "Rollback" if result["rollback"] else "Promotion"
         lines = [
-            f"### {verb} to `{result.environment}`",
+            f"### {verb} to `{result['environment']}`",
             "",
-            f"`{result.image}`" + ("" if result.recorded else " (already there; nothing recorded)"),
+            f"`{image}`" + ("" if result["recorded"] else " (already there; nothing recorded)"),
             "",
             "| gate | result | reason |",
             "| --- | --- | --- |",
         ]
-        for gate in result.decision.gates:
-            reason = gate.reason.replace("|", "\\|")
-            lines.append(f"| {gate.gate} | {'✅' if gate.passed else '❌'} | {reason} |")
+        for gate in result["gates"]:
+            reason = str(gate["reason"]).replace("|", "\\|")
+            lines.append(f"| {gate['gate']} | {'✅' if gate['passed'] else '❌'} | {reason} |")
         with open(summary_file, "a", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n\n")
 
@@ -174,6 +184,12 @@ def promote(
     insecure_registry: Insecure = None,
 ) -> None:
     """Check ENV's gates, place the same digest in ENV's repository, record it (signed)."""
+    server = remote.client(key=key)
+    if server is not None:
+        with server:
+            _run(lambda: server.promote(ref, environment=to, break_glass=break_glass), output,
+                 helm_args)  # fmt: skip
+        return
     from conveyor import service
 
     _run(
@@ -184,32 +200,41 @@ def promote(
             break_glass=break_glass,
             config_path=config,
             options=registry_options(insecure_registry),
-        ),
+        ).to_dict(),
         output,
         helm_args,
     )
 
 
-def _run(operation: Callable[[], PromotionResult], output: Output, helm_args: bool) -> None:
-    """Show the result, or on a denial every gate's verdict before the one-line error."""
-    from conveyor import service
+def _run(operation: Callable[[], Mapping[str, Any]], output: Output, helm_args: bool) -> None:
+    """Show the result, or on a denial every gate's verdict before the one-line error.
+    A denial is ``PromotionDenied`` (direct) or the client's ``Denied`` (409): both carry
+    the decision, rendered the same way."""
+    from conveyor.errors import PolicyDenied
 
     try:
         result = operation()
-    except service.PromotionDenied as denied:
-        _show_denial(denied, output)
+    except PolicyDenied as denied:
+        _show_denial(_decision_of(denied), output)
         raise
     _show_promotion(result, output, helm_args)
 
 
-def _show_denial(denied: PromotionDenied, output: Output) -> None:
-    decision = denied.decision
+def _decision_of(denied: Exception) -> Mapping[str, Any] | None:
+    decision = getattr(denied, "decision", None)
+    if decision is None or isinstance(decision, Mapping):
+        return decision
+    as_dict: Mapping[str, Any] = decision.to_dict()
+    return as_dict
+
+
+def _show_denial(decision: Mapping[str, Any] | None, output: Output) -> None:
     if decision is None:
         return
     if output is Output.json:
-        render.as_json(decision.to_dict())
+        render.as_json(decision)
     else:
-        _gate_lines(decision.gates, evidence=False)
+        _gate_lines(decision.get("gates") or (), evidence=False)
 
 
 @app.command()
@@ -225,12 +250,17 @@ def rollback(
     insecure_registry: Insecure = None,
 ) -> None:
     """Put back ENV's previous digest (gates re-checked except `after`); recorded as a rollback."""
+    server = remote.client(key=key)
+    if server is not None:
+        with server:
+            _run(lambda: server.rollback(env, to=to), output, helm_args)
+        return
     from conveyor import service
 
     _run(
         lambda: service.rollback(
             env, to=to, key=key, config_path=config, options=registry_options(insecure_registry)
-        ),
+        ).to_dict(),
         output,
         helm_args,
     )
@@ -243,30 +273,38 @@ def status(
     insecure_registry: Insecure = None,
 ) -> None:
     """Each environment: digest, commit, promoted when and by whom; the candidate waiting."""
-    from conveyor import service
+    server = remote.client()
+    if server is not None:
+        with server:
+            environments = server.status()
+    else:
+        from conveyor import service
 
-    environments = service.status(config_path=config, options=registry_options(insecure_registry))
+        environments = [
+            e.to_dict()
+            for e in service.status(config_path=config, options=registry_options(insecure_registry))
+        ]
     if as_json:
-        render.as_json({"environments": [e.to_dict() for e in environments]})
+        render.as_json({"environments": environments})
         return
     for env in environments:
-        current = env.current
+        current = env["current"]
         if current is None:
-            render.line(f"{env.environment}: empty ({env.repository})")
+            render.line(f"{env['environment']}: empty ({env['repository']})")
         else:
-            commit = (current.commit or "?")[:12]
-            glass = " BREAK-GLASS" if current.break_glass else ""
-            back = " (rollback)" if current.rollback else ""
+            commit = (current["commit"] or "?")[:12]
+            glass = " BREAK-GLASS" if current["break_glass"] else ""
+            back = " (rollback)" if current["rollback"] else ""
             render.line(
-                f"{env.environment}: {env.current_image} commit {commit}, promoted "
-                f"{env.current_age} ago by {current.signer}{back}{glass}"
+                f"{env['environment']}: {current['image']} commit {commit}, promoted "
+                f"{current['age']} ago by {current['promoted_by']}{back}{glass}"
             )
-        if env.candidate:
-            waiting = "; ".join(env.candidate_failing) or "all gates pass"
-            render.line(f"  candidate {env.candidate[:19]}…: {waiting}")
-        if env.note:
-            render.info(f"  note: {env.note}")
-        for apart in env.tags_apart:
+        if env["candidate"]:
+            waiting = "; ".join(env["candidate_failing"]) or "all gates pass"
+            render.line(f"  candidate {env['candidate'][:19]}…: {waiting}")
+        if env["note"]:
+            render.info(f"  note: {env['note']}")
+        for apart in env.get("tags_apart", []):
             render.line(f"  OUT OF STEP: {apart}")
 
 
@@ -277,20 +315,25 @@ def history(
     as_json: JsonOption = False,
 ) -> None:
     """Every digest promoted to (or rolled back in) ENV, newest first."""
-    from conveyor import service
+    server = remote.client()
+    if server is not None:
+        with server:
+            items = server.history(env)
+    else:
+        from conveyor import service
 
-    items = service.history(env, config_path=config)
+        items = [i.to_dict() for i in service.history(env, config_path=config)]
     if as_json:
-        render.as_json({"environment": env, "history": [i.to_dict() for i in items]})
+        render.as_json({"environment": env, "history": items})
         return
     if not items:
         render.line(f"{env}: nothing promoted yet")
     for item in items:
-        what = "rollback " if item.rollback else ""
-        glass = f" BREAK-GLASS: {item.break_glass}" if item.break_glass else ""
+        what = "rollback " if item["rollback"] else ""
+        glass = f" BREAK-GLASS: {item['break_glass']}" if item["break_glass"] else ""
         render.line(
-            f"#{item.index} {item.recorded_at.isoformat()} {what}{item.digest} "
-            f"commit {(item.commit or '?')[:12]} by {item.signer}{glass}"
+            f"#{item['ledger_index']} {item['recorded_at']} {what}{item['digest']} "
+            f"commit {(item['commit'] or '?')[:12]} by {item['promoted_by']}{glass}"
         )
 
 
@@ -302,23 +345,32 @@ def trace(
     insecure_registry: Insecure = None,
 ) -> None:
     """The chain of custody as a timeline: build, tests, scans, approvals, promotions."""
-    from conveyor import service
+    server = remote.client()
+    if server is not None:
+        with server:
+            result = server.trace(query)
+    else:
+        from conveyor import service
 
-    result = service.trace(query, config_path=config, options=registry_options(insecure_registry))
+        result = service.trace(
+            query, config_path=config, options=registry_options(insecure_registry)
+        ).to_dict()
     if as_json:
-        render.as_json(result.to_dict())
+        render.as_json(result)
         return
-    if not result.ok:
+    if not result["digests"]:
         render.line(f"{query}: nothing in the ledger")
         raise typer.Exit(1)
-    for digest in result.digests:
+    for digest in result["digests"]:
         render.line(digest)
-        for event in (e for e in result.events if e.digest == digest):
-            mark = "verified" if event.verified else "NOT VERIFIED"
-            who = f" by {event.signer}" if event.signer else ""
+        for event in (e for e in result["events"] if e["digest"] == digest):
+            mark = "verified" if event["verified"] else "NOT VERIFIED"
+            who = f" by {event['signer']}" if event["signer"] else ""
+            who += f" via {event['via']}" if event.get("via") else ""
+            when = datetime.fromisoformat(event["recorded_at"])
             render.line(
-                f"  #{event.index} {event.recorded_at:%Y-%m-%d %H:%M:%S} {event.kind:<9} "
-                f"{event.summary}{who} [{mark}]"
+                f"  #{event['ledger_index']} {when:%Y-%m-%d %H:%M:%S} {event['kind']:<9} "
+                f"{event['summary']}{who} [{mark}]"
             )
 
 

@@ -50,6 +50,12 @@ def as_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def short_digest(digest: str) -> str:
+    """``sha256:0123456789ab``: the algorithm and the first 12 hex digits."""
+    algorithm, _, encoded = digest.partition(":")
+    return f"{algorithm}:{encoded[:12]}"
+
+
 def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -196,7 +196,8 @@ class IdentitySpec(_Strict):
     key: str | None = Field(
         default=None,
         min_length=1,
-        description="public key file (PEM), relative to conveyor.yaml (or list them under 'keys')",
+        description="public key file (PEM), relative to conveyor.yaml (or list them under "
+        "'keys'); without any the identity acts only through conveyor serve",
     )
     keys: list[IdentityKeySpec] | None = Field(
         default=None,
@@ -212,12 +213,16 @@ class IdentitySpec(_Strict):
     def _distinct(cls, roles: list[str]) -> list[str]:
         if len(set(roles)) != len(roles):
             raise ValueError("roles are listed more than once")
+        if Role.SERVER in roles and len(roles) > 1:
+            # A server-signed statement counts only for the principal it names; a server
+            # with roles of its own would count for itself as well.
+            raise ValueError("the role 'server' stands alone: list no other role with it")
         return roles
 
     @model_validator(mode="after")
     def _one_key_form(self) -> IdentitySpec:
-        if (self.key is None) == (self.keys is None):
-            raise ValueError("give the public key as 'key: FILE' or list 'keys:', exactly one")
+        if self.key is not None and self.keys is not None:
+            raise ValueError("give the public key as 'key: FILE' or list 'keys:', not both")
         files = [item.key for item in self.keys or ()]
         if len(set(files)) != len(files):
             raise ValueError("a key file is listed more than once under 'keys'")
@@ -227,8 +232,34 @@ class IdentitySpec(_Strict):
         """Every key of the identity, in the order written (the single form: one, current)."""
         if self.keys is not None:
             return list(self.keys)
-        assert self.key is not None
-        return [IdentityKeySpec(key=self.key)]
+        return [IdentityKeySpec(key=self.key)] if self.key is not None else []
+
+    @model_validator(mode="after")
+    def _server_has_key(self) -> IdentitySpec:
+        if Role.SERVER in self.roles and self.key is None and self.keys is None:
+            raise ValueError("a 'server' identity needs its public key ('key:')")
+        return self
+
+
+class ServerSpec(_Strict):
+    """``conveyor serve``: how the server signs what it records for a principal."""
+
+    signing_key: str | None = Field(
+        default=None,
+        min_length=1,
+        description="private key (PEM) the server signs with, relative to conveyor.yaml; its "
+        "public key is an identity with role 'server'",
+    )
+    url: str | None = Field(default=None, min_length=1, description="the server's external URL")
+
+
+_NON_EVIDENCE_ROLES = (Role.READER, Role.ADMIN, Role.SERVER)
+
+
+def _evidence_role(role: str) -> str:
+    if role in _NON_EVIDENCE_ROLES:
+        raise ValueError(f"the role {str(role)!r} signs no evidence; name a role that does")
+    return role
 
 
 class LedgerSpec(_Strict):
@@ -326,6 +357,12 @@ class ApprovalsSpec(_Spec):
         description="role an approver must hold; only its holders may record approvals for "
         "this environment",
     )
+
+    @field_validator("role")
+    @classmethod
+    def _signing_role(cls, role: str) -> str:
+        return _evidence_role(role)
+
     distinct_from: list[DistinctFrom] = Field(
         default_factory=_default_distinct_from,
         description="identities that do not count: 'builder' is whoever signed the build "
@@ -410,6 +447,11 @@ class BreakGlassSpec(_Spec):
         default=Role.APPROVER,
         description="role those approvers hold; its holders may record approvals here",
     )
+
+    @field_validator("role")
+    @classmethod
+    def _signing_role(cls, role: str) -> str:
+        return _evidence_role(role)
 
 
 class FreezeSpec(_Spec):
@@ -568,8 +610,8 @@ class ConfigModel(_Strict):
     version: Annotated[Literal[1], BeforeValidator(_whole_number)]
     roles: list[IdentityName] = Field(
         default_factory=list,
-        description="roles besides the five built in (builder, tester, scanner, approver, "
-        "deployer), for approvals gates and break_glass to name",
+        description="roles besides the eight built in (builder, tester, scanner, approver, "
+        "deployer, reader, admin, server), for approvals gates and break_glass to name",
     )
     identities: dict[IdentityName, IdentitySpec] = Field(min_length=1)
     ledger: LedgerSpec = LedgerSpec()
@@ -581,6 +623,9 @@ class ConfigModel(_Strict):
     )
     lint: LintSpec | None = Field(
         default=None, description="conveyor lint: rule severities and excluded paths"
+    )
+    server: ServerSpec | None = Field(
+        default=None, description="conveyor serve: the server's signing key and URL"
     )
 
     @field_validator("freeze", mode="before")
@@ -631,13 +676,15 @@ class ConfigModel(_Strict):
 @dataclass(frozen=True)
 class Identity:
     name: str
-    key_path: Path  # the current key (the first not retired; else the first listed)
+    key_path: Path | None  # the current key (first not retired, else first); None: keyless
     roles: frozenset[str]  # built-in roles as ``Role`` members, declared ones as names
     keys: tuple[IdentityKey, ...] = ()  # every key, current and retired; () = (key_path,)
 
     @property
     def all_keys(self) -> tuple[IdentityKey, ...]:
-        return self.keys or (IdentityKey(self.key_path, None),)
+        if self.keys:
+            return self.keys
+        return (IdentityKey(self.key_path, None),) if self.key_path is not None else ()
 
 
 @dataclass(frozen=True)
@@ -735,8 +782,10 @@ def load_config(path: Path) -> Config:
         keys = tuple(
             IdentityKey(config.resolve_path(item.key), item.retired) for item in spec.key_specs()
         )
-        current = next((k for k in keys if k.retired is None), keys[0])
-        config.identities[name] = Identity(name, current.path, frozenset(spec.roles), keys)
+        current = next((k for k in keys if k.retired is None), keys[0]) if keys else None
+        config.identities[name] = Identity(
+            name, current.path if current else None, frozenset(spec.roles), keys
+        )
     return config
 
 

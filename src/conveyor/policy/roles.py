@@ -1,6 +1,7 @@
 """Roles, kinds of evidence, and the one table of which role may sign which kind.
 
-Five roles are built in and keep their meaning; a ``conveyor.yaml`` may declare more under
+Eight roles are built in and keep their meaning (``reader``, ``admin`` and ``server``
+sign no evidence: they act on ``conveyor serve``); a ``conveyor.yaml`` may declare more under
 ``roles:`` (same grammar as identity names) for ``approvals`` gates and ``break_glass`` to
 name. Record time (``conveyor.service`` signing) and read time (the verified ledger reader
 and the gates) ask this table, so a kind is trusted exactly when it could be recorded.
@@ -18,6 +19,9 @@ class Role(StrEnum):
     SCANNER = "scanner"
     APPROVER = "approver"
     DEPLOYER = "deployer"
+    READER = "reader"  # reads only (every identity may read)
+    ADMIN = "admin"  # API tokens and config reload on the server
+    SERVER = "server"  # the key conveyor serve signs with, on behalf of a principal
 
 
 class EvidenceKind(StrEnum):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conveyor.errors import ConfigError, InputError
+from conveyor.policy.roles import Role
 from conveyor.service._workspace import Workspace, workspace_for
 
 if TYPE_CHECKING:
@@ -59,9 +60,13 @@ def audit_verify(
     workspace: Workspace | None = None,
     config_path: str | Path | None = None,
     checkpoint: str | Path | None = None,
+    full: bool = False,
 ) -> AuditReport:
-    """Every entry's hash and signature, the head, and (given) an external checkpoint."""
+    """Every entry's hash and signature, the head, and (given) an external checkpoint; with a
+    trusted ``checkpoint`` only the entries after it are verified unless ``full`` (every
+    signature on every core; the ledger's columns compared with the signed statements)."""
     from conveyor.ledger import parse_checkpoint, verify_ledger
+    from conveyor.signed_facts import EnvelopeFacts
 
     external = None
     if checkpoint is not None:
@@ -71,11 +76,21 @@ def audit_verify(
             raise InputError(f"cannot read checkpoint {checkpoint}: {exc.strerror}") from exc
         external = parse_checkpoint(text)
     with workspace_for(workspace, config_path) as ws:
+        # Every key, retired ones too: _retired_keys then judges what a retired key signed.
+        facts = EnvelopeFacts.from_verifiers(
+            [(key.identity.name, key.verifier) for key in ws.trusted.values()],
+            servers=[
+                key.identity.name
+                for key in ws.trusted.values()
+                if Role.SERVER in key.identity.roles
+            ],
+        )
         report = verify_ledger(
             ws.ledger,
-            verify_envelope=ws.verify_recorded_envelope,
+            verify_envelope=facts,
             checkpoint=external,
             checkpoint_verifiers=_checkpoint_verifiers(ws),
+            incremental=external is not None and not full,
         )
         return _retired_keys(ws, report)
 

@@ -26,6 +26,7 @@ from conveyor.policy.model import (
     TestEvidence,
 )
 from conveyor.policy.roles import PROMOTION_KINDS, EvidenceKind, kind_of
+from conveyor.service._principal import Counted, count_as, via_of
 from conveyor.service._workspace import Workspace
 
 if TYPE_CHECKING:
@@ -40,6 +41,12 @@ class VerifiedEntry:
     signer: str
     roles: frozenset[str]
     trusted: bool = True  # False: read from its keyid hint, signature not checked yet
+    counted: Counted | None = None  # whom it counts for, and via whom (server-signed)
+
+    @property
+    def via(self) -> str | None:
+        """For server-signed evidence: ``API token alice-laptop (signed by server)``."""
+        return via_of(self.counted) if self.counted is not None else None
 
     @property
     def ref(self) -> EvidenceRef:
@@ -123,8 +130,11 @@ class VerifiedLedger:
         if retired is not None:
             self.ignored.append(f"ledger #{entry.index} ignored: {retired}")
             return None
-        identity = self.workspace.identity_of(opened.signer_keyids[0])
-        roles = frozenset(str(role) for role in identity.roles)
+        counted = self._count(entry, opened.statement, opened.signer_keyids[0])
+        if isinstance(counted, str):
+            self.ignored.append(f"ledger #{entry.index} ignored: {counted}")
+            return None
+        identity, roles = counted.identity, counted.roles
         expected = self._roles(entry, opened.statement)
         if not expected & roles:
             needed = " or ".join(sorted(expected)) or f"a known kind (not {entry.kind!r})"
@@ -132,7 +142,14 @@ class VerifiedLedger:
                 f"ledger #{entry.index} ignored: {identity.name} lacks the role {needed}"
             )
             return None
-        return VerifiedEntry(entry, opened.statement, identity.name, roles)
+        return VerifiedEntry(entry, opened.statement, identity.name, roles, counted=counted)
+
+    def _count(self, entry: Entry, statement: Statement, keyid: str) -> Counted | str:
+        """Whom a statement signed by ``keyid`` counts for (``_principal.count_as``: a
+        server-signed one, for the principal it names), or why the entry is ignored."""
+        signer = self.workspace.identity_of(keyid)
+        identities = self.workspace.config.identities
+        return count_as(statement.predicate, signer, identities, recorded_for=entry.signer)
 
     def _roles(self, entry: Entry, statement: Statement) -> frozenset[str]:
         """Who may sign this entry's kind; an approval's environment is the signed one."""
@@ -167,11 +184,11 @@ class VerifiedLedger:
             hints[0], recorded=entry.recorded_time, predicate=statement.predicate
         ):
             return self.verify(entry)  # names the retirement in ``ignored``
-        identity = self.workspace.identity_of(hints[0])
-        roles = frozenset(str(role) for role in identity.roles)
-        if not self._roles(entry, statement) & roles:
-            return self.verify(entry)
-        return VerifiedEntry(entry, statement, identity.name, roles, trusted=False)
+        counted = self._count(entry, statement, hints[0])
+        if isinstance(counted, str) or not self._roles(entry, statement) & counted.roles:
+            return self.verify(entry)  # names the problem in ``ignored``
+        name = counted.identity.name
+        return VerifiedEntry(entry, statement, name, counted.roles, False, counted)
 
     def entries(
         self,

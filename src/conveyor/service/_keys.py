@@ -135,7 +135,7 @@ def rotate_key(
     current = [key.path for key in identity.all_keys if key.retired is None]
     if not current:
         raise InputError(f"{path}: every key of {name!r} is retired already; nothing to rotate")
-    directory = Path(out_dir) if out_dir is not None else identity.key_path.parent
+    directory = Path(out_dir) if out_dir is not None else current[0].parent
     stem = f"{name}-{moment.strftime('%Y%m%dT%H%M%S')}{moment.microsecond // 1000:03d}Z"
     new_key = generate_keys(stem, kind=kind, out_dir=directory, password=password)
     try:

@@ -3,7 +3,7 @@ digests are checked against what the verified reader says was promoted there (CV
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,15 +70,19 @@ def lint(
     environment: str | None = None,
     workspace: Workspace | None = None,
     config_path: str | Path | None = None,
+    promoted: Collection[str] | None = None,
 ) -> LintReport:
     """Lint deployment config and CI workflows under ``paths`` (no network). With
-    ``environment``, digests are checked against the ledger's promotions (CV008)."""
+    ``environment``, digests are checked against the ledger's promotions (CV008);
+    ``promoted``: those digests as a server answered them (the ledger is not opened)."""
     from conveyor.configs.lint import lint as lint_files
 
     settings = lint_settings(config_path)
     lookup = None
     if environment is not None:
-        promoted = promoted_digests(environment, workspace=workspace, config_path=config_path)
+        if promoted is None:
+            promoted = promoted_digests(environment, workspace=workspace, config_path=config_path)
+        promoted = {digest.lower() for digest in promoted}
 
         def lookup(name: str) -> set[str]:
             return promoted if name == environment else set()

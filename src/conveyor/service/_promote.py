@@ -32,8 +32,9 @@ from conveyor.policy.roles import EvidenceKind
 from conveyor.registry.copy import CopyResult
 from conveyor.service._decide import decide, require_allowed
 from conveyor.service._evidence import VerifiedEntry, VerifiedLedger
+from conveyor.service._principal import Principal
 from conveyor.service._repair import move_tags_to, tags_apart
-from conveyor.service._signing import Signed, record_statement
+from conveyor.service._signing import Signed, acting_identity, principal_identity, record_statement
 from conveyor.service._subject import Subject, resolve_subject
 from conveyor.service._workspace import Signing, Workspace, signing_workspace
 
@@ -131,9 +132,16 @@ def check(
     With a signer (``--key`` / ``CONVEYOR_SIGNING_KEY``) the promoter is that identity, so
     ``distinct_from: [promoter]`` is evaluated as a promotion would.
     """
+    principal = common.get("principal")
     with signing_workspace(common, required=False) as (ws, who):
         ws.config.require_environment(environment)
         promoter = ws.identity_of(who.keyid) if who is not None else None
+        if principal is not None:  # a server asks for its principal: they are the promoter
+            promoter = (
+                principal_identity(ws, who, principal)
+                if who is not None
+                else ws.config.identities.get(principal.identity)
+            )
         subject = resolve_subject(reference, ws.opener, inspect=True)
         verified = VerifiedLedger(ws)
         decision = decide(
@@ -159,14 +167,15 @@ def promote(
     """Resolve REF once, check the gates, place the same digest, record the promotion."""
     if break_glass is not None and not break_glass.strip():
         raise InputError("--break-glass needs a reason")
+    principal = common.get("principal")
     with signing_workspace(common) as (ws, who):
         assert who is not None
-        identity = ws.require_role(who.keyid, EvidenceKind.PROMOTION)
+        identity = acting_identity(ws, who, principal, EvidenceKind.PROMOTION)
         spec = ws.config.model.environment(environment)  # unknown environment: exit 2
         subject = resolve_subject(reference, ws.opener, inspect=True)
-        return _Promotion(ws, subject, environment, who, identity, break_glass=break_glass).run(
-            from_environment=spec.after_environment
-        )
+        return _Promotion(
+            ws, subject, environment, who, identity, break_glass=break_glass, principal=principal
+        ).run(from_environment=spec.after_environment)
 
 
 def rollback(
@@ -176,16 +185,17 @@ def rollback(
     **common: Unpack[Signing],
 ) -> PromotionResult:
     """Put back the previous digest of ENV (or ``to``, which must be in ENV's history)."""
+    principal = common.get("principal")
     with signing_workspace(common) as (ws, who):
         assert who is not None
-        identity = ws.require_role(who.keyid, EvidenceKind.ROLLBACK)
+        identity = acting_identity(ws, who, principal, EvidenceKind.ROLLBACK)
         ws.config.require_environment(environment)
         wanted = _rollback_target(VerifiedLedger(ws), environment, to)
         target = ws.environment_target(environment).with_digest(wanted)
         subject = resolve_subject(target, ws.opener, inspect=True)
-        return _Promotion(ws, subject, environment, who, identity, rollback=True).run(
-            from_environment=environment
-        )
+        return _Promotion(
+            ws, subject, environment, who, identity, rollback=True, principal=principal
+        ).run(from_environment=environment)
 
 
 def _rollback_target(verified: VerifiedLedger, environment: str, to: str | None) -> Digest:
@@ -220,8 +230,10 @@ class _Promotion:
         *,
         break_glass: str | None = None,
         rollback: bool = False,
+        principal: Principal | None = None,
     ) -> None:
         self.workspace = workspace
+        self.principal = principal
         self.subject = subject
         self.environment = environment
         self.signer = signer
@@ -333,6 +345,7 @@ class _Promotion:
             predicate_type=PROMOTION_V1,
             predicate=predicate,
             signer=self.signer,
+            principal=self.principal,
             name=self.repository_name,
             attach_to=destination,
             environment=self.environment,

@@ -18,7 +18,7 @@ from conveyor.oci.digest import Digest
 from conveyor.policy.labels import check_labels_agree
 from conveyor.policy.roles import EvidenceKind
 from conveyor.service._ci import CiContext
-from conveyor.service._signing import record_statement
+from conveyor.service._signing import acting_identity, record_statement, store_envelope
 from conveyor.service._subject import Subject, resolve_subject
 from conveyor.service._workspace import Signing, Workspace, signing_workspace
 
@@ -87,11 +87,12 @@ def _record(
     commit: str | Callable[[Workspace], str] | None = None,
     before: Callable[[Workspace], None] | None = None,
 ) -> Recorded:
+    principal = common.get("principal")
     with signing_workspace(common) as (workspace, signer):
         assert signer is not None
         if environment is not None:
             workspace.config.require_environment(environment, defined=False)
-        workspace.require_role(signer.keyid, kind, environment)  # before any I/O
+        acting_identity(workspace, signer, principal, kind, environment)  # before any I/O
         if before is not None:
             before(workspace)
         subject = resolve_subject(reference, workspace.opener, inspect=inspect)
@@ -103,6 +104,7 @@ def _record(
             predicate_type=predicate_type,
             predicate=built.predicate,
             signer=signer,
+            principal=principal,
             environment=environment,
             commit=commit(workspace) if callable(commit) else commit,
         )
@@ -178,20 +180,31 @@ def record_build(
     )
 
 
+# A report: a file's path, or (name, contents) as a server receives an upload.
+Report = str | Path | tuple[str, bytes]
+
+
+def _report_name(report: Report) -> str:
+    return report[0] if isinstance(report, tuple) else str(report)
+
+
 def attest_tests(
     reference: str,
-    files: Sequence[str | Path],
+    files: Sequence[Report],
     *,
     url: str | None = None,
     **common: Unpack[Signing],
 ) -> Recorded:
     """in-toto test-result from one or more JUnit XML files."""
     from conveyor.attest import TEST_RESULT_V01, ci_configuration, make_test_result
-    from conveyor.evidence import merge_reports, parse_junit_file
+    from conveyor.evidence import merge_reports, parse_junit, parse_junit_file
 
     if not files:
         raise InputError("name at least one JUnit XML file")
-    reports = [parse_junit_file(path) for path in files]  # parse before anything is signed
+    reports = [  # parse before anything is signed
+        parse_junit(item[1], path=item[0]) if isinstance(item, tuple) else parse_junit_file(item)
+        for item in files
+    ]
     summary = merge_reports(reports)
     cases = [case for report in reports for case in report.cases]
 
@@ -215,7 +228,7 @@ def attest_tests(
             "failed": summary.failed,
             "errored": summary.errored,
             "skipped": summary.skipped,
-            "files": [str(path) for path in files],
+            "files": [_report_name(item) for item in files],
         }
         return Built(body, shown, tuple(notes))
 
@@ -230,14 +243,15 @@ def attest_tests(
 
 def attest_scan(
     reference: str,
-    file: str | Path,
+    file: Report,
     **common: Unpack[Signing],
 ) -> Recorded:
     """in-toto vulns from a Trivy, Grype, SARIF or Snyk report of this very image."""
     from conveyor.attest import VULNS_V02, FindingInput, ScanInput, vulnerability_scan
-    from conveyor.evidence import parse_scan_file, require_scanned
+    from conveyor.evidence import parse_scan, parse_scan_file, require_scanned
 
-    report = parse_scan_file(file)
+    report = parse_scan(file[1], path=file[0]) if isinstance(file, tuple) else parse_scan_file(file)
+    file = _report_name(file)
 
     def predicate(subject: Subject, _ws: Workspace) -> Built:
         inspection = subject.inspection
@@ -350,4 +364,146 @@ def approve(
         predicate_type=APPROVAL_V1,
         build=predicate,
         environment=environment,
+    )
+
+
+# --- pre-signed envelopes (an identity's own key, submitted through a server) ---------------
+
+
+@dataclass(frozen=True)
+class OpenedEnvelope:
+    """A client-signed DSSE envelope, verified against conveyor.yaml's keys, and what the
+    ledger row needs from its statement."""
+
+    envelope: bytes
+    kind: EvidenceKind
+    predicate_type: str
+    signer: str  # the identity whose key signed it
+    keyid: str
+    environment: str | None
+    commit: str | None
+    run_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "predicate_type": self.predicate_type,
+            "signer": self.signer,
+            "environment": self.environment,
+            "commit": self.commit,
+        }
+
+
+def _envelope_kinds() -> dict[str, EvidenceKind]:
+    from conveyor.attest import (
+        APPROVAL_V1,
+        SLSA_PROVENANCE_V1,
+        SMOKE_V1,
+        TEST_RESULT_V01,
+        VULNS_V02,
+    )
+
+    return {
+        SLSA_PROVENANCE_V1: EvidenceKind.BUILD,
+        TEST_RESULT_V01: EvidenceKind.TESTS,
+        VULNS_V02: EvidenceKind.SCAN,
+        SMOKE_V1: EvidenceKind.SMOKE,
+        APPROVAL_V1: EvidenceKind.APPROVAL,
+    }
+
+
+def _open_envelope(workspace: Workspace, envelope: bytes) -> tuple[OpenedEnvelope, Any]:
+    from conveyor.attest import (
+        read_approval,
+        read_provenance,
+        read_smoke,
+        verify_envelope,
+    )
+    from conveyor.attest.statement import parse_statement
+    from conveyor.service._principal import PRINCIPAL_V1
+
+    verified = verify_envelope(envelope, workspace.verifiers())
+    statement = parse_statement(verified.payload)
+    kinds = _envelope_kinds()
+    kind = kinds.get(statement.predicate_type)
+    if kind is None:
+        names = ", ".join(k.value for k in kinds.values())
+        raise InputError(
+            f"pre-signed envelopes record {names}; not {statement.predicate_type[:200]!r} "
+            "(a promotion is recorded by conveyor promote, which places the image)"
+        )
+    if PRINCIPAL_V1 in statement.predicate:
+        raise InputError("a pre-signed statement cannot name a principal; sign your own")
+    keyid = verified.signer_keyids[0]
+    identity = workspace.identity_of(keyid)
+    environment = commit = run_id = None
+    if kind is EvidenceKind.APPROVAL:
+        environment = read_approval(statement.predicate).environment
+    elif kind is EvidenceKind.SMOKE:
+        environment = read_smoke(statement.predicate).environment
+    elif kind is EvidenceKind.BUILD:
+        facts = read_provenance(statement.predicate)
+        commit, run_id = (facts.commit or "").lower() or None, facts.run_id
+        if commit is None:
+            raise InputError("the build statement names no commit")
+    if kind in (EvidenceKind.APPROVAL, EvidenceKind.SMOKE):
+        if environment is None:
+            raise InputError(f"the {kind.value} statement names no environment")
+        workspace.config.require_environment(environment, defined=False)
+    workspace.require_role_of(identity, kind, environment)
+    opened = OpenedEnvelope(
+        envelope, kind, statement.predicate_type, identity.name, keyid, environment, commit,
+        run_id,
+    )  # fmt: skip
+    return opened, statement
+
+
+def open_envelope(envelope: bytes, *, workspace: Workspace) -> OpenedEnvelope:
+    """Verify a pre-signed envelope exactly as recorded evidence is verified (signature by a
+    key of conveyor.yaml, a kind conveyor records, the signer's role for it); change nothing."""
+    return _open_envelope(workspace, envelope)[0]
+
+
+def record_envelope(
+    reference: str,
+    envelope: bytes,
+    *,
+    workspace: Workspace,
+) -> Recorded:
+    """Record a pre-signed envelope about the digest REF names: verified as ``open_envelope``
+    does, its subject checked against REF, a build's labels against its commit, then attached
+    and appended through the one recording path (``store_envelope``)."""
+    from conveyor.attest import require_subject
+
+    opened, statement = _open_envelope(workspace, envelope)
+    inspect = opened.kind in (EvidenceKind.BUILD, EvidenceKind.SCAN)
+    subject = resolve_subject(reference, workspace.opener, inspect=inspect)
+    require_subject(statement, subject.digest)
+    if opened.kind is EvidenceKind.BUILD and opened.commit:
+        check_labels_agree(subject.labels, commit=opened.commit, run_id=opened.run_id)
+    signed = store_envelope(
+        workspace,
+        subject,
+        envelope,
+        kind=opened.kind,
+        predicate_type=opened.predicate_type,
+        identity=workspace.require_role_of(
+            workspace.identity_of(opened.keyid), opened.kind, opened.environment
+        ),
+        keyid=opened.keyid,
+        name=subject.name,
+        environment=opened.environment,
+        commit=opened.commit,
+    )
+    return Recorded(
+        kind=opened.kind.value,
+        name=subject.name,
+        digest=subject.digest,
+        signer=signed.identity.name,
+        predicate_type=opened.predicate_type,
+        ledger_index=signed.entry.index,
+        envelope_digest=signed.envelope_digest,
+        attached=signed.attached,
+        environment=opened.environment,
+        summary={"pre_signed": True},
     )

@@ -15,6 +15,7 @@ from conveyor.oci.name import parse_target
 from conveyor.policy.roles import EvidenceKind
 from conveyor.service._decide import decide
 from conveyor.service._evidence import HistoryItem, VerifiedEntry, VerifiedLedger
+from conveyor.service._principal import count_as, via_of
 from conveyor.service._repair import describe_apart
 from conveyor.service._repositories import RegistryOptions
 from conveyor.service._subject import resolve_subject
@@ -74,6 +75,7 @@ class EnvironmentStatus:
         current = self.current.to_dict() if self.current else None
         if current is not None:
             current["age_seconds"] = self.current_age_seconds
+            current["age"] = self.current_age  # for people: "45m", "3d4h"
             current["image"] = self.current_image
         return {
             "environment": self.environment,
@@ -167,6 +169,7 @@ class TraceEvent:
     signer: str | None
     verified: bool
     summary: str
+    via: str | None = None  # server-signed: "API token alice-laptop (signed by server)"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,6 +180,7 @@ class TraceEvent:
             "subject": self.subject,
             "environment": self.environment,
             "signer": self.signer,
+            "via": self.via,
             "verified": self.verified,
             "summary": self.summary,
         }
@@ -241,6 +245,7 @@ def trace(
                         item.signer if item else None,
                         item is not None,
                         summary,
+                        item.via if item else None,
                     )
                 )
     events.sort(key=lambda e: e.index)
@@ -327,6 +332,7 @@ class AttachedAttestation:
     signer: str | None
     in_ledger: bool
     problem: str | None = None
+    via: str | None = None  # server-signed: "API token alice-laptop (signed by server)"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -335,6 +341,7 @@ class AttachedAttestation:
             "envelope_digest": str(self.envelope_digest) if self.envelope_digest else None,
             "verified": self.verified,
             "signer": self.signer,
+            "via": self.via,
             "in_ledger": self.in_ledger,
             "problem": self.problem,
         }
@@ -412,15 +419,21 @@ def list_attestations(
                     )
                 )
                 continue
-            signer = ws.identity_of(opened.signer_keyids[0]).name
+            counted = count_as(
+                opened.statement.predicate,
+                ws.identity_of(opened.signer_keyids[0]),
+                ws.config.identities,
+            )
             found.append(
                 AttachedAttestation(
                     raw.digest,
                     opened.statement.predicate_type,
                     layer.digest,
-                    True,
-                    signer,
+                    not isinstance(counted, str),
+                    counted.identity.name if not isinstance(counted, str) else None,
                     listed,
+                    counted if isinstance(counted, str) else None,
+                    via_of(counted) if not isinstance(counted, str) else None,
                 )
             )
         return Attestations(subject.name, digest, found)

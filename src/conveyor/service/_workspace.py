@@ -27,6 +27,7 @@ from conveyor.service._repositories import Opener, RegistryOpener, RegistryOptio
 if TYPE_CHECKING:
     from conveyor.attest import Signer, Verifier
     from conveyor.ledger import Ledger
+    from conveyor.service._principal import Principal
 
 CONFIG_ENV = "CONVEYOR_CONFIG"
 LEDGER_ENV = "CONVEYOR_DB"
@@ -281,6 +282,12 @@ class Workspace:
         ``UnknownSignerError``: unknown, retired, or lacking the role)."""
         identity = self.identity_of(keyid)
         self.require_current(keyid)
+        return self.require_role_of(identity, kind, environment)
+
+    def require_role_of(
+        self, identity: Identity, kind: EvidenceKind, environment: str | None = None
+    ) -> Identity:
+        """``identity``, if it may sign ``kind`` (else ``UnknownSignerError``)."""
         roles = self.roles_for(kind, environment)
         if not roles & identity.roles:
             held = ", ".join(sorted(identity.roles)) or "none"
@@ -374,6 +381,7 @@ class Signing(TypedDict, total=False):
 
     key: str | None
     signer: Signer | None
+    principal: Principal | None  # with a server's signer: whom it signs for (_principal.py)
     workspace: Workspace | None
     config_path: str | Path | None
     options: RegistryOptions | None

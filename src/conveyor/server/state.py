@@ -1,0 +1,195 @@
+"""What one ``conveyor serve`` process holds: its settings, and what it can rebuild — the
+parsed conveyor.yaml, the one ``service.Workspace`` (trusted keys, ledger, registry opener),
+the token store, the server's signing key — and its metrics. Nothing another replica needs.
+Route modules import ``ServerState`` from here (``app`` imports the route modules).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conveyor.errors import ConfigError, ConveyorError
+from conveyor.server.observe import Metrics
+from conveyor.server.problems import Unavailable
+
+if TYPE_CHECKING:
+    from conveyor.attest import Signer
+    from conveyor.ledger import Ledger
+    from conveyor.policy.config import Config
+    from conveyor.server.tokens import TokenStore
+    from conveyor.service import RegistryOpener, RegistryOptions, Workspace
+
+MIB = 1024 * 1024
+MAX_JSON_BYTES = 1 * MIB
+MAX_REPORT_BYTES = 50 * MIB
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the server reads from its environment, read once (``from_environment``)."""
+
+    config_path: Path
+    ledger_url: str | None = None  # None: the config's ledger (ledger.url or the default)
+    insecure_registries: tuple[str, ...] = ()
+    max_json_bytes: int = MAX_JSON_BYTES
+    max_report_bytes: int = MAX_REPORT_BYTES
+    key_password: bytes | None = field(default=None, repr=False)  # CONVEYOR_KEY_PASSWORD
+
+    @classmethod
+    def from_environment(
+        cls, config: str | Path | None = None, environ: MutableMapping[str, str] | None = None
+    ) -> ServerSettings:
+        from conveyor.policy.config import find_config
+
+        env = os.environ if environ is None else environ
+        path = find_config(config or env.get("CONVEYOR_CONFIG") or None)
+        hosts = tuple(
+            h.strip() for h in env.get("CONVEYOR_INSECURE_REGISTRIES", "").split(",") if h.strip()
+        )
+        password = env.get("CONVEYOR_KEY_PASSWORD")
+        return cls(
+            config_path=path.resolve(),
+            ledger_url=env.get("CONVEYOR_DB") or None,
+            insecure_registries=hosts,
+            key_password=password.encode() if password else None,
+        )
+
+
+@dataclass
+class ServerState:
+    """What one server process holds: settings, caches it can rebuild, and metrics."""
+
+    settings: ServerSettings
+    metrics: Metrics = field(default_factory=Metrics)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _config: Config | None = None
+    _config_stamp: tuple[int, int] | None = None
+    _tokens: TokenStore | None = None
+    _signer: Signer | None = None
+    _signer_for: tuple[int, int] | None = None
+    _workspace: Workspace | None = None
+    _ledger: Ledger | None = None
+    _ledger_url: str | None = None
+    _opener: RegistryOpener | None = None
+
+    # --- configuration: re-read when the file changes (every replica sees the same file) ---
+
+    def config(self, *, force: bool = False) -> Config:
+        from conveyor.policy.config import load_config
+
+        path = self.settings.config_path
+        try:
+            stat = path.stat()
+        except OSError as error:
+            raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from error
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if force or self._config is None or stamp != self._config_stamp:
+                self._config = load_config(path)
+                self._config_stamp = stamp
+            return self._config
+
+    def workspace(self) -> Workspace:
+        """The one workspace of this process (config, trusted keys, ledger, registry opener),
+        rebuilt when conveyor.yaml changes. Requests pass their own signer and principal."""
+        from conveyor.ledger import open_ledger
+        from conveyor.service import RegistryOpener, Settings, Workspace
+
+        config = self.config()
+        with self._lock:
+            if self._workspace is not None and self._workspace.config is config:
+                return self._workspace
+            url = self.settings.ledger_url or config.configured_ledger_url
+            if self._ledger is None or url != self._ledger_url:
+                previous, self._ledger = self._ledger, open_ledger(url)
+                self._ledger_url = url
+                if previous is not None:
+                    previous.close()
+            if self._opener is None:
+                self._opener = RegistryOpener(self.registry_options())
+            settings = Settings(
+                config_path=self.settings.config_path,
+                ledger_url=url,
+                key_password=self.settings.key_password,
+                insecure_registries=self.settings.insecure_registries,
+            )  # no CI context, no signing key: each request brings its signer and principal
+            # The trusted keys are read here, once per version of the file.
+            self._workspace = Workspace(
+                config=config, ledger=self._ledger, opener=self._opener, settings=settings
+            )
+            return self._workspace
+
+    def tokens(self) -> TokenStore:
+        from conveyor.server.tokens import TokenStore
+
+        with self._lock:
+            if self._tokens is None:
+                # CONVEYOR_DB, else the config's ledger: the same database the operations use.
+                url = self.settings.ledger_url or self.config().configured_ledger_url
+                self._tokens = TokenStore.open(url)
+            return self._tokens
+
+    def signer(self) -> Signer:
+        """The server's signing key (``server.signing_key``), checked to be an identity with
+        the role ``server`` and no other."""
+        from conveyor.attest import load_signing_key
+
+        config = self.config()
+        spec = config.model.server.signing_key if config.model.server else None
+        if not spec:
+            raise Unavailable(
+                f"this server records nothing: {config.path} sets no server.signing_key"
+            )
+        with self._lock:
+            if self._signer is None or self._signer_for != self._config_stamp:
+                signer = load_signing_key(
+                    str(config.resolve_path(spec)), password=self.settings.key_password
+                )
+                _require_server_identity(config, signer)
+                self._signer, self._signer_for = signer, self._config_stamp
+            return self._signer
+
+    def can_sign(self) -> bool:
+        config = self.config()
+        return bool(config.model.server and config.model.server.signing_key)
+
+    def registry_options(self) -> RegistryOptions:
+        from conveyor.service import RegistryOptions
+
+        return RegistryOptions(insecure_registries=self.settings.insecure_registries)
+
+    def close(self) -> None:
+        if self._tokens is not None:
+            self._tokens.close()
+        if self._ledger is not None:
+            self._ledger.close()
+        if self._opener is not None:
+            self._opener.close()
+
+
+def _require_server_identity(config: Config, signer: Signer) -> None:
+    from conveyor.attest import Verifier
+
+    for identity in config.identities.values():
+        if identity.key_path is None:
+            continue
+        try:
+            keyid = Verifier.from_pem(identity.key_path).keyid
+        except ConveyorError:
+            continue
+        if keyid == signer.keyid:
+            if {str(role) for role in identity.roles} != {"server"}:
+                raise ConfigError(
+                    f"{config.path}: server.signing_key belongs to identity {identity.name!r}, "
+                    "which must hold the role 'server' (and only it)"
+                )
+            return
+    raise ConfigError(
+        f"{config.path}: the public key of server.signing_key is not an identity; list it "
+        "under identities with roles: [server]"
+    )

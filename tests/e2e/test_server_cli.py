@@ -1,0 +1,203 @@
+"""The CLI in remote mode (``CONVEYOR_SERVER`` + ``CONVEYOR_TOKEN``) against a real
+``conveyor serve``: the seed pipeline with one token per identity, from a folder with no
+conveyor.yaml; the same output as the direct-database mode; the same exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import COMMIT, PASSING_JUNIT, ServedTeam, serve_team, trivy_report
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedTeam]:
+    yield from serve_team(tmp_path_factory.mktemp("cli-team"))
+
+
+@pytest.fixture(scope="module")
+def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("no-config-here")  # no conveyor.yaml, no database
+
+
+def _remote(
+    served: ServedTeam, elsewhere: Path, identity: str | None, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "GITHUB_"))}
+    full["CONVEYOR_SERVER"] = served.server.url
+    if identity is not None:
+        full["CONVEYOR_TOKEN"] = served.tokens[identity]
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=elsewhere,
+        env=full,
+    )
+
+
+def _ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def _timeless(text: str) -> str:
+    # "scan 17s old", "(9s)": ages measured a second apart
+    return re.sub(r"\b\d+[smhd]( old|\))", r"N\1", text)
+
+
+def _without_ages(text: str) -> object:
+    document = json.loads(text)
+    for env in document["environments"]:
+        if env["current"]:
+            env["current"].pop("age_seconds")
+            env["current"].pop("age")
+    return document
+
+
+def test_the_seed_pipeline_through_the_cli_in_remote_mode(
+    served: ServedTeam, elsewhere: Path
+) -> None:
+    team = served.team
+    ref = team.image("remote-cli")
+    digest = ref.split("@")[1]
+    junit = elsewhere / "junit.xml"
+    junit.write_text(PASSING_JUNIT)
+    scan = elsewhere / "trivy.json"
+    scan.write_text(json.dumps(trivy_report()))
+
+    built = _ok(_remote(served, elsewhere, "ci", "record", "build", ref, "--commit", COMMIT,
+                        "--run-id", "42", "--json"))  # fmt: skip
+    assert json.loads(built.stdout)["signer"] == "ci"
+    tested = _ok(_remote(served, elsewhere, "ci", "attest", "tests", ref, str(junit)))
+    assert "recorded tests" in tested.stdout
+    assert "signed by ci" in tested.stdout
+    _ok(_remote(served, elsewhere, "ci", "attest", "scan", ref, str(scan)))
+    checked = _ok(_remote(served, elsewhere, "deployer", "check", ref, "--to", "staging"))
+    assert "→ staging: allowed" in checked.stdout
+    outputs = elsewhere / "github-output"
+    summary = elsewhere / "github-summary"
+    staged = _ok(
+        _remote(served, elsewhere, "deployer", "promote", ref, "--to", "staging",
+                "--output", "github", GITHUB_OUTPUT=str(outputs),
+                GITHUB_STEP_SUMMARY=str(summary))
+    )  # fmt: skip
+    assert f"promoted oci:{team.root / 'staging'}@{digest} to staging" in staged.stdout
+    assert f"digest={digest}\n" in outputs.read_text()
+    assert "| tests | ✅ |" in summary.read_text()
+    staging = f"oci:{team.root / 'staging'}:staging"
+    _ok(_remote(served, elsewhere, "ci", "attest", "smoke", staging, "--env", "staging",
+                "--passed"))  # fmt: skip
+    _ok(_remote(served, elsewhere, "alice", "approve", staging, "--env", "production"))
+
+    denied = _remote(served, elsewhere, "deployer", "promote", staging, "--to", "production")
+    assert denied.returncode == 1
+    assert "FAIL  approvals" in denied.stdout  # the gate lines, as the direct mode prints them
+    assert denied.stderr.startswith("conveyor: error: promotion of ")
+    as_json = _remote(served, elsewhere, "deployer", "promote", staging, "--to", "production",
+                      "--output", "json")  # fmt: skip
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["allowed"] is False  # the decision, as direct mode prints
+
+    _ok(_remote(served, elsewhere, "bob", "approve", staging, "--env", "production"))
+    helm = _ok(_remote(served, elsewhere, "deployer", "promote", staging, "--to", "production",
+                       "--helm-args"))  # fmt: skip
+    assert helm.stdout.strip() == (
+        f"--set image.repository=oci:{team.root / 'production'} --set image.digest={digest}"
+    )
+
+    # Reads: the same documents and lines as a CLI reading the database directly.
+    def both(*args: str) -> tuple[str, str]:
+        far = _ok(_remote(served, elsewhere, "viewer", *args))
+        near = _ok(team.cli(*args))
+        return far.stdout, near.stdout
+
+    far, near = both("status", "--json")
+    assert _without_ages(far) == _without_ages(near)
+    current = {e["environment"]: e["current"] for e in json.loads(far)["environments"]}
+    assert current["production"]["digest"] == digest
+    for args in (
+        ("history", "production", "--json"),
+        ("history", "production"),
+        ("trace", ref, "--json"),
+        ("trace", ref),
+        ("attestations", staging, "--json"),
+        ("attestations", staging),
+        ("check", staging, "--to", "production", "--json"),
+    ):
+        far, near = both(*args)
+        assert _timeless(far) == _timeless(near), args
+    far, _ = both("trace", ref)
+    assert "bob via API token bob-token (signed by server)" in far
+    verified = json.loads(_ok(_remote(served, elsewhere, "viewer", "audit", "verify",
+                                      "--json")).stdout)  # fmt: skip
+    assert verified["ok"] is True
+    checkpoint = _ok(_remote(served, elsewhere, "deployer", "audit", "checkpoint"))
+    assert checkpoint.stdout.splitlines()[1] == str(verified["size"])
+
+
+def test_remote_exit_codes_and_messages(served: ServedTeam, elsewhere: Path) -> None:
+    nobody = _remote(served, elsewhere, None, "status")
+    assert nobody.returncode == 2
+    assert nobody.stderr.startswith("conveyor: error: bad or missing credentials")
+    wrong = _remote(served, elsewhere, None, "status", CONVEYOR_TOKEN="cvt_" + "Q" * 43)
+    assert wrong.returncode == 2
+    assert "Q" * 43 not in wrong.stderr
+    reader = _remote(served, elsewhere, "viewer", "rollback", "staging")
+    assert reader.returncode == 1
+    assert reader.stderr.startswith("conveyor: error: not allowed: viewer may not roll back")
+    keyed = _remote(served, elsewhere, "alice", "approve", "oci:/x:y", "--env", "production",
+                    "--key", "alice.key")  # fmt: skip
+    assert keyed.returncode == 2
+    assert "the server signs for your token's identity" in keyed.stderr
+    unknown = _remote(served, elsewhere, "viewer", "history", "nowhere")
+    assert unknown.returncode == 2
+    assert "unknown environment 'nowhere'" in unknown.stderr
+    far = _remote(served, elsewhere, "viewer", "--server", "http://conveyor.example.com",
+                  "status")  # fmt: skip
+    assert far.returncode == 2
+    assert "plain http://" in far.stderr
+    gone = _remote(served, elsewhere, "viewer", "status", CONVEYOR_SERVER="http://127.0.0.1:9")
+    assert gone.returncode == 3
+    assert "cannot reach the conveyor server" in gone.stderr
+
+
+def test_a_remote_cli_process_imports_no_database_or_policy_code(
+    served: ServedTeam, elsewhere: Path
+) -> None:
+    ref = served.team.image("imports")
+    program = (
+        "import sys\n"
+        "from conveyor.cli.main import main\n"
+        f"code = main(['check', {ref!r}, '--to', 'staging', '--json'])\n"
+        "bad = [m for m in sys.modules if m.startswith(('sqlalchemy', 'alembic', 'pydantic',"
+        " 'cryptography', 'conveyor.policy', 'conveyor.ledger', 'conveyor.service._',"
+        " 'fastapi'))]\n"
+        "sys.stderr.write(repr((code, bad)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=elsewhere,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
+            "CONVEYOR_SERVER": served.server.url,
+            "CONVEYOR_TOKEN": served.tokens["deployer"],
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.endswith("(1, [])"), done.stderr  # denied (no build), and nothing heavy
+    assert json.loads(done.stdout)["allowed"] is False
