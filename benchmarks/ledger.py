@@ -49,8 +49,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from conveyor.ledger import merkle, open_ledger, verify_ledger
-from conveyor.ledger.models import leaf_data
+from conveyor.ledger import merkle, open_ledger, parse_checkpoint, verify_ledger
+from conveyor.ledger.models import leaf_data, statement_sha256
 from conveyor.ledger.sql import SqlLedger
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -209,7 +209,7 @@ def bench_small(
 
 ENTRY_COLUMNS = (
     "idx, envelope, envelope_sha256, leaf_hash, subject_digest, subject_name, predicate_type, "
-    "kind, environment, source_commit, signer, keyid, recorded_at, tree_root"
+    "kind, environment, source_commit, signer, keyid, recorded_at, tree_root, statement_sha256"
 )
 
 
@@ -255,7 +255,8 @@ def bulk_rows(
         compact.append(leaf, keep)
         rows.append(
             (i, envelope, env_sha, leaf, digest, "registry.example.com/app", "bulk", kind,
-             environment, commit, "ci", "bench", recorded, compact.root())
+             environment, commit, "ci", "bench", recorded, compact.root(),
+             statement_sha256(envelope))
         )  # fmt: skip
         if len(rows) == chunk:
             yield rows, nodes, compact
@@ -273,7 +274,7 @@ class SqliteLoader:
         self.conn.execute("BEGIN")
 
     def load(self, rows: list[tuple[Any, ...]], nodes: list[tuple[int, int, bytes]]) -> None:
-        marks = ", ".join("?" * 14)
+        marks = ", ".join("?" * 15)
         insert = f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ({marks})"  # noqa: S608
         self.conn.executemany(insert, rows)
         self.conn.executemany("INSERT INTO ledger_nodes VALUES (?, ?, ?)", nodes)
@@ -361,6 +362,210 @@ def bench_lookup(targets: dict[str, str], loaders: dict[str, Any], n: int) -> li
     return out
 
 
+# -- audit verify at scale: really-signed entries -------------------------------------------
+
+AUDIT_DIGESTS = 100_000
+_SIGNING_KEY: Any = None
+
+
+def _signer_init(pem: bytes) -> None:
+    global _SIGNING_KEY
+    from conveyor.attest import load_signing_key
+
+    with tempfile.NamedTemporaryFile(suffix=".key") as f:
+        f.write(pem)
+        f.flush()
+        _SIGNING_KEY = load_signing_key(f.name)
+
+
+def _audit_facts(i: int) -> tuple[str, str, str | None, str]:
+    """(subject digest, predicate type, environment, kind) of audit entry ``i``."""
+    from conveyor.attest import APPROVAL_V1, SLSA_PROVENANCE_V1
+
+    digest = f"sha256:{hashlib.sha256(b'%d' % (i % AUDIT_DIGESTS)).hexdigest()}"
+    if i % 5 == 4:
+        return digest, APPROVAL_V1, "production", "approval"
+    return digest, SLSA_PROVENANCE_V1, None, "build"
+
+
+def _sign_range(bounds: tuple[int, int]) -> list[bytes]:
+    """Really signed DSSE envelopes of in-toto statements for entries [start, end)."""
+    from conveyor.attest import IN_TOTO_PAYLOAD_TYPE, make_statement, sign_envelope
+    from conveyor.oci.digest import Digest
+
+    out = []
+    for i in range(*bounds):
+        digest, predicate_type, environment, _ = _audit_facts(i)
+        predicate: dict[str, Any] = {"n": i, "job": "https://ci.example.com/run/1"}
+        if environment:
+            predicate["environment"] = environment
+        statement = make_statement(
+            "registry.example.com/app", Digest.parse(digest), predicate_type, predicate
+        )
+        out.append(sign_envelope(statement, IN_TOTO_PAYLOAD_TYPE, [_SIGNING_KEY]))
+    return out
+
+
+def signed_envelopes(pem: bytes, start: int, end: int, workers: int) -> Iterator[list[bytes]]:
+    """Envelopes start..end-1 in order, signed in a process pool, in chunks."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    step = 5_000
+    bounds = [(a, min(a + step, end)) for a in range(start, end, step)]
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_signer_init, initargs=(pem,)
+    ) as pool:
+        yield from pool.map(_sign_range, bounds)
+
+
+def bulk_load_signed(path: Path, n: int, pem: bytes, keyid: str, workers: int) -> float:
+    """A SQLite ledger of ``n`` really-signed entries, bulk-loaded (every hash valid)."""
+    open_ledger(f"sqlite:///{path}").close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=OFF")  # bulk load only
+    conn.execute("BEGIN")
+    compact = merkle.CompactRange()
+    nodes: list[tuple[int, int, bytes]] = []
+    base = 1_767_225_600
+    i = 0
+    marks = ", ".join("?" * 15)
+    insert = f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ({marks})"  # noqa: S608
+    t = time.perf_counter()
+    for chunk in signed_envelopes(pem, 0, n, workers):
+        rows = []
+        for envelope in chunk:
+            digest, predicate_type, environment, kind = _audit_facts(i)
+            seconds, micro = divmod(i, 1_000_000)
+            recorded = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base + seconds))
+            recorded += f".{micro:06d}Z"
+            env_sha = hashlib.sha256(envelope).hexdigest()
+            leaf = merkle.leaf_hash(
+                leaf_data(
+                    index=i, recorded_at=recorded, kind=kind, subject_digest=digest,
+                    subject_name="registry.example.com/app", predicate_type=predicate_type,
+                    environment=environment, commit=None, signer="ci", keyid=keyid,
+                    envelope_sha256=env_sha,
+                )
+            )  # fmt: skip
+            compact.append(leaf, lambda lv, ix, h: nodes.append((lv, ix, h)))
+            rows.append(
+                (i, envelope, env_sha, leaf, digest, "registry.example.com/app", predicate_type,
+                 kind, environment, None, "ci", keyid, recorded, compact.root(),
+                 statement_sha256(envelope))
+            )  # fmt: skip
+            i += 1
+        conn.executemany(insert, rows)
+        conn.executemany("INSERT INTO ledger_nodes VALUES (?, ?, ?)", nodes)
+        nodes.clear()
+    conn.execute(
+        "UPDATE ledger_head SET size = ?, root = ?, frontier = ?",
+        (compact.size, compact.root(), compact.to_bytes()),
+    )
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.close()
+    return time.perf_counter() - t
+
+
+def _timed_audit(ledger: SqlLedger, **kwargs: Any) -> tuple[float, Any]:
+    t = time.perf_counter()
+    report = verify_ledger(ledger, **kwargs)
+    elapsed = time.perf_counter() - t
+    assert report.ok, report.problems[:3]
+    return elapsed, report
+
+
+def bench_audit(full_n: int, big_n: int, new_n: int, runs: int) -> list[Row]:
+    """Full audit serial vs every core at ``full_n``; incremental audit of ``new_n`` entries
+    appended to a ``big_n`` ledger that a trusted checkpoint covers. All signatures real."""
+    from cryptography.hazmat.primitives import serialization
+
+    from conveyor.attest import Signer, generate_key
+    from conveyor.signed_facts import EnvelopeFacts
+
+    cores = os.cpu_count() or 1
+    ci = Signer(generate_key("ed25519"))
+    pem = ci._key.private_bytes(  # the benchmark's own throwaway key
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )  # fmt: skip
+    facts = EnvelopeFacts.from_verifiers({"ci": ci.verifier()})
+    ledger_key = Signer(generate_key("ed25519"))
+    trusted = {ledger_key.keyid: ledger_key.verifier()}
+    work = Path(tempfile.mkdtemp(prefix="conveyor-audit-bench-"))
+    rows: list[Row] = []
+    try:
+        small = work / "full.db"
+        build = bulk_load_signed(small, full_n, pem, ci.keyid, cores)
+        rows.append(
+            Row("sqlite", f"sign + bulk-load {full_n:,} signed entries (s)", f"{build:.1f}")
+        )
+        ledger = open_ledger(f"sqlite:///{small}")
+        try:
+            serial, parallel = [], []
+            for _ in range(runs):  # alternated, medians
+                serial.append(_timed_audit(ledger, verify_envelope=facts, workers=1)[0])
+                elapsed, report = _timed_audit(ledger, verify_envelope=facts, workers=cores)
+                assert report.workers == cores
+                parallel.append(elapsed)
+            s, p = statistics.median(serial), statistics.median(parallel)
+            rows.append(Row("sqlite", f"full audit {full_n:,}, 1 process (entries/s)",
+                            f"{full_n / s:,.0f}"))  # fmt: skip
+            rows.append(Row("sqlite", f"full audit {full_n:,}, {cores} processes (entries/s)",
+                            f"{full_n / p:,.0f}"))  # fmt: skip
+            rows.append(Row("sqlite", f"parallel / serial rate ({cores} cores)", f"{s / p:.2f}x",
+                            ">= 1.8x"))  # fmt: skip
+        finally:
+            ledger.close()
+        big = work / "big.db"
+        build = bulk_load_signed(big, big_n, pem, ci.keyid, cores)
+        rows.append(Row("sqlite", f"sign + bulk-load {big_n:,} signed entries (s)", f"{build:.1f}"))
+        ledger = open_ledger(f"sqlite:///{big}")
+        try:
+            checkpoint = parse_checkpoint(ledger.checkpoint(ledger_key).to_text())
+            t = time.perf_counter()
+            for i, envelope in enumerate(
+                e for chunk in signed_envelopes(pem, big_n, big_n + new_n, cores) for e in chunk
+            ):
+                digest, predicate_type, environment, kind = _audit_facts(big_n + i)
+                ledger.append(
+                    envelope, subject_digest=digest, subject_name="registry.example.com/app",
+                    predicate_type=predicate_type, kind=kind, signer="ci", keyid=ci.keyid,
+                    environment=environment,
+                )  # fmt: skip
+            rows.append(Row("sqlite", f"append {new_n:,} entries at {big_n:,} (s, not a target)",
+                            f"{time.perf_counter() - t:.1f}"))  # fmt: skip
+            times = []
+            for _ in range(runs):
+                elapsed, report = _timed_audit(
+                    ledger, verify_envelope=facts, checkpoint=checkpoint,
+                    checkpoint_verifiers=trusted, incremental=True,
+                )  # fmt: skip
+                assert report.incremental
+                assert report.checked_signatures == new_n
+                times.append(elapsed)
+            rows.append(Row("sqlite", f"incremental audit: {new_n:,} new on {big_n:,} (s)",
+                            f"{statistics.median(times):.3f}", "<= 1 s"))  # fmt: skip
+        finally:
+            ledger.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _compile_installed_state() -> str:
+    """Benchmarks measure the installed state: bytecode compiled, and written by children."""
+    import compileall
+    import sysconfig
+
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
+    for directory in (ROOT / "src", Path(sysconfig.get_paths()["purelib"])):
+        compileall.compile_dir(str(directory), quiet=1, workers=0)
+    return "bytecode compiled (src/ and site-packages); PYTHONDONTWRITEBYTECODE unset"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -368,7 +573,24 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=2000, help="signed entries to append")
     parser.add_argument("--lookup-entries", type=int, default=1_000_000)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--audit-only", action="store_true", help="only the audit verify measures (below)"
+    )
+    parser.add_argument("--audit-full-entries", type=int, default=50_000,
+                        help="ledger size for full audit, serial vs every core")  # fmt: skip
+    parser.add_argument("--audit-big-entries", type=int, default=1_000_000,
+                        help="ledger size a checkpoint covers (incremental)")  # fmt: skip
+    parser.add_argument("--audit-new-entries", type=int, default=1_000)
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    compiled = _compile_installed_state()
+    if args.audit_only:
+        t = time.perf_counter()
+        rows = bench_audit(
+            args.audit_full_entries, args.audit_big_entries, args.audit_new_entries, args.runs
+        )
+        _print(rows, compiled, time.perf_counter() - t)
+        return
 
     key = Ed25519PrivateKey.generate()
     t = time.perf_counter()
@@ -416,10 +638,20 @@ def main() -> None:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
+    rows += bench_audit(
+        args.audit_full_entries, args.audit_big_entries, args.audit_new_entries, args.runs
+    )
+    _print(rows, compiled, None)
+
+
+def _print(rows: list[Row], compiled: str, seconds: float | None) -> None:
     load = os.getloadavg()[0]
     print(f"\nconveyor ledger benchmark — {os.cpu_count()} CPUs, load average {load:.1f} "
           "(shared machine: numbers are noisy; compare within one run)")  # fmt: skip
-    print("PostgreSQL runs with fsync on (durable commits); SQLite WAL + synchronous=FULL.\n")
+    print(f"{compiled}. PostgreSQL runs with fsync on; SQLite WAL + synchronous=FULL.")
+    if seconds is not None:
+        print(f"wall time {seconds:.0f} s")
+    print()
     width = max(len(r.what) for r in rows)
     print(f"| backend    | {'measure'.ljust(width)} | value      | target    |")
     print(f"| ---------- | {'-' * width} | ---------- | --------- |")

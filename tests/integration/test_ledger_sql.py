@@ -3,6 +3,7 @@ appends from many processes, and bad databases — each on SQLite and on Postgre
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import multiprocessing
 import os
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 
 from conveyor.errors import InputError, LedgerError
 from conveyor.ledger import Checkpoint, MemoryLedger, SqlLedger, merkle, open_ledger, verify_ledger
-from conveyor.ledger.models import parse_time
+from conveyor.ledger.models import leaf_data, statement_sha256
 from tests.support.ledger import (
     LEDGER_KEY,
     LedgerContract,
@@ -154,8 +155,9 @@ def test_tamper_deleted_entry(tampered: tuple[SqlLedger, Raw, Checkpoint]) -> No
 def test_tamper_swapped_entries(tampered: tuple[SqlLedger, Raw, Checkpoint]) -> None:
     ledger, raw, _ = tampered
     third, seventh = raw.row(3), raw.row(7)
-    raw.put_row(3, seventh)
+    raw.put_row(3, {**seventh, "occurrence": 1})  # dodge the unique index mid-swap
     raw.put_row(7, third)
+    raw.run("UPDATE ledger_entries SET occurrence = 0 WHERE idx = 3")
     report = _audit(ledger)
     assert not report.ok
     assert report.first_bad_index == 3
@@ -182,7 +184,7 @@ def test_tamper_inserted_entry(tampered: tuple[SqlLedger, Raw, Checkpoint]) -> N
     ledger, raw, _ = tampered
     copy = raw.row(2)  # a genuinely signed envelope, replayed
     _shift_up_from(raw, 4)
-    raw.insert_row({**copy, "idx": 4})
+    raw.insert_row({**copy, "idx": 4, "occurrence": 1})
     raw.run("UPDATE ledger_head SET size = size + 1")
     report = _audit(ledger)
     assert not report.ok
@@ -190,67 +192,84 @@ def test_tamper_inserted_entry(tampered: tuple[SqlLedger, Raw, Checkpoint]) -> N
     assert report.problems[0].startswith("entry 4: its leaf hash does not match")
 
 
-def test_tamper_inserted_entry_with_every_hash_recomputed_needs_the_checkpoint(
-    tampered: tuple[SqlLedger, Raw, Checkpoint],
-) -> None:
-    """A forger who rebuilds every hash, the head and the nodes, and drops the stored
-    checkpoints, leaves an internally consistent ledger: only a checkpoint kept elsewhere
-    exposes the rewrite."""
-    ledger, raw, external = tampered
-    rows = [raw.row(i) for i in range(12)]
-    rows.insert(4, {**rows[2], "recorded_at": rows[3]["recorded_at"]})
-    forged = MemoryLedger(origin=ledger.origin)
-    for r in rows:
+def _forge(raw: Raw, rows: list[dict[str, Any]]) -> None:
+    """Replace the whole ledger by ``rows`` (row dicts as ``Raw.row`` returns them) with every
+    leaf, tree root, node and the head recomputed, and no stored checkpoints: what a forger
+    with database access (but no signing key) can do. A repeated statement gets the next
+    ``occurrence`` so the unique index lets it in, as a forger would arrange."""
+    compact = merkle.CompactRange()
+    nodes: list[tuple[int, int, bytes]] = []
+    seen: dict[str, int] = {}
+    forged: list[dict[str, Any]] = []
+    for index, r in enumerate(rows):
+        envelope = bytes(r["envelope"])
+        facts = {
+            "recorded_at": r["recorded_at"], "kind": r["kind"],
+            "subject_digest": r["subject_digest"], "subject_name": r["subject_name"],
+            "predicate_type": r["predicate_type"], "environment": r["environment"],
+            "commit": r["source_commit"], "signer": r["signer"], "keyid": r["keyid"],
+            "envelope_sha256": hashlib.sha256(envelope).hexdigest(),
+        }  # fmt: skip
+        leaf = merkle.leaf_hash(leaf_data(index=index, **facts))
+        compact.append(leaf, lambda lv, ix, h: nodes.append((lv, ix, h)))
+        statement = statement_sha256(envelope)
+        occurrence = seen.get(statement, 0)
+        seen[statement] = occurrence + 1
+        row = {k: v for k, v in facts.items() if k != "commit"}
         forged.append(
-            bytes(r["envelope"]),
-            subject_digest=r["subject_digest"],
-            subject_name=r["subject_name"],
-            predicate_type=r["predicate_type"],
-            kind=r["kind"],
-            signer=r["signer"],
-            keyid=r["keyid"],
-            environment=r["environment"],
-            commit=r["source_commit"],
-            recorded_at=parse_time(r["recorded_at"]),
-        )
+            {**row, "idx": index, "envelope": envelope, "source_commit": r["source_commit"],
+             "leaf_hash": leaf, "tree_root": compact.root(), "statement_sha256": statement,
+             "occurrence": occurrence}
+        )  # fmt: skip
     raw.run("DELETE FROM ledger_entries")
     raw.run("DELETE FROM ledger_nodes")
     raw.run("DELETE FROM ledger_checkpoints")
-    for e in forged.entries():
-        raw.insert_row(
-            {
-                "idx": e.index,
-                "envelope": e.envelope,
-                "envelope_sha256": e.envelope_sha256,
-                "leaf_hash": e.leaf_hash,
-                "subject_digest": e.subject_digest,
-                "subject_name": e.subject_name,
-                "predicate_type": e.predicate_type,
-                "kind": e.kind,
-                "environment": e.environment,
-                "source_commit": e.commit,
-                "signer": e.signer,
-                "keyid": e.keyid,
-                "recorded_at": e.recorded_at,
-                "tree_root": e.tree_root,
-            }
-        )
-    for (level, idx), h in forged._state.nodes.items():
-        if level > 0:
-            raw.run("INSERT INTO ledger_nodes VALUES (:l, :i, :h)", l=level, i=idx, h=h)
-    compact = forged._state.compact
+    for row in forged:
+        raw.insert_row(row)
+    for level, idx, h in nodes:
+        raw.run("INSERT INTO ledger_nodes VALUES (:l, :i, :h)", l=level, i=idx, h=h)
     raw.run(
         "UPDATE ledger_head SET size = :s, root = :r, frontier = :f",
         s=compact.size,
         r=compact.root(),
         f=compact.to_bytes(),
     )
+
+
+def test_tamper_reordered_with_every_hash_recomputed_needs_the_checkpoint(
+    tampered: tuple[SqlLedger, Raw, Checkpoint],
+) -> None:
+    """A forger who reorders genuine entries and rebuilds every hash, the head and the nodes,
+    and drops the stored checkpoints, leaves an internally consistent ledger: only a
+    checkpoint kept elsewhere exposes the rewrite."""
+    ledger, raw, external = tampered
+    rows = [raw.row(i) for i in range(12)]
+    rows[3], rows[7] = rows[7], rows[3]
+    _forge(raw, rows)
     assert _audit(ledger).ok  # internally consistent, and every envelope is genuinely signed
     report = _audit(ledger, external)
     assert not report.ok
     assert report.problems == [
         f"checkpoint of size 12 at {external.time}: the ledger's root at size 12 differs "
         "from the signed root: entries before 12 were rewritten"
+    ]
+
+
+def test_replay_forced_in_with_every_hash_recomputed_is_flagged(
+    tampered: tuple[SqlLedger, Raw, Checkpoint],
+) -> None:
+    """Issue 9 #1: a genuinely signed envelope re-inserted (tree rebuilt around it, the unique
+    index dodged with occurrence 1) is a replay the audit names, checkpoint or not."""
+    ledger, raw, _ = tampered
+    rows = [raw.row(i) for i in range(12)]
+    rows.insert(4, {**rows[2], "recorded_at": rows[3]["recorded_at"]})
+    _forge(raw, rows)
+    report = _audit(ledger)
+    assert not report.ok
+    assert report.replays == [4]
+    assert report.problems == [
+        "entry 4 repeats the signed statement of entry 2 (a replayed envelope: one statement "
+        "is one entry; readers must not count it)"
     ]
 
 

@@ -7,6 +7,7 @@ factory of fresh, empty ledgers.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -18,7 +19,10 @@ import pytest
 from conveyor.errors import InputError
 from conveyor.ledger import (
     Checkpoint,
+    DuplicateEvidence,
     Ledger,
+    LedgerTampered,
+    SignedFacts,
     merkle,
     parse_checkpoint,
     verify_ledger,
@@ -78,10 +82,53 @@ def verify_envelope(envelope: bytes) -> None:
         raise ValueError("bad signature")
 
 
+def verify_facts(envelope: bytes) -> SignedFacts:
+    """``verify_envelope`` that also returns what the statement says (the service's role)."""
+    verify_envelope(envelope)
+    statement = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
+    return SignedFacts(
+        subject_digests=frozenset(
+            f"{alg}:{value}" for s in statement["subject"] for alg, value in s["digest"].items()
+        ),
+        predicate_type=statement["predicateType"],
+        keyids=frozenset({CI_KEY.keyid}),
+    )
+
+
+def rewrap(envelope: bytes, how: str) -> bytes:
+    """The same signed statement under another signature wrapper."""
+    doc = json.loads(envelope)
+    if how == "extra signature":
+        doc["signatures"].append({"keyid": "someone", "sig": base64.b64encode(b"s" * 64).decode()})
+    elif how == "keyid hint dropped":
+        doc["signatures"] = [{"sig": doc["signatures"][0]["sig"]}]
+    elif how == "url-safe unpadded payload":
+        raw = base64.b64decode(doc["payload"])
+        doc["payload"] = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    elif how == "keys reordered, spaced":
+        return json.dumps(dict(reversed(list(doc.items()))), indent=2).encode()
+    else:
+        raise AssertionError(how)
+    return json.dumps(doc).encode()
+
+
+def append_one(ledger: Ledger, envelope: bytes, n: int, **overrides: object) -> object:
+    args: dict[str, object] = {
+        "subject_digest": f"sha256:{n:064x}",
+        "subject_name": "example.com/app",
+        "predicate_type": "https://conveyor.dev/test/v1",
+        "kind": "tests",
+        "signer": "ci",
+        "keyid": CI_KEY.keyid,
+        **overrides,
+    }
+    return ledger.append(envelope, **args)  # type: ignore[arg-type]
+
+
 def append_n(ledger: Ledger, n: int, *, start: int = 0) -> None:
     for i in range(start, start + n):
         ledger.append(
-            make_envelope(i),
+            make_envelope(i, digest=f"{i % 3:064x}"),
             subject_digest=f"sha256:{i % 3:064x}",
             subject_name="example.com/app",
             predicate_type="https://conveyor.dev/test/v1",
@@ -101,6 +148,7 @@ class LedgerContract:
 
     def test_fresh_ledger_is_empty(self, make_ledger: MakeLedger) -> None:
         ledger = make_ledger()
+        assert ledger.latest_checkpoint() is None
         assert ledger.size() == 0
         assert ledger.root() == merkle.EMPTY_ROOT
         assert ledger.entries() == []
@@ -222,10 +270,14 @@ class LedgerContract:
         assert cp.verify({LEDGER_KEY.keyid: LEDGER_KEY})
         assert not cp.verify({LEDGER_KEY.keyid: HmacKey(LEDGER_KEY.keyid, b"other")})
         assert not cp.verify({})
-        assert parse_checkpoint(cp.to_text()) == cp
+        parsed = parse_checkpoint(cp.to_text())
+        assert parsed.to_text() == cp.to_text()
+        assert parsed.trusted_signer({LEDGER_KEY.keyid: LEDGER_KEY}) == LEDGER_KEY.keyid
         append_n(ledger, 2, start=5)
+        assert ledger.latest_checkpoint() == cp
         later = ledger.checkpoint(LEDGER_KEY)
         assert ledger.checkpoints() == [cp, later]
+        assert ledger.latest_checkpoint() == later
         report = verify_ledger(
             ledger,
             verify_envelope=verify_envelope,
@@ -235,6 +287,175 @@ class LedgerContract:
         assert report.ok, report.problems
         assert report.checked_checkpoints == 3
         assert report.checked_signatures == 7
+
+    # -- one signed statement, one entry (issue 9 #1) ---------------------------------------
+
+    def test_the_same_envelope_cannot_be_appended_twice(self, make_ledger: MakeLedger) -> None:
+        ledger = make_ledger()
+        append_n(ledger, 3)
+        root = ledger.root()
+        with pytest.raises(DuplicateEvidence) as caught:
+            append_one(ledger, make_envelope(1), 1, recorded_at=datetime.now(UTC))
+        assert caught.value.index == 1
+        assert caught.value.exit_code == 1
+        assert "already in the ledger as entry 1" in str(caught.value)
+        assert (ledger.size(), ledger.root()) == (3, root)
+        assert verify_ledger(ledger, verify_envelope=verify_envelope).ok
+
+    @pytest.mark.parametrize(
+        "how",
+        ["extra signature", "keyid hint dropped", "url-safe unpadded payload",
+         "keys reordered, spaced"],
+    )  # fmt: skip
+    def test_the_same_statement_under_another_wrapper_is_refused(
+        self, make_ledger: MakeLedger, how: str
+    ) -> None:
+        ledger = make_ledger()
+        append_n(ledger, 2)
+        again = rewrap(make_envelope(0), how)
+        assert again != make_envelope(0)
+        with pytest.raises(DuplicateEvidence) as caught:
+            append_one(ledger, again, 0, kind="approval", environment="production")
+        assert caught.value.index == 0
+        assert ledger.size() == 2
+
+    def test_a_refused_replay_leaves_a_serialized_block_usable(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        ledger = make_ledger()
+        append_n(ledger, 1)
+        with ledger.serialized("promote:production"):
+            with pytest.raises(DuplicateEvidence):
+                append_one(ledger, make_envelope(0), 0)
+            append_n(ledger, 1, start=1)  # the transaction is not poisoned
+        assert ledger.size() == 2
+        assert verify_ledger(ledger, verify_envelope=verify_envelope).ok
+
+    # -- the audit compares the columns with the signed statement (issue 9 #14) -----------
+
+    @pytest.mark.parametrize(
+        ("column", "value", "expected"),
+        [
+            ("subject_digest", f"sha256:{7:064x}", "the subject_digest column names"),
+            ("predicate_type", "https://conveyor.dev/attestation/approval/v1",
+             "the predicate_type column is"),
+            ("keyid", "someone-else", "the keyid column is 'someone-else'"),
+        ],
+    )  # fmt: skip
+    def test_audit_flags_a_column_the_signed_statement_contradicts(
+        self, make_ledger: MakeLedger, column: str, value: str, expected: str
+    ) -> None:
+        ledger = make_ledger()
+        append_n(ledger, 2)
+        append_one(ledger, make_envelope(2), 2, **{column: value})  # leaf hash consistent
+        append_n(ledger, 1, start=3)
+        assert verify_ledger(ledger, verify_envelope=verify_envelope).ok  # signatures only
+        report = verify_ledger(ledger, verify_envelope=verify_facts)
+        assert not report.ok
+        assert report.first_bad_index == 2
+        assert len(report.problems) == 1
+        assert report.problems[0].startswith("entry 2: " + expected), report.problems
+
+    def test_audit_compares_kind_environment_and_signer_when_stated(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        ledger = make_ledger()
+        append_one(ledger, make_envelope(0), 0, kind="approval", environment="staging")
+
+        def says_production(envelope: bytes) -> SignedFacts:
+            facts = verify_facts(envelope)
+            return SignedFacts(
+                facts.subject_digests, facts.predicate_type, facts.keyids,
+                kind="approval", environment="production", signer="alice",
+            )  # fmt: skip
+
+        problems = verify_ledger(ledger, verify_envelope=says_production).problems
+        assert problems == [
+            "entry 0: the environment column is 'staging' but the signed statement names "
+            "'production'",
+            "entry 0: the signer column is 'ci' but the envelope is signed by 'alice'",
+        ]
+
+    # -- incremental audit and inclusion (issue 11, issue 9 #3) ----------------------------
+
+    def test_incremental_audit_verifies_only_the_entries_after_the_checkpoint(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        ledger = make_ledger()
+        append_n(ledger, 11)
+        trusted = parse_checkpoint(ledger.checkpoint(LEDGER_KEY).to_text())
+        append_n(ledger, 6, start=11)
+        keys = {LEDGER_KEY.keyid: LEDGER_KEY}
+        seen: list[bytes] = []
+
+        def counting(envelope: bytes) -> SignedFacts:
+            seen.append(envelope)
+            return verify_facts(envelope)
+
+        report = verify_ledger(
+            ledger, verify_envelope=counting, checkpoint=trusted, checkpoint_verifiers=keys,
+            incremental=True,
+        )  # fmt: skip
+        assert report.ok, report.problems
+        assert (report.incremental, report.checked_from, report.size) == (True, 11, 17)
+        assert report.checked_signatures == len(seen) == 6
+        assert report.root == ledger.root()
+        full = verify_ledger(
+            ledger, verify_envelope=counting, checkpoint=trusted, checkpoint_verifiers=keys
+        )
+        assert full.ok
+        assert (full.checked_signatures, full.incremental) == (17, False)
+
+    def test_incremental_audit_catches_a_bad_new_entry_and_a_replay_of_an_old_one(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        ledger = make_ledger()
+        append_n(ledger, 5)
+        trusted = ledger.checkpoint(LEDGER_KEY)
+        append_n(ledger, 1, start=5)
+        append_one(ledger, make_envelope(6, key=HmacKey(CI_KEY.keyid, b"forged")), 6)
+        report = verify_ledger(
+            ledger, verify_envelope=verify_facts, checkpoint=trusted,
+            checkpoint_verifiers={LEDGER_KEY.keyid: LEDGER_KEY}, incremental=True,
+        )  # fmt: skip
+        assert (report.incremental, report.ok, report.first_bad_index) == (True, False, 6)
+        assert "envelope signature does not verify" in report.problems[0]
+
+    def test_incremental_audit_with_an_untrusted_checkpoint_is_a_full_audit(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        ledger = make_ledger()
+        append_n(ledger, 4)
+        mallory = HmacKey("mallory", b"m")
+        forged = ledger.checkpoint(mallory)
+        report = verify_ledger(
+            ledger, verify_envelope=verify_envelope, checkpoint=forged,
+            checkpoint_verifiers={LEDGER_KEY.keyid: LEDGER_KEY}, incremental=True,
+        )  # fmt: skip
+        assert (report.incremental, report.ok, report.checked_signatures) == (False, False, 4)
+        assert any("which is not trusted" in p for p in report.problems)
+
+    def test_verify_inclusion_accepts_rows_of_the_signed_tree(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        ledger = make_ledger()
+        append_n(ledger, 13)
+        head = ledger.checkpoint(LEDGER_KEY)
+        ledger.verify_inclusion(ledger.entries(), size=head.size, root=head.root)
+        ledger.verify_inclusion(ledger.entries(subject_digest=f"sha256:{1:064x}"),
+                                size=head.size, root=head.root)  # fmt: skip
+        ledger.verify_inclusion([], size=head.size, root=head.root)
+        append_n(ledger, 2, start=13)
+        with pytest.raises(LedgerTampered) as caught:
+            ledger.verify_inclusion(ledger.entries(), size=head.size, root=head.root)
+        assert caught.value.indexes == [13, 14]  # newer than the signed head: not covered
+        assert caught.value.exit_code == 1
+        entry = ledger.entry(3)
+        moved = [dataclasses.replace(entry, recorded_at="2020-01-01T00:00:00.000000Z")]
+        with pytest.raises(LedgerTampered, match="entries 3 do not belong"):
+            ledger.verify_inclusion(moved, size=head.size, root=head.root)
+        with pytest.raises(LedgerTampered):
+            ledger.verify_inclusion([entry], size=head.size, root=merkle.EMPTY_ROOT)
 
     def test_serialized_block_commits_together(self, make_ledger: MakeLedger) -> None:
         ledger = make_ledger()

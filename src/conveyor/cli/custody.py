@@ -235,13 +235,22 @@ def audit_verify(
         Path | None,
         typer.Option("--checkpoint", metavar="FILE", help="A checkpoint kept elsewhere."),
     ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Re-verify every entry, even those a trusted --checkpoint covers."
+        ),
+    ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Recompute every leaf, signature and root; check consistency with a checkpoint."""
+    """Recompute every leaf, signature and root; check consistency with a checkpoint.
+
+    With a trusted --checkpoint only the entries after it are verified (its consistency
+    proof is checked); --full redoes everything."""
     from conveyor import service
 
-    report = service.audit_verify(config_path=config, checkpoint=checkpoint)
+    report = service.audit_verify(config_path=config, checkpoint=checkpoint, full=full)
     if as_json:
         render.as_json(
             {
@@ -250,6 +259,10 @@ def audit_verify(
                 "root": report.root.hex(),
                 "first_bad_index": report.first_bad_index,
                 "problems": list(report.problems),
+                "checked_signatures": report.checked_signatures,
+                "incremental": report.incremental,
+                "checked_from": report.checked_from,
+                "replays": list(report.replays),
             }
         )
     elif report.ok:

@@ -7,7 +7,11 @@ transaction starts with ``BEGIN IMMEDIATE`` (the database write lock, waited for
 hashes O(log n) and writes the entry, the perfect nodes it completes, and the new head.
 
 Driver exceptions become ``LedgerError`` in ``ledger_seam`` and nowhere else; messages carry
-the URL with its password hidden.
+the URL with every credential hidden (``redact_url``: the userinfo password and the query
+parameters libpq reads secrets from) and driver text scrubbed of those values.
+
+One signed statement is one entry: ``(statement_sha256, occurrence)`` is unique and an append
+always writes occurrence 0, so the database itself refuses a replay, whoever appends.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -34,7 +39,14 @@ from conveyor.ledger.models import (
     format_time,
     sign_checkpoint,
 )
-from conveyor.ledger.store import Ledger, LedgerView, check_proof_sizes, new_entry
+from conveyor.ledger.store import (
+    Ledger,
+    LedgerView,
+    check_inclusion,
+    check_proof_sizes,
+    duplicate_error,
+    new_entry,
+)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_SECONDS = 60
@@ -69,6 +81,8 @@ entries_table = sa.Table(
     sa.Column("keyid", sa.String(512)),
     sa.Column("recorded_at", sa.String(32)),
     sa.Column("tree_root", sa.LargeBinary),
+    sa.Column("statement_sha256", sa.String(64)),
+    sa.Column("occurrence", sa.Integer),
 )
 nodes_table = sa.Table(
     "ledger_nodes",
@@ -87,6 +101,8 @@ checkpoints_table = sa.Table(
     sa.Column("time", sa.String(32)),
     sa.Column("keyid", sa.String(256)),
     sa.Column("signature", sa.LargeBinary),
+    sa.Column("key_name", sa.String(256)),
+    sa.Column("key_hash", sa.LargeBinary),
 )
 _ENTRY_COLUMNS = list(entries_table.c)
 _ENTRY_NAMES = [c.name for c in _ENTRY_COLUMNS]
@@ -113,6 +129,10 @@ class _AppendSql:
         columns = ", ".join(_ENTRY_NAMES)
         lock = " FOR UPDATE" if postgres else ""
         self.lock_head = f"SELECT size, frontier FROM ledger_head WHERE id = 1{lock}"  # noqa: S608
+        self.find_statement = (
+            "SELECT min(idx) FROM ledger_entries WHERE statement_sha256 = "  # noqa: S608
+            + p("statement_sha256")
+        )
         self.insert_entry = f"INSERT INTO ledger_entries ({columns}) VALUES ({p(*_ENTRY_NAMES)})"  # noqa: S608
         self.insert_node = (
             f"INSERT INTO ledger_nodes (level, idx, hash) VALUES ({p('level', 'idx', 'hash')})"  # noqa: S608
@@ -139,22 +159,31 @@ def _entry(row: sa.Row[Any] | tuple[Any, ...]) -> Entry:
     v = tuple(row)
     return Entry(
         v[0], bytes(v[1]), v[2], bytes(v[3]), v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
-        v[12], bytes(v[13]),
+        v[12], bytes(v[13]), v[14], v[15],
     )  # fmt: skip
 
 
 def _checkpoint(row: sa.Row[Any]) -> Checkpoint:
-    origin, size, root, time, keyid, signature = tuple(row)
-    return Checkpoint(origin, size, bytes(root), time, keyid, bytes(signature))
+    origin, size, root, time, keyid, signature, key_name, key_hash = tuple(row)
+    return Checkpoint(
+        origin,
+        size,
+        bytes(root),
+        time,
+        keyid,
+        bytes(signature),
+        key_name,
+        None if key_hash is None else bytes(key_hash),
+    )
 
 
 class SqlLedger:
     """The ledger in a SQL database; open it with ``open_ledger``."""
 
-    def __init__(self, engine: Engine, display_url: str, secret: str | None) -> None:
+    def __init__(self, engine: Engine, display_url: str, secrets: Sequence[str]) -> None:
         self._engine = engine
         self._display = display_url
-        self._secret = secret
+        self._secrets = tuple(secrets)
         self._local = threading.local()
         self._postgres = engine.dialect.name == "postgresql"
         self._sql = _AppendSql(self._postgres)
@@ -165,7 +194,7 @@ class SqlLedger:
 
     def _translate(self) -> AbstractContextManager[None]:
         """The one seam where driver and OS errors become ``LedgerError``."""
-        return ledger_seam(self._display, self._secret)
+        return ledger_seam(self._display, self._secrets)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -200,7 +229,7 @@ class SqlLedger:
 
     @property
     def url(self) -> str:
-        """The database URL with any password hidden."""
+        """The database URL with every credential hidden."""
         return self._display
 
     def append(
@@ -232,6 +261,13 @@ class SqlLedger:
         sql = self._sql
         with self._write() as conn:
             size, frontier = conn.exec_driver_sql(sql.lock_head).one()
+            # Under the head lock no other append can race this check; the unique index is
+            # the backstop for writers that bypass this code.
+            held = conn.exec_driver_sql(
+                sql.find_statement, {"statement_sha256": fresh.statement_sha256}
+            ).scalar()
+            if held is not None:
+                raise duplicate_error(fresh.statement_sha256, int(held))
             compact = merkle.CompactRange.from_bytes(size, bytes(frontier))
             leaf = fresh.leaf_hash(size)
             nodes: list[dict[str, Any]] = []
@@ -241,19 +277,24 @@ class SqlLedger:
             entry = fresh.at(size, compact.root(), leaf)
             row = dict(zip(_ENTRY_NAMES, _values(entry), strict=True))
             head = {"size": size + 1, "root": entry.tree_root, "frontier": compact.to_bytes()}
-            if self._postgres:
-                conn.exec_driver_sql(
-                    sql.write_all,
-                    {
-                        **row,
-                        **head,
-                        "levels": [n["level"] for n in nodes],
-                        "idxs": [n["idx"] for n in nodes],
-                        "hashes": [n["hash"] for n in nodes],
-                    },
-                )
-                return entry
-            conn.exec_driver_sql(sql.insert_entry, row)
+            try:
+                if self._postgres:
+                    conn.exec_driver_sql(
+                        sql.write_all,
+                        {
+                            **row,
+                            **head,
+                            "levels": [n["level"] for n in nodes],
+                            "idxs": [n["idx"] for n in nodes],
+                            "hashes": [n["hash"] for n in nodes],
+                        },
+                    )
+                    return entry
+                conn.exec_driver_sql(sql.insert_entry, row)
+            except exc.IntegrityError as error:
+                if "statement" in str(error.orig):
+                    raise duplicate_error(fresh.statement_sha256, None) from None
+                raise
             if nodes:
                 conn.exec_driver_sql(sql.insert_node, nodes)
             conn.exec_driver_sql(sql.update_head, head)
@@ -314,26 +355,7 @@ class SqlLedger:
             return _entry(row)
 
     def _nodes(self, conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
-        found: dict[merkle.NodeId, bytes] = {}
-        leaves = [ix for lv, ix in wanted if lv == 0]
-        if leaves:
-            rows = conn.execute(
-                sa.select(entries_table.c.idx, entries_table.c.leaf_hash).where(
-                    entries_table.c.idx.in_(leaves)
-                )
-            )
-            found.update({(0, ix): bytes(h) for ix, h in rows})
-        inner = sorted(n for n in wanted if n[0] > 0)
-        if inner:
-            # OR of primary-key probes: both planners answer it from the index (a row-value
-            # IN list makes SQLite scan the table).
-            c = nodes_table.c
-            node_rows = conn.execute(
-                sa.select(c.level, c.idx, c.hash).where(
-                    sa.or_(*(sa.and_(c.level == lv, c.idx == ix) for lv, ix in inner))
-                )
-            )
-            found.update({(lv, ix): bytes(h) for lv, ix, h in node_rows})
+        found = _find_nodes(conn, wanted)
         missing = wanted - found.keys()
         if missing:
             raise LedgerError(
@@ -341,6 +363,12 @@ class SqlLedger:
                 "run `conveyor audit verify`: the ledger may have been tampered with"
             )
         return found
+
+    def verify_inclusion(self, entries: Iterable[Entry], *, size: int, root: bytes) -> None:
+        """Check rows against a signed tree head: one batched look-up of every proof's nodes,
+        then each row's leaf (recomputed from its facts) proved into ``root``."""
+        with self._read() as conn:
+            check_inclusion(entries, size=size, root=root, nodes=lambda w: _find_nodes(conn, w))
 
     def _proof(self, conn: Connection, plan: merkle.ProofPlan) -> list[bytes]:
         return merkle.assemble_proof(plan, self._nodes(conn, merkle.plan_nodes(plan)))
@@ -389,6 +417,8 @@ class SqlLedger:
                     "time": cp.time,
                     "keyid": cp.keyid,
                     "signature": cp.signature,
+                    "key_name": cp.key_name,
+                    "key_hash": cp.key_hash,
                 },
             )
             return cp
@@ -399,6 +429,13 @@ class SqlLedger:
                 sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id)
             ).all()
             return [_checkpoint(row) for row in rows]
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id.desc()).limit(1)
+            ).one_or_none()
+            return None if row is None else _checkpoint(row)
 
     @contextmanager
     def serialized(self, lock_name: str) -> Iterator[None]:
@@ -441,8 +478,10 @@ class SqlLedger:
                 conn.close()
 
     @contextmanager
-    def audit_view(self) -> Iterator[LedgerView]:
-        """Head, checkpoints and a streamed scan of every entry row, from one snapshot."""
+    def audit_view(self, *, start: int = 0) -> Iterator[LedgerView]:
+        """Head, checkpoints and a streamed scan of the entry rows from ``start``, from one
+        snapshot; Merkle nodes and replayed statements are looked up in that snapshot."""
+        start = max(start, 0)
         with self._translate(), self._engine.connect() as conn:
             if self._postgres:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
@@ -450,18 +489,40 @@ class SqlLedger:
             size, root = self._head(conn)
             rows = conn.execute(sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id))
             checkpoints = [_checkpoint(r) for r in rows]
-            result = conn.execution_options(yield_per=2000).execute(
-                sa.select(*_ENTRY_COLUMNS).order_by(entries_table.c.idx)
-            )
+            query = sa.select(*_ENTRY_COLUMNS).order_by(entries_table.c.idx)
+            if start:
+                query = query.where(entries_table.c.idx >= start)
+            streamed: list[sa.CursorResult[Any]] = []
 
             def stream() -> Iterator[Entry]:
                 with self._translate():
+                    result = conn.execution_options(yield_per=2000).execute(query)
+                    streamed.append(result)
                     for partition in result.partitions():
                         for row in partition:
                             yield _entry(row)
+                    result.close()
 
-            yield LedgerView(self._origin, size, root, checkpoints, stream())
-            result.close()
+            def nodes(wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+                with self._translate():
+                    return _find_nodes(conn, wanted)
+
+            def replays(digests: Sequence[str] | None) -> list[list[int]]:
+                with self._translate():
+                    return _replays(conn, digests)
+
+            yield LedgerView(
+                self._origin,
+                size,
+                root,
+                checkpoints,
+                stream(),
+                start=start,
+                nodes=nodes,
+                replays=replays,
+            )
+            for result in streamed:
+                result.close()
             conn.rollback()
 
     def close(self) -> None:
@@ -484,7 +545,71 @@ def _values(entry: Entry) -> tuple[Any, ...]:
         entry.keyid,
         entry.recorded_at,
         entry.tree_root,
+        entry.statement_sha256,
+        entry.occurrence,
     )
+
+
+def _find_nodes(conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+    """The stored nodes among ``wanted`` (level 0: entries' stored leaf hashes); missing ones
+    are left out. Chunked: SQLite limits the depth of an expression."""
+    found: dict[merkle.NodeId, bytes] = {}
+    leaves = sorted(ix for lv, ix in wanted if lv == 0)
+    for part in _chunks(leaves, 500):
+        rows = conn.execute(
+            sa.select(entries_table.c.idx, entries_table.c.leaf_hash).where(
+                entries_table.c.idx.in_(part)
+            )
+        )
+        found.update({(0, ix): bytes(h) for ix, h in rows})
+    inner = sorted(n for n in wanted if n[0] > 0)
+    c = nodes_table.c
+    for part in _chunks(inner, 200):
+        # OR of primary-key probes: both planners answer it from the index (a row-value
+        # IN list makes SQLite scan the table).
+        node_rows = conn.execute(
+            sa.select(c.level, c.idx, c.hash).where(
+                sa.or_(*(sa.and_(c.level == lv, c.idx == ix) for lv, ix in part))
+            )
+        )
+        found.update({(lv, ix): bytes(h) for lv, ix, h in node_rows})
+    return found
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _replays(conn: Connection, digests: Sequence[str] | None) -> list[list[int]]:
+    """Indexes per statement digest stored more than once (among ``digests``, or all)."""
+    c = entries_table.c
+    pairs: list[tuple[str, int]] = []
+    if digests is None:
+        repeated = (
+            sa.select(c.statement_sha256)
+            .group_by(c.statement_sha256)
+            .having(sa.func.count() > 1)
+            .scalar_subquery()
+        )
+        pairs = [
+            (d, int(i))
+            for d, i in conn.execute(
+                sa.select(c.statement_sha256, c.idx).where(c.statement_sha256.in_(repeated))
+            )
+        ]
+    else:
+        for part in _chunks(sorted(set(digests)), 500):
+            pairs.extend(
+                (d, int(i))
+                for d, i in conn.execute(
+                    sa.select(c.statement_sha256, c.idx).where(c.statement_sha256.in_(part))
+                )
+            )
+    groups: dict[str, list[int]] = {}
+    for digest, index in pairs:
+        groups.setdefault(digest, []).append(index)
+    return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
 # -- opening ----------------------------------------------------------------------------------
@@ -532,7 +657,7 @@ def _sqlite_engine(url: sa.URL) -> Engine:
 
 # The newest migration's revision. Opening a ledger already at it skips importing Alembic
 # (a third of a second on every command); a test keeps this equal to the scripts' head.
-SCHEMA_HEAD = "0001_ledger"
+SCHEMA_HEAD = "v0002_one_statement_one_entry"
 
 
 def _schema_is_current(engine: Engine) -> bool:
@@ -586,12 +711,12 @@ def open_ledger(url: str) -> SqlLedger:
     """
     try:
         parsed = make_url(url)
-    except (exc.ArgumentError, ValueError) as error:
+    except (exc.ArgumentError, ValueError):
+        # ``from None``: the parser's message quotes the URL, credentials and all.
         raise InputError(
             "the ledger URL does not parse: use sqlite:///PATH or postgresql+psycopg://…"
-        ) from error
-    display = parsed.render_as_string(hide_password=True)
-    secret = parsed.password if isinstance(parsed.password, str) else None
+        ) from None
+    display, secrets = redact_url(parsed)
     backend = parsed.get_backend_name()
     if backend == "sqlite" and parsed.get_driver_name() in ("pysqlite", ""):
         engine = _sqlite_engine(parsed)
@@ -604,29 +729,72 @@ def open_ledger(url: str) -> SqlLedger:
         )
     ledger: SqlLedger | None = None
     try:
-        with ledger_seam(display, secret):
+        with ledger_seam(display, secrets):
             _migrate(engine, backend == "postgresql")
-        ledger = SqlLedger(engine, display, secret)
+        ledger = SqlLedger(engine, display, secrets)
         return ledger
     finally:
         if ledger is None:
             engine.dispose()
 
 
+# libpq connection parameters that carry a secret or point at one (``passfile``: the file of
+# passwords; ``sslkey``: the client key). Any other parameter whose name says so, too.
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword", "passfile", "sslkey"})
+_SECRET_WORDS = ("password", "secret", "token", "passfile")
+HIDDEN = "***"
+_PLACEHOLDER = "conveyor-hidden-value"
+
+
+def _is_secret_parameter(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_PARAMETERS or any(w in lowered for w in _SECRET_WORDS)
+
+
+def redact_url(url: sa.URL) -> tuple[str, list[str]]:
+    """The URL as it may be shown (userinfo password and secret query parameters replaced by
+    ``***``) and every secret value, in the spellings a message could quote it in."""
+    values: list[str] = []
+    if isinstance(url.password, str) and url.password:
+        values.append(url.password)
+    hidden: dict[str, str | tuple[str, ...]] = {}
+    for name, value in url.query.items():
+        if _is_secret_parameter(name):
+            values.extend([value] if isinstance(value, str) else list(value))
+            hidden[name] = _PLACEHOLDER
+    if hidden:
+        url = url.update_query_dict(hidden)
+    secrets: set[str] = set()
+    for value in values:
+        if value:
+            secrets.update({value, quote(value, safe=""), quote_plus(value)})
+    # Longest first, so a secret containing another is hidden whole.
+    shown = url.render_as_string(hide_password=True).replace(_PLACEHOLDER, HIDDEN)
+    return shown, sorted(secrets, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, HIDDEN)
+    return text
+
+
 @contextmanager
-def ledger_seam(display: str, secret: str | None) -> Iterator[None]:
+def ledger_seam(display: str, secrets: Sequence[str] | str | None) -> Iterator[None]:
     """Error translation for code that runs before a ``SqlLedger`` exists (opening)."""
+    hidden = [secrets] if isinstance(secrets, str) else list(secrets or ())
     try:
         yield
     except (exc.SQLAlchemyError, sqlite3.Error, OSError) as error:
         cause: BaseException = getattr(error, "orig", None) or error
-        reason = " ".join(str(cause).split())[:300] or type(cause).__name__
-        if secret:
-            reason = reason.replace(secret, "***")
-        raise LedgerError(
+        reason = scrub(" ".join(str(cause).split()), hidden)[:300] or type(cause).__name__
+        raised = LedgerError(
             f"ledger database {display} failed: {type(cause).__name__}: {reason}; "
             "check that the database is reachable and holds a conveyor ledger"
-        ) from error
+        )
+        if hidden and any(s in str(error) for s in hidden):
+            raise raised from None  # the driver's own text quotes a secret: do not chain it
+        raise raised from error
 
 
 def _satisfies_protocol(ledger: SqlLedger) -> Ledger:

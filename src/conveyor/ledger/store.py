@@ -11,21 +11,24 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from conveyor.errors import InputError
+from conveyor.errors import InputError, LedgerError
 from conveyor.ledger import merkle
 from conveyor.ledger.models import (
     Checkpoint,
     CheckpointSigner,
+    DuplicateEvidence,
     Entry,
+    LedgerTampered,
     format_time,
     leaf_data,
     sign_checkpoint,
+    statement_sha256,
 )
 
 MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
@@ -41,16 +44,33 @@ _FIELD_LIMITS = {
 }
 
 
+def _no_nodes(wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+    raise NotImplementedError("this view cannot look up Merkle nodes")
+
+
+def _no_replays(digests: Sequence[str] | None) -> list[list[int]]:
+    return []
+
+
 @dataclass
 class LedgerView:
     """One consistent reading of a ledger for the audit: the head as stored, the stored
-    checkpoints, and every stored entry row in index order (gaps and all)."""
+    checkpoints, and every stored entry row from ``start`` in index order (gaps and all).
+
+    ``nodes(wanted)`` looks up stored perfect Merkle nodes (level 0: entries' stored leaf
+    hashes); ``replays(digests)`` lists, per statement digest stored more than once (among
+    ``digests``, or all when ``None``), the indexes holding it in order. Call both before
+    iterating ``entries``, or after it is exhausted.
+    """
 
     origin: str
     size: int
     root: bytes
     checkpoints: list[Checkpoint]
     entries: Iterator[Entry]
+    start: int = 0
+    nodes: Callable[[set[merkle.NodeId]], dict[merkle.NodeId, bytes]] = _no_nodes
+    replays: Callable[[Sequence[str] | None], list[list[int]]] = _no_replays
 
 
 class Ledger(Protocol):
@@ -101,12 +121,21 @@ class Ledger(Protocol):
 
     def checkpoints(self) -> list[Checkpoint]: ...
 
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest stored checkpoint (one primary-key probe), or ``None``."""
+        ...
+
     def serialized(self, lock_name: str) -> AbstractContextManager[None]:
         """A database-level lock named ``lock_name`` held for the block; appends inside the
         block commit together when it ends and are rolled back if it raises."""
         ...
 
-    def audit_view(self) -> AbstractContextManager[LedgerView]: ...
+    def audit_view(self, *, start: int = 0) -> AbstractContextManager[LedgerView]: ...
+
+    def verify_inclusion(self, entries: Iterable[Entry], *, size: int, root: bytes) -> None:
+        """Raise ``LedgerTampered`` unless every entry, as its row stands, is a leaf of the
+        tree of ``size`` entries with ``root`` (take both from a verified checkpoint)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -126,6 +155,7 @@ class NewEntry:
     signer: str
     keyid: str
     recorded_at: str
+    statement_sha256: str
 
     def at(self, index: int, tree_root: bytes, leaf: bytes) -> Entry:
         return Entry(
@@ -143,6 +173,7 @@ class NewEntry:
             keyid=self.keyid,
             recorded_at=self.recorded_at,
             tree_root=tree_root,
+            statement_sha256=self.statement_sha256,
         )
 
     def leaf_hash(self, index: int) -> bytes:
@@ -213,6 +244,7 @@ def new_entry(
         signer=signer,
         keyid=keyid,
         recorded_at=moment,
+        statement_sha256=statement_sha256(envelope),
     )
 
 
@@ -221,6 +253,65 @@ def check_proof_sizes(size: int, *, index: int | None = None, old: int | None = 
         raise InputError(f"no ledger entry {index} in a tree of size {size}")
     if old is not None and not 0 <= old <= size:
         raise InputError(f"cannot prove size {old} consistent with size {size}")
+
+
+def duplicate_error(statement: str, index: int | None) -> DuplicateEvidence:
+    where = f"entry {index}" if index is not None else "an entry"
+    return DuplicateEvidence(
+        f"the signed statement sha256:{statement[:16]}… is already in the ledger as {where}: "
+        "one statement is one entry (a replayed envelope is refused)",
+        index=index,
+        statement_sha256=statement,
+    )
+
+
+def check_inclusion(
+    entries: Iterable[Entry],
+    *,
+    size: int,
+    root: bytes,
+    nodes: Callable[[set[merkle.NodeId]], dict[merkle.NodeId, bytes]],
+) -> None:
+    """The batched inclusion check behind ``verify_inclusion``: each entry's leaf is
+    recomputed from its facts and envelope bytes, every proof's nodes fetched in one
+    look-up, each proof checked against ``root``."""
+    wanted = list(entries)
+    bad: list[int] = []
+    plans: dict[int, merkle.ProofPlan] = {}
+    for entry in wanted:
+        if not 0 <= entry.index < size:
+            bad.append(entry.index)
+        elif entry.index not in plans:
+            plans[entry.index] = merkle.inclusion_nodes(entry.index, size)
+    found: dict[merkle.NodeId, bytes] = {}
+    needed = {n for plan in plans.values() for n in merkle.plan_nodes(plan)}
+    if needed:
+        try:
+            found = nodes(needed)
+        except (InputError, LedgerError):
+            found = {}
+    for entry in wanted:
+        plan = plans.get(entry.index)
+        if plan is None:
+            continue
+        if any(n not in found for n in merkle.plan_nodes(plan)):
+            bad.append(entry.index)
+            continue
+        leaf = entry.computed_leaf_hash()
+        if hashlib.sha256(
+            entry.envelope
+        ).hexdigest() != entry.envelope_sha256 or not merkle.verify_inclusion(
+            leaf, entry.index, size, merkle.assemble_proof(plan, found), root
+        ):
+            bad.append(entry.index)
+    if bad:
+        bad = sorted(set(bad))
+        shown = ", ".join(str(i) for i in bad[:10]) + (" …" if len(bad) > 10 else "")
+        raise LedgerTampered(
+            f"ledger entries {shown} do not belong to the signed tree head of size {size}: "
+            "the ledger was changed outside conveyor; run `conveyor audit verify`",
+            indexes=bad,
+        )
 
 
 def new_origin() -> str:
@@ -233,6 +324,7 @@ class _MemoryState:
     nodes: dict[merkle.NodeId, bytes] = field(default_factory=dict)
     compact: merkle.CompactRange = field(default_factory=merkle.CompactRange)
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    statements: dict[str, int] = field(default_factory=dict)
 
 
 class MemoryLedger:
@@ -275,7 +367,12 @@ class MemoryLedger:
         )
         with self._lock:
             state = self._state
+            if fresh.statement_sha256 in state.statements:
+                raise duplicate_error(
+                    fresh.statement_sha256, state.statements[fresh.statement_sha256]
+                )
             index = state.compact.size
+            state.statements[fresh.statement_sha256] = index
             leaf = fresh.leaf_hash(index)
             state.nodes[(0, index)] = leaf
 
@@ -363,6 +460,10 @@ class MemoryLedger:
         with self._lock:
             return list(self._state.checkpoints)
 
+    def latest_checkpoint(self) -> Checkpoint | None:
+        with self._lock:
+            return self._state.checkpoints[-1] if self._state.checkpoints else None
+
     @contextmanager
     def serialized(self, lock_name: str) -> Iterator[None]:
         """Hold the ledger's lock; appends inside are undone if the block raises."""
@@ -373,6 +474,7 @@ class MemoryLedger:
                 dict(state.nodes),
                 state.compact.copy(),
                 list(state.checkpoints),
+                dict(state.statements),
             )
             try:
                 yield
@@ -381,19 +483,43 @@ class MemoryLedger:
                 raise
 
     @contextmanager
-    def audit_view(self) -> Iterator[LedgerView]:
+    def audit_view(self, *, start: int = 0) -> Iterator[LedgerView]:
         with self._lock:
             state = self._state
+            entries = list(state.entries)
+            nodes = dict(state.nodes)
             yield LedgerView(
                 self._origin,
                 state.compact.size,
                 state.compact.root(),
                 list(state.checkpoints),
-                iter(list(state.entries)),
+                iter(entries[max(start, 0) :]),
+                start=max(start, 0),
+                nodes=lambda wanted: {n: nodes[n] for n in wanted if n in nodes},
+                replays=lambda digests: _replays(entries, digests),
+            )
+
+    def verify_inclusion(self, entries: Iterable[Entry], *, size: int, root: bytes) -> None:
+        with self._lock:
+            nodes = self._state.nodes
+            check_inclusion(
+                entries,
+                size=size,
+                root=root,
+                nodes=lambda wanted: {n: nodes[n] for n in wanted if n in nodes},
             )
 
     def close(self) -> None:
         return None
+
+
+def _replays(entries: Sequence[Entry], digests: Sequence[str] | None) -> list[list[int]]:
+    wanted = None if digests is None else set(digests)
+    by_statement: dict[str, list[int]] = {}
+    for e in entries:
+        if wanted is None or e.statement_sha256 in wanted:
+            by_statement.setdefault(e.statement_sha256, []).append(e.index)
+    return [indexes for indexes in by_statement.values() if len(indexes) > 1]
 
 
 def _satisfies_protocol(ledger: MemoryLedger) -> Ledger:
