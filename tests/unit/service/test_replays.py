@@ -441,3 +441,32 @@ def test_status_and_history_check_the_rows_they_show(world: World) -> None:
         service.history("staging", workspace=world.ws)
     with pytest.raises(LedgerTampered):
         service.status(workspace=world.ws)
+
+
+def test_a_replay_an_old_ledger_kept_counts_for_nothing(world: World) -> None:
+    """What the v0002 migration leaves of an old ledger's replays: a later copy marked
+    ``occurrence`` 1 under the same statement digest."""
+    ref = world.built()
+    world.scan(ref)
+    passed = world.tests(ref, PASSING)
+    world.tests(ref, FAILING)
+    before = world.verdict(ref, "staging")
+    held = world.ledger.entry(passed).statement_sha256
+    copy = world.replay_with_sql(passed)
+    world.sql(
+        "UPDATE ledger_entries SET statement_sha256 = ?, occurrence = 1 WHERE idx = ?", held, copy
+    )
+    world.sql("UPDATE ledger_entries SET statement_sha256 = ? WHERE idx = ?", held, passed)
+    assert world.ledger.entry(copy).occurrence == 1
+    assert world.verdict(ref, "staging") == before
+
+
+def test_an_occurrence_column_set_with_sql_does_not_hide_a_result(world: World) -> None:
+    """``occurrence`` is not part of the Merkle leaf: the reader computes replays itself."""
+    ref = world.built()
+    world.scan(ref)
+    world.tests(ref, PASSING)
+    failed = world.tests(ref, FAILING)
+    before = world.verdict(ref, "staging")
+    world.sql("UPDATE ledger_entries SET occurrence = 1 WHERE idx = ?", failed)
+    assert world.verdict(ref, "staging") == before
