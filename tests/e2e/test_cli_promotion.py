@@ -507,9 +507,10 @@ def test_forged_approvals_in_the_ledger_are_ignored(pipeline: Pipeline) -> None:
     try:
         for signer_name in ("mallory", "eve"):
             forger = Signer(generate_key())
+            # Two forgers, two statements (one statement is one ledger entry).
             statement = make_statement(
-                "app", digest, APPROVAL_V1, approval(environment="production", comment=signer_name)
-            )  # two statements: the ledger refuses one statement twice
+                "app", digest, APPROVAL_V1, approval(environment="production", approver=signer_name)
+            )
             ledger.append(
                 sign_envelope(statement, IN_TOTO_PAYLOAD_TYPE, [forger]),
                 subject_digest=str(digest),
