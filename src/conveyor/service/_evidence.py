@@ -288,7 +288,16 @@ class VerifiedLedger:
         from conveyor.ledger import LedgerTampered, merkle
 
         ledger = self.workspace.ledger
+        # Size and root are two reads and a concurrent append may land between them: the
+        # size only grows, so an unchanged size around the root read means they match.
         size, root = ledger.size(), ledger.root()
+        for _ in range(5):
+            again = ledger.size()
+            if again == size:
+                break
+            size, root = again, ledger.root()
+        else:  # appends keep landing: the tree at a given size never changes
+            root = ledger.root_at(size)
         if self._anchor is not None:
             old_size, old_root = self._anchor
             proof = ledger.consistency_proof(old_size, size) if old_size < size else []
