@@ -13,6 +13,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ class Pipeline:
         service.attest_tests(ref, [junit], key=self.key("ci"), config_path=self.config)
         if scan is None:
             scan = self.root / "scan.json"
-            scan.write_text(json.dumps(_trivy(created="2099-01-01T00:00:00Z")))
+            scan.write_text(json.dumps(_trivy(created=_now())))
         service.attest_scan(ref, scan, key=self.key("ci"), config_path=self.config)
 
     def ready_for_staging(self, tag: str = "v1") -> str:
@@ -109,6 +110,11 @@ class Pipeline:
             cwd=self.root,
             env=full,
         )
+
+
+def _now() -> str:
+    """A scan time the reader believes: scans are recorded when they are made."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _trivy(*, created: str, critical: int = 0, digest: str | None = None) -> dict[str, object]:
@@ -219,7 +225,7 @@ def test_each_gate_fails_alone(pipeline: Pipeline) -> None:
     vulnerable = pipeline.image("vulnerable")
     pipeline.record_build(vulnerable)
     scan = pipeline.root / "vuln.json"
-    scan.write_text(json.dumps(_trivy(created="2099-01-01T00:00:00Z", critical=2)))
+    scan.write_text(json.dumps(_trivy(created=_now(), critical=2)))
     pipeline.pass_tests_and_scan(vulnerable, scan=scan)
     assert "scan:" in _denied(pipeline, vulnerable, "staging")
 

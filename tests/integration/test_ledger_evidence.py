@@ -96,6 +96,27 @@ def test_concurrent_appends_of_one_envelope_record_it_once(new_url: Callable[[],
         ledger.close()
 
 
+def test_a_replay_marker_set_on_an_original_is_flagged(
+    tampered: tuple[SqlLedger, Raw, Any],
+) -> None:
+    """The occurrence column is not under the leaf hash; readers skip marked entries, so a
+    marker set by raw SQL on an original (a failing test result, say) would hide it."""
+    ledger, raw, head = tampered
+    raw.run("UPDATE ledger_entries SET occurrence = 1 WHERE idx = 6")
+    message = (
+        "entry 6 is marked as copy 1 of its statement but is copy 0: its occurrence column "
+        "was edited (it would hide the entry from readers)"
+    )
+    assert _audit(ledger).problems == [message]
+    append_n(ledger, 2, start=12)
+    raw.run("UPDATE ledger_entries SET occurrence = 3 WHERE idx = 13")
+    report = verify_ledger(
+        ledger, verify_envelope=verify_facts, checkpoint=head, checkpoint_verifiers=TRUSTED,
+        incremental=True,
+    )  # fmt: skip
+    assert report.problems == [message.replace("6", "13").replace("copy 1", "copy 3")]
+
+
 # -- the v0002 migration of a ledger written by schema 0001 -------------------------------------
 
 

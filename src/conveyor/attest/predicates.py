@@ -238,12 +238,14 @@ def make_test_result(
     reports: Sequence[tuple[str, Digest]],
     configuration: Sequence[Mapping[str, Any]] = (),
     url: str | None = None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
     """in-toto test-result v0.1. ``failed`` includes errored tests; ``result`` is FAILED if
     any failed or if no test passed or warned (zero tests is not a pass), else WARNED if any
     warned, else PASSED. ``configuration`` is what the tests ran with (``ci_configuration``);
     the JUnit reports and the skipped tests, which the spec has no field for, go to the
-    ``conveyor`` extension object (``reports``, ``skippedTests``)."""
+    ``conveyor`` extension object (``reports``, ``skippedTests``), and so does ``at``, when the
+    result was taken (``testedOn``: readers order results by this signed time)."""
     ran = bool(passed) or bool(warned)
     predicate: dict[str, Any] = {
         "result": "FAILED" if failed or not ran else "WARNED" if warned else "PASSED",
@@ -259,6 +261,8 @@ def make_test_result(
             "skippedTests": list(skipped),
         },
     }
+    if at is not None:
+        predicate[TEST_RESULT_EXTENSION]["testedOn"] = _timestamp(at, "the test time")
     if url:
         predicate["url"] = url
     return predicate

@@ -6,7 +6,10 @@ it used. Gates fail closed: missing or untrusted evidence is a failure that says
 
 For each kind of evidence the most recent *trusted* entry decides — trusted meaning signed by
 an identity holding the role ``policy.roles.SIGNER_ROLE`` names for that kind; approvals by
-the role their requirement names. "Most recent" orders by ``(recorded_at, index)``.
+the role their requirement names. "Most recent" orders by ``(ref.time, index)``: the time
+signed inside the statement (``EvidenceRef.signed_at``), so a replayed or back-dated row
+cannot become the most recent; freshness (``max_age``, soak, smoke after arrival) is
+measured on the same signed times.
 """
 
 from __future__ import annotations
@@ -65,12 +68,12 @@ def utc(moment: datetime) -> datetime:
 
 
 def order_key(ref: EvidenceRef) -> tuple[datetime, int]:
-    return (utc(ref.recorded_at), ref.index)
+    return (utc(ref.time), ref.index)
 
 
 def describe(ref: EvidenceRef) -> str:
     """``#12 by ci at 2026-11-26T10:00:00Z``."""
-    when = utc(ref.recorded_at).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    when = utc(ref.time).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     return f"#{ref.index} by {ref.signer} at {when}"
 
 
@@ -280,7 +283,8 @@ class ScanGate:
         now = utc(request.now)
         used = (scan.ref,)
         problems: list[str] = []
-        # A scan cannot be younger than its record; the earlier time is the safe one.
+        # The signed scan finish; a scan cannot be younger than its record (the earlier
+        # time is the safe one). The reader refuses a scan whose time does not parse.
         scanned = utc(scan.ref.recorded_at)
         if scan.scanned_at is not None:
             scanned = min(scanned, utc(scan.scanned_at))
@@ -347,7 +351,7 @@ class AfterGate:
         if arrival is None:
             return GateResult(self.name, False, f"never promoted to {env} (by a deployer)")
         now = utc(request.now)
-        arrived = utc(arrival.ref.recorded_at)
+        arrived = utc(arrival.ref.time)
         stay = max(now - arrived, timedelta(0))
         used: list[EvidenceRef] = [arrival.ref]
         problems = []
@@ -423,10 +427,8 @@ def tally_approvals(
             why = "the promoter"
         elif excluded_roles & ref.signer_roles:
             why = f"holds role {', '.join(sorted(excluded_roles & ref.signer_roles))}"
-        elif max_age is not None and now - utc(ref.recorded_at) > max_age:
-            why = (
-                f"{format_duration(now - utc(ref.recorded_at))} old, max {format_duration(max_age)}"
-            )
+        elif max_age is not None and now - utc(ref.time) > max_age:
+            why = f"{format_duration(now - utc(ref.time))} old, max {format_duration(max_age)}"
         if why is not None:
             tally.skipped[signer] = why
             continue

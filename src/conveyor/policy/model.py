@@ -4,7 +4,15 @@ The verified reader (``conveyor.service``) turns *verified* ledger entries into 
 values; gates never see raw envelopes, signatures or JSON. Every value names the ledger
 entry it came from (``EvidenceRef``), so a decision can say which attestation it used.
 
-Times are UTC. A naive ``datetime`` is read as UTC by the engine rather than refused, so a
+Times are UTC. Ordering ("the most recent result decides") and freshness use the time
+*signed inside the statement* (``EvidenceRef.signed_at``: approval time, smoke time, scan
+finish, test time, promotion time), never the ledger's ``recorded_at``, which whoever
+writes the database chooses. The verified reader only hands over entries whose signed time
+lies within its bounds of the record time (see ``conveyor.service`` ``VerifiedLedger``);
+``recorded_at`` stands in only for statements that carry no time (build records, and
+statements written before times were signed).
+
+A naive ``datetime`` is read as UTC by the engine rather than refused, so a
 slip in a caller can never make evaluation raise.
 """
 
@@ -25,6 +33,12 @@ class EvidenceRef:
     signer: str
     signer_roles: frozenset[str]
     recorded_at: datetime
+    signed_at: datetime | None = None  # the time inside the signed statement
+
+    @property
+    def time(self) -> datetime:
+        """When it happened: the signed time, else (no time in the statement) the record's."""
+        return self.signed_at if self.signed_at is not None else self.recorded_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +147,7 @@ class GateResult:
                     "attestation": ref.envelope_digest,
                     "signer": ref.signer,
                     "recorded_at": ref.recorded_at.isoformat(),
+                    "signed_at": ref.signed_at.isoformat() if ref.signed_at else None,
                 }
                 for ref in self.evidence
             ],

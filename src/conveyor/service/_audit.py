@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conveyor.errors import ConfigError, InputError
+from conveyor.errors import ConfigError
 from conveyor.policy.roles import Role
 from conveyor.service._workspace import Workspace, workspace_for
 
@@ -55,6 +55,10 @@ def audit_checkpoint(
     return checkpoint
 
 
+# A checkpoint is a few lines of text; anything larger is not one.
+MAX_CHECKPOINT_BYTES = 64 * 1024
+
+
 def audit_verify(
     *,
     workspace: Workspace | None = None,
@@ -62,18 +66,18 @@ def audit_verify(
     checkpoint: str | Path | None = None,
     full: bool = False,
 ) -> AuditReport:
-    """Every entry's hash and signature, the head, and (given) an external checkpoint; with a
-    trusted ``checkpoint`` only the entries after it are verified unless ``full`` (every
-    signature on every core; the ledger's columns compared with the signed statements)."""
+    """Every entry's hash and signature, the head, and (given) an external checkpoint.
+
+    With a trusted ``checkpoint`` only the entries after it are verified (its consistency
+    proof is checked) unless ``full``. The checkpoint file is read with ``read_bounded``: a
+    FIFO, a device or an oversized file is refused at once (exit 2)."""
+    from conveyor.files import read_bounded
     from conveyor.ledger import parse_checkpoint, verify_ledger
     from conveyor.signed_facts import EnvelopeFacts
 
     external = None
     if checkpoint is not None:
-        try:
-            text = Path(checkpoint).read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read checkpoint {checkpoint}: {exc.strerror}") from exc
+        text = read_bounded(checkpoint, max_bytes=MAX_CHECKPOINT_BYTES)
         external = parse_checkpoint(text)
     with workspace_for(workspace, config_path) as ws:
         # Every key, retired ones too: _retired_keys then judges what a retired key signed.

@@ -10,7 +10,7 @@ from conveyor.errors import PolicyDenied
 from conveyor.policy.config import Identity
 from conveyor.policy.model import Decision, PromotionRequest
 from conveyor.policy.roles import EvidenceKind
-from conveyor.service._evidence import VerifiedEntry, VerifiedLedger, evidence_for
+from conveyor.service._evidence import VerifiedLedger, evidence_for
 from conveyor.service._subject import Subject
 from conveyor.service._workspace import Workspace
 
@@ -52,12 +52,15 @@ def decide(
     # superseded (the most recent result decides). So entries are first read as claims; a
     # decision is returned only once every entry it rests on has been verified, and a
     # denial is re-made from verified entries alone. A claim that fails verification is
-    # dropped and the decision made again.
-    candidates: dict[int, VerifiedEntry] = {}
-    for entry in workspace.ledger.entries(subject_digest=str(digest)):
+    # dropped and the decision made again. Every row read is first proved to belong to the
+    # signed tree (batched): a row changed with raw SQL fails the command closed.
+    claims = []
+    for entry in verified.rows(subject_digest=str(digest)):
         claimed = verified.claim(entry)
         if claimed is not None:
-            candidates[entry.index] = claimed
+            claims.append(claimed)
+    # Of copies of one signed statement only the first counts (a replay changes nothing).
+    candidates = {c.entry.index: c for c in verified.first_copies(claims)}
     labels = subject.labels
     while True:
         evidence = evidence_for(list(candidates.values()), digest, labels)
@@ -107,11 +110,27 @@ def _where_the_tag_pointed(verified: VerifiedLedger, subject: Subject) -> str | 
     if subject.tag is None:
         return None
     wanted = f"{subject.name}:{subject.tag}"
-    for item in reversed(verified.entries(kind=EvidenceKind.BUILD)):
-        params = item.predicate.get("buildDefinition", {}).get("externalParameters", {})
+    # Newest first and bounded: a hint must not cost a walk over every build ever recorded.
+    for seen, entry in enumerate(verified.newest(kind=EvidenceKind.BUILD)):
+        if seen >= _HINT_LOOKBACK:
+            break
+        if entry.subject_name != subject.name:
+            continue
+        claimed = verified.claim(entry)
+        if claimed is None:
+            continue
+        params = claimed.predicate.get("buildDefinition", {}).get("externalParameters", {})
         if isinstance(params, dict) and params.get("image") == wanted:
+            verified.prove([entry])
+            item = verified.verify(entry)
+            if item is None:
+                continue
             return (
                 f"{wanted} now names {subject.digest.short}, but when it was built it "
                 f"named {item.entry.subject_digest} (ledger #{item.entry.index}): the tag moved"
             )
     return None
+
+
+# How many of the newest build records the moved-tag hint looks through.
+_HINT_LOOKBACK = 2000

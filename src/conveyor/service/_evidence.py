@@ -4,13 +4,32 @@ An entry is believed only when its envelope verifies against the keys of conveyo
 statement names the entry's digest, and its signer holds the role that kind of evidence
 needs (``policy.roles``: the same table recording asks). Gates, status, history, trace,
 rollback, ``lint --env`` and ``pin --env`` all read through ``VerifiedLedger``.
+
+Whoever can write the database is not trusted (issue 9):
+
+- **Signed time.** Ordering and freshness use the time inside the signed statement
+  (approval, smoke, scan finish, test, promotion time). An entry whose signed time lies more
+  than ``max_signing_delay`` (default 24 h) before its record time, or more than
+  ``max_clock_skew`` (default 5 min) after its record time or after now, does not count; a
+  signed time that does not parse (or a scan without one) does not count either. Each is
+  named in ``ignored`` with the reason. Build records are bounded only by the skew (other
+  SLSA generators sign long before anyone records them).
+- **One statement, one vote.** Of several entries holding the same signed statement (the
+  SHA-256 of the DSSE payload, computed here, not read from a column), only the first
+  counts; later copies (``Entry.occurrence > 0`` in an old ledger, or rows written with raw
+  SQL) are named as replays.
+- **Rows belong to the signed tree.** Every row a command reads is checked, batched, for
+  inclusion in the latest checkpoint signed with ``ledger.public_key`` (or ``ledger.key``)
+  when it is covered by it, else in the head (which must be consistent with that
+  checkpoint). A row that is not raises ``conveyor.ledger.LedgerTampered`` (exit 1, a failed
+  check: the evidence cannot be believed), so ``check`` and ``promote`` fail closed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConveyorError, InputError, VerificationError
@@ -30,8 +49,14 @@ from conveyor.service._principal import Counted, count_as, via_of
 from conveyor.service._workspace import Workspace
 
 if TYPE_CHECKING:
-    from conveyor.attest import Statement
+    from conveyor.attest import Statement, Verifier
     from conveyor.ledger import Entry
+
+# How far the time signed inside a statement may lie from the ledger's record time.
+MAX_SIGNING_DELAY = timedelta(hours=24)  # signed at most this long before it was recorded
+MAX_CLOCK_SKEW = timedelta(minutes=5)  # and at most this far "in the future"
+# Newest-first reads look at this many newest ledger indexes first, then 4x as many, ….
+_FIRST_WINDOW = 256
 
 
 @dataclass(frozen=True)
@@ -41,6 +66,8 @@ class VerifiedEntry:
     signer: str
     roles: frozenset[str]
     trusted: bool = True  # False: read from its keyid hint, signature not checked yet
+    signed_at: datetime | None = None  # the time inside the statement (None: it names none)
+    statement_sha256: str = ""  # of the DSSE payload, computed from the envelope
     counted: Counted | None = None  # whom it counts for, and via whom (server-signed)
 
     @property
@@ -56,7 +83,13 @@ class VerifiedEntry:
             signer=self.signer,
             signer_roles=self.roles,
             recorded_at=self.entry.recorded_time,
+            signed_at=self.signed_at,
         )
+
+    @property
+    def time(self) -> datetime:
+        """The signed time, else (the statement names none) the record time."""
+        return self.signed_at if self.signed_at is not None else self.entry.recorded_time
 
     @property
     def predicate(self) -> dict[str, Any]:
@@ -80,12 +113,19 @@ class HistoryItem:
     commit: str | None = None
     repository: str | None = None  # as signed in the promotion statement
     names: tuple[str, ...] = ()  # every name the entry and its statement give the image
+    signed_at: datetime | None = None  # the promotion time signed in the statement
+
+    @property
+    def time(self) -> datetime:
+        """When it arrived: the signed promotion time, else the record time."""
+        return self.signed_at if self.signed_at is not None else self.recorded_at
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ledger_index": self.index,
             "digest": self.digest,
             "recorded_at": self.recorded_at.isoformat(),
+            "promoted_at": self.time.isoformat(),
             "promoted_by": self.signer,
             "rollback": self.rollback,
             "break_glass": self.break_glass,
@@ -95,12 +135,20 @@ class HistoryItem:
 
 @dataclass
 class VerifiedLedger:
-    """Ledger entries, each believed only after signature, subject and role check out."""
+    """Ledger entries, each believed only after signature, subject, role, signed time,
+    uniqueness and tree inclusion check out (module docstring)."""
 
     workspace: Workspace
     ignored: list[str] = field(default_factory=list)
+    max_signing_delay: timedelta = MAX_SIGNING_DELAY
+    max_clock_skew: timedelta = MAX_CLOCK_SKEW
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
     # One command may decide twice (before and under the lock): check each entry once.
     _checked: dict[tuple[int, str], VerifiedEntry | None] = field(default_factory=dict)
+    _proven: set[tuple[int, str]] = field(default_factory=set)
+    _anchor: tuple[int, bytes] | None = None  # (size, root) of the trusted checkpoint
+    _anchored: bool = False
+    _head: tuple[int, bytes] = (0, b"")
 
     def verify(self, entry: Entry) -> VerifiedEntry | None:
         key = (entry.index, entry.envelope_sha256)
@@ -142,7 +190,9 @@ class VerifiedLedger:
                 f"ledger #{entry.index} ignored: {identity.name} lacks the role {needed}"
             )
             return None
-        return VerifiedEntry(entry, opened.statement, identity.name, roles, counted=counted)
+        return self._timed(
+            VerifiedEntry(entry, opened.statement, identity.name, roles, counted=counted)
+        )
 
     def _count(self, entry: Entry, statement: Statement, keyid: str) -> Counted | str:
         """Whom a statement signed by ``keyid`` counts for (``_principal.count_as``: a
@@ -150,6 +200,56 @@ class VerifiedLedger:
         signer = self.workspace.identity_of(keyid)
         identities = self.workspace.config.identities
         return count_as(statement.predicate, signer, identities, recorded_for=entry.signer)
+
+    def _timed(self, item: VerifiedEntry, *, note: bool = True) -> VerifiedEntry | None:
+        """``item`` with its signed time and statement digest, or None (named in
+        ``ignored`` when ``note``) when the signed time is unreadable or out of bounds."""
+        from conveyor.ledger import statement_sha256
+
+        entry = item.entry
+        kind = item.kind
+        signed: datetime | None = None
+        why: str | None = None
+        if kind is not None:
+            try:
+                signed = signed_time(kind, item.statement.predicate)
+            except ValueError as exc:
+                why = str(exc)
+        if signed is not None:
+            why = self._out_of_bounds(kind, signed, entry.recorded_time)
+        if why is not None:
+            if note:
+                self.ignored.append(f"ledger #{entry.index} ignored: {why}")
+            return None
+        return VerifiedEntry(
+            entry,
+            item.statement,
+            item.signer,
+            item.roles,
+            item.trusted,
+            signed,
+            statement_sha256(entry.envelope),
+            item.counted,
+        )
+
+    def _out_of_bounds(
+        self, kind: EvidenceKind | None, signed: datetime, recorded: datetime
+    ) -> str | None:
+        from conveyor.policy.duration import format_duration
+
+        said = signed.isoformat().replace("+00:00", "Z")
+        if signed > recorded + self.max_clock_skew or signed > self.now + self.max_clock_skew:
+            return (
+                f"signed time {said} is after the time it was recorded (or now), "
+                f"beyond the {format_duration(self.max_clock_skew)} clock skew allowed"
+            )
+        if kind is not EvidenceKind.BUILD and recorded - signed > self.max_signing_delay:
+            return (
+                f"signed at {said}, {format_duration(recorded - signed)} before it was "
+                f"recorded (at most {format_duration(self.max_signing_delay)}): a replay or "
+                "stale evidence"
+            )
+        return None
 
     def _roles(self, entry: Entry, statement: Statement) -> frozenset[str]:
         """Who may sign this entry's kind; an approval's environment is the signed one."""
@@ -187,8 +287,117 @@ class VerifiedLedger:
         counted = self._count(entry, statement, hints[0])
         if isinstance(counted, str) or not self._roles(entry, statement) & counted.roles:
             return self.verify(entry)  # names the problem in ``ignored``
-        name = counted.identity.name
-        return VerifiedEntry(entry, statement, name, counted.roles, False, counted)
+        item = VerifiedEntry(
+            entry, statement, counted.identity.name, counted.roles, trusted=False, counted=counted
+        )
+        # The time check needs no signature; an entry it drops is verified (and named) once.
+        timed = self._timed(item, note=False)
+        return timed if timed is not None else self.verify(entry)
+
+    # --- tree inclusion ---------------------------------------------------------------------
+
+    def prove(self, entries: Iterable[Entry]) -> None:
+        """Check that every row, as it stands, is a leaf of the signed tree (batched);
+        raises ``conveyor.ledger.LedgerTampered`` otherwise. Each row is proved once."""
+        rows = [e for e in entries if (e.index, e.envelope_sha256) not in self._proven]
+        if not rows:
+            return
+        ledger = self.workspace.ledger
+        if not self._anchored:
+            self._anchor = self._trusted_checkpoint()
+            self._anchored = True
+        if max(e.index for e in rows) >= self._head[0]:
+            self._read_head()  # appends since the head was read are still proved against it
+        covered = self._anchor[0] if self._anchor is not None else 0
+        old = [e for e in rows if e.index < covered]
+        new = [e for e in rows if e.index >= covered]
+        if old and self._anchor is not None:
+            ledger.verify_inclusion(old, size=self._anchor[0], root=self._anchor[1])
+        if new:
+            ledger.verify_inclusion(new, size=self._head[0], root=self._head[1])
+        self._proven.update((e.index, e.envelope_sha256) for e in rows)
+
+    def _read_head(self) -> None:
+        from conveyor.ledger import LedgerTampered, merkle
+
+        ledger = self.workspace.ledger
+        # Size and root are two reads and a concurrent append may land between them: the
+        # size only grows, so an unchanged size around the root read means they match.
+        size, root = ledger.size(), ledger.root()
+        for _ in range(5):
+            again = ledger.size()
+            if again == size:
+                break
+            size, root = again, ledger.root()
+        else:  # appends keep landing: the tree at a given size never changes
+            root = ledger.root_at(size)
+        if self._anchor is not None:
+            old_size, old_root = self._anchor
+            proof = ledger.consistency_proof(old_size, size) if old_size < size else []
+            if size < old_size or not merkle.verify_consistency(
+                old_size, size, old_root, root, proof
+            ):
+                raise LedgerTampered(
+                    f"the ledger's head (size {size}) does not extend its latest signed "
+                    f"checkpoint (size {old_size}): the ledger was changed outside conveyor; "
+                    "run `conveyor audit verify`",
+                    indexes=[],
+                )
+        self._head = (size, root)
+
+    def _trusted_checkpoint(self) -> tuple[int, bytes] | None:
+        """The latest stored checkpoint, if a ledger key is configured to check it."""
+        from conveyor.ledger import LedgerTampered
+
+        verifiers = self._checkpoint_verifiers()
+        if not verifiers:
+            return None
+        ledger = self.workspace.ledger
+        checkpoint = ledger.latest_checkpoint()
+        if checkpoint is None:
+            return None
+        if checkpoint.origin != ledger.origin or not checkpoint.verify(verifiers):
+            raise LedgerTampered(
+                f"the latest checkpoint in the ledger (size {checkpoint.size}) is not signed "
+                "by ledger.public_key for this ledger: the ledger was changed outside "
+                "conveyor; run `conveyor audit verify`",
+                indexes=[],
+            )
+        return checkpoint.size, checkpoint.root
+
+    def _checkpoint_verifiers(self) -> dict[str, Verifier]:
+        from conveyor.attest import Verifier, load_signing_key
+
+        config = self.workspace.config
+        spec = config.model.ledger
+        try:
+            if spec.public_key:
+                verifier = Verifier.from_pem(config.resolve_path(spec.public_key))
+            elif spec.key:
+                verifier = load_signing_key(
+                    str(config.resolve_path(spec.key)),
+                    password=self.workspace.settings.key_password,
+                ).verifier()
+            else:
+                return {}
+        except ConveyorError as exc:
+            raise InputError(f"{config.path}: ledger key: {exc}") from exc
+        return {verifier.keyid: verifier}
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def rows(
+        self,
+        *,
+        subject_digest: str | None = None,
+        kind: EvidenceKind | None = None,
+        environment: str | None = None,
+        commit: str | None = None,
+    ) -> list[Entry]:
+        """The raw rows matching the filters, oldest first, each proved into the tree."""
+        found = self._raw(subject_digest, kind, environment, commit)
+        self.prove(found)
+        return found
 
     def entries(
         self,
@@ -198,13 +407,64 @@ class VerifiedLedger:
         environment: str | None = None,
         commit: str | None = None,
     ) -> list[VerifiedEntry]:
-        """The entries matching the filters that verify, oldest first."""
+        """The entries matching the filters that verify, oldest first; of copies of one
+        statement only the first."""
         found = []
-        for entry in self._raw(subject_digest, kind, environment, commit):
+        for entry in self.rows(
+            subject_digest=subject_digest, kind=kind, environment=environment, commit=commit
+        ):
             verified = self.verify(entry)
             if verified is not None:
                 found.append(verified)
-        return found
+        return self.first_copies(found)
+
+    def first_copies(self, items: Sequence[VerifiedEntry]) -> list[VerifiedEntry]:
+        """``items`` (oldest first) without later copies of a statement, each named."""
+        first: dict[str, int] = {}
+        kept = []
+        for item in items:
+            held = first.setdefault(item.statement_sha256, item.entry.index)
+            if held != item.entry.index:
+                self.ignored.append(
+                    f"ledger #{item.entry.index} ignored: a replay of the statement "
+                    f"ledger #{held} holds"
+                )
+                continue
+            kept.append(item)
+        return kept
+
+    def replay_of(self, item: VerifiedEntry) -> int | None:
+        """The earlier entry of the same digest holding ``item``'s statement, if any."""
+        from conveyor.ledger import statement_sha256
+
+        for entry in self.rows(subject_digest=item.entry.subject_digest):
+            if entry.index >= item.entry.index:
+                break
+            if statement_sha256(entry.envelope) == item.statement_sha256:
+                return entry.index
+        return None
+
+    def newest(
+        self,
+        *,
+        kind: EvidenceKind,
+        environment: str | None = None,
+    ) -> Iterator[Entry]:
+        """Rows of ``kind`` (and ``environment``), newest first, read in growing windows of
+        the newest indexes: the cost follows how far back the answer is, not the ledger's
+        size. Rows are not proved or verified here."""
+        end = self.workspace.ledger.size()
+        window = _FIRST_WINDOW
+        while end > 0:
+            start = max(0, end - window)
+            rows = self.workspace.ledger.entries(
+                kind=kind.value, environment=environment, start=start
+            )
+            for entry in reversed(rows):
+                if entry.index < end:
+                    yield entry
+            end = start
+            window *= 4
 
     def latest(
         self,
@@ -213,11 +473,24 @@ class VerifiedLedger:
         kind: EvidenceKind | None = None,
         environment: str | None = None,
     ) -> VerifiedEntry | None:
-        """The newest entry matching the filters that verifies (older ones are not checked)."""
-        for entry in reversed(self._raw(subject_digest, kind, environment, None)):
+        """The newest entry matching the filters that verifies (older ones are not checked);
+        a replay of an older statement does not count."""
+        if subject_digest is None and kind is not None:
+            candidates: Iterable[Entry] = self.newest(kind=kind, environment=environment)
+        else:
+            candidates = reversed(self._raw(subject_digest, kind, environment, None))
+        for entry in candidates:
+            self.prove([entry])
             verified = self.verify(entry)
-            if verified is not None:
-                return verified
+            if verified is None:
+                continue
+            held = self.replay_of(verified)
+            if held is not None:
+                self.ignored.append(
+                    f"ledger #{entry.index} ignored: a replay of the statement ledger #{held} holds"
+                )
+                continue
+            return verified
         return None
 
     def _raw(
@@ -234,43 +507,79 @@ class VerifiedLedger:
             commit=commit,
         )
 
+    def _arrival(self, item: VerifiedEntry, environment: str) -> HistoryItem | None:
+        from conveyor.attest import read_promotion
+
+        facts = read_promotion(item.predicate)
+        if facts.to_environment != environment:
+            self.ignored.append(
+                f"ledger #{item.entry.index} ignored: signed for another environment"
+            )
+            return None
+        digest = Digest.parse(item.entry.subject_digest)
+        names = {item.entry.subject_name, *item.statement.names(digest)}
+        if facts.repository:
+            names.add(facts.repository)
+        return HistoryItem(
+            item.entry.index,
+            item.entry.subject_digest,
+            item.entry.recorded_time,
+            item.signer,
+            facts.rollback,
+            facts.break_glass,
+            repository=facts.repository,
+            names=tuple(sorted(names)),
+            signed_at=item.signed_at,
+        )
+
     def promotions(self, environment: str) -> list[HistoryItem]:
         """Every verified arrival in ``environment``, oldest first: promotions and rollbacks
         whose *signed* statement names that environment (the ledger column does not decide)."""
-        from conveyor.attest import read_promotion
-
+        verified = [
+            item
+            for kind in PROMOTION_KINDS
+            for item in self.entries(kind=kind, environment=environment)
+        ]
+        verified.sort(key=lambda v: v.entry.index)
         items = []
-        for kind in PROMOTION_KINDS:
-            for item in self.entries(kind=kind, environment=environment):
-                facts = read_promotion(item.predicate)
-                if facts.to_environment != environment:
-                    self.ignored.append(
-                        f"ledger #{item.entry.index} ignored: signed for another environment"
-                    )
-                    continue
-                digest = Digest.parse(item.entry.subject_digest)
-                names = {item.entry.subject_name, *item.statement.names(digest)}
-                if facts.repository:
-                    names.add(facts.repository)
-                items.append(
-                    HistoryItem(
-                        item.entry.index,
-                        item.entry.subject_digest,
-                        item.entry.recorded_time,
-                        item.signer,
-                        facts.rollback,
-                        facts.break_glass,
-                        repository=facts.repository,
-                        names=tuple(sorted(names)),
-                    )
-                )
-        items.sort(key=lambda h: h.index)
+        for item in self.first_copies(verified):
+            arrival = self._arrival(item, environment)
+            if arrival is not None:
+                items.append(arrival)
         return items
+
+    def current_arrival(self, environment: str) -> HistoryItem | None:
+        """The last verified arrival in ``environment``, read newest first (its cost does
+        not grow with the environment's history)."""
+        streams = [self.newest(kind=kind, environment=environment) for kind in PROMOTION_KINDS]
+        heads: list[Entry | None] = [next(stream, None) for stream in streams]
+        while any(head is not None for head in heads):
+            pick = max(
+                (i for i, head in enumerate(heads) if head is not None),
+                key=lambda i: heads[i].index,  # type: ignore[union-attr]
+            )
+            entry = heads[pick]
+            assert entry is not None
+            heads[pick] = next(streams[pick], None)
+            self.prove([entry])
+            item = self.verify(entry)
+            if item is None:
+                continue
+            held = self.replay_of(item)
+            if held is not None:
+                self.ignored.append(
+                    f"ledger #{entry.index} ignored: a replay of the statement ledger #{held} holds"
+                )
+                continue
+            arrival = self._arrival(item, environment)
+            if arrival is not None:
+                return arrival
+        return None
 
     def current(self, environment: str) -> Digest | None:
         """The digest that arrived last in ``environment``."""
-        history = self.promotions(environment)
-        return Digest.parse(history[-1].digest) if history else None
+        arrival = self.current_arrival(environment)
+        return Digest.parse(arrival.digest) if arrival else None
 
     def commits(self, digests: Iterable[str]) -> dict[str, str]:
         """digest -> the commit its (latest verified) build record names."""
@@ -326,7 +635,7 @@ def _scan(item: VerifiedEntry, into: _Collected, digest: Digest, labels: Mapping
     into.scans.append(
         ScanEvidence(
             item.ref,
-            parse_time(scan.finished) or item.ref.recorded_at,
+            item.signed_at,  # the reader refused a scan without a readable finish time
             {k.lower(): v for k, v in scan.counts.items()},
             tuple((i, s.lower()) for i, s in scan.findings),
         )
@@ -401,6 +710,46 @@ def evidence_for(
         approvals=tuple(collected.approvals),
         promotions=tuple(collected.promotions),
     )
+
+
+def _at(predicate: Mapping[str, Any], *path: str) -> object:
+    value: object = predicate
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+# Where each kind signs its time; ``True``: a statement without one does not count.
+_SIGNED_TIMES: Mapping[EvidenceKind, tuple[tuple[tuple[str, ...], ...], bool]] = {
+    EvidenceKind.BUILD: ((("runDetails", "metadata", "finishedOn"),
+                          ("runDetails", "metadata", "startedOn")), False),
+    EvidenceKind.TESTS: ((("conveyor", "testedOn"),), False),
+    EvidenceKind.SCAN: ((("metadata", "scanFinishedOn"),), True),
+    EvidenceKind.SMOKE: ((("testedOn",),), False),
+    EvidenceKind.APPROVAL: ((("approvedOn",),), False),
+    EvidenceKind.PROMOTION: ((("promotedOn",),), False),
+    EvidenceKind.ROLLBACK: ((("promotedOn",),), False),
+}  # fmt: skip
+
+
+def signed_time(kind: EvidenceKind, predicate: Mapping[str, Any]) -> datetime | None:
+    """The time signed in a predicate of ``kind``; None when it names none (statements of
+    older conveyors). Raises ``ValueError`` when the time does not parse, or a scan names
+    no finish time: such evidence does not count (never the record time instead)."""
+    paths, required = _SIGNED_TIMES[kind]
+    for path in paths:
+        value = _at(dict(predicate), *path)
+        if value is None:
+            continue
+        moment = parse_time(value) if isinstance(value, str) else None
+        if moment is None:
+            raise ValueError(
+                f"its signed time {'.'.join(path)} = {str(value)[:40]!r} does not parse"
+            )
+        return moment
+    if required:
+        raise ValueError(f"it names no signed time ({'.'.join(paths[0])})")
+    return None
 
 
 def parse_time(text: str | None) -> datetime | None:

@@ -119,7 +119,7 @@ def _record(
         attached=signed.attached,
         environment=environment,
         summary=built.summary,
-        notes=built.notes,
+        notes=built.notes + ((signed.note,) if signed.note else ()),
     )
 
 
@@ -219,6 +219,7 @@ def attest_tests(
             reports=[(report.path, report.sha256) for report in reports],
             configuration=ci_configuration(ws.settings.ci_variables),
             url=url,
+            at=datetime.now(UTC),  # signed: results are ordered by it, not the record time
         )
         notes = [f"{report.path}: {note}" for report in reports for note in report.notes]
         if summary.total == 0:

@@ -6,6 +6,13 @@ sign an in-toto Statement in a DSSE envelope (naming the principal, if any) → 
 envelope against the configured keys (nothing unverified is ever stored) → attach it to the
 artifact as an OCI referrer → append it to the ledger. A failure before the append records
 nothing in the ledger.
+
+One signed statement is one entry: recording a statement the ledger already holds (the same
+build record again, say, from a retried CI job; Ed25519 signatures are deterministic, so the
+envelope is byte-identical) is idempotent: nothing new is appended, the result names the
+entry that holds it (``Signed.already``), the command says "already recorded as ledger #N"
+and exits 0. Statements carrying a signed time (tests, scans, smoke, approvals,
+promotions) are new each time they are made.
 """
 
 from __future__ import annotations
@@ -34,6 +41,13 @@ class Signed:
     entry: Entry
     envelope_digest: Digest
     attached: str  # repository@digest of the referrer manifest
+    already: bool = False  # the ledger held this statement already: nothing was appended
+
+    @property
+    def note(self) -> str | None:
+        if not self.already:
+            return None
+        return f"already recorded as ledger #{self.entry.index}: nothing new was appended"
 
 
 def principal_identity(workspace: Workspace, signer: Signer, principal: Principal) -> Identity:
@@ -130,15 +144,23 @@ def store_envelope(
     attached = attach_attestation(
         attach_to or subject.repository, subject.top, envelope, predicate_type
     )
-    entry = workspace.ledger.append(
-        envelope,
-        subject_digest=str(subject.digest),
-        subject_name=name,
-        predicate_type=predicate_type,
-        kind=kind.value,
-        signer=identity.name,
-        keyid=keyid,
-        environment=environment,
-        commit=commit,
-    )
+    from conveyor.ledger import DuplicateEvidence
+
+    try:
+        entry = workspace.ledger.append(
+            envelope,
+            subject_digest=str(subject.digest),
+            subject_name=name,
+            predicate_type=predicate_type,
+            kind=kind.value,
+            signer=identity.name,
+            keyid=keyid,
+            environment=environment,
+            commit=commit,
+        )
+    except DuplicateEvidence as exc:
+        if exc.index is None:  # a concurrent writer won the race: refuse, exit 1
+            raise
+        held = workspace.ledger.entry(exc.index)
+        return Signed(identity, held, Digest.of(envelope), attached, already=True)
     return Signed(identity, entry, Digest.of(envelope), attached)

@@ -59,7 +59,7 @@ class EnvironmentStatus:
         if self.current is None:
             return None
         as_of = self.as_of or datetime.now(UTC)
-        return int((as_of - self.current.recorded_at).total_seconds())
+        return int((as_of - self.current.time).total_seconds())
 
     @property
     def current_age(self) -> str | None:
@@ -104,8 +104,8 @@ def status(
         model = ws.config.model
         currents: dict[str, HistoryItem | None] = {}
         for name in environment_order(model):
-            items = verified.promotions(name)
-            current = items[-1] if items else None
+            # Newest first: status costs what the answer needs, not the ledger's size.
+            current = verified.current_arrival(name)
             currents[name] = current
             after = model.environment(name).after_environment
             candidate: str | None
@@ -217,11 +217,14 @@ def trace(
         verified = VerifiedLedger(ws)
         if _looks_like_commit(query):
             commit = query.lower()
-            builds = [
-                e
-                for e in ws.ledger.entries(kind=EvidenceKind.BUILD.value)
-                if e.commit and e.commit.startswith(commit)
-            ]
+            if len(commit) in (40, 64):  # a full commit: the commit index, not a scan
+                builds = verified.rows(kind=EvidenceKind.BUILD, commit=commit)
+            else:
+                builds = [
+                    e
+                    for e in ws.ledger.entries(kind=EvidenceKind.BUILD.value)
+                    if e.commit and e.commit.startswith(commit)
+                ]
             digests = list(dict.fromkeys(e.subject_digest for e in builds))
         else:
             target = parse_target(query)
@@ -231,9 +234,21 @@ def trace(
                 digests = [str(resolve_subject(query, ws.opener).digest)]
         events: list[TraceEvent] = []
         for digest in digests:
-            for entry in ws.ledger.entries(subject_digest=digest):
-                item = verified.verify(entry)
-                summary = _summarise(item) if item else "signature does not verify"
+            rows = verified.rows(subject_digest=digest)  # each proved into the signed tree
+            checked = {e.index: verified.verify(e) for e in rows}
+            counted = {
+                v.entry.index
+                for v in verified.first_copies([v for v in checked.values() if v is not None])
+            }
+            for entry in rows:
+                item = checked[entry.index]
+                if item is None:
+                    summary = "does not count: " + _why_ignored(verified, entry.index)
+                elif entry.index not in counted:
+                    summary = "does not count: a replay of an earlier entry's statement"
+                    item = None
+                else:
+                    summary = _summarise(item)
                 events.append(
                     TraceEvent(
                         entry.index,
@@ -250,6 +265,14 @@ def trace(
                 )
     events.sort(key=lambda e: e.index)
     return Trace(query, tuple(digests), tuple(events))
+
+
+def _why_ignored(verified: VerifiedLedger, index: int) -> str:
+    prefix = f"ledger #{index} ignored: "
+    for line in reversed(verified.ignored):
+        if line.startswith(prefix):
+            return line[len(prefix) :]
+    return "signature does not verify"
 
 
 def _looks_like_commit(text: str) -> bool:

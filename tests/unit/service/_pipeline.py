@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from conveyor import service
@@ -14,7 +15,6 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 PASSING_JUNIT = '<testsuite name="unit"><testcase name="a"/><testcase name="b"/></testsuite>'
 TRIVY = {
     "SchemaVersion": 2,
-    "CreatedAt": "2099-01-01T00:00:00Z",
     "ArtifactName": "example/app",
     "ArtifactType": "container_image",
     "Metadata": {},
@@ -45,7 +45,9 @@ class Pipeline:
         junit.write_text(PASSING_JUNIT)
         service.attest_tests(ref, [junit], key=self.key("ci"), config_path=self.config)
         scan = self.root / "scan.json"
-        scan.write_text(json.dumps(TRIVY))
+        # Scans are recorded when they are made: the signed finish must be near the record.
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        scan.write_text(json.dumps({**TRIVY, "CreatedAt": now}))
         service.attest_scan(ref, scan, key=self.key("ci"), config_path=self.config)
         return ref
 
