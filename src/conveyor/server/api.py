@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from conveyor import service
 from conveyor.errors import ConveyorError, InputError
 from conveyor.server import _interim
-from conveyor.server.auth import ACTS, NotAllowed, authorise
+from conveyor.server.auth import ACTS, NotAllowed, authenticate_other, authorise
+from conveyor.server.oidc import check_commit
 from conveyor.server.principal import API_TOKEN, Principal
 from conveyor.server.problems import PROBLEM_JSON, NotFound, Problem
 from conveyor.server.strict import StrictRoute
@@ -77,6 +78,11 @@ def principal(
     """The identity behind ``Authorization: Bearer TOKEN`` (never a query parameter)."""
     state = _state(request)
     token = credentials.credentials if credentials is not None else ""
+    request_id = request.scope.get("state", {}).get("request_id")
+    other = authenticate_other(state, request, token.strip(), request_id)  # OIDC, login
+    if other is not None:
+        request.scope["state"]["principal"] = other
+        return other
     if not token.strip():
         raise TokenRefused(
             "bad or missing credentials: send 'Authorization: Bearer TOKEN' "
@@ -173,6 +179,7 @@ class BuildRequest(_Body):
 @router.post("/builds", summary="Record a build: SLSA provenance (conveyor record build)")
 def record_build(request: Request, who: Who, body: BuildRequest) -> Json:
     _allow(request, who, "record_build")
+    check_commit(who, body.commit)  # a CI token's sha claim must be this commit
     with _acting(request, who) as key:
         result = service.record_build(
             body.reference,

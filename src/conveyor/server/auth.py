@@ -9,9 +9,15 @@ the act needs (the same roles conveyor.yaml gives to keys); tokens and reload ne
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from conveyor.errors import PolicyDenied
 from conveyor.server.principal import Principal
+
+if TYPE_CHECKING:
+    from fastapi import Request
+
+    from conveyor.server.app import ServerState
 
 
 class NotAllowed(PolicyDenied):
@@ -61,3 +67,20 @@ def authorise(principal: Principal, act: Act, *, environment: str | None = None)
         f"not allowed: {principal.identity} may not {act.name}{where}: it needs the role "
         f"{needed} (it has: {held})"
     )
+
+
+def authenticate_other(
+    state: ServerState, request: Request, token: str, request_id: str | None
+) -> Principal | None:
+    """The authenticators beside API tokens (issue 13): a CI job's OIDC ID token, a login
+    session token (``conveyor login``), or, without a bearer token, a browser's session
+    cookie. ``None``: an API token (or nothing), for the token store to judge."""
+    from conveyor.server import login, oidc
+
+    if oidc.looks_like_jwt(token):
+        return oidc.authenticate(token, state.config(), oidc.CACHE, request_id=request_id)
+    if login.is_session_token(token):
+        return login.authenticate(state, token, request_id=request_id)
+    if not token:
+        return login.from_cookie(state, request, request_id)
+    return None

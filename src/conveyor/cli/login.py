@@ -1,0 +1,47 @@
+"""``conveyor login``: sign in to a conveyor server as a person, from a terminal.
+
+The session token is stored 0600 in the user's config directory and sent to that server
+as ``CONVEYOR_TOKEN`` would be (``CONVEYOR_TOKEN`` itself, when set, still wins).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from conveyor.cli.main import app
+
+
+@app.command()
+def login(
+    server: Annotated[
+        str | None,
+        typer.Option("--server", metavar="URL", help="The server (default: CONVEYOR_SERVER)."),
+    ] = None,
+    insecure_server: Annotated[
+        bool, typer.Option("--insecure-server", help="Allow plain http:// to a test server.")
+    ] = False,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the URL; do not open a browser.")
+    ] = False,
+) -> None:
+    """Sign in with the team's OpenID Connect provider (browser, loopback redirect)."""
+    from conveyor.ci_token import store_session
+    from conveyor.client import SERVER_ENV, check_server_url
+    from conveyor.errors import InputError
+    from conveyor.terminal_login import browser_login
+
+    url = server or os.environ.get(SERVER_ENV)
+    if not url:
+        raise InputError(f"no server: pass --server URL or set {SERVER_ENV}")
+    url = check_server_url(url, insecure=insecure_server)
+
+    def show(link: str) -> None:
+        typer.echo(f"Open this page to sign in: {link}", err=True)
+
+    result = browser_login(url, show=show, open_browser=not no_browser)
+    path = store_session(url, result.token, result.identity)
+    hours = result.expires_in // 3600
+    typer.echo(f"signed in to {url} as {result.identity} for {hours} h (session in {path})")
