@@ -201,6 +201,11 @@ class OidcBindingSpec(_Spec):
         description="every claim must match: exactly, or as a glob (* ? [..]; * crosses /)",
         examples=[{"sub": "repo:acme/payment-api:environment:production"}],
     )
+    without: list[ClaimName] = Field(
+        default_factory=list,
+        description="claims the token must NOT carry (GitLab: 'environment' keeps deploy "
+        "jobs of the same branch out)",
+    )
 
 
 class LoginBindingSpec(_Spec):

@@ -19,7 +19,7 @@ import fnmatch
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,7 +218,11 @@ def _claim_text(value: Any) -> str | None:
     return None
 
 
-def _matches(wanted: Mapping[str, str], claims: Mapping[str, Any]) -> bool:
+def _matches(
+    wanted: Mapping[str, str], claims: Mapping[str, Any], without: Sequence[str] = ()
+) -> bool:
+    if any(name in claims for name in without):
+        return False
     for name, pattern in wanted.items():
         value = _claim_text(claims.get(name))
         if value is None or not fnmatch.fnmatchcase(value, pattern):
@@ -300,7 +304,7 @@ def authenticate(
     matched = [
         (identity, wanted)
         for identity, wanted in candidates
-        if wanted is not None and _matches(wanted.claims, claims)
+        if wanted is not None and _matches(wanted.claims, claims, wanted.without)
     ]
     if not matched:
         raise OidcRefused(
