@@ -378,6 +378,9 @@ def test_a_person_signs_in_through_the_provider_and_gets_a_safe_cookie(world: Wo
     assert "samesite=lax" in lowered
     assert "max-age=43200" in lowered
     assert "secure" not in lowered  # server.url is loopback http here
+    session_cookie = client.cookies["conveyor_session"]
+    assert session_cookie.startswith("cvs_")
+    assert session_cookie not in world.server.log.read_text()  # nor the provider's code
     # the cookie authenticates reads; a write without the CSRF token is refused
     assert _ok(client.get("/api/v1/whoami"))["identity"] == "alice"
     refused = client.post(

@@ -415,3 +415,37 @@ def test_jwt_shape_decides_the_authenticator() -> None:
     assert oidc.looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.eyJ9.c2ln")
     assert not oidc.looks_like_jwt("cvt_" + "a" * 43)
     assert not oidc.looks_like_jwt("cvs_eyJ9.c2ln")
+
+
+@pytest.mark.parametrize(
+    ("url", "secure"),
+    [
+        ("https://conveyor.example.com", True),
+        ("http://127.0.0.1:8080", False),
+        ("http://localhost:8080", False),
+        ("http://conveyor.internal", True),  # plain http elsewhere still gets Secure cookies
+    ],
+)
+def test_session_cookies_are_secure_unless_the_server_is_loopback_http(
+    tmp_path: Path, url: str, secure: bool
+) -> None:
+    from conveyor.server import login
+
+    text = ISSUE_CONFIG.replace("url: https://conveyor.example.com", f"url: {url}", 1)
+    assert login._secure(load_config(_write(tmp_path, text))) is secure
+
+
+@pytest.mark.parametrize(
+    ("given", "safe"),
+    [
+        ("/login/session", "/login/session"),
+        ("//evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        (None, "/"),
+    ],
+)
+def test_login_redirects_only_to_paths_of_this_server(given: str | None, safe: str) -> None:
+    from conveyor.server import login
+
+    assert login._safe_next(given) == safe

@@ -26,12 +26,17 @@ def login(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Print the URL; do not open a browser.")
     ] = False,
+    browser: Annotated[
+        bool,
+        typer.Option("--browser", help="The browser flow even where the device flow is offered."),
+    ] = False,
 ) -> None:
-    """Sign in with the team's OpenID Connect provider (browser, loopback redirect)."""
+    """Sign in with the team's OpenID Connect provider: the device flow where the provider
+    offers it, else the browser with a loopback redirect."""
     from conveyor.ci_token import store_session
     from conveyor.client import SERVER_ENV, check_server_url
     from conveyor.errors import InputError
-    from conveyor.terminal_login import browser_login
+    from conveyor.terminal_login import browser_login, device_login, offers_device_flow
 
     url = server or os.environ.get(SERVER_ENV)
     if not url:
@@ -41,7 +46,10 @@ def login(
     def show(link: str) -> None:
         typer.echo(f"Open this page to sign in: {link}", err=True)
 
-    result = browser_login(url, show=show, open_browser=not no_browser)
+    if not browser and offers_device_flow(url):
+        result = device_login(url, show=show)
+    else:
+        result = browser_login(url, show=show, open_browser=not no_browser)
     path = store_session(url, result.token, result.identity)
     hours = result.expires_in // 3600
     typer.echo(f"signed in to {url} as {result.identity} for {hours} h (session in {path})")

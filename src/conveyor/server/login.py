@@ -171,7 +171,8 @@ def _client_secret(spec: LoginSpec) -> str:
     return secret
 
 
-def _verify_id_token(id_token: str, spec: LoginSpec, nonce: str) -> dict[str, Any]:
+def _verify_id_token(id_token: str, spec: LoginSpec, nonce: str | None) -> dict[str, Any]:
+    """Verify the provider's ID token; ``nonce`` None: the device flow, which has none."""
     import jwt
 
     from conveyor.policy.config import OidcIssuerSpec
@@ -204,7 +205,9 @@ def _verify_id_token(id_token: str, spec: LoginSpec, nonce: str) -> dict[str, An
         raise LoginRefused(f"login failed: {error}") from error
     except jwt.PyJWTError as error:
         raise LoginRefused(f"login failed: the ID token is invalid: {error}") from error
-    if not isinstance(claims.get("nonce"), str) or not hmac.compare_digest(claims["nonce"], nonce):
+    if nonce is not None and (
+        not isinstance(claims.get("nonce"), str) or not hmac.compare_digest(claims["nonce"], nonce)
+    ):
         raise LoginRefused("login failed: the ID token's nonce is not this login's")
     return claims
 
@@ -222,6 +225,45 @@ def identity_for_email(config: Config, email: str) -> str:
 
         raise NotAllowed(f"not allowed: {email} signs in as {why} in {config.path.name}")
     return found[0]
+
+
+def _token_request(spec: LoginSpec, body: str) -> tuple[int, Any]:
+    """POST to the provider's token endpoint with the client's credentials: (status, JSON)."""
+    import httpx
+
+    provider = DISCOVERY.get(spec.issuer)
+    try:
+        answer = httpx.post(
+            provider["token_endpoint"],
+            content=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            auth=(spec.client_id, _client_secret(spec)),
+            timeout=15,
+            follow_redirects=False,
+        )
+    except httpx.HTTPError as failure:
+        raise Unavailable(
+            f"the login provider's token endpoint failed: {type(failure).__name__}"
+        ) from failure
+    try:
+        document = answer.json() if len(answer.content) <= 256 * 1024 else None
+    except ValueError:
+        document = None
+    return answer.status_code, document
+
+
+def _id_token_of(answer: Any) -> str:
+    id_token = answer.get("id_token") if isinstance(answer, dict) else None
+    if not isinstance(id_token, str):
+        raise LoginRefused("login failed: the provider sent no ID token")
+    return id_token
+
+
+def _verified_email(claims: dict[str, Any]) -> str:
+    email = claims.get("email")
+    if not isinstance(email, str) or claims.get("email_verified") is not True:
+        raise LoginRefused("login failed: the provider did not vouch for a verified email")
+    return email
 
 
 # --- sessions ----------------------------------------------------------------------------------
@@ -302,9 +344,16 @@ def _safe_next(value: str | None) -> str:
 def methods(request: Request) -> dict[str, Any]:
     server = _state(request).config().model.server
     oidc = server.oidc if server else None
+    device = False
+    if server is not None and server.login is not None:
+        try:
+            device = _device_endpoint(server.login) is not None
+        except Unavailable:
+            device = False
     return {
         "oidc_audience": oidc.audience if oidc else None,
         "login": bool(server and server.login),
+        "device": device,
     }
 
 
@@ -365,7 +414,6 @@ def callback(
     state: Annotated[str | None, Query(alias="state", max_length=256)] = None,
     error: Annotated[str | None, Query(max_length=256)] = None,
 ) -> Response:
-    import httpx
     from authlib.oauth2.rfc6749.parameters import prepare_token_request
 
     server = _state(request)
@@ -381,36 +429,17 @@ def callback(
         raise LoginRefused("login failed: the state does not match this browser's login")
     if not code:
         raise LoginRefused("login failed: the provider sent no code")
-    provider = DISCOVERY.get(spec.issuer)
     body = prepare_token_request(
         "authorization_code",
         code=code,
         redirect_uri=_server_url(config) + "/login/callback",
         code_verifier=flow["verifier"],
     )
-    try:
-        answer = httpx.post(
-            provider["token_endpoint"],
-            content=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-            auth=(spec.client_id, _client_secret(spec)),
-            timeout=15,
-            follow_redirects=False,
-        )
-    except httpx.HTTPError as failure:
-        raise Unavailable(f"the login provider's token endpoint failed: {failure}") from failure
-    if answer.status_code != 200:
-        raise LoginRefused(f"login failed: the provider refused the code ({answer.status_code})")
-    try:
-        id_token = answer.json().get("id_token")
-    except ValueError as failure:
-        raise LoginRefused("login failed: the provider's token answer is not JSON") from failure
-    if not isinstance(id_token, str):
-        raise LoginRefused("login failed: the provider sent no ID token")
-    claims = _verify_id_token(id_token, spec, str(flow["nonce"]))
-    email = claims.get("email")
-    if not isinstance(email, str) or claims.get("email_verified") is not True:
-        raise LoginRefused("login failed: the provider did not vouch for a verified email")
+    status, answer = _token_request(spec, body)
+    if status != 200:
+        raise LoginRefused(f"login failed: the provider refused the code ({status})")
+    claims = _verify_id_token(_id_token_of(answer), spec, str(flow["nonce"]))
+    email = _verified_email(claims)
     identity = identity_for_email(config, email)
     if flow.get("cli_port"):
         exchange = _seal(
@@ -461,6 +490,87 @@ def exchange(request: Request, body: _Exchange) -> dict[str, Any]:
     identity = identity_for_email(state.config(), str(claims["email"]))
     token = new_session(state, identity, str(claims["email"]), str(claims["idp"]), "cli")
     return {"token": token, "identity": identity, "expires_in": SESSION_LIFETIME}
+
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+DEVICE_PURPOSE = b"conveyor-login-device-v1\n"
+_PENDING = frozenset({"authorization_pending", "slow_down"})
+
+
+def _device_endpoint(spec: LoginSpec) -> str | None:
+    endpoint = DISCOVERY.get(spec.issuer).get("device_authorization_endpoint")
+    return endpoint if isinstance(endpoint, str) else None
+
+
+@router.post("/login/device")
+def device_start(request: Request) -> dict[str, Any]:
+    """``conveyor login``: start the provider's device-authorization flow (RFC 8628)."""
+    import httpx
+
+    from conveyor.server.problems import NotFound
+
+    state = _state(request)
+    spec = _login_spec(state.config())
+    endpoint = _device_endpoint(spec)
+    if endpoint is None:
+        raise NotFound("the login provider offers no device flow; sign in with the browser")
+    try:
+        answer = httpx.post(
+            endpoint,
+            data={"client_id": spec.client_id, "scope": "openid email"},
+            auth=(spec.client_id, _client_secret(spec)),
+            timeout=15,
+            follow_redirects=False,
+        )
+        document = answer.json()
+    except (httpx.HTTPError, ValueError) as failure:
+        raise Unavailable(f"the provider's device endpoint failed: {failure}") from failure
+    needed = ("device_code", "user_code", "verification_uri")
+    if answer.status_code != 200 or not all(isinstance(document.get(k), str) for k in needed):
+        raise Unavailable(f"the provider's device endpoint answered {answer.status_code}")
+    lifetime = min(int(document.get("expires_in") or 600), 1800)
+    handle = _seal(
+        state.signer(),
+        DEVICE_PURPOSE,
+        {"device_code": document["device_code"], "exp": int(time.time()) + lifetime},
+    )
+    complete = document.get("verification_uri_complete")
+    return {
+        "handle": handle,
+        "user_code": document["user_code"],
+        "verification_uri": document["verification_uri"],
+        "verification_uri_complete": complete if isinstance(complete, str) else None,
+        "interval": max(1, min(int(document.get("interval") or 5), 60)),
+        "expires_in": lifetime,
+    }
+
+
+class _DevicePoll(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    handle: Annotated[str, Field(min_length=1, max_length=8192)]
+
+
+@router.post("/login/device/token")
+def device_token(request: Request, body: _DevicePoll) -> Response:
+    """Poll: 202 while the person has not finished, then the session token."""
+    from authlib.oauth2.rfc6749.parameters import prepare_token_request
+
+    state = _state(request)
+    config = state.config()
+    spec = _login_spec(config)
+    device = _open(state.signer(), DEVICE_PURPOSE, body.handle, "device login")
+    status, answer = _token_request(
+        spec, prepare_token_request(DEVICE_GRANT, device_code=str(device["device_code"]))
+    )
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if status != 200 and error in _PENDING:
+        return JSONResponse({"status": "pending", "slow_down": error == "slow_down"}, 202)
+    if status != 200:
+        raise LoginRefused(f"login failed: the provider answered {str(error or status)[:100]!r}")
+    email = _verified_email(_verify_id_token(_id_token_of(answer), spec, None))
+    identity = identity_for_email(config, email)
+    token = new_session(state, identity, email, spec.issuer, "cli")
+    return JSONResponse({"token": token, "identity": identity, "expires_in": SESSION_LIFETIME})
 
 
 @router.get("/login/session")
