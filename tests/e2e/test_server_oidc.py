@@ -557,3 +557,49 @@ def test_the_seed_flow_with_oidc_jobs_and_people_who_log_in(world: World) -> Non
         and d["authenticated"]["claims"]["environment"] == "production"
         for d in deployed
     )
+
+
+def test_in_github_actions_the_cli_gets_its_token_with_the_server_s_audience(
+    world: World,
+) -> None:
+    """The runner's token service on loopback: it signs with the test's GitHub key for the
+    audience the CLI asked, which the CLI learnt from the server."""
+    import http.server
+    import threading
+    from urllib.parse import parse_qs, urlsplit
+
+    from conveyor.client import ConveyorClient
+
+    asked: list[str] = []
+
+    class Runner(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            audience = parse_qs(urlsplit(self.path).query).get("audience", [""])[0]
+            asked.append(audience)
+            if self.headers.get("Authorization") != "bearer runner-request-token":
+                self.send_error(403)
+                return
+            body = json.dumps({"value": world.github.sign(world.github.github_claims(audience))})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            return
+
+    runner = http.server.HTTPServer(("127.0.0.1", 0), Runner)
+    threading.Thread(target=runner.serve_forever, daemon=True).start()
+    try:
+        env = {
+            "ACTIONS_ID_TOKEN_REQUEST_URL": f"http://127.0.0.1:{runner.server_address[1]}/t?v=2",
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "runner-request-token",
+        }
+        with ConveyorClient.from_environment(server=world.server.url, environ=env) as client:
+            who = client.whoami()
+    finally:
+        runner.shutdown()
+        runner.server_close()
+    assert asked == ["conveyor"]
+    assert who["identity"] == "ci"
+    assert "runner-request-token" not in world.server.log.read_text()
