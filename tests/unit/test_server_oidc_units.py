@@ -449,3 +449,109 @@ def test_login_redirects_only_to_paths_of_this_server(given: str | None, safe: s
     from conveyor.server import login
 
     assert login._safe_next(given) == safe
+
+
+# --- sessions and hostile JWKS sources -------------------------------------------------------
+
+
+@pytest.fixture
+def session_state(tmp_path: Path) -> Any:
+    from conveyor import service
+    from conveyor.server.app import ServerSettings, ServerState
+
+    service.generate_keys("server", out_dir=tmp_path / "keys")
+    text = ISSUE_CONFIG + "  server:\n    key: keys/server.pub\n    roles: [server]\n"
+    return ServerState(ServerSettings(config_path=_write(tmp_path, text)))
+
+
+def test_sessions_verify_and_expire_and_follow_the_config(
+    session_state: Any, tmp_path: Path
+) -> None:
+    from conveyor.server import login
+
+    token = login.new_session(session_state, "alice", "alice@example.com", "https://idp", "cli")
+    who = login.authenticate(session_state, token)
+    assert (who.identity, who.method, who.credential) == ("alice", "login", "alice@example.com")
+    assert who.roles == frozenset({"approver"})
+    payload, signature = token.removeprefix("cvs_").split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    forged = {**claims, "sub": "ci"}
+    tampered = "cvs_" + _b64(json.dumps(forged, separators=(",", ":")).encode()) + "." + signature
+    with pytest.raises(login.LoginRefused, match="not signed by this server"):
+        login.authenticate(session_state, tampered)
+    old = login._seal(session_state.signer(), login.SESSION_PURPOSE, {**claims, "exp": 1})
+    with pytest.raises(login.LoginRefused, match="expired"):
+        login.authenticate(session_state, "cvs_" + old)
+    # a flow cookie or exchange code is not a session (domain separation)
+    flow = login._seal(session_state.signer(), login.FLOW_PURPOSE, claims)
+    with pytest.raises(login.LoginRefused, match="not signed by this server"):
+        login.authenticate(session_state, "cvs_" + flow)
+    for garbage in ("cvs_", "cvs_a.b.c", "cvs_!!!.???", "cvs_" + "A" * 5000):
+        with pytest.raises(login.LoginRefused):
+            login.authenticate(session_state, garbage)
+    # alice loses her login binding: her session stops working at once
+    config = session_state.settings.config_path
+    config.write_text(config.read_text().replace("login: {email: alice@example.com}\n", ""))
+    with pytest.raises(login.LoginRefused, match="no longer signs in"):
+        login.authenticate(session_state, token)
+
+
+@pytest.fixture
+def hostile_jwks() -> Iterator[str]:
+    bodies = {
+        "/big": b'{"keys": [' + b" " * (oidc.MAX_JWKS_BYTES + 10) + b"]}",
+        "/html": b"<html>not json</html>",
+        "/nokeys": b'{"keys": 3}',
+    }
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/redirect":
+                self.send_response(302)
+                self.send_header("Location", "https://evil.example/jwks")
+                self.end_headers()
+                return
+            body = bodies.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/big", "larger than"),
+        ("/html", "not JSON"),
+        ("/nokeys", "not a JWKS"),
+        ("/redirect", "answered 302"),
+        ("/missing", "answered 404"),
+    ],
+)
+def test_a_hostile_jwks_source_is_refused(hostile_jwks: str, path: str, message: str) -> None:
+    from conveyor.policy.config import OidcIssuerSpec
+
+    spec = OidcIssuerSpec(issuer="https://issuer.example", jwks_uri=hostile_jwks + path)
+    with pytest.raises(OidcRefused, match=message):
+        JwksCache().key(spec, "k", None)
+
+
+def test_keys_are_never_fetched_in_clear_from_elsewhere() -> None:
+    from conveyor.policy.config import OidcIssuerSpec
+
+    spec = OidcIssuerSpec(issuer="https://issuer.example", jwks_uri="http://issuer.example/jwks")
+    with pytest.raises(OidcRefused, match="not https"):
+        JwksCache().key(spec, "k", None)
