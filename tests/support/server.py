@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -74,7 +75,8 @@ def trivy_report(*, critical: int = 0) -> dict[str, object]:
     ]
     return {
         "SchemaVersion": 2,
-        "CreatedAt": "2099-01-01T00:00:00Z",
+        # Now: a scan signed later than it is recorded does not count (clock skew 5 min).
+        "CreatedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "ArtifactName": "example/app",
         "ArtifactType": "container_image",
         "Metadata": {},
