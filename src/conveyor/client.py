@@ -179,7 +179,10 @@ class ConveyorClient:
         url = server or env.get(SERVER_ENV)
         if not url:
             raise InputError(f"no server: pass --server URL or set {SERVER_ENV}")
-        return cls(url, env.get(TOKEN_ENV) or None, insecure=insecure)
+        from conveyor.ci_token import discover  # CONVEYOR_TOKEN, a CI OIDC token, a login
+
+        url = check_server_url(url, insecure=insecure)
+        return cls(url, discover(url, env), insecure=insecure)
 
     def __enter__(self) -> ConveyorClient:
         return self

@@ -45,7 +45,8 @@ def _root(
         "--server",
         metavar="URL",
         help="Go through this conveyor server (default: CONVEYOR_SERVER), authenticated by "
-        "CONVEYOR_TOKEN; no conveyor.yaml or database needed.",
+        "CONVEYOR_TOKEN, the CI job's OIDC token or a 'conveyor login' session; no "
+        "conveyor.yaml or database needed.",
     ),
     insecure_server: bool = typer.Option(
         False,

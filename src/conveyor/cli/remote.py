@@ -1,5 +1,7 @@
-"""Remote mode: with ``--server URL`` (or ``CONVEYOR_SERVER``) and ``CONVEYOR_TOKEN``, every
-command that reads or writes the ledger is one call to ``conveyor serve``.
+"""Remote mode: with ``--server URL`` (or ``CONVEYOR_SERVER``), every command that reads or
+writes the ledger is one call to ``conveyor serve``. The token is found by
+``conveyor.ci_token.discover``: ``CONVEYOR_TOKEN``, GitHub Actions' OIDC token,
+``CONVEYOR_ID_TOKEN`` (GitLab), else the session ``conveyor login`` stored.
 
 The server answers each command's ``--json`` document, and the direct mode renders from the
 same document (``to_dict()``), so both modes print the same thing through one renderer. In

@@ -181,6 +181,34 @@ FreezeInterval = Annotated[
 TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
 
 
+_URL_PATTERN = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"
+HttpUrl = Annotated[str, StringConstraints(pattern=_URL_PATTERN, max_length=2048)]
+ClaimName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")]
+ClaimValue = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class OidcBindingSpec(_Spec):
+    """A CI job's OIDC ID token that acts as this identity (issue 13)."""
+
+    issuer: IdentityName = Field(description="a name under server.oidc.issuers")
+    claims: dict[ClaimName, ClaimValue] = Field(
+        min_length=1,
+        description="every claim must match: exactly, or as a glob (* ? [..]; * crosses /)",
+        examples=[{"sub": "repo:acme/payment-api:environment:production"}],
+    )
+    without: list[ClaimName] = Field(
+        default_factory=list,
+        description="claims the token must NOT carry (GitLab: 'environment' keeps deploy "
+        "jobs of the same branch out)",
+    )
+
+
+class LoginBindingSpec(_Spec):
+    """A person signing in through server.login whose verified email is this one."""
+
+    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
+
+
 class IdentityKeySpec(_Strict):
     """One public key of an identity; a retired key still vouches for what it signed before."""
 
@@ -206,6 +234,12 @@ class IdentitySpec(_Strict):
     )
     roles: list[RoleName] = Field(
         min_length=1, description="built-in roles, or roles declared under 'roles:'"
+    )
+    oidc: OidcBindingSpec | None = Field(
+        default=None, description="conveyor serve: a CI job's OIDC token acts as this identity"
+    )
+    login: LoginBindingSpec | None = Field(
+        default=None, description="conveyor serve: a person's login (server.login) acts as it"
     )
 
     @field_validator("roles")
@@ -238,7 +272,48 @@ class IdentitySpec(_Strict):
     def _server_has_key(self) -> IdentitySpec:
         if Role.SERVER in self.roles and self.key is None and self.keys is None:
             raise ValueError("a 'server' identity needs its public key ('key:')")
+        if Role.SERVER in self.roles and (self.oidc or self.login):
+            raise ValueError("the 'server' identity cannot be reached by an OIDC token or a login")
         return self
+
+
+class OidcIssuerSpec(_Spec):
+    """One CI provider whose ID tokens the server accepts."""
+
+    issuer: HttpUrl = Field(description="the tokens' exact 'iss'")
+    jwks_uri: HttpUrl | None = Field(
+        default=None, description="its JWKS; default: from the issuer's OIDC discovery"
+    )
+    jwks_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a JWKS file (air-gapped servers), relative to conveyor.yaml",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OidcIssuerSpec:
+        if self.jwks_uri and self.jwks_file:
+            raise ValueError("give jwks_uri or jwks_file, not both")
+        return self
+
+
+class OidcSpec(_Spec):
+    """CI jobs authenticate with their provider's short-lived OIDC ID token."""
+
+    audience: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        description="the 'aud' every CI token must carry"
+    )
+    issuers: dict[IdentityName, OidcIssuerSpec] = Field(min_length=1)
+
+
+class LoginSpec(_Spec):
+    """People sign in with the team's OpenID Connect provider."""
+
+    issuer: HttpUrl = Field(description="OIDC discovery at /.well-known/openid-configuration")
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    client_secret_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = (
+        Field(description="the environment variable holding the client secret (never the file)")
+    )
 
 
 class ServerSpec(_Strict):
@@ -250,7 +325,17 @@ class ServerSpec(_Strict):
         description="private key (PEM) the server signs with, relative to conveyor.yaml; its "
         "public key is an identity with role 'server'",
     )
-    url: str | None = Field(default=None, min_length=1, description="the server's external URL")
+    url: HttpUrl | None = Field(
+        default=None, description="the server's external URL (login redirect)"
+    )
+    oidc: OidcSpec | None = Field(default=None, description="CI jobs' OIDC ID tokens")
+    login: LoginSpec | None = Field(default=None, description="people's OpenID Connect login")
+
+    @model_validator(mode="after")
+    def _login_needs_url(self) -> ServerSpec:
+        if self.login is not None and not self.url:
+            raise ValueError("server.login needs server.url (the login redirects back to it)")
+        return self
 
 
 _NON_EVIDENCE_ROLES = (Role.READER, Role.ADMIN, Role.SERVER)
@@ -627,6 +712,21 @@ class ConfigModel(_Strict):
     server: ServerSpec | None = Field(
         default=None, description="conveyor serve: the server's signing key and URL"
     )
+
+    @model_validator(mode="after")
+    def _bindings_name_issuers(self) -> ConfigModel:
+        oidc = self.server.oidc if self.server else None
+        login = self.server.login if self.server else None
+        for name, spec in self.identities.items():
+            if spec.oidc is not None and (oidc is None or spec.oidc.issuer not in oidc.issuers):
+                known = ", ".join(oidc.issuers) if oidc else "none (no server.oidc)"
+                raise ValueError(
+                    f"identities.{name}.oidc.issuer: {spec.oidc.issuer!r} is not under "
+                    f"server.oidc.issuers (defined: {known})"
+                )
+            if spec.login is not None and login is None:
+                raise ValueError(f"identities.{name}.login needs server.login")
+        return self
 
     @field_validator("freeze", mode="before")
     @classmethod

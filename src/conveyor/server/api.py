@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from conveyor import service
 from conveyor.errors import ConveyorError, InputError
 from conveyor.server.auth import ACTS, NotAllowed, authorise
+from conveyor.server.oidc import check_commit
 from conveyor.server.principal import API_TOKEN, Principal
 from conveyor.server.problems import PROBLEM_JSON, NotFound, Problem
 from conveyor.server.strict import StrictRoute
@@ -66,6 +67,23 @@ _bearer = HTTPBearer(
 )
 
 
+def _authenticate_other(
+    state: ServerState, request: Request, token: str, request_id: str | None
+) -> Principal | None:
+    """The authenticators beside API tokens (issue 13): a CI job's OIDC ID token, a login
+    session token (``conveyor login``), or, without a bearer token, a browser's session
+    cookie. ``None``: an API token (or nothing), for the token store to judge."""
+    from conveyor.server import login, oidc
+
+    if oidc.looks_like_jwt(token):
+        return oidc.authenticate(token, state.config(), oidc.CACHE, request_id=request_id)
+    if login.is_session_token(token):
+        return login.authenticate(state, token, request_id=request_id)
+    if not token:
+        return login.from_cookie(state, request, request_id)
+    return None
+
+
 def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -73,6 +91,11 @@ def principal(
     """The identity behind ``Authorization: Bearer TOKEN`` (never a query parameter)."""
     state = _state(request)
     token = credentials.credentials if credentials is not None else ""
+    request_id = request.scope.get("state", {}).get("request_id")
+    other = _authenticate_other(state, request, token.strip(), request_id)  # OIDC, login
+    if other is not None:
+        request.scope["state"]["principal"] = other
+        return other
     if not token.strip():
         raise TokenRefused(
             "bad or missing credentials: send 'Authorization: Bearer TOKEN' "
@@ -162,6 +185,7 @@ class BuildRequest(_Body):
 @router.post("/builds", summary="Record a build: SLSA provenance (conveyor record build)")
 def record_build(request: Request, who: Who, body: BuildRequest) -> Json:
     _allow(request, who, "record_build")
+    check_commit(who, body.commit)  # a CI token's sha claim must be this commit
     result = service.record_build(
         body.reference,
         commit=body.commit,

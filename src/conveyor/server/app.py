@@ -137,7 +137,7 @@ class _Edge:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """The application for ``settings``; nothing is opened until the first request."""
-    from conveyor.server import api
+    from conveyor.server import api, login
 
     state = ServerState(settings)
 
@@ -187,6 +187,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api.router)
+    app.include_router(login.router)  # /login, /logout (issue 13)
     _install_error_handlers(app, state)
     app.add_middleware(_Edge, state=state)
     return app

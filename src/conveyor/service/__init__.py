@@ -92,6 +92,7 @@ if TYPE_CHECKING:
     )
     from conveyor.service._principal import (
         Principal as Principal,
+        describe_via as describe_via,
     )
     from conveyor.service._promote import (
         CheckResult as CheckResult,
@@ -201,6 +202,7 @@ __all__ = [
     "ci_context",
     "copy_image",
     "create_sample_image",
+    "describe_via",
     "evidence_for",
     "generate_keys",
     "history",
@@ -284,6 +286,7 @@ _LAZY: dict[str, str] = {
     "ci_context": "conveyor.service._ci",
     "copy_image": "conveyor.service._images",
     "create_sample_image": "conveyor.service._images",
+    "describe_via": "conveyor.service._principal",
     "evidence_for": "conveyor.service._evidence",
     "generate_keys": "conveyor.service._keys",
     "history": "conveyor.service._views",

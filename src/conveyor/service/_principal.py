@@ -16,6 +16,8 @@ from conveyor.policy.config import Identity
 from conveyor.policy.roles import Role
 
 PRINCIPAL_V1 = "https://conveyor.dev/principal/v1"  # = conveyor.attest.PRINCIPAL_V1
+# Issuers named by their CI product in ``trace`` (others: by host).
+_PROVIDERS = {"token.actions.githubusercontent.com": "GitHub"}
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,28 @@ def via_of(counted: Counted) -> str | None:
 
 
 def describe_via(authenticated: Mapping[str, Any]) -> str:
-    """How a principal authenticated, in words: ``API token alice-laptop``."""
+    """How a principal authenticated, in words: ``API token alice-laptop``, ``GitHub OIDC
+    (acme/app, refs/heads/main, run 123)``, ``login alice@example.com``."""
     method = str(authenticated.get("method", "?"))
     if method == "api-token":
         return f"API token {authenticated.get('token', '?')}"
     if method == "oidc":
-        return f"OIDC {authenticated.get('issuer', '?')}"
+        issuer = str(authenticated.get("issuer", ""))
+        host = issuer.split("://", 1)[-1].split("/", 1)[0]
+        provider = _PROVIDERS.get(host) or ("GitLab" if "gitlab" in host else host or "CI")
+        found = authenticated.get("claims")
+        claims: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        parts = [
+            str(claims[name])
+            for name in ("repository", "project_path", "ref", "environment")
+            if name in claims
+        ]
+        for name, word in (("run_id", "run"), ("pipeline_id", "pipeline")):
+            if name in claims:
+                parts.append(f"{word} {claims[name]}")
+        return f"{provider} OIDC ({', '.join(parts) or claims.get('sub', '?')})"
+    if method == "login":
+        return f"login {authenticated.get('email', '?')}"
     return method
 
 
