@@ -41,7 +41,7 @@ def _root(
 
 def _register_commands() -> None:
     # Each module adds its commands to ``app``; importing them is cheap (no heavy imports).
-    from conveyor.cli import configs, custody, demo, images, pin, promotion, serve  # noqa: F401
+    from conveyor.cli import configs, custody, demo, drift, images, pin, promotion, serve  # noqa: F401
 
 
 def run() -> None:

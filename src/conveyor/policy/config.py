@@ -53,6 +53,7 @@ class Role(StrEnum):
     READER = "reader"  # reads only (every identity may read)
     ADMIN = "admin"  # API tokens and config reload on the server
     SERVER = "server"  # the key conveyor serve signs with, on behalf of a principal
+    DRIFT = "drift"  # reports what runs (POST /api/v1/environments/{env}/drift); no evidence
 
 
 class Severity(StrEnum):
@@ -225,7 +226,37 @@ class ServerSpec(_Strict):
     url: str | None = Field(default=None, min_length=1, description="the server's external URL")
 
 
-_NON_EVIDENCE_ROLES = (Role.READER, Role.ADMIN, Role.SERVER)
+NamespaceName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+]  # a Kubernetes namespace: an RFC 1123 label
+
+
+class AdmissionSpec(_Spec):
+    """``POST /admission/validate``: which Kubernetes namespaces run which environment."""
+
+    namespaces: dict[NamespaceName, EnvironmentName] = Field(
+        default_factory=dict,
+        description="namespace -> environment whose promoted digests alone may run there",
+    )
+    exempt_namespaces: list[NamespaceName] = Field(
+        default_factory=list, description="namespaces admitted without a check, no warning"
+    )
+    default: Literal["allow", "deny"] = Field(
+        default="allow", description="namespaces neither listed nor exempt: allow (warned) or deny"
+    )
+    previous: int = Field(
+        default=1, ge=0, le=100, description="earlier promotions still admitted (rollback)"
+    )
+
+    @model_validator(mode="after")
+    def _exempt_not_governed(self) -> AdmissionSpec:
+        both = sorted(set(self.exempt_namespaces) & set(self.namespaces))
+        if both:
+            raise ValueError(f"namespaces both governed and exempt: {', '.join(both)}")
+        return self
+
+
+_NON_EVIDENCE_ROLES = (Role.READER, Role.ADMIN, Role.SERVER, Role.DRIFT)
 
 
 def _evidence_role(role: Role) -> Role:
@@ -530,6 +561,9 @@ class ConfigModel(_Strict):
     server: ServerSpec | None = Field(
         default=None, description="conveyor serve: the server's signing key and URL"
     )
+    admission: AdmissionSpec | None = Field(
+        default=None, description="the Kubernetes admission webhook: namespaces -> environments"
+    )
 
     @field_validator("freeze", mode="before")
     @classmethod
@@ -702,6 +736,15 @@ def _environment_references(document: YamlDocument) -> list[str]:
                     f"freeze.environments.{index}: unknown environment {name!r}; "
                     f"defined: {', '.join(names) or 'none'}"
                 )
+    admission = document.data.get("admission")
+    governed = admission.get("namespaces") if isinstance(admission, dict) else None
+    for namespace, name in governed.items() if isinstance(governed, dict) else ():
+        if isinstance(name, str) and name not in environments:
+            problems.append(
+                f"{document.where(('admission', 'namespaces', namespace))}: "
+                f"admission.namespaces.{namespace}: unknown environment {name!r}; "
+                f"defined: {', '.join(names) or 'none'}"
+            )
     return problems
 
 

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 MIB = 1024 * 1024
 MAX_JSON_BYTES = 1 * MIB
 MAX_REPORT_BYTES = 50 * MIB
-REPORT_ROUTES = ("/api/v1/tests", "/api/v1/scans")
+REPORT_ROUTES = ("/api/v1/tests", "/api/v1/scans", "/admission/validate")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -203,7 +203,7 @@ class _Edge:
         path = scope.get("path", "")
         cap = (
             self.state.settings.max_report_bytes
-            if path in REPORT_ROUTES
+            if path in REPORT_ROUTES or path.endswith("/drift")  # drift: kubectl output
             else self.state.settings.max_json_bytes
         )
         started = time.perf_counter()
@@ -275,7 +275,7 @@ class _Edge:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """The application for ``settings``; nothing is opened until the first request."""
-    from conveyor.server import api
+    from conveyor.server import admission, api, drift
 
     state = ServerState(settings)
 
@@ -325,6 +325,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api.router)
+    admission.install(app)  # issue 15: the admission webhook
+    drift.install(app)  # issue 15: drift snapshots
     _install_error_handlers(app, state)
     app.add_middleware(_Edge, state=state)
     return app
