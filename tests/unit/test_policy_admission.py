@@ -37,7 +37,9 @@ def doc(name: str) -> dict[str, Any]:
 
 
 def production(*digests: str, previous: int = 1) -> Promoted:
-    return Promoted.from_history("production", list(digests), previous=previous, tags=["production"])
+    return Promoted.from_history(
+        "production", list(digests), previous=previous, tags=["production"]
+    )
 
 
 def test_pod_containers_and_uid() -> None:
