@@ -188,3 +188,18 @@ def test_invalid_image_reference_denied() -> None:
     verdict = decide(read_review(document), GOV, production(D1))
     assert not verdict.allowed
     assert "not a valid reference" in verdict.message
+
+
+def test_update_judges_only_what_newly_runs() -> None:
+    document = doc("pod-create.json")
+    document["request"]["operation"] = "UPDATE"
+    document["request"]["oldObject"] = copy.deepcopy(document["request"]["object"])
+    # The pod runs D1, no longer promoted; a label change must still be possible.
+    assert decide(read_review(document), GOV, production(D3, D2)).allowed
+    document["request"]["object"]["spec"]["ephemeralContainers"] = [
+        {"name": "debug", "image": "busybox@" + D1}
+    ]
+    verdict = decide(read_review(document), GOV, production(D3, D2))
+    assert not verdict.allowed
+    assert "ephemeral container 'debug'" in verdict.message
+    assert "container 'api'" not in verdict.message

@@ -179,6 +179,11 @@ def read_review(document: object) -> Review:
         spec = _object(spec, where.rsplit(".", 1)[0]).get(step)
     pod = _object(spec, where)
     containers = tuple(_containers(pod, where))
+    if operation == "UPDATE":
+        # Only what would newly run: a container an UPDATE leaves as it was (a label, a
+        # finalizer removed) is not judged again, or an old pod could never be let go.
+        before = _old_containers(request.get("oldObject"), path)
+        containers = tuple(c for c in containers if c not in before)
     return Review(
         uid, group, kind_name, namespace, name, operation, dry_run, containers,
         _break_glass(obj, path),
@@ -206,6 +211,18 @@ def _containers(pod: dict[str, Any], where: str) -> list[Container]:
             if len(found) > MAX_CONTAINERS:
                 raise AdmissionRefused(f"more than {MAX_CONTAINERS} containers")
     return found
+
+
+def _old_containers(old: object, path: tuple[str, ...]) -> frozenset[Container]:
+    spec: object = old
+    for step in path:
+        spec = spec.get(step) if isinstance(spec, dict) else None
+    if not isinstance(spec, dict):
+        return frozenset()
+    try:
+        return frozenset(_containers(spec, "request.oldObject"))
+    except AdmissionRefused:
+        return frozenset()  # an unreadable old object excuses nothing
 
 
 def _break_glass(obj: dict[str, Any], path: tuple[str, ...]) -> str | None:
