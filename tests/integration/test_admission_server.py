@@ -23,7 +23,7 @@ from tests.support.admission import (
     promote,
     start_tls_server,
 )
-from tests.support.server import Team
+from tests.support.server import COMMIT, Team
 
 pytestmark = pytest.mark.slow
 DRIFT_ASSETS = Path(__file__).parent.parent / "assets" / "drift"
@@ -139,7 +139,8 @@ def test_cronjob_break_glass_is_denied_until_it_can_be_recorded(served: Any) -> 
             "not an AdmissionReview admission.k8s.io/v1",
         ),
         (
-            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u"}}',
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", '
+            b'"request": {"uid": "u"}}',
             "request.kind",
         ),
         (b"\xff\xfe", "not UTF-8"),
@@ -229,3 +230,59 @@ def test_tampered_ledger_denies_after_restart(tmp_path: Path) -> None:
             assert "never promoted to production" in response["status"]["message"]
     finally:
         tls.stop()
+
+
+def _cli_ok(team: Team, *args: str) -> None:
+    done = team.cli(*args)
+    assert done.returncode == 0, done.stderr
+
+
+def test_drift_cli_reports_a_staging_digest_in_production(tmp_path: Path) -> None:
+    # Direct-database mode, client-signed (today's CLI reader does not yet count
+    # server-signed entries: the interim adapter applies the principal rule in the server only).
+    team = admission_team(tmp_path / "team")
+    d = {}
+    for name, tag, environments in (
+        ("d1", "v1", ["production"]),
+        ("d2", "v2", ["staging"]),
+        ("d3", "v3", ["production"]),
+    ):
+        ref = team.image(tag)
+        _cli_ok(team, "record", "build", ref, "--commit", COMMIT, "--key", "keys/ci.key")
+        for environment in environments:
+            _cli_ok(team, "promote", ref, "--to", environment, "--key", "keys/deployer.key")
+        d[name] = ref.split("@", 1)[1]
+    text = (DRIFT_ASSETS / "kubectl-pods.json").read_text()
+    text = text.replace("sha256:" + "1" * 64, d["d3"]).replace("sha256:" + "2" * 64, d["d2"])
+    pods = tmp_path / "pods.json"
+    pods.write_text(text)
+    done = team.cli("drift", "production", "--from", str(pods), "--json")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    statuses = {
+        (c["owner"], c["container"]): (c["environment"], c["status"]) for c in report["containers"]
+    }
+    assert statuses[("payment-api-canary-5c4b3a2-q9w8e", "api")] == ("production", "never")
+    assert statuses[("payment-api-7d9f8b6c5-x2k4q", "api")] == ("production", "current")
+    assert statuses[("payment-api-6b5a4c3-r7t6y", "api")] == ("staging", "current")
+    assert ("coredns-76f75df574-abcde", "coredns") not in statuses  # exempt namespace
+    table = team.cli("drift", "production", "--from", str(pods))
+    assert table.returncode == 1
+    assert "never    production   payment-api-production/payment-api-canary" in table.stdout
+    # Only the current production pod: exit 0.
+    document = json.loads(text)
+    document["items"] = document["items"][:1]
+    pods.write_text(json.dumps(document))
+    assert team.cli("drift", "production", "--from", str(pods)).returncode == 0
+    # As staging (a map naming everything staging): the production digest was never there.
+    mapped = team.cli(
+        "drift", "staging", "--from", str(pods), "--namespace-map", "payment-api-production=staging"
+    )
+    assert mapped.returncode == 1
+    pods.write_text("not json")
+    bad = team.cli("drift", "production", "--from", str(pods))
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("conveyor: error: ")
+    assert "Traceback" not in bad.stderr
+    unknown = team.cli("drift", "nowhere", "--from", str(DRIFT_ASSETS / "kubectl-pods.json"))
+    assert unknown.returncode == 2

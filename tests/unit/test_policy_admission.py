@@ -130,7 +130,8 @@ def test_break_glass_needs_a_rule() -> None:
     assert not verdict.allowed
     assert "no freeze break-glass rule" in verdict.message
     allowed = decide(review, GOV, staging, break_glass_rule="the freeze")
-    assert allowed.allowed and allowed.break_glass == "the freeze"
+    assert allowed.allowed
+    assert allowed.break_glass == "the freeze"
 
 
 def test_delete_allowed() -> None:
