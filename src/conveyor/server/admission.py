@@ -217,8 +217,8 @@ def install(app: FastAPI) -> None:
         PATH,
         validate,
         methods=["POST"],
-        summary="Kubernetes validating admission webhook (AdmissionReview v1); fails closed",
         response_model=None,
+        include_in_schema=False,  # Kubernetes' AdmissionReview protocol, not the REST API
     )
 
 

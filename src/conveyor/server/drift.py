@@ -22,6 +22,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Engine, make_url
 
 from conveyor.errors import InputError, LedgerError
+from conveyor.server import api
 from conveyor.server.api import principal
 from conveyor.server.auth import Act, authorise
 from conveyor.server.principal import Principal
@@ -187,10 +188,27 @@ def install(app: FastAPI) -> None:
         return found
 
     path = "/api/v1/environments/{environment}/drift"
+    body = {
+        "required": True,
+        "description": "kubectl get pods -A -o json, docker inspect or docker compose ps "
+        "--format json output",
+        "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+    }
     app.add_api_route(
-        path, report, methods=["POST"], summary="Report what runs; classify against the ledger"
+        path,
+        report,
+        methods=["POST"],
+        summary="Report what runs; each container classified against the ledger (drift)",
+        responses=api.router.responses,
+        openapi_extra={"requestBody": body},
     )
-    app.add_api_route(path, last, methods=["GET"], summary="The last drift snapshot")
+    app.add_api_route(
+        path,
+        last,
+        methods=["GET"],
+        summary="The last drift snapshot of an environment",
+        responses=api.router.responses,
+    )
 
 
 __all__ = ["DriftStore", "install"]
