@@ -245,7 +245,11 @@ class AdmissionSpec(_Spec):
         default="allow", description="namespaces neither listed nor exempt: allow (warned) or deny"
     )
     previous: int = Field(
-        default=1, ge=0, le=100, description="earlier promotions still admitted (rollback)"
+        default=1,
+        ge=0,
+        le=100,
+        strict=True,
+        description="earlier promotions still admitted (rollback)",
     )
 
     @model_validator(mode="after")
@@ -570,6 +574,13 @@ class ConfigModel(_Strict):
     def _freeze_not_null(cls, value: object) -> object:
         if value is None:
             raise ValueError("freeze needs a mapping with 'windows:'")
+        return value
+
+    @field_validator("admission", mode="before")
+    @classmethod
+    def _admission_not_null(cls, value: object) -> object:
+        if value is None:  # "admission:" alone would otherwise govern nothing, silently
+            raise ValueError("admission needs a mapping with 'namespaces:'")
         return value
 
     def environment(self, name: str) -> EnvironmentSpec:
