@@ -198,6 +198,17 @@ def test_drift_endpoint_stores_the_snapshot_and_sets_the_gauge(served: Any) -> N
     assert last["summary"]["never"] == 2
     assert {c["status"] for c in last["containers"]} == {"current", "never", "unknown"}
     assert 'conveyor_drift_containers{environment="production",status="never"} 2.0' in metrics
+    # Nothing of staging runs any more: staging's snapshot says so (not the last one's pods).
+    only_production = json.loads(text)
+    only_production["items"] = only_production["items"][:1]
+    answer = tls.post(
+        "watcher", "/api/v1/environments/staging/drift", content=json.dumps(only_production)
+    )
+    assert answer.status_code == 200, answer.text
+    with tls.client("viewer") as client:
+        staging = client.get("/api/v1/environments/staging/drift").json()
+    assert staging["containers"] == []
+    assert sum(staging["summary"].values()) == 0
     bad = tls.post("watcher", "/api/v1/environments/production/drift", content=b"nope")
     assert bad.status_code == 400
 

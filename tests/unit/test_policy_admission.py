@@ -204,3 +204,32 @@ def test_update_judges_only_what_newly_runs() -> None:
     assert not verdict.allowed
     assert "ephemeral container 'debug'" in verdict.message
     assert "container 'api'" not in verdict.message
+
+
+@pytest.mark.parametrize(
+    ("group", "kind"),
+    [
+        ("apps", "Deployment"),
+        ("apps", "StatefulSet"),
+        ("apps", "DaemonSet"),
+        ("apps", "ReplicaSet"),
+        ("", "ReplicationController"),
+        ("batch", "Job"),
+    ],
+)
+def test_every_workload_kind_keeps_its_pod_template_under_spec_template(
+    group: str, kind: str
+) -> None:
+    document = doc("deployment-update.json")
+    document["request"]["kind"] = {"group": group, "version": "v1", "kind": kind}
+    document["request"]["oldObject"] = None
+    review = read_review(document)
+    assert [c.name for c in review.containers] == ["migrate", "api", "envoy"]
+    assert not decide(review, GOV, production(D1)).allowed  # envoy: not pinned
+
+
+def test_cronjob_pod_template_is_under_the_job_template() -> None:
+    document = doc("cronjob-create.json")
+    document["request"]["kind"]["kind"] = "Job"  # a Job keeps no jobTemplate
+    with pytest.raises(AdmissionRefused, match=r"request\.object\.spec\.template"):
+        read_review(document)

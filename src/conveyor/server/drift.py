@@ -138,6 +138,7 @@ def install(app: FastAPI) -> None:
     def _report(who: Principal, environment: str, body: bytes) -> dict[str, Any]:
         from conveyor import service
         from conveyor.policy.drift import (
+            STATUSES,
             classify,
             environment_chooser,
             load_documents,
@@ -162,6 +163,8 @@ def install(app: FastAPI) -> None:
             lambda e: [item.digest for item in service.history(e, config_path=config.path)],
         )
         counts = summary(classified)
+        # The environment posted for gets a snapshot even when nothing of it runs now.
+        counts.setdefault(environment, dict.fromkeys(STATUSES, 0))
         stored = {}
         for name, per in counts.items():
             snapshot = {
