@@ -45,7 +45,7 @@ def served(
         promote(tls, r1, "production")
         promote(tls, r3, "production")
         promote(tls, r2, "staging")
-        yield team, tls, {"d1": d1, "d2": d2, "d3": d3, "d4": d4}
+        yield team, tls, {"d1": d1, "d2": d2, "d3": d3, "d4": d4, "r3": r3}
     finally:
         tls.stop()
 
@@ -168,7 +168,21 @@ def test_a_new_promotion_is_seen_at_once(served: Any) -> None:
     assert tls.review(pod_review(d5))["allowed"] is True
     # d1 is now two promotions back: out of the window (previous: 1)
     assert "not within the last 2" in tls.review(pod_review(d["d1"]))["status"]["message"]
-    promote(tls, r5.replace(d5, d["d3"]).replace("v5", "v3"), "production")  # roll forward to d3
+    promote(tls, d["r3"], "production")  # d3 current again, for the tests after this one
+
+
+def test_a_promotion_through_another_replica_is_seen_at_once(served: Any) -> None:
+    team, tls, d = served
+    other = start_tls_server(team)  # a second replica on the same database
+    other.tokens.update(tls.tokens)
+    try:
+        ref, digest = build(other, team, "v6")
+        assert tls.review(pod_review(digest))["allowed"] is False  # cached without it
+        promote(other, ref, "production")
+        assert tls.review(pod_review(digest))["allowed"] is True
+        promote(other, d["r3"], "production")
+    finally:
+        other.stop()
 
 
 def test_metrics_count_decisions(served: Any) -> None:

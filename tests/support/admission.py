@@ -138,7 +138,10 @@ class TlsServer:
 
 
 def start_tls_server(team: Team) -> TlsServer:
-    cert, key = self_signed(team.root / "tls")
+    tls = team.root / "tls"
+    cert, key = (
+        (tls / "tls.crt", tls / "tls.key") if (tls / "tls.crt").is_file() else self_signed(tls)
+    )  # replicas of one team share the certificate
     for _attempt in range(3):
         port = free_port()
         log = team.root / f"serve-{port}.log"
