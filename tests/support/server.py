@@ -8,6 +8,7 @@ starts ``conveyor serve`` on it, creates one API token per identity with the rea
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -74,7 +75,10 @@ def trivy_report(*, critical: int = 0) -> dict[str, object]:
     ]
     return {
         "SchemaVersion": 2,
-        "CreatedAt": "2099-01-01T00:00:00Z",
+        # A scan signs the time it ran: a future one is refused, an old one is stale.
+        "CreatedAt": (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        ),
         "ArtifactName": "example/app",
         "ArtifactType": "container_image",
         "Metadata": {},

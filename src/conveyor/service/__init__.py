@@ -58,6 +58,10 @@ if TYPE_CHECKING:
     from conveyor.service._decide import (
         PromotionDenied as PromotionDenied,
     )
+    from conveyor.service._drift import (
+        DriftReport as DriftReport,
+        drift as drift,
+    )
     from conveyor.service._evidence import (
         HistoryItem as HistoryItem,
         VerifiedEntry as VerifiedEntry,
@@ -155,6 +159,7 @@ __all__ = [
     "CopyProgress",
     "CopyResult",
     "Decision",
+    "DriftReport",
     "EnvironmentStatus",
     "EvidenceKind",
     "FileResult",
@@ -201,6 +206,7 @@ __all__ = [
     "ci_context",
     "copy_image",
     "create_sample_image",
+    "drift",
     "evidence_for",
     "generate_keys",
     "history",
@@ -238,6 +244,7 @@ _LAZY: dict[str, str] = {
     "CopyProgress": "conveyor.registry.copy",
     "CopyResult": "conveyor.registry.copy",
     "Decision": "conveyor.policy.model",
+    "DriftReport": "conveyor.service._drift",
     "EnvironmentStatus": "conveyor.service._views",
     "EvidenceKind": "conveyor.policy.roles",
     "FileResult": "conveyor.configs.pin",
@@ -284,6 +291,7 @@ _LAZY: dict[str, str] = {
     "ci_context": "conveyor.service._ci",
     "copy_image": "conveyor.service._images",
     "create_sample_image": "conveyor.service._images",
+    "drift": "conveyor.service._drift",
     "evidence_for": "conveyor.service._evidence",
     "generate_keys": "conveyor.service._keys",
     "history": "conveyor.service._views",
