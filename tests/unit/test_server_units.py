@@ -218,7 +218,9 @@ def test_error_classes_map_to_statuses(error: Exception, status: int) -> None:
     assert response.media_type == "application/problem+json"
 
 
-def test_a_ledger_of_schema_0001_migrates_through_0002_to_the_token_table(tmp_path: Path) -> None:
+def test_a_ledger_of_schema_0001_migrates_through_0002_to_the_token_and_drift_tables(
+    tmp_path: Path,
+) -> None:
     import shutil
 
     from conveyor.ledger import open_ledger
@@ -228,14 +230,18 @@ def test_a_ledger_of_schema_0001_migrates_through_0002_to_the_token_table(tmp_pa
     copy = tmp_path / "old.db"
     shutil.copyfile(fixture, copy)
     url = f"sqlite:///{copy}"
-    opened = TokenStore.open(url)  # 0001 -> v0002 (replays marked) -> 0003 (api_tokens)
+    # 0001 -> v0002 (replays marked) -> 0003 (api_tokens) -> 0004 (drift_snapshots)
+    opened = TokenStore.open(url)
     try:
         created = opened.create("ci", identity="ci", lifetime=timedelta(days=1), created_by="test")
         assert opened.authenticate(created.token).identity == "ci"
     finally:
         opened.close()
-    versions = sqlite3.connect(copy).execute("SELECT version_num FROM alembic_version").fetchall()
-    assert versions == [(SCHEMA_HEAD,)] == [("0003_api_tokens",)]
+    with sqlite3.connect(copy) as conn:
+        versions = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        drift = conn.execute("SELECT count(*) FROM drift_snapshots").fetchone()
+    assert versions == [(SCHEMA_HEAD,)] == [("0004_drift_snapshots",)]
+    assert drift == (0,)
     ledger = open_ledger(url)
     try:
         assert [e.occurrence for e in ledger.entries()] == [0, 0, 0, 0, 1, 1, 2, 0]

@@ -15,7 +15,7 @@ def _register_commands() -> None:
     # The import order is the order ``conveyor --help`` lists them in.
     from conveyor.cli import configs, images  # noqa: F401, I001
     from conveyor.cli import custody, demo, pin, promotion  # noqa: F401
-    from conveyor.cli import serve, login  # noqa: F401
+    from conveyor.cli import drift, login, serve  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,7 +54,7 @@ def _builtin_role(name: str) -> str:
     return Role(name) if name in _BUILTIN_ROLES else name
 
 
-# A role: one of the five built in, or one declared under ``roles:`` (checked on load).
+# A role: one of those built in (``Role``), or one declared under ``roles:`` (checked on load).
 RoleName = Annotated[str, StringConstraints(pattern=_NAME_PATTERN), AfterValidator(_builtin_role)]
 
 
@@ -338,7 +338,41 @@ class ServerSpec(_Strict):
         return self
 
 
-_NON_EVIDENCE_ROLES = (Role.READER, Role.ADMIN, Role.SERVER)
+NamespaceName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+]  # a Kubernetes namespace: an RFC 1123 label
+
+
+class AdmissionSpec(_Spec):
+    """``POST /admission/validate``: which Kubernetes namespaces run which environment."""
+
+    namespaces: dict[NamespaceName, EnvironmentName] = Field(
+        default_factory=dict,
+        description="namespace -> environment whose promoted digests alone may run there",
+    )
+    exempt_namespaces: list[NamespaceName] = Field(
+        default_factory=list, description="namespaces admitted without a check, no warning"
+    )
+    default: Literal["allow", "deny"] = Field(
+        default="allow", description="namespaces neither listed nor exempt: allow (warned) or deny"
+    )
+    previous: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        strict=True,
+        description="earlier promotions still admitted (rollback)",
+    )
+
+    @model_validator(mode="after")
+    def _exempt_not_governed(self) -> AdmissionSpec:
+        both = sorted(set(self.exempt_namespaces) & set(self.namespaces))
+        if both:
+            raise ValueError(f"namespaces both governed and exempt: {', '.join(both)}")
+        return self
+
+
+_NON_EVIDENCE_ROLES = (Role.READER, Role.ADMIN, Role.SERVER, Role.DRIFT)
 
 
 def _evidence_role(role: str) -> str:
@@ -695,8 +729,8 @@ class ConfigModel(_Strict):
     version: Annotated[Literal[1], BeforeValidator(_whole_number)]
     roles: list[IdentityName] = Field(
         default_factory=list,
-        description="roles besides the eight built in (builder, tester, scanner, approver, "
-        "deployer, reader, admin, server), for approvals gates and break_glass to name",
+        description="roles besides the nine built in (builder, tester, scanner, approver, "
+        "deployer, reader, admin, server, drift), for approvals gates and break_glass to name",
     )
     identities: dict[IdentityName, IdentitySpec] = Field(min_length=1)
     ledger: LedgerSpec = LedgerSpec()
@@ -711,6 +745,9 @@ class ConfigModel(_Strict):
     )
     server: ServerSpec | None = Field(
         default=None, description="conveyor serve: the server's signing key and URL"
+    )
+    admission: AdmissionSpec | None = Field(
+        default=None, description="the Kubernetes admission webhook: namespaces -> environments"
     )
 
     @model_validator(mode="after")
@@ -733,6 +770,13 @@ class ConfigModel(_Strict):
     def _freeze_not_null(cls, value: object) -> object:
         if value is None:
             raise ValueError("freeze needs a mapping with 'windows:'")
+        return value
+
+    @field_validator("admission", mode="before")
+    @classmethod
+    def _admission_not_null(cls, value: object) -> object:
+        if value is None:  # "admission:" alone would otherwise govern nothing, silently
+            raise ValueError("admission needs a mapping with 'namespaces:'")
         return value
 
     def environment(self, name: str) -> EnvironmentSpec:
@@ -969,6 +1013,15 @@ def _environment_references(document: YamlDocument) -> list[str]:
                     f"freeze.environments.{index}: unknown environment {name!r}; "
                     f"defined: {', '.join(names) or 'none'}"
                 )
+    admission = document.data.get("admission")
+    governed = admission.get("namespaces") if isinstance(admission, dict) else None
+    for namespace, name in governed.items() if isinstance(governed, dict) else ():
+        if isinstance(name, str) and name not in environments:
+            problems.append(
+                f"{document.where(('admission', 'namespaces', namespace))}: "
+                f"admission.namespaces.{namespace}: unknown environment {name!r}; "
+                f"defined: {', '.join(names) or 'none'}"
+            )
     return problems
 
 

@@ -1,10 +1,11 @@
 """Roles, kinds of evidence, and the one table of which role may sign which kind.
 
-Eight roles are built in and keep their meaning (``reader``, ``admin`` and ``server``
-sign no evidence: they act on ``conveyor serve``); a ``conveyor.yaml`` may declare more under
-``roles:`` (same grammar as identity names) for ``approvals`` gates and ``break_glass`` to
-name. Record time (``conveyor.service`` signing) and read time (the verified ledger reader
-and the gates) ask this table, so a kind is trusted exactly when it could be recorded.
+Nine roles are built in and keep their meaning (``reader``, ``admin``, ``server`` and
+``drift`` sign no evidence: they act on ``conveyor serve``); a ``conveyor.yaml`` may declare
+more under ``roles:`` (same grammar as identity names) for ``approvals`` gates and
+``break_glass`` to name. Record time (``conveyor.service`` signing) and read time (the
+verified ledger reader and the gates) ask this table, so a kind is trusted exactly when it
+could be recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Role(StrEnum):
     READER = "reader"  # reads only (every identity may read)
     ADMIN = "admin"  # API tokens and config reload on the server
     SERVER = "server"  # the key conveyor serve signs with, on behalf of a principal
+    DRIFT = "drift"  # reports what runs (POST /api/v1/environments/{env}/drift); no evidence
 
 
 class EvidenceKind(StrEnum):

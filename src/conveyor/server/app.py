@@ -36,7 +36,7 @@ from conveyor.server.state import ServerSettings, ServerState
 if TYPE_CHECKING:
     from conveyor.server.principal import Principal
 
-REPORT_ROUTES = ("/api/v1/tests", "/api/v1/scans")
+REPORT_ROUTES = ("/api/v1/tests", "/api/v1/scans", "/admission/validate")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -65,7 +65,7 @@ class _Edge:
         path = scope.get("path", "")
         cap = (
             self.state.settings.max_report_bytes
-            if path in REPORT_ROUTES
+            if path in REPORT_ROUTES or path.endswith("/drift")  # drift: kubectl output
             else self.state.settings.max_json_bytes
         )
         started = time.perf_counter()
@@ -137,7 +137,7 @@ class _Edge:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """The application for ``settings``; nothing is opened until the first request."""
-    from conveyor.server import api, login
+    from conveyor.server import admission, api, drift, login
 
     state = ServerState(settings)
 
@@ -188,6 +188,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(login.router)  # /login, /logout (issue 13)
+    admission.install(app)  # issue 15: the admission webhook
+    drift.install(app)  # issue 15: drift snapshots
     _install_error_handlers(app, state)
     app.add_middleware(_Edge, state=state)
     return app

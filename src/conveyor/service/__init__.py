@@ -58,6 +58,10 @@ if TYPE_CHECKING:
     from conveyor.service._decide import (
         PromotionDenied as PromotionDenied,
     )
+    from conveyor.service._drift import (
+        DriftReport as DriftReport,
+        drift as drift,
+    )
     from conveyor.service._evidence import (
         HistoryItem as HistoryItem,
         VerifiedEntry as VerifiedEntry,
@@ -156,6 +160,7 @@ __all__ = [
     "CopyProgress",
     "CopyResult",
     "Decision",
+    "DriftReport",
     "EnvironmentStatus",
     "EvidenceKind",
     "FileResult",
@@ -203,6 +208,7 @@ __all__ = [
     "copy_image",
     "create_sample_image",
     "describe_via",
+    "drift",
     "evidence_for",
     "generate_keys",
     "history",
@@ -240,6 +246,7 @@ _LAZY: dict[str, str] = {
     "CopyProgress": "conveyor.registry.copy",
     "CopyResult": "conveyor.registry.copy",
     "Decision": "conveyor.policy.model",
+    "DriftReport": "conveyor.service._drift",
     "EnvironmentStatus": "conveyor.service._views",
     "EvidenceKind": "conveyor.policy.roles",
     "FileResult": "conveyor.configs.pin",
@@ -287,6 +294,7 @@ _LAZY: dict[str, str] = {
     "copy_image": "conveyor.service._images",
     "create_sample_image": "conveyor.service._images",
     "describe_via": "conveyor.service._principal",
+    "drift": "conveyor.service._drift",
     "evidence_for": "conveyor.service._evidence",
     "generate_keys": "conveyor.service._keys",
     "history": "conveyor.service._views",

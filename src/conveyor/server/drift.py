@@ -1,0 +1,193 @@
+"""Drift snapshots: ``POST /api/v1/environments/{env}/drift`` takes what runs (``kubectl get
+pods -A -o json``, ``docker inspect``, ``docker compose ps --format json`` output), classifies
+every container against the verified ledger, keeps the last snapshot of each environment in
+the database (table ``drift_snapshots``) and sets the gauge
+``conveyor_drift_containers{environment,status}``. ``GET`` answers the last snapshot.
+
+Posting needs the role ``drift`` (or ``admin``); reading needs any identity.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Request
+from prometheus_client import Gauge
+from sqlalchemy import exc
+from sqlalchemy.engine import Engine, make_url
+
+from conveyor.errors import InputError, LedgerError
+from conveyor.server import api
+from conveyor.server.api import principal
+from conveyor.server.auth import Act, authorise
+from conveyor.server.principal import Principal
+from conveyor.server.problems import NotFound
+
+if TYPE_CHECKING:
+    from conveyor.server.state import ServerState
+
+Who = Annotated[Principal, Depends(principal)]
+
+REPORT = Act("report drift", frozenset({"drift", "admin"}))
+
+_metadata = sa.MetaData()
+snapshots_table = sa.Table(
+    "drift_snapshots",
+    _metadata,
+    sa.Column("environment", sa.String(64), primary_key=True),
+    sa.Column("reported_at", sa.String(32)),
+    sa.Column("reported_by", sa.String(64)),
+    sa.Column("snapshot", sa.Text()),
+)
+
+
+class DriftStore:
+    """The ``drift_snapshots`` table (created by the ledger's migrations)."""
+
+    def __init__(self, engine: Engine, display: str) -> None:
+        self._engine = engine
+        self._display = display
+
+    @classmethod
+    def open(cls, url: str) -> DriftStore:
+        from conveyor.ledger import open_ledger
+
+        open_ledger(url).close()  # migrates a fresh or older database, table included
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+        else:
+            parsed = parsed.set(drivername="postgresql+psycopg")
+            engine = sa.create_engine(
+                parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10}
+            )
+        return cls(engine, parsed.render_as_string(hide_password=True))
+
+    @contextmanager
+    def _seam(self) -> Iterator[None]:
+        try:
+            yield
+        except exc.SQLAlchemyError as error:
+            cause = getattr(error, "orig", None) or error
+            raise LedgerError(
+                f"drift snapshots in {self._display} failed: {type(cause).__name__}; "
+                "check that the database is reachable"
+            ) from error
+
+    def put(self, environment: str, reported_by: str, snapshot: dict[str, Any]) -> str:
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        row = {
+            "environment": environment,
+            "reported_at": at,
+            "reported_by": reported_by,
+            "snapshot": json.dumps(snapshot, separators=(",", ":")),
+        }
+        with self._seam(), self._engine.begin() as conn:
+            conn.execute(
+                snapshots_table.delete().where(snapshots_table.c.environment == environment)
+            )
+            conn.execute(snapshots_table.insert().values(**row))
+        return at
+
+    def get(self, environment: str) -> dict[str, Any] | None:
+        query = sa.select(snapshots_table).where(snapshots_table.c.environment == environment)
+        with self._seam(), self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return {
+            "environment": row.environment,
+            "reported_at": row.reported_at,
+            "reported_by": row.reported_by,
+            **json.loads(row.snapshot),
+        }
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def install(app: FastAPI) -> None:
+    """Adds the drift endpoints to ``app`` (a ``create_app`` application)."""
+    state: ServerState = app.state.conveyor
+    gauge = Gauge(
+        "conveyor_drift_containers",
+        "Running containers in the last drift snapshot, by environment and status "
+        "(current, previous, never, unknown).",
+        ["environment", "status"],
+        registry=state.metrics.registry,
+        multiprocess_mode="mostrecent",
+    )
+    stores: list[DriftStore] = []
+
+    def store() -> DriftStore:
+        if not stores:
+            url = state.settings.ledger_url or state.config().configured_ledger_url
+            stores.append(DriftStore.open(url))
+        return stores[0]
+
+    async def report(request: Request, who: Who, environment: str) -> dict[str, Any]:
+        from starlette.concurrency import run_in_threadpool
+
+        body = await request.body()
+        return await run_in_threadpool(_report, who, environment, body)
+
+    def _report(who: Principal, environment: str, body: bytes) -> dict[str, Any]:
+        from conveyor import service
+
+        workspace = state.workspace()
+        workspace.config.model.environment(environment)
+        authorise(who, REPORT, environment=environment)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InputError("the request body is not UTF-8") from error
+        report = service.drift(environment, [(text, "the request body")], workspace=workspace)
+        counts = report.summary  # the environment posted for is there even if nothing runs
+        stored = {}
+        for name, per in counts.items():
+            snapshot = {
+                "summary": per,
+                "containers": [c.to_dict() for c in report.containers if c.environment == name],
+            }
+            stored[name] = store().put(name, who.identity, snapshot)
+            for status, count in per.items():
+                gauge.labels(name, status).set(count)
+        return {**report.to_dict(), "stored": stored}
+
+    def last(request: Request, who: Who, environment: str) -> dict[str, Any]:
+        state.config().model.environment(environment)
+        found = store().get(environment)
+        if found is None:
+            raise NotFound(f"no drift snapshot of {environment} yet")
+        return found
+
+    path = "/api/v1/environments/{environment}/drift"
+    body = {
+        "required": True,
+        "description": "kubectl get pods -A -o json, docker inspect or docker compose ps "
+        "--format json output",
+        "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+    }
+    app.add_api_route(
+        path,
+        report,
+        methods=["POST"],
+        summary="Report what runs; each container classified against the ledger (drift)",
+        responses=api.router.responses,
+        openapi_extra={"requestBody": body},
+    )
+    app.add_api_route(
+        path,
+        last,
+        methods=["GET"],
+        summary="The last drift snapshot of an environment",
+        responses=api.router.responses,
+    )
+
+
+__all__ = ["DriftStore", "install"]
