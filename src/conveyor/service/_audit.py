@@ -111,7 +111,9 @@ def _retired_keys(workspace: Workspace, report: AuditReport) -> AuditReport:
     if not retired:
         return report
     problems: list[tuple[int, str]] = []
-    for entry in workspace.ledger.entries():
+    # An incremental audit trusts the entries its checkpoint covers: judge only the new ones.
+    start = report.checked_from if report.incremental else 0
+    for entry in workspace.ledger.entries(start=start):
         try:
             decoded = decode_envelope(entry.envelope)
             keyids = [hint for hint, _ in decoded.signatures if hint in workspace.trusted]
