@@ -378,8 +378,6 @@ def run_scale(options: argparse.Namespace) -> None:
             service.attest_tests(image, [junit], **common)
             service.attest_scan(image, scan, **common)
             candidates.append(image)
-        size = service.status(config_path=team.config)  # warms nothing remote; checks config
-        del size
         tokens = {who: team.token(f"{who}-bench", who) for who in ("ci", "deployer")}
         env = team.env()
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # measured processes use .pyc
