@@ -20,8 +20,8 @@ valid leaves, roots, nodes and head), then:
 
 Measured processes run with PYTHONDONTWRITEBYTECODE unset after ``compileall``.
 
-    .venv/bin/python benchmarks/server.py [--scale|--small] [--entries 200000] [--seconds 20]
-        [--promotions 200] [--calls 200] [--runs 5]
+    .venv/bin/python benchmarks/server.py [--scale|--small] [--entries 1000000] [--seconds 20]
+        [--promotions 150] [--burst 150] [--calls 200] [--runs 5]
 """
 
 # ruff: noqa: E402  (sys.path is set up before the project imports)
@@ -97,9 +97,12 @@ def main() -> None:
     mode.add_argument("--scale", action="store_true", help="2 replicas on PostgreSQL (default "
                       "when PostgreSQL binaries exist)")  # fmt: skip
     mode.add_argument("--small", action="store_true", help="1 replica on SQLite, small ledger")
-    parser.add_argument("--entries", type=int, default=200_000, help="--scale ledger size")
+    parser.add_argument("--entries", type=int, default=1_000_000, help="--scale ledger size")
     parser.add_argument("--seconds", type=float, default=20.0, help="--scale mixed-load time")
-    parser.add_argument("--promotions", type=int, default=200, help="--scale candidates")
+    parser.add_argument(
+        "--promotions", type=int, default=150, help="--scale promotions offered to the mixed load"
+    )
+    parser.add_argument("--burst", type=int, default=150, help="--scale promotions-only run")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     options = parser.parse_args()
     if options.scale or (not options.small and _postgres_available()):
@@ -371,7 +374,7 @@ def run_scale(options: argparse.Namespace) -> None:
         loaded = time.perf_counter() - started
         # Candidates for promotion, with all staging evidence: the newest entries.
         candidates = []
-        for n in range(options.promotions + 40):
+        for n in range(options.promotions + options.burst + options.runs * 2):
             image = team.image(f"c{n}")
             common: dict[str, Any] = {"key": key, "config_path": team.config}
             service.record_build(image, commit=COMMIT, run_id="42", **common)
@@ -397,7 +400,7 @@ def run_scale(options: argparse.Namespace) -> None:
             f"PYTHONDONTWRITEBYTECODE unset"
         )
         # Mixed workload: 32 clients, replicas alternated; promotions take the next candidate.
-        queue = list(reversed(candidates[40:]))
+        queue = list(reversed(candidates[: options.promotions]))
         lock = threading.Lock()
         results: dict[str, list[float]] = {"status": [], "check": [], "attest": [],
                                            "promote": []}  # fmt: skip
@@ -472,7 +475,7 @@ def run_scale(options: argparse.Namespace) -> None:
         elsewhere = root / "elsewhere"  # remote mode needs no conveyor.yaml
         elsewhere.mkdir()
         py = [sys.executable, "-m", "conveyor"]
-        spare = iter(candidates[:40])
+        spare = iter(candidates[options.promotions :])
         cli_rows = []
         for label, argv, who in (
             ("status", ["status"], "deployer"),
