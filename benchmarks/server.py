@@ -20,7 +20,7 @@ valid leaves, roots, nodes and head), then:
 
 Measured processes run with PYTHONDONTWRITEBYTECODE unset after ``compileall``.
 
-    .venv/bin/python benchmarks/server.py [--scale|--small] [--entries 1000000] [--seconds 20]
+    .venv/bin/python benchmarks/server.py [--scale|--small] [--entries 2000000] [--seconds 20]
         [--promotions 150] [--burst 150] [--calls 200] [--runs 5]
 """
 
@@ -97,7 +97,7 @@ def main() -> None:
     mode.add_argument("--scale", action="store_true", help="2 replicas on PostgreSQL (default "
                       "when PostgreSQL binaries exist)")  # fmt: skip
     mode.add_argument("--small", action="store_true", help="1 replica on SQLite, small ledger")
-    parser.add_argument("--entries", type=int, default=1_000_000, help="--scale ledger size")
+    parser.add_argument("--entries", type=int, default=2_000_000, help="--scale ledger size")
     parser.add_argument("--seconds", type=float, default=20.0, help="--scale mixed-load time")
     parser.add_argument(
         "--promotions", type=int, default=150, help="--scale promotions offered to the mixed load"
@@ -399,76 +399,84 @@ def run_scale(options: argparse.Namespace) -> None:
             f"2 conveyor serve replicas; {os.cpu_count()} cores shared; .pyc compiled, "
             f"PYTHONDONTWRITEBYTECODE unset"
         )
-        # Mixed workload: 32 clients, replicas alternated; promotions take the next candidate.
+        # 32 clients, replicas alternated; promotions take the next candidate.
         queue = list(reversed(candidates[: options.promotions]))
         lock = threading.Lock()
-        results: dict[str, list[float]] = {"status": [], "check": [], "attest": [],
-                                           "promote": []}  # fmt: skip
         scan_bytes = scan.read_bytes()
-        stop_at = time.perf_counter() + options.seconds
-        errors: list[str] = []
+        labels = {"status": "GET /status", "check": "POST /check", "attest": "POST /scans",
+                  "promote": "POST /promotions (mount)"}  # fmt: skip
 
-        def worker(n: int) -> None:
-            server = servers[n % 2]
-            mine: dict[str, list[float]] = {k: [] for k in results}
-            with (
-                ConveyorClient(server.url, tokens["deployer"]) as deployer,
-                ConveyorClient(server.url, tokens["ci"]) as ci,
-            ):
-                turn = n
-                while time.perf_counter() < stop_at:
-                    turn += 1
-                    op = ("status", "check", "status", "check", "attest", "promote")[turn % 6]
-                    t = time.perf_counter()
-                    try:
-                        if op == "status":
-                            deployer.status()
-                        elif op == "check":
-                            if not deployer.check(ref, environment="staging")["allowed"]:
-                                errors.append("check denied")
-                        elif op == "attest":
-                            path = root / f"scan-{n}.json"
-                            path.write_bytes(scan_bytes)
-                            ci.attest_scan(ref, path)
-                        else:
-                            with lock:
-                                if not queue:
-                                    continue
-                                image = queue.pop()
-                            t = time.perf_counter()
-                            deployer.promote(image, environment="staging")
-                    except Exception as error:
-                        errors.append(f"{op}: {str(error)[:200]}")
-                        continue
-                    mine[op].append(time.perf_counter() - t)
-            with lock:
-                for k, v in mine.items():
-                    results[k].extend(v)
+        def phase(title: str, ops: tuple[str, ...], seconds: float) -> None:
+            results: dict[str, list[float]] = {k: [] for k in labels}
+            errors: list[str] = []
+            stop_at = time.perf_counter() + seconds
 
-        started = time.perf_counter()
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(32)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        mixed = time.perf_counter() - started
-        total = sum(len(v) for v in results.values())
-        print(f"\nmixed workload, 32 concurrent clients, {mixed:.1f} s: {total / mixed:.0f} "
-              f"requests/s in all, {len(results['promote']) / mixed:.1f} promotions/s, "
-              f"{len(errors)} errors")  # fmt: skip
-        for e in sorted(set(errors))[:5]:
-            print(f"  error: {e}")
-        print(f"{'endpoint (HTTP)':34} {'calls':>6} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9}  goal")
-        goal = f"p99 < {STATUS_CHECK_P99_GOAL_MS:.0f} ms"
-        for name, samples in results.items():
-            if not samples:
-                continue
-            g = goal if name in ("status", "check") else ""
-            if g:
-                g += " MET" if _percentiles(samples)[1] < STATUS_CHECK_P99_GOAL_MS else " MISSED"
-            label = {"status": "GET /status", "check": "POST /check", "attest": "POST /scans",
-                     "promote": "POST /promotions (mount)"}[name]  # fmt: skip
-            print(_row(label, samples, mixed, g))
+            def worker(n: int) -> None:
+                server = servers[n % 2]
+                mine: dict[str, list[float]] = {k: [] for k in results}
+                with (
+                    ConveyorClient(server.url, tokens["deployer"]) as deployer,
+                    ConveyorClient(server.url, tokens["ci"]) as ci,
+                ):
+                    turn = n
+                    while time.perf_counter() < stop_at:
+                        turn += 1
+                        op = ops[turn % len(ops)]
+                        t = time.perf_counter()
+                        try:
+                            if op == "status":
+                                deployer.status()
+                            elif op == "check":
+                                if not deployer.check(ref, environment="staging")["allowed"]:
+                                    errors.append("check denied")
+                            elif op == "attest":
+                                path = root / f"scan-{n}.json"
+                                path.write_bytes(scan_bytes)
+                                ci.attest_scan(ref, path)
+                            else:
+                                with lock:
+                                    if not queue:
+                                        continue
+                                    image = queue.pop()
+                                t = time.perf_counter()
+                                deployer.promote(image, environment="staging")
+                        except Exception as error:
+                            errors.append(f"{op}: {str(error)[:200]}")
+                            continue
+                        mine[op].append(time.perf_counter() - t)
+                with lock:
+                    for k, v in mine.items():
+                        results[k].extend(v)
+
+            started = time.perf_counter()
+            threads = [threading.Thread(target=worker, args=(n,)) for n in range(32)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            elapsed = time.perf_counter() - started
+            total = sum(len(v) for v in results.values())
+            print(f"\n{title}, 32 concurrent clients, {elapsed:.1f} s: {total / elapsed:.0f} "
+                  f"requests/s in all, {len(results['promote']) / elapsed:.1f} promotions/s, "
+                  f"{len(errors)} errors")  # fmt: skip
+            for e in sorted(set(errors))[:5]:
+                print(f"  error: {e}")
+            print(f"{'endpoint (HTTP)':34} {'calls':>6} {'req/s':>8} {'p50 ms':>9} "
+                  f"{'p99 ms':>9}  goal")  # fmt: skip
+            goal = f"p99 < {STATUS_CHECK_P99_GOAL_MS:.0f} ms"
+            for name, samples in results.items():
+                if not samples:
+                    continue
+                g = goal if name in ("status", "check") else ""
+                if g:
+                    met = _percentiles(samples)[1] < STATUS_CHECK_P99_GOAL_MS
+                    g += " MET" if met else " MISSED"
+                print(_row(labels[name], samples, elapsed, g))
+
+        mixed = ("status", "check", "status", "check", "attest", "promote")
+        phase("mixed workload (status, check, attest scan, promote)", mixed, options.seconds)
+        # The reads alone: tells whether the writers or the reads themselves set the p99.
+        phase("reads only (status, check)", ("status", "check"), options.seconds / 2)
         burst: list[float] = []
         # Fresh processes, the same operations: CLI remote mode vs direct-database mode.
         far = {k: v for k, v in env.items() if not k.startswith("CONVEYOR_")}
