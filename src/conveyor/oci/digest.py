@@ -107,6 +107,24 @@ def verify_bytes(data: bytes, expected: Digest, *, where: str = "") -> None:
         raise DigestMismatch(str(expected), str(actual), where=where)
 
 
+def sized_chunks(
+    chunks: Iterable[bytes], size: int, digest: Digest, *, where: str = ""
+) -> Iterator[bytes]:
+    """Pass chunks through, refusing more or fewer bytes than the ``size`` announced."""
+    received = 0
+    for chunk in chunks:
+        if not chunk:
+            continue
+        received += len(chunk)
+        if received > size:
+            raise SizeMismatch(
+                str(digest), expected=size, received=f"more than {size}", where=where
+            )
+        yield chunk
+    if received != size:
+        raise SizeMismatch(str(digest), expected=size, received=received, where=where)
+
+
 def verified_chunks(
     chunks: Iterable[bytes],
     expected: Digest,
@@ -121,23 +139,16 @@ def verified_chunks(
     ``DigestMismatch`` instead, and the half-written upload is never committed.
     """
     hasher = expected.hasher()
-    received = 0
     pending: bytes | None = None
-    for chunk in chunks:
+    # The size is checked first: "short by N bytes" says more than the hash of a truncated body.
+    source = chunks if size is None else sized_chunks(chunks, size, expected, where=where)
+    for chunk in source:
         if not chunk:
             continue
-        received += len(chunk)
-        if size is not None and received > size:
-            raise SizeMismatch(
-                str(expected), expected=size, received=f"more than {size}", where=where
-            )
         hasher.update(chunk)
         if pending is not None:
             yield pending
         pending = chunk
-    if size is not None and received != size:
-        # Checked first: "short by N bytes" says more than the hash of a truncated body.
-        raise SizeMismatch(str(expected), expected=size, received=received, where=where)
     actual = Digest(expected.algorithm, hasher.hexdigest())
     if actual != expected:
         raise DigestMismatch(str(expected), str(actual), where=where)

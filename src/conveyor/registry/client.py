@@ -38,7 +38,7 @@ from conveyor.errors import (
     RegistryError,
 )
 from conveyor.oci import mediatypes as mt
-from conveyor.oci.digest import Digest, SizeMismatch, verified_chunks, verify_bytes
+from conveyor.oci.digest import Digest, SizeMismatch, sized_chunks, verified_chunks, verify_bytes
 from conveyor.oci.manifest import (
     MAX_MANIFEST_BYTES,
     Descriptor,
@@ -665,7 +665,7 @@ class RegistryRepository:
         self, location: str, digest: Digest, size: int, chunks: Iterable[bytes]
     ) -> None:
         url = self._with_query(location, digest=str(digest))
-        body = self._session.rate_floor.watch(_counted(chunks, size, digest), "PUT", url)
+        body = self._session.rate_floor.watch(sized_chunks(chunks, size, digest), "PUT", url)
         response = self._request(
             "PUT",
             url,
@@ -701,7 +701,7 @@ class RegistryRepository:
             location = self._absolute(response.header("location") or location, location)
             offset += len(part)
 
-        for chunk in _counted(chunks, size, digest):
+        for chunk in sized_chunks(chunks, size, digest):
             buffer += chunk
             while len(buffer) >= chunk_size:
                 send(bytes(buffer[:chunk_size]))
@@ -895,20 +895,6 @@ def _read_limited(response: WireResponse, limit: int) -> bytes:
         if total > limit:
             break
     return b"".join(parts)
-
-
-def _counted(chunks: Iterable[bytes], size: int, digest: Digest) -> Iterator[bytes]:
-    """Pass chunks through, refusing more or fewer bytes than announced."""
-    total = 0
-    for chunk in chunks:
-        if not chunk:
-            continue
-        total += len(chunk)
-        if total > size:
-            raise SizeMismatch(str(digest), received=f"more than {size}", expected=size)
-        yield chunk
-    if total != size:
-        raise SizeMismatch(str(digest), received=total, expected=size)
 
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
