@@ -34,7 +34,7 @@ from conveyor.ledger.models import (
 from conveyor.ledger.store import Ledger, LedgerView, MemoryLedger
 
 if TYPE_CHECKING:
-    from conveyor.ledger.sql import SqlLedger, open_ledger
+    from conveyor.ledger.sql import SqlLedger, open_database, open_ledger
 
 __all__ = [
     "UNSTATED",
@@ -52,6 +52,7 @@ __all__ = [
     "MemoryLedger",
     "SignedFacts",
     "SqlLedger",
+    "open_database",
     "open_ledger",
     "parse_checkpoint",
     "statement_sha256",
@@ -60,7 +61,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("open_ledger", "SqlLedger"):
+    if name in ("open_database", "open_ledger", "SqlLedger"):
         from conveyor.ledger import sql
 
         return getattr(sql, name)

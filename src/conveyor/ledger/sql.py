@@ -738,6 +738,14 @@ def open_ledger(url: str) -> SqlLedger:
             engine.dispose()
 
 
+def open_database(url: str) -> tuple[Engine, str]:
+    """The engine of the ledger's database at ``url`` (created and migrated like the ledger)
+    and its URL as it may be shown, for the tables that live beside the ledger (API tokens,
+    drift snapshots): one way to connect, one redaction."""
+    ledger = open_ledger(url)
+    return ledger._engine, ledger._display
+
+
 # libpq connection parameters that carry a secret or point at one (``passfile``: the file of
 # passwords; ``sslkey``: the client key). Any other parameter whose name says so, too.
 _SECRET_PARAMETERS = frozenset({"password", "sslpassword", "passfile", "sslkey"})

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from prometheus_client import Gauge
 from sqlalchemy import exc
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from conveyor.errors import InputError, LedgerError
 from conveyor.server import api
@@ -55,18 +55,9 @@ class DriftStore:
 
     @classmethod
     def open(cls, url: str) -> DriftStore:
-        from conveyor.ledger import open_ledger
+        from conveyor.ledger import open_database
 
-        open_ledger(url).close()  # migrates a fresh or older database, table included
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            engine = sa.create_engine(parsed, connect_args={"timeout": 60})
-        else:
-            parsed = parsed.set(drivername="postgresql+psycopg")
-            engine = sa.create_engine(
-                parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10}
-            )
-        return cls(engine, parsed.render_as_string(hide_password=True))
+        return cls(*open_database(url))
 
     @contextmanager
     def _seam(self) -> Iterator[None]:

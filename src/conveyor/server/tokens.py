@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from conveyor.errors import ConveyorError, InputError, LedgerError
 
@@ -138,19 +138,9 @@ class TokenStore:
     @classmethod
     def open(cls, url: str) -> TokenStore:
         """Open the store of the ledger at ``url``; the ledger's opening creates the table."""
-        from conveyor.ledger import open_ledger
+        from conveyor.ledger import open_database
 
-        open_ledger(url).close()  # migrates a fresh or older database, table included
-        parsed = make_url(url)
-        display = parsed.render_as_string(hide_password=True)
-        if parsed.get_backend_name() == "sqlite":
-            engine = sa.create_engine(parsed, connect_args={"timeout": 60})
-        else:
-            parsed = parsed.set(drivername="postgresql+psycopg")
-            engine = sa.create_engine(
-                parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10}
-            )
-        return cls(engine, display)
+        return cls(*open_database(url))
 
     def close(self) -> None:
         self._engine.dispose()
