@@ -42,13 +42,15 @@ import subprocess
 import sysconfig
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import _filler as filler
 
 from conveyor import service
 from conveyor.ledger import merkle, open_ledger
@@ -89,81 +91,6 @@ PASSING = '<testsuite name="u"><testcase name="a"/><testcase name="b"/></testsui
 
 # --- the filler: really signed records of other digests, signed in a process pool ----------
 
-_SIGNER: Any = None
-
-
-def _init(pem: bytes) -> None:
-    global _SIGNER
-    from conveyor.attest import load_signing_key
-
-    with tempfile.NamedTemporaryFile(suffix=".key") as f:
-        f.write(pem)
-        f.flush()
-        _SIGNER = load_signing_key(f.name)
-
-
-def _facts(i: int) -> tuple[str, str, str]:
-    """(digest, kind, predicate type) of filler entry ``i``: build, tests, scan per digest."""
-    from conveyor.attest import SLSA_PROVENANCE_V1, TEST_RESULT_V01, VULNS_V02
-
-    digest = f"sha256:{hashlib.sha256(b'filler-%d' % (i // 3)).hexdigest()}"
-    kind, predicate_type = (
-        ("build", SLSA_PROVENANCE_V1),
-        ("tests", TEST_RESULT_V01),
-        ("scan", VULNS_V02),
-    )[i % 3]
-    return digest, kind, predicate_type
-
-
-def _sign(job: tuple[int, int, float]) -> list[bytes]:
-    from conveyor.attest import (
-        IN_TOTO_PAYLOAD_TYPE,
-        FindingInput,
-        ScanInput,
-        make_statement,
-        make_test_result,
-        sign_envelope,
-        slsa_provenance,
-        vulnerability_scan,
-    )
-    from conveyor.oci.digest import Digest
-
-    start, end, base = job
-    out = []
-    for i in range(start, end):
-        digest, kind, predicate_type = _facts(i)
-        at = datetime.fromtimestamp(base + i * 0.001, UTC)
-        if kind == "build":
-            predicate = slsa_provenance(
-                commit=f"{i // 3:040x}", repository_url=None, run_id=str(i // 3),
-                run_url=None, builder_id="https://ci.example/builder",
-            )  # fmt: skip
-        elif kind == "tests":
-            predicate = make_test_result(
-                passed=["unit::a", "unit::b"], failed=[], reports=[], at=at
-            )
-        else:
-            predicate = vulnerability_scan(
-                ScanInput("trivy", "0.50", None, at, at, [FindingInput("CVE-1", "low")])
-            )
-        statement = make_statement(
-            "registry.example/filler", Digest.parse(digest), predicate_type, predicate
-        )
-        out.append(sign_envelope(statement, IN_TOTO_PAYLOAD_TYPE, [_SIGNER]))
-    return out
-
-
-def _signed(pem: bytes, n: int, base: float, workers: int) -> Iterator[list[bytes]]:
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    step = 5_000
-    jobs = [(a, min(a + step, n), base) for a in range(0, n, step)]
-    with ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=_init, initargs=(pem,)
-    ) as pool:
-        yield from pool.map(_sign, jobs)
-
 
 def _bulk_append(db: Path, n: int, pem: bytes, keyid: str, base: float, workers: int) -> None:
     """Append ``n`` signed filler entries after the ledger's current head, with raw SQL but
@@ -181,10 +108,10 @@ def _bulk_append(db: Path, n: int, pem: bytes, keyid: str, base: float, workers:
     insert = f"INSERT INTO ledger_entries ({columns}) VALUES ({', '.join('?' * 16)})"  # noqa: S608
     nodes: list[tuple[int, int, bytes]] = []
     i = 0
-    for chunk in _signed(pem, n, base, workers):
+    for chunk in filler.signed(pem, n, base, workers):
         rows = []
         for envelope in chunk:
-            digest, kind, predicate_type = _facts(i)
+            digest, kind, predicate_type = filler.facts(i)
             index = size + i
             recorded = format_time(datetime.fromtimestamp(base + i * 0.001, UTC))
             commit = f"{i // 3:040x}" if kind == "build" else None

@@ -51,6 +51,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import _filler as filler
 from tests.support.server import (
     COMMIT,
     PASSING_JUNIT,
@@ -204,71 +205,11 @@ def small(options: argparse.Namespace) -> None:
 
 STATUS_CHECK_P99_GOAL_MS = 50.0
 PROMOTIONS_GOAL = 20.0
-_SIGNER: Any = None
-
-
-def _init_signer(pem: bytes) -> None:
-    global _SIGNER
-    from conveyor.attest import load_signing_key
-
-    with tempfile.NamedTemporaryFile(suffix=".key") as f:
-        f.write(pem)
-        f.flush()
-        _SIGNER = load_signing_key(f.name)
-
-
-def _filler(i: int) -> tuple[str, str, str]:
-    """(digest, kind, predicate type) of filler entry ``i``: build, tests, scan per digest."""
-    from conveyor.attest import SLSA_PROVENANCE_V1, TEST_RESULT_V01, VULNS_V02
-
-    digest = f"sha256:{hashlib.sha256(b'filler-%d' % (i // 3)).hexdigest()}"
-    kinds = (("build", SLSA_PROVENANCE_V1), ("tests", TEST_RESULT_V01), ("scan", VULNS_V02))
-    kind, predicate_type = kinds[i % 3]
-    return digest, kind, predicate_type
-
-
-def _sign_filler(job: tuple[int, int, float]) -> list[bytes]:
-    from conveyor.attest import (
-        IN_TOTO_PAYLOAD_TYPE,
-        FindingInput,
-        ScanInput,
-        make_statement,
-        make_test_result,
-        sign_envelope,
-        slsa_provenance,
-        vulnerability_scan,
-    )
-    from conveyor.oci.digest import Digest
-
-    start, end, base = job
-    out = []
-    for i in range(start, end):
-        digest, kind, predicate_type = _filler(i)
-        at = datetime.fromtimestamp(base + i * 0.001, UTC)
-        if kind == "build":
-            predicate = slsa_provenance(
-                commit=f"{i // 3:040x}", repository_url=None, run_id=str(i // 3),
-                run_url=None, builder_id="https://ci.example/builder",
-            )  # fmt: skip
-        elif kind == "tests":
-            predicate = make_test_result(passed=["unit::a"], failed=[], reports=[], at=at)
-        else:
-            predicate = vulnerability_scan(
-                ScanInput("trivy", "0.50", None, at, at, [FindingInput("CVE-1", "low")])
-            )
-        statement = make_statement(
-            "registry.example/filler", Digest.parse(digest), predicate_type, predicate
-        )
-        out.append(sign_envelope(statement, IN_TOTO_PAYLOAD_TYPE, [_SIGNER]))
-    return out
 
 
 def _bulk_load(dsn: str, n: int, key_path: str, workers: int) -> None:
     """Append ``n`` really-signed entries after the ledger's head: signed in a process pool,
     COPYed in, every leaf, root, node and the head as the ledger itself writes them."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
     import psycopg
     from cryptography.hazmat.primitives import serialization
 
@@ -288,45 +229,41 @@ def _bulk_load(dsn: str, n: int, key_path: str, workers: int) -> None:
         "tree_root, statement_sha256, occurrence"
     )
     step = 2_000
-    jobs = [(a, min(a + step, n), base) for a in range(0, n, step)]
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
         size, frontier = cur.execute("SELECT size, frontier FROM ledger_head").fetchone()  # type: ignore[misc]
         compact = merkle.CompactRange.from_bytes(size, bytes(frontier))
         nodes: list[tuple[int, int, bytes]] = []
         i = 0
-        with ProcessPoolExecutor(
-            workers, mp_context=get_context("spawn"), initializer=_init_signer, initargs=(pem,)
-        ) as pool:
-            for chunk in pool.map(_sign_filler, jobs):
-                rows = []
-                for envelope in chunk:
-                    digest, kind, predicate_type = _filler(i)
-                    index = size + i
-                    recorded = format_time(datetime.fromtimestamp(base + i * 0.001, UTC))
-                    commit = f"{i // 3:040x}" if kind == "build" else None
-                    env_sha = hashlib.sha256(envelope).hexdigest()
-                    leaf = merkle.leaf_hash(
-                        leaf_data(
-                            index=index, recorded_at=recorded, kind=kind, subject_digest=digest,
-                            subject_name="registry.example/filler",
-                            predicate_type=predicate_type, environment=None, commit=commit,
-                            signer="ci", keyid=ci.keyid, envelope_sha256=env_sha,
-                        )
-                    )  # fmt: skip
-                    compact.append(leaf, lambda lv, ix, h: nodes.append((lv, ix, h)))
-                    rows.append(
-                        (index, envelope, env_sha, leaf, digest, "registry.example/filler",
-                         predicate_type, kind, None, commit, "ci", ci.keyid, recorded,
-                         compact.root(), statement_sha256(envelope), 0)
-                    )  # fmt: skip
-                    i += 1
-                with cur.copy(f"COPY ledger_entries ({columns}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                with cur.copy("COPY ledger_nodes (level, idx, hash) FROM STDIN") as copy:
-                    for node in nodes:
-                        copy.write_row(node)
-                nodes.clear()
+        for chunk in filler.signed(pem, n, base, workers, step=step):
+            rows = []
+            for envelope in chunk:
+                digest, kind, predicate_type = filler.facts(i)
+                index = size + i
+                recorded = format_time(datetime.fromtimestamp(base + i * 0.001, UTC))
+                commit = f"{i // 3:040x}" if kind == "build" else None
+                env_sha = hashlib.sha256(envelope).hexdigest()
+                leaf = merkle.leaf_hash(
+                    leaf_data(
+                        index=index, recorded_at=recorded, kind=kind, subject_digest=digest,
+                        subject_name="registry.example/filler",
+                        predicate_type=predicate_type, environment=None, commit=commit,
+                        signer="ci", keyid=ci.keyid, envelope_sha256=env_sha,
+                    )
+                )  # fmt: skip
+                compact.append(leaf, lambda lv, ix, h: nodes.append((lv, ix, h)))
+                rows.append(
+                    (index, envelope, env_sha, leaf, digest, "registry.example/filler",
+                     predicate_type, kind, None, commit, "ci", ci.keyid, recorded,
+                     compact.root(), statement_sha256(envelope), 0)
+                )  # fmt: skip
+                i += 1
+            with cur.copy(f"COPY ledger_entries ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            with cur.copy("COPY ledger_nodes (level, idx, hash) FROM STDIN") as copy:
+                for node in nodes:
+                    copy.write_row(node)
+            nodes.clear()
         cur.execute(
             "UPDATE ledger_head SET size = %s, root = %s, frontier = %s",
             (compact.size, compact.root(), compact.to_bytes()),
