@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-DEBIAN_PACKAGES := docker-registry skopeo umoci
+DEBIAN_PACKAGES := docker-registry skopeo umoci chromium
 
 .PHONY: demo test lint format typecheck contracts pytest bench debian-deps venv clean
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the tests and benchmarks start for real (registry, peer client).
+# Debian packages the tests and benchmarks start for real (registry, peer client, browser).
 debian-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
