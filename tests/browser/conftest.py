@@ -72,6 +72,7 @@ identities:
   alice:    {{login: {{email: alice@example.com}}, roles: [approver]}}
   bob:      {{login: {{email: bob@example.com}}, roles: [approver]}}
   viewer:   {{login: {{email: rita@example.com}}, roles: [reader]}}
+  root:     {{roles: [admin]}}
   server:   {{key: keys/server.pub, roles: [server]}}
 ledger:
   key: keys/ledger.key
@@ -136,8 +137,20 @@ class Site:
     def production_repository(self) -> str:
         return f"{self.production.host}/app"
 
+    def token(self, identity: str) -> str:
+        """An API token for ``identity``, made once through the admin's API."""
+        if identity not in self.tokens:
+            made = self.api(
+                "POST",
+                "/api/v1/tokens",
+                identity="root",
+                json={"name": identity, "identity": identity},
+            )
+            self.tokens[identity] = str(made["token"])
+        return self.tokens[identity]
+
     def api(self, method: str, path: str, *, identity: str = "ci", **kw: Any) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.tokens[identity]}"}
+        headers = {"Authorization": f"Bearer {self.token(identity)}"}
         with httpx.Client(base_url=self.url, headers=headers, timeout=120) as client:
             answer = client.request(method, path, **kw)
         assert answer.status_code == 200, f"{method} {path}: {answer.status_code} {answer.text}"
@@ -188,6 +201,24 @@ class Site:
         }
         self.api("POST", "/api/v1/smoke", json=smoke)
         return str(staged["digest"])
+
+    def in_production(self, tag: str) -> str:
+        """An artifact that went the whole way through the API; returns its digest."""
+        digest = self.in_staging(tag)
+        staged = f"{self.staging_repository}@{digest}"
+        for approver in ("alice", "bob"):
+            body = {"reference": staged, "environment": "production"}
+            self.api("POST", "/api/v1/approvals", identity=approver, json=body)
+        body = {"reference": staged, "environment": "production"}
+        self.api("POST", "/api/v1/promotions", identity="deployer", json=body)
+        return digest
+
+    def events(self, digest: str) -> list[dict[str, Any]]:
+        """The verified reader's account of a digest (``conveyor trace`` through the API)."""
+        trace = self.api(
+            "GET", "/api/v1/trace", params={"query": f"{self.build.host}/app-build@{digest}"}
+        )
+        return list(trace["events"])
 
 
 def _start(team: BrowserTeam, port: int) -> RunningServer:
@@ -245,7 +276,7 @@ def site(
                 production=f"{registry_b.host}/app",
             )
         )
-        tokens = {who: team.token(f"{who}-token", who) for who in ("ci", "release")}
+        tokens = {"root": team.token("root-token", "root")}
         server = _start(team, port)
         try:
             yield Site(team, server, registry, registry_b, login, tokens)
