@@ -371,8 +371,10 @@ def people(browser: Any, site: Site) -> Iterator[Any]:
     console errors, page errors, CSP violations and dialogs are collected."""
     made: list[Person] = []
 
-    def new(*, width: int = 1280, height: int = 900) -> Person:
-        context = browser.new_context(viewport={"width": width, "height": height})
+    def new(*, width: int = 1280, height: int = 900, javascript: bool = True) -> Person:
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, java_script_enabled=javascript
+        )
         context.add_init_script(_WATCH_CSP)
         problems = Problems(site.url)
         page = context.new_page()
@@ -407,3 +409,8 @@ def artifacts_dir() -> Path:
     """Where screenshots go: ``$CONVEYOR_TEST_ARTIFACTS`` or build/test-artifacts/."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+def environment(page: Any, name: str) -> Any:
+    """The board's column for one environment, by the contract's accessible structure."""
+    return page.locator(f'section.environment[aria-labelledby="env-{name}"]')
