@@ -25,26 +25,29 @@ from conveyor.server.web.session import actor
 
 router = APIRouter(include_in_schema=False)
 Form = dict[str, str]
+_PROBLEM = "\0problem"  # not a field name a browser can send
 _LIMITS = {"environment": 63, "comment": 4096, "break_glass_reason": 4096, "to": 2048,
            "csrf_token": 128}  # fmt: skip
 
 
-async def _form(request: Request) -> Form | InputError:
-    """The form's text fields (each bounded), or the one-line problem with it."""
+async def _form(request: Request) -> Form:
+    """The form's text fields; a field that is a file or too long is kept as its problem
+    (``_PROBLEM``), raised once the sender is known (so CSRF and roles are judged first)."""
     try:
         raw = await request.form()
     except Exception:
-        return InputError("the form could not be read: send application/x-www-form-urlencoded")
+        return {_PROBLEM: "the form could not be read: send application/x-www-form-urlencoded"}
     fields: Form = {}
     for key, limit in _LIMITS.items():
         value = raw.get(key)
         if value is None:
             continue
         if not isinstance(value, str):
-            return InputError(f"{key}: expected text, not a file")
-        if len(value) > limit:
-            return InputError(f"{key}: longer than {limit} characters")
-        fields[key] = value
+            fields.setdefault(_PROBLEM, f"{key}: expected text, not a file")
+        elif len(value) > limit:
+            fields.setdefault(_PROBLEM, f"{key}: longer than {limit} characters")
+        else:
+            fields[key] = value
     return fields
 
 
@@ -54,20 +57,19 @@ def _one_line(error: ConveyorError) -> str:
 
 def _acted(
     request: Request,
-    form: Form | InputError,
+    form: Form,
     act: Callable[[Principal, Form], Response],
     again: Callable[[Principal, str, int], Response],
 ) -> Response:
     """Authenticate (CSRF included), then ``act``; a refusal re-renders the page (``again``)
     with the error's line and status, or the error page when that cannot render."""
-    csrf = form.get("csrf_token") if isinstance(form, dict) else None
     try:
-        who = actor(request, csrf)
+        who = actor(request, form.get("csrf_token"))
     except ConveyorError as error:
         return error_page(request, error, None)
     try:
-        if isinstance(form, InputError):
-            raise form
+        if _PROBLEM in form:
+            raise InputError(form[_PROBLEM])
         return act(who, form)
     except ConveyorError as error:
         try:
@@ -96,7 +98,7 @@ async def approve(request: Request, digest: str) -> Response:
     return await run_in_threadpool(_approve, request, digest, form)
 
 
-def _approve(request: Request, digest: str, form: Form | InputError) -> Response:
+def _approve(request: Request, digest: str, form: Form) -> Response:
     def act(who: Principal, fields: Form) -> Response:
         environment = _required(fields, "environment", "the environment to approve for")
         allow(request, who, "approve", environment)
@@ -160,10 +162,9 @@ async def promote(request: Request, digest: str) -> Response:
     return await run_in_threadpool(_promote, request, digest, form)
 
 
-def _promote(request: Request, digest: str, form: Form | InputError) -> Response:
-    fields = form if isinstance(form, dict) else {}
-    environment = fields.get("environment", "").strip()
-    reason = fields.get("break_glass_reason", "").strip() or None
+def _promote(request: Request, digest: str, form: Form) -> Response:
+    environment = form.get("environment", "").strip()
+    reason = form.get("break_glass_reason", "").strip() or None
 
     def act(who: Principal, fields: Form) -> Response:
         _required(fields, "environment", "the environment to promote to")
@@ -201,7 +202,7 @@ async def rollback(request: Request, name: str) -> Response:
     return await run_in_threadpool(_rollback, request, name, form)
 
 
-def _rollback(request: Request, name: str, form: Form | InputError) -> Response:
+def _rollback(request: Request, name: str, form: Form) -> Response:
     def act(who: Principal, fields: Form) -> Response:
         allow(request, who, "rollback", name)
         to = fields.get("to", "").strip() or None
@@ -227,7 +228,7 @@ async def audit_verify(request: Request) -> Response:
     return await run_in_threadpool(_audit_verify, request, form)
 
 
-def _audit_verify(request: Request, form: Form | InputError) -> Response:
+def _audit_verify(request: Request, form: Form) -> Response:
     def act(who: Principal, fields: Form) -> Response:
         allow(request, who, "read")
         return page(request, "audit.html", {"v": views.audit(request, verify=True)}, who=who)
