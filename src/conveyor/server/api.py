@@ -17,8 +17,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor import service
-from conveyor.errors import ConveyorError, InputError
-from conveyor.server.auth import ACTS, NotAllowed, authorise
+from conveyor.errors import InputError
+from conveyor.server.auth import NotAllowed
+from conveyor.server.context import (
+    acting as _acting,
+    allow as _allow,
+    count_denials as _count_denials,
+    counted_promotion,
+    reading as _reading,
+    state_of as _state,
+)
 from conveyor.server.oidc import check_commit
 from conveyor.server.principal import API_TOKEN, Principal
 from conveyor.server.problems import PROBLEM_JSON, NotFound, Problem
@@ -53,11 +61,6 @@ class _Body(BaseModel):
 
 
 # --- authentication ----------------------------------------------------------------------------
-
-
-def _state(request: Request) -> ServerState:
-    state: ServerState = request.app.state.conveyor
-    return state
 
 
 _bearer = HTTPBearer(
@@ -119,23 +122,6 @@ def principal(
 
 
 Who = Annotated[Principal, Depends(principal)]
-
-
-def _allow(request: Request, who: Principal, act: str, environment: str | None = None) -> None:
-    authorise(who, ACTS[act], environment=environment)
-    if environment is not None:
-        _state(request).config().model.environment(environment)  # unknown: 404
-
-
-def _acting(request: Request, who: Principal) -> dict[str, Any]:
-    """The keywords that make an operation sign with the server's key for ``who``, in the
-    process's one workspace."""
-    state = _state(request)
-    return {"workspace": state.workspace(), "signer": state.signer(), "principal": who.acting()}
-
-
-def _reading(request: Request) -> dict[str, Any]:
-    return {"workspace": _state(request).workspace()}
 
 
 # --- who am I ----------------------------------------------------------------------------------
@@ -329,12 +315,6 @@ class CheckRequest(_Body):
     break_glass: Text | None = None
 
 
-def _count_denials(request: Request, decision: Any) -> None:
-    for gate in getattr(decision, "gates", ()):
-        if not gate.passed:
-            _state(request).metrics.gate_denials.labels(gate.gate).inc()
-
-
 @router.post(
     "/check",
     summary="Evaluate an environment's gates for a digest; changes nothing (conveyor check)",
@@ -366,19 +346,7 @@ class PromoteRequest(_Body):
 
 
 def _promotion(request: Request, environment: str, run: Any) -> Json:
-    metrics = _state(request).metrics
-    try:
-        result = run()
-    except ConveyorError as error:
-        decision = getattr(error, "decision", None)
-        if decision is not None:
-            metrics.promotions.labels(environment, "denied").inc()
-            _count_denials(request, decision)
-        else:
-            metrics.promotions.labels(environment, "failed").inc()
-        raise
-    metrics.promotions.labels(environment, "promoted" if result.recorded else "unchanged").inc()
-    out: Json = result.to_dict()
+    out: Json = counted_promotion(request, environment, run).to_dict()
     return out
 
 

@@ -75,11 +75,12 @@ class _Edge:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message.setdefault("headers", [])
+                cached = any(k.lower() == b"cache-control" for k, _ in message["headers"])
                 message["headers"] = [
                     *message["headers"],
                     (b"x-request-id", request_id.encode()),
                     (b"x-content-type-options", b"nosniff"),
-                    (b"cache-control", b"no-store"),
+                    *(() if cached else ((b"cache-control", b"no-store"),)),  # static files
                 ]
             await send(message)
 
@@ -137,7 +138,7 @@ class _Edge:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """The application for ``settings``; nothing is opened until the first request."""
-    from conveyor.server import admission, api, drift, login
+    from conveyor.server import admission, api, drift, login, web
 
     state = ServerState(settings)
 
@@ -190,6 +191,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(login.router)  # /login, /logout (issue 13)
     admission.install(app)  # issue 15: the admission webhook
     drift.install(app)  # issue 15: drift snapshots
+    web.install(app)  # issue 14: the web page
     _install_error_handlers(app, state)
     app.add_middleware(_Edge, state=state)
     return app

@@ -1,0 +1,481 @@
+"""What each page shows, assembled from ``conveyor.service`` (and the drift snapshots of
+``server.drift``). Nothing here decides: gate decisions come from ``service.check`` and the
+status's candidate check, history from the verified reader. Facts are read from the verified
+statements (``conveyor.attest`` readers), the same ones ``trace`` summarises."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from conveyor import service
+from conveyor.errors import ConveyorError, InputError
+from conveyor.oci.digest import Digest
+from conveyor.server.context import state_of
+from conveyor.server.principal import Principal
+from conveyor.server.problems import NotFound
+
+if TYPE_CHECKING:
+    from fastapi import Request
+
+    from conveyor.server.drift import DriftStore
+
+HEX = frozenset("0123456789abcdefABCDEF")
+_drift_lock = threading.Lock()
+
+
+def parse_digest(text: str) -> Digest:
+    """A digest from a URL; anything else is a one-line 400."""
+    if len(text) > 200:
+        raise InputError("malformed digest: too long (expected 'sha256:<64 hex>')")
+    return Digest.parse(text)
+
+
+def parse_commit(text: str) -> str:
+    if not 7 <= len(text) <= 64 or not set(text) <= HEX:
+        raise InputError(f"{text[:70]!r} is not a commit: expected 7 to 64 hex digits")
+    return text.lower()
+
+
+def _drift_store(request: Request) -> DriftStore:
+    from conveyor.server.drift import DriftStore
+
+    app_state = request.app.state
+    with _drift_lock:
+        store: DriftStore | None = getattr(app_state, "web_drift", None)
+        if store is None:
+            state = state_of(request)
+            url = state.settings.ledger_url or state.config().configured_ledger_url
+            store = DriftStore.open(url)
+            app_state.web_drift = store
+    return store
+
+
+def drift_of(request: Request, environment: str) -> dict[str, Any] | None:
+    """The last drift snapshot of ``environment`` (issue 15), or None."""
+    try:
+        return _drift_store(request).get(environment)
+    except ConveyorError:
+        return None  # no snapshot table (an older database): the board still renders
+
+
+# --- the board ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gate:
+    gate: str
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Column:
+    """One environment on the board."""
+
+    status: service.EnvironmentStatus
+    run_id: str | None = None
+    run_url: str | None = None
+    gates: tuple[Gate, ...] = ()  # as recorded in the promotion of the current digest
+    drift: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.status.environment
+
+    @property
+    def passed(self) -> int:
+        return sum(1 for g in self.gates if g.passed)
+
+
+def _promotion_gates(verified: service.VerifiedLedger, index: int) -> tuple[Gate, ...]:
+    from conveyor.attest import read_promotion
+
+    entry = verified.workspace.ledger.entry(index)
+    verified.prove([entry])
+    item = verified.verify(entry)
+    if item is None:
+        return ()
+    return tuple(Gate(g.gate, g.passed, g.reason) for g in read_promotion(item.predicate).gates)
+
+
+def _build_of(verified: service.VerifiedLedger, digest: str) -> Any:
+    from conveyor.attest import read_provenance
+
+    item = verified.latest(subject_digest=digest, kind=service.EvidenceKind.BUILD)
+    return (item, read_provenance(item.predicate)) if item is not None else (None, None)
+
+
+def board(request: Request) -> list[Column]:
+    """Every environment in ``after`` order: status (current digest, candidate and its
+    failing gates), the current digest's CI run and recorded gates, the last drift snapshot."""
+    workspace = state_of(request).workspace()
+    statuses = service.status(workspace=workspace)
+    verified = service.VerifiedLedger(workspace)
+    columns = []
+    for item in statuses:
+        current = item.current
+        run_id = run_url = None
+        gates: tuple[Gate, ...] = ()
+        if current is not None:
+            _, provenance = _build_of(verified, current.digest)
+            if provenance is not None:
+                run_id, run_url = provenance.run_id, provenance.run_url
+            gates = _promotion_gates(verified, current.index)
+        columns.append(
+            Column(item, run_id, _safe_url(run_url), gates, drift_of(request, item.environment))
+        )
+    return columns
+
+
+def _safe_url(url: str | None) -> str | None:
+    """Only http(s) links: a ``javascript:`` run URL in a statement stays text."""
+    if url and url.lower().startswith(("https://", "http://")):
+        return url
+    return None
+
+
+# --- one artifact -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One entry of the chain of custody."""
+
+    index: int
+    kind: str
+    environment: str | None
+    signer: str | None
+    via: str | None
+    when: datetime
+    attestation: str | None
+    verified: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the digest could go: the gate check for that environment."""
+
+    environment: str
+    reference: str
+    result: service.CheckResult | None
+    problem: str | None = None
+
+    @property
+    def approvals(self) -> service.GateResult | None:
+        if self.result is None:
+            return None
+        return next((g for g in self.result.decision.gates if g.gate == "approvals"), None)
+
+
+@dataclass
+class Artifact:
+    digest: Digest
+    name: str
+    steps: list[Step]
+    where: list[str]
+    targets: list[Target]
+    environments: list[str]
+    inspection: service.ImageInspection | None = None
+    inspection_problem: str | None = None
+    commit: str | None = None
+    run_id: str | None = None
+    run_url: str | None = None
+    scan: Any = None  # conveyor.attest ScanFacts of the latest verified scan
+    tests: Any = None  # TestResultFacts of the latest verified test result
+    referrers: list[service.AttachedAttestation] = field(default_factory=list)
+    referrers_problem: str | None = None
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}@{self.digest}"
+
+
+def _order(workspace: service.Workspace) -> list[str]:
+    from conveyor.policy.engine import environment_order
+
+    return environment_order(workspace.config.model)
+
+
+def _source(workspace: service.Workspace, environment: str, name: str, where: list[str]) -> str:
+    """The reference a promotion to ``environment`` copies from: the environment it comes
+    after when the digest runs there (as ``status`` names its candidate), else the image as
+    built."""
+    after = workspace.config.model.environment(environment).after_environment
+    if after is not None and after in where:
+        return workspace.environment_target(after).name
+    return name
+
+
+def artifact(request: Request, who: Principal, text: str, *, checks: bool = True) -> Artifact:
+    from conveyor.attest import read_test_result, read_vulnerability_scan
+
+    digest = parse_digest(text)
+    state = state_of(request)
+    workspace = state.workspace()
+    verified = service.VerifiedLedger(workspace)
+    rows = verified.rows(subject_digest=str(digest))
+    if not rows:
+        raise NotFound(f"no record of {digest} in the ledger")
+    envelopes = {e.index: e.envelope_sha256 for e in rows}
+    build, provenance = _build_of(verified, str(digest))
+    name = build.entry.subject_name if build is not None else rows[0].subject_name
+    trace = service.trace(f"{name}@{digest}", workspace=workspace)
+    steps = [
+        Step(
+            e.index,
+            e.kind,
+            e.environment,
+            e.signer,
+            e.via,
+            e.recorded_at,
+            f"sha256:{envelopes[e.index]}" if e.index in envelopes else None,
+            e.verified,
+            e.summary,
+        )
+        for e in trace.events
+    ]
+    order = _order(workspace)
+    where = [env for env in order if verified.current(env) == digest]
+    found = Artifact(digest, name, steps, where, [], order)
+    if provenance is not None:
+        found.commit, found.run_id = provenance.commit, provenance.run_id
+        found.run_url = _safe_url(provenance.run_url)
+    scan = verified.latest(subject_digest=str(digest), kind=service.EvidenceKind.SCAN)
+    found.scan = read_vulnerability_scan(scan.predicate) if scan is not None else None
+    tests = verified.latest(subject_digest=str(digest), kind=service.EvidenceKind.TESTS)
+    found.tests = read_test_result(tests.predicate) if tests is not None else None
+    options = state.registry_options()
+    try:
+        found.inspection = service.inspect(found.reference, options=options)
+    except ConveyorError as error:
+        found.inspection_problem = str(error)
+    try:
+        found.referrers = service.list_attestations(found.reference, workspace=workspace).found
+    except ConveyorError as error:
+        found.referrers_problem = str(error)
+    if checks:
+        found.targets = [
+            target(request, who, found, environment)
+            for environment in order
+            if environment not in where
+        ]
+    return found
+
+
+def target(request: Request, who: Principal, found: Artifact, environment: str) -> Target:
+    """The gate check for ``found`` entering ``environment``, with ``who`` as the promoter
+    (``distinct_from: [promoter]`` counts as in a promotion), as ``POST /api/v1/check``."""
+    state = state_of(request)
+    workspace = state.workspace()
+    reference = f"{_source(workspace, environment, found.name, found.where)}@{found.digest}"
+    return check(request, who, reference, environment)
+
+
+def check(
+    request: Request,
+    who: Principal,
+    reference: str,
+    environment: str,
+    break_glass: str | None = None,
+) -> Target:
+    state = state_of(request)
+    try:
+        result = service.check(
+            reference,
+            environment=environment,
+            break_glass=break_glass,
+            workspace=state.workspace(),
+            signer=state.signer() if state.can_sign() else None,
+            principal=who.acting(),
+        )
+    except ConveyorError as error:
+        return Target(environment, reference, None, " ".join(str(error).split()))
+    return Target(environment, reference, result)
+
+
+# --- one environment, one commit ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvironmentView:
+    name: str
+    repository: str
+    history: list[service.HistoryItem]
+    drift: dict[str, Any] | None
+
+
+def environment(request: Request, name: str) -> EnvironmentView:
+    workspace = state_of(request).workspace()
+    workspace.config.model.environment(name)  # unknown: 404
+    items = service.history(name, workspace=workspace)
+    target_name = workspace.environment_target(name).name
+    return EnvironmentView(name, target_name, items, drift_of(request, name))
+
+
+@dataclass(frozen=True)
+class Built:
+    """One digest built from a commit, and where it went."""
+
+    digest: str
+    subject: str
+    steps: list[service.TraceEvent]
+
+    @property
+    def builds(self) -> list[service.TraceEvent]:
+        return [e for e in self.steps if e.kind == "build" and e.verified]
+
+    @property
+    def arrivals(self) -> list[service.TraceEvent]:
+        return [e for e in self.steps if e.kind in ("promotion", "rollback") and e.verified]
+
+
+def commit(request: Request, text: str) -> tuple[str, list[Built]]:
+    sha = parse_commit(text)
+    trace = service.trace(sha, workspace=state_of(request).workspace())
+    if not trace.digests:
+        raise NotFound(f"no digest in the ledger was built from commit {sha}")
+    built = []
+    for digest in trace.digests:
+        steps = [e for e in trace.events if e.digest == digest]
+        subject = next((e.subject for e in steps if e.kind == "build"), steps[0].subject if steps
+                       else "")  # fmt: skip
+        built.append(Built(digest, subject, steps))
+    return sha, built
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditView:
+    size: int
+    root: str
+    checkpoints: list[Any]
+    report: service.AuditReport | None = None
+
+
+def audit(request: Request, *, verify: bool = False) -> AuditView:
+    workspace = state_of(request).workspace()
+    report = service.audit_verify(workspace=workspace) if verify else None
+    ledger = workspace.ledger
+    size, root = ledger.size(), ledger.root().hex()
+    checkpoints = list(reversed(ledger.checkpoints()[-5:]))
+    return AuditView(size, root, checkpoints, report)
+
+
+# --- what separates two environments ------------------------------------------------------------
+
+
+@dataclass
+class Diff:
+    a: str
+    b: str
+    current_a: service.HistoryItem | None
+    current_b: service.HistoryItem | None
+    ahead: list[service.HistoryItem]  # arrived in a since b's digest was there
+    added: list[tuple[str, str]] = field(default_factory=list)  # findings in a, not in b
+    removed: list[tuple[str, str]] = field(default_factory=list)
+    tests_a: Any = None
+    tests_b: Any = None
+
+
+def diff(request: Request, a: str, b: str) -> Diff:
+    from conveyor.attest import read_test_result, read_vulnerability_scan
+
+    workspace = state_of(request).workspace()
+    for name in (a, b):
+        workspace.config.model.environment(name)  # unknown: 404
+    history_a = service.history(a, workspace=workspace)
+    history_b = service.history(b, workspace=workspace)
+    current_a = history_a[0] if history_a else None
+    current_b = history_b[0] if history_b else None
+    ahead = []
+    for item in history_a:
+        if current_b is not None and item.digest == current_b.digest:
+            break
+        ahead.append(item)
+    result = Diff(a, b, current_a, current_b, ahead[:50])
+    verified = service.VerifiedLedger(workspace)
+
+    def latest(item: service.HistoryItem | None, kind: service.EvidenceKind) -> Any:
+        if item is None:
+            return None
+        return verified.latest(subject_digest=item.digest, kind=kind)
+
+    scans = [latest(c, service.EvidenceKind.SCAN) for c in (current_a, current_b)]
+    findings = [
+        {(i, str(s.value)) for i, s in read_vulnerability_scan(x.predicate).findings}
+        if x is not None
+        else set()
+        for x in scans
+    ]
+    result.added = sorted(findings[0] - findings[1])
+    result.removed = sorted(findings[1] - findings[0])
+    tests = [latest(c, service.EvidenceKind.TESTS) for c in (current_a, current_b)]
+    result.tests_a, result.tests_b = (
+        read_test_result(x.predicate) if x is not None else None for x in tests
+    )
+    return result
+
+
+# --- search, and where a digest lives -----------------------------------------------------------
+
+
+def recorded(request: Request, digest: Digest) -> list[Any]:
+    """The ledger rows of ``digest`` (each proved into the signed tree)."""
+    workspace = state_of(request).workspace()
+    return service.VerifiedLedger(workspace).rows(subject_digest=str(digest))
+
+
+def locate(request: Request, text: str) -> tuple[Digest, str, list[str]]:
+    """A digest's name as built (the image a promotion copies from) and the environments
+    it runs in now; 404 when the ledger has no record of it."""
+    digest = parse_digest(text)
+    workspace = state_of(request).workspace()
+    verified = service.VerifiedLedger(workspace)
+    rows = verified.rows(subject_digest=str(digest))
+    if not rows:
+        raise NotFound(f"no record of {digest} in the ledger")
+    build, _ = _build_of(verified, str(digest))
+    name = build.entry.subject_name if build is not None else rows[0].subject_name
+    where = [env for env in _order(workspace) if verified.current(env) == digest]
+    return digest, name, where
+
+
+def source_reference(request: Request, environment: str, name: str, where: list[str]) -> str:
+    return _source(state_of(request).workspace(), environment, name, where)
+
+
+def search(request: Request, query: str) -> tuple[str | None, str | None]:
+    """Where ``query`` leads (a page path), or None and why nothing matched. A digest, a
+    commit (7 to 64 hex digits), an environment's name, or a reference with a tag."""
+    from urllib.parse import quote
+
+    text = query.strip()
+    if not text:
+        return None, None
+    workspace = state_of(request).workspace()
+    if text.startswith(("sha256:", "sha512:")):
+        digest = parse_digest(text)
+        if recorded(request, digest):
+            return f"/artifacts/{digest}", None
+        return None, f"the ledger has no record of {digest}"
+    if 7 <= len(text) <= 64 and set(text) <= HEX:
+        if service.trace(text, workspace=workspace).digests:
+            return f"/commits/{text.lower()}", None
+        if len(text) == 64 and recorded(request, Digest.parse(f"sha256:{text.lower()}")):
+            return f"/artifacts/sha256:{text.lower()}", None
+        return None, f"no build in the ledger names the commit {text}"
+    if text in workspace.config.model.environments:
+        return f"/environments/{quote(text)}", None
+    try:
+        resolved = service.resolve(text, options=state_of(request).registry_options())
+    except ConveyorError as error:
+        return None, " ".join(str(error).split())
+    if recorded(request, resolved.digest):
+        return f"/artifacts/{resolved.digest}", None
+    return None, f"{text} names {resolved.digest}, of which the ledger has no record"
