@@ -384,6 +384,9 @@ def people(browser: Any, site: Site) -> Iterator[Any]:
             source = str(message.location.get("url", ""))
             if source.endswith("/favicon.ico"):
                 return
+            # A 404 page (a search that matched nothing) makes Chromium log its own status.
+            if source == page.url and message.text.startswith("Failed to load resource"):
+                return
             if message.type == "error" and problems.ours(page.url):
                 problems.console.append(f"{page.url}: {message.text} ({source})")
 

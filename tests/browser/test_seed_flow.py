@@ -14,6 +14,7 @@ import pytest
 
 from tests.browser.conftest import Site, environment
 from tests.support.registry import skopeo
+from tests.support.server import COMMIT
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 expect = sync_api.expect
@@ -125,3 +126,25 @@ def test_the_seed_flow_in_the_browser(site: Site, people: Any) -> None:
     } <= events
     for person in (watcher, dana, alice, bob):
         person.problems.assert_none(person.page)
+
+
+def test_the_search_box_finds_a_digest_a_tag_and_a_commit(site: Site, people: Any) -> None:
+    digest = site.in_staging("search")
+    rita = people()
+    rita.sign_in("rita", next_path="/")
+    page = rita.page
+    for query, lands in (
+        (digest, f"/artifacts/{digest}"),
+        (f"{site.staging_repository}:staging", f"/artifacts/{digest}"),  # a tag reference
+        (COMMIT, f"/commits/{COMMIT}"),
+        ("production", "/environments/production"),
+    ):
+        search = page.get_by_role("search")
+        search.get_by_label("Search").fill(query)
+        search.get_by_role("button", name="Search").click()
+        page.wait_for_url(site.url + lands)
+        expect(page.locator("main")).to_be_visible()
+    # the commit page lists the digest built from it
+    page.goto(f"{site.url}/commits/{COMMIT}")
+    expect(page.locator(f'code.digest[title="{digest}"]').first).to_be_visible()
+    rita.problems.assert_none(page)
