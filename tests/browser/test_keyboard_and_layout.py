@@ -91,13 +91,15 @@ def test_the_board_at_375_and_1280_px(site: Site, people: Any, artifacts_dir: Pa
     site.in_production("layout-production")
     site.in_staging("layout-staging")  # a different digest waits for production
     shots = {}
-    for width in (375, 1280):
+    for width in (1280, 375):  # each screenshot is kept before its checks
         person = people(width=width, height=800)
         person.sign_in("rita", next_path="/")
         page = person.page
         staging, production = environment(page, "staging"), environment(page, "production")
         expect(staging).to_be_visible()
         expect(production).to_be_visible()
+        shots[width] = artifacts_dir / f"board-{width}px.png"
+        page.screenshot(path=str(shots[width]), full_page=True)
         widths = page.evaluate(
             "() => ({scroll: document.scrollingElement.scrollWidth, inner: window.innerWidth})"
         )
@@ -110,8 +112,6 @@ def test_the_board_at_375_and_1280_px(site: Site, people: Any, artifacts_dir: Pa
             assert first["x"] + first["width"] <= second["x"], (first, second)
             assert first["y"] < second["y"] + second["height"], (first, second)
             assert second["y"] < first["y"] + first["height"], (first, second)
-        shots[width] = artifacts_dir / f"board-{width}px.png"
-        page.screenshot(path=str(shots[width]), full_page=True)
         person.problems.assert_none(page)
     for shot in shots.values():
         assert shot.stat().st_size > 1000, shot
