@@ -1,12 +1,12 @@
 """Fixtures for the web page in a real browser (issue 14).
 
-``site`` (one per test module): two real distribution registries (build and staging on one,
-production on the other), a real OpenID provider (``oidc-provider-mock``) people sign in at,
-and a real ``conveyor serve`` on a loopback port. ``browser`` (one per worker): the Debian
-Chromium driven by Playwright's sync API; ``playwright install`` cannot download here, so the
-executable is given. Every context resolves only loopback names, records console errors,
-page errors and CSP violations, and tests assert there are none on conveyor's own pages.
-"""
+``site`` (one per xdist worker, shared by the package): two real distribution registries
+(build and staging on one, production on the other), a real OpenID provider
+(``oidc-provider-mock``) people sign in at, and a real ``conveyor serve`` on a loopback port.
+``browser`` (one per worker): the Debian Chromium driven by Playwright's sync API;
+``playwright install`` cannot download here, so the executable is given. Every context
+resolves only loopback names, records console errors, page errors and CSP violations, and
+tests assert there are none on conveyor's own pages."""
 
 from __future__ import annotations
 
@@ -244,7 +244,9 @@ def _start(team: BrowserTeam, port: int) -> RunningServer:
     raise RuntimeError(f"conveyor serve did not start: {log.read_text(errors='replace')[-2000:]}")
 
 
-@pytest.fixture(scope="module")
+# One server for the whole browser package (per xdist worker): each test makes its own
+# digests and judges only those, so they share it safely, and startup is paid once.
+@pytest.fixture(scope="package")
 def site(
     tmp_path_factory: pytest.TempPathFactory,
     registry: RunningRegistry,
