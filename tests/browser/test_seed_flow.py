@@ -37,6 +37,7 @@ def _approve(person: Any, digest: str, comment: str) -> None:
 
 
 def test_the_seed_flow_in_the_browser(site: Site, people: Any) -> None:
+    earlier = site.in_staging("seed-earlier")  # something for staging to roll back to
     digest = site.in_staging("seed")
 
     # a board open elsewhere (a reader), which must follow along without a reload
@@ -124,8 +125,27 @@ def test_the_seed_flow_in_the_browser(site: Site, people: Any) -> None:
         ("approval", "bob", "production"),
         ("promotion", "deployer", "production"),
     } <= events
+    # an environment's history, newest first, and the deployer may roll back from there
+    dana.goto("/environments/production")
+    expect(dana.page.locator(f'code.digest[title="{digest}"]').first).to_be_visible()
+    dana.goto("/environments/staging")
+    shown = dana.page.locator("table.history code.digest").evaluate_all(
+        "els => els.map(e => e.title)"
+    )
+    assert shown.index(digest) < shown.index(earlier), shown
+    expect(dana.page.get_by_role("button", name="Roll back staging")).to_be_visible()
     for person in (watcher, dana, alice, bob):
         person.problems.assert_none(person.page)
+
+
+def test_verify_now_on_the_audit_page(site: Site, people: Any) -> None:
+    site.in_staging("audit")
+    rita = people()
+    rita.sign_in("rita", next_path="/audit")
+    rita.page.get_by_role("button", name="Verify now").click()
+    rita.page.wait_for_load_state()
+    expect(rita.page.get_by_role("status")).to_contain_text("✓ verified")
+    rita.problems.assert_none(rita.page)
 
 
 def test_the_search_box_finds_a_digest_a_tag_and_a_commit(site: Site, people: Any) -> None:
