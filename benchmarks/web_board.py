@@ -18,7 +18,9 @@ newest build: env00's candidate).
 Measured, medians (and p90) of ``--runs`` after one warm-up, in one run:
 - in-process, the service alone: ``service.status`` (the board's core, the peer);
 - in-process, the whole page: ``GET /`` and ``GET /?fragment=board`` through the ASGI app
-  (authentication, views, templates; no socket);
+  (authentication, views, templates; no socket), the board computed for every request
+  (``views.BOARD_TTL = 0``), then as served (reused while the ledger's size and root do not
+  change, at most ``BOARD_TTL`` seconds);
 - over HTTP: the same two requests to a real ``conveyor serve`` process (keep-alive client),
   and the server's own ``duration_ms`` from its access log (server-side time).
 Measured processes run with PYTHONDONTWRITEBYTECODE unset after ``compileall``.
@@ -199,6 +201,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
 
     from conveyor.server.app import create_app
     from conveyor.server.state import ServerSettings
+    from conveyor.server.web import views
 
     started = time.perf_counter()
     ws = build(work / "team", args.entries, args.environments, args.workers)
@@ -217,19 +220,24 @@ def run(work: Path, args: argparse.Namespace) -> None:
     status = timed(lambda: service.status(workspace=state.workspace()), args.runs)
     rows.append(("in-process: service.status (the peer)", status))
     headers = {"Authorization": f"Bearer {token}"}
+    ttl = views.BOARD_TTL
     with TestClient(app) as client:
-        rows.append(("in-process: GET / (ASGI, whole page)",
+        views.BOARD_TTL = 0.0  # every request computes the board
+        rows.append(("in-process: GET / (ASGI, whole page), computed",
                      timed(lambda: _ok(client.get("/", headers=headers)), args.runs)))  # fmt: skip
-        rows.append(("in-process: GET /?fragment=board",
+        rows.append(("in-process: GET /?fragment=board, computed",
                      timed(lambda: client.get("/?fragment=board", headers=headers),
                            args.runs)))  # fmt: skip
+        views.BOARD_TTL = ttl  # as served: reused while the ledger does not change
+        rows.append(("in-process: GET /, ledger unchanged (board reused)",
+                     timed(lambda: _ok(client.get("/", headers=headers)), args.runs)))  # fmt: skip
     state.close()
 
     team = Team(ws.root, ws.config)
     server = start_server(team)
     try:
         with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
-            rows.append(("over HTTP: GET / (conveyor serve)",
+            rows.append(("over HTTP: GET / (conveyor serve, as served)",
                          timed(lambda: _ok(http.get("/")), args.runs)))  # fmt: skip
             rows.append(("over HTTP: GET /?fragment=board",
                          timed(lambda: http.get("/?fragment=board"), args.runs)))  # fmt: skip
@@ -250,7 +258,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|")
     for name, (median, p90) in rows:
         target = f"< {TARGET_MS:.0f} ms: {'met' if median < TARGET_MS else 'NOT met'}"
-        shown = target if name.startswith(("in-process: GET /", "server-side")) else ""
+        shown = target if name.startswith(("in-process: GET / (", "server-side")) else ""
         print(f"| {name} | {median:.1f} ms | {p90:.1f} ms | {median / peer:.2f}x | {shown} |")
     print(f"\n{args.runs} runs each after one warm-up; {size:,} entries, "
           f"{args.environments} environments.")  # fmt: skip
