@@ -90,15 +90,28 @@ class Column:
         return sum(1 for g in self.gates if g.passed)
 
 
-def _promotion_gates(verified: service.VerifiedLedger, index: int) -> tuple[Gate, ...]:
+def _promotion_gates(
+    verified: service.VerifiedLedger, indexes: list[int]
+) -> dict[int, tuple[Gate, ...]]:
+    """The gates each promotion entry recorded (proved into the tree in one batch)."""
     from conveyor.attest import read_promotion
 
-    entry = verified.workspace.ledger.entry(index)
-    verified.prove([entry])
-    item = verified.verify(entry)
-    if item is None:
-        return ()
-    return tuple(Gate(g.gate, g.passed, g.reason) for g in read_promotion(item.predicate).gates)
+    entries = [verified.workspace.ledger.entry(index) for index in indexes]
+    verified.prove(entries)
+    found: dict[int, tuple[Gate, ...]] = {}
+    for entry in entries:
+        item = verified.verify(entry)
+        gates = read_promotion(item.predicate).gates if item is not None else []
+        found[entry.index] = tuple(Gate(g.gate, g.passed, g.reason) for g in gates)
+    return found
+
+
+def _provenance(verified: service.VerifiedLedger, digest: str) -> Any:
+    """The facts of the newest verified build record of ``digest`` (None: none)."""
+    from conveyor.attest import read_provenance
+
+    builds = verified.entries(subject_digest=digest, kind=service.EvidenceKind.BUILD)
+    return read_provenance(builds[-1].predicate) if builds else None
 
 
 def _build_of(verified: service.VerifiedLedger, digest: str) -> Any:
@@ -108,24 +121,59 @@ def _build_of(verified: service.VerifiedLedger, digest: str) -> Any:
     return (item, read_provenance(item.predicate)) if item is not None else (None, None)
 
 
+# How long a computed board is reused while the ledger's size and root stay the same: every
+# browser watching the board fetches it when the ledger grows, and ages move on meanwhile.
+BOARD_TTL = 5.0
+
+
+@dataclass
+class _Computed:
+    key: tuple[object, ...]
+    at: float
+    columns: list[Column]
+
+
+_board_lock = threading.Lock()
+
+
 def board(request: Request) -> list[Column]:
     """Every environment in ``after`` order: status (current digest, candidate and its
-    failing gates), the current digest's CI run and recorded gates, the last drift snapshot."""
+    failing gates), the current digest's CI run and recorded gates, the last drift snapshot.
+
+    Computed once per ledger state (size and root) and configuration for up to
+    ``BOARD_TTL`` seconds: browsers fetching the board together cost one computation. A row
+    edited in place (same size and root) is caught by the next computation."""
+    import time
+
     workspace = state_of(request).workspace()
+    key = (id(workspace.config), workspace.ledger.size(), workspace.ledger.root())
+    with _board_lock:  # one computation at a time; the others then find it done
+        done: _Computed | None = getattr(request.app.state, "web_board", None)
+        if done is not None and done.key == key and time.monotonic() - done.at < BOARD_TTL:
+            return done.columns
+        columns = _board(request, workspace)
+        request.app.state.web_board = _Computed(key, time.monotonic(), columns)
+    return columns
+
+
+def _board(request: Request, workspace: service.Workspace) -> list[Column]:
     statuses = service.status(workspace=workspace)
     verified = service.VerifiedLedger(workspace)
+    currents = [item.current for item in statuses if item.current is not None]
+    gates = _promotion_gates(verified, [current.index for current in currents])
+    provenance = {d: _provenance(verified, d) for d in {c.digest for c in currents}}
     columns = []
     for item in statuses:
         current = item.current
-        run_id = run_url = None
-        gates: tuple[Gate, ...] = ()
-        if current is not None:
-            _, provenance = _build_of(verified, current.digest)
-            if provenance is not None:
-                run_id, run_url = provenance.run_id, provenance.run_url
-            gates = _promotion_gates(verified, current.index)
+        facts = provenance.get(current.digest) if current is not None else None
         columns.append(
-            Column(item, run_id, _safe_url(run_url), gates, drift_of(request, item.environment))
+            Column(
+                item,
+                facts.run_id if facts is not None else None,
+                _safe_url(facts.run_url) if facts is not None else None,
+                gates.get(current.index, ()) if current is not None else (),
+                drift_of(request, item.environment),
+            )
         )
     return columns
 
