@@ -200,3 +200,40 @@ def _no_markup_took_effect(page: Any) -> None:
         })"""
     )
     assert found == {"inlineScripts": 0, "images": 0, "bold": 0}, found
+
+
+def test_a_deployer_s_post_past_denying_gates_or_with_hostile_fields_is_a_4xx_page(
+    site: Site, people: Any
+) -> None:
+    digest = site.in_staging("gates-deny")  # no approvals yet: production denies
+    dana = people()
+    csrf = dana.sign_in("dana")["csrf_token"]
+    request = dana.context.request
+    promote = f"{site.url}/artifacts/{digest}/promote"
+    denied = request.post(
+        promote, form={"environment": "production", "csrf_token": csrf}, max_redirects=0
+    )
+    assert 400 <= denied.status < 500, (denied.status, denied.text())
+    assert "approvals: 0 of 2" in denied.text()
+    assert denied.headers.get("content-security-policy") == CSP
+    assert ("promotion", "deployer") not in [(e["kind"], e["signer"]) for e in site.events(digest)]
+    hostile = [
+        (promote, {"environment": "<script>alert(1)</script>"}),
+        (promote, {"environment": "production", "break_glass_reason": "x" * 100_000}),
+        (f"{site.url}/artifacts/sha256:{'0' * 64}/promote", {"environment": "production"}),
+        (f"{site.url}/artifacts/not-a-digest/approve", {"environment": "production"}),
+        (f"{site.url}/environments/nowhere/rollback", {}),
+        (f"{site.url}/environments/staging/rollback", {"to": "sha256:" + "f" * 64}),
+    ]
+    for url, fields in hostile:
+        answer = request.post(url, form={**fields, "csrf_token": csrf}, max_redirects=0)
+        assert 400 <= answer.status < 500, (url, answer.status, answer.text()[:300])
+        assert "<script>alert(1)</script>" not in answer.text(), url
+        assert "Traceback" not in answer.text(), url
+    # the confirmation page offers nothing to press while the gates deny, and says why
+    dana.goto(f"/artifacts/{digest}/promote?environment=production")
+    confirm = dana.page.get_by_role("button", name="Confirm promotion to production")
+    expect(confirm).to_be_disabled()
+    expect(dana.page.locator("main")).to_contain_text("approvals: 0 of 2")
+    expect(dana.page.locator("main")).to_contain_text("✗")
+    dana.problems.assert_none(dana.page)
