@@ -26,6 +26,7 @@ EMAILS = {
     "deployer": "dee@example.com",
     "alice": "alice@example.com",
     "bob": "bob@example.com",
+    "carol": "carol@example.com",
     "viewer": "viewer@example.com",
 }
 CONFIG = """\
@@ -35,6 +36,7 @@ identities:
   deployer: {key: keys/deployer.pub, roles: [deployer], login: {email: dee@example.com}}
   alice:    {key: keys/alice.pub, roles: [approver], login: {email: alice@example.com}}
   bob:      {roles: [approver], login: {email: bob@example.com}}
+  carol:    {roles: [approver], login: {email: carol@example.com}}
   viewer:   {roles: [reader], login: {email: viewer@example.com}}
   server:   {key: keys/server.pub, roles: [server]}
 ledger:
