@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -109,8 +110,10 @@ class WebTeam:
         self.images[name] = ref
         return ref
 
-    def record(self, ref: str, *, commit: str = COMMIT, findings: tuple = ()) -> None:
-        common = {"key": self.key("ci"), "config_path": self.config}
+    def record(
+        self, ref: str, *, commit: str = COMMIT, findings: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        common: dict[str, Any] = {"key": self.key("ci"), "config_path": self.config}
         service.record_build(
             ref, commit=commit, run_id="42", run_url="https://ci.example/run/42", **common
         )
@@ -150,7 +153,7 @@ class WebTeam:
         return login.csrf_token(client.cookies[login.SESSION_COOKIE])
 
     def ledger_size(self) -> int:
-        return self.state.workspace().ledger.size()  # type: ignore[attr-defined]
+        return int(self.state.workspace().ledger.size())  # type: ignore[attr-defined]
 
 
 def make_web_team(root: Path) -> WebTeam:

@@ -484,3 +484,14 @@ def test_events_follow_the_ledger_as_it_grows(
     timer.join()
     sizes = re.findall(r"event: ledger\ndata: (\d+)\n\n", answer.text)
     assert sizes == [str(before), str(before + 1)]
+
+
+def test_a_ci_run_url_that_is_not_http_is_no_link(fresh: WebTeam) -> None:
+    from conveyor import service
+
+    ref = fresh.image("v3", commit=COMMIT_2)
+    service.record_build(ref, commit=COMMIT_2, run_id="42", run_url="javascript:alert(1)",
+                         key=fresh.key("ci"), config_path=fresh.config)  # fmt: skip
+    html = fresh.as_("viewer").get(f"/artifacts/{fresh.digest('v3')}").text
+    assert "<dt>CI run</dt><dd>42</dd>" in html
+    assert 'href="javascript:' not in html
