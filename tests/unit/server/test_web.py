@@ -495,3 +495,37 @@ def test_a_ci_run_url_that_is_not_http_is_no_link(fresh: WebTeam) -> None:
     html = fresh.as_("viewer").get(f"/artifacts/{fresh.digest('v3')}").text
     assert "<dt>CI run</dt><dd>42</dd>" in html
     assert 'href="javascript:' not in html
+
+
+def test_the_board_shows_the_last_drift_snapshot(fresh: WebTeam) -> None:
+    from conveyor.server.drift import DriftStore
+
+    url = fresh.state.config().configured_ledger_url  # type: ignore[attr-defined]
+    store = DriftStore.open(url)
+    store.put("staging", "ops", {"summary": {"current": 2, "never": 1}, "containers": []})
+    store.close()
+    html = fresh.as_("viewer").get("/").text
+    staging = html[html.index('aria-labelledby="env-staging"') :]
+    staging = staging[: staging.index("</section>")]
+    assert "✗ 1 of 3 not as recorded" in staging
+    assert "current 2, never 1" in staging
+    assert "by ops" in staging
+
+
+def test_the_diff_lists_the_commits_between_two_environments(fresh: WebTeam) -> None:
+    first = fresh.images["v1"]
+    fresh.approve(first, "production", "alice")
+    bob = fresh.as_("bob")
+    form = {"environment": "production", "csrf_token": fresh.csrf(bob)}
+    assert bob.post(f"/artifacts/{fresh.digest('v1')}/approve", data=form).status_code == 303
+    staging_target = first.replace(first.split("@")[0], f"oci:{fresh.root / 'staging'}")
+    fresh.promote(staging_target, "production")
+    second = fresh.image("v2", commit=COMMIT_2)
+    fresh.record(second, commit=COMMIT_2, findings=(("CVE-2024-0009", "LOW"),))
+    fresh.promote(second, "staging")
+    html = fresh.as_("viewer").get("/diff/staging/production").text
+    assert COMMIT_2[:12] in html  # arrived in staging since production's digest
+    assert "CVE-2024-0009 (low)" in html  # added
+    assert "CVE-2024-0001 (low), CVE-2024-0002 (medium)" in html  # removed
+    same = fresh.as_("viewer").get("/diff/staging/staging").text
+    assert "✓ Both run the same digest." in same
