@@ -250,7 +250,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
         server.stop()
     if logged:
         logged.sort()
-        rows.append(("server-side: GET / duration_ms (access log)",
+        rows.append(("server-side: GET / duration_ms (access log, as served)",
                      (statistics.median(logged), logged[int(len(logged) * 0.9) - 1])))  # fmt: skip
 
     peer = rows[0][1][0]

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -26,6 +27,7 @@ EMAILS = {
     "deployer": "dee@example.com",
     "alice": "alice@example.com",
     "bob": "bob@example.com",
+    "carol": "carol@example.com",
     "viewer": "viewer@example.com",
 }
 CONFIG = """\
@@ -35,6 +37,7 @@ identities:
   deployer: {key: keys/deployer.pub, roles: [deployer], login: {email: dee@example.com}}
   alice:    {key: keys/alice.pub, roles: [approver], login: {email: alice@example.com}}
   bob:      {roles: [approver], login: {email: bob@example.com}}
+  carol:    {roles: [approver], login: {email: carol@example.com}}
   viewer:   {roles: [reader], login: {email: viewer@example.com}}
   server:   {key: keys/server.pub, roles: [server]}
 ledger:
@@ -107,8 +110,10 @@ class WebTeam:
         self.images[name] = ref
         return ref
 
-    def record(self, ref: str, *, commit: str = COMMIT, findings: tuple = ()) -> None:
-        common = {"key": self.key("ci"), "config_path": self.config}
+    def record(
+        self, ref: str, *, commit: str = COMMIT, findings: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        common: dict[str, Any] = {"key": self.key("ci"), "config_path": self.config}
         service.record_build(
             ref, commit=commit, run_id="42", run_url="https://ci.example/run/42", **common
         )
@@ -148,7 +153,7 @@ class WebTeam:
         return login.csrf_token(client.cookies[login.SESSION_COOKIE])
 
     def ledger_size(self) -> int:
-        return self.state.workspace().ledger.size()  # type: ignore[attr-defined]
+        return int(self.state.workspace().ledger.size())  # type: ignore[attr-defined]
 
 
 def make_web_team(root: Path) -> WebTeam:

@@ -338,7 +338,7 @@ def test_approve_then_promote_in_the_browser(fresh: WebTeam) -> None:
         f"/artifacts/{digest}/promote",
         data={"environment": "production", "csrf_token": fresh.csrf(deployer)},
     )
-    assert done.status_code == 303, done.text[-800:]
+    assert done.status_code == 303, re.findall(r"✗[^<]*", done.text)
     board = deployer.get("/").text
     production = board[board.index('aria-labelledby="env-production"') :]
     assert digest[:19] in production
@@ -431,3 +431,101 @@ def test_events_tell_the_ledger_size_and_its_growth(
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/event-stream")
     assert f"event: ledger\ndata: {fresh.ledger_size()}\n\n" in answer.text
+
+
+def test_break_glass_only_during_a_freeze_and_with_a_reason(fresh: WebTeam) -> None:
+    digest = fresh.digest("v1")
+    fresh.approve(fresh.images["v1"], "production", "alice")  # alice with her own key
+    bob = fresh.as_("bob")
+    form = {"environment": "production", "csrf_token": fresh.csrf(bob)}
+    assert bob.post(f"/artifacts/{digest}/approve", data=form).status_code == 303
+    deployer = fresh.as_("deployer")
+    confirm = deployer.get(f"/artifacts/{digest}/promote?environment=production").text
+    assert "Break-glass reason" not in confirm  # no freeze: no break-glass
+    text = fresh.config.read_text()
+    fresh.config.write_text(text.replace("environments:\n", (
+        "freeze:\n  windows: ['2020-01-01T00:00:00Z/2999-01-01T00:00:00Z']\n"
+        "  environments: [production]\n  break_glass: {approvals: 1}\n"
+    ) + "environments:\n", 1))  # fmt: skip
+    confirm = deployer.get(f"/artifacts/{digest}/promote?environment=production").text
+    assert "a freeze is on" in confirm
+    assert '<label for="break-glass">Break-glass reason</label>' in confirm
+    assert 'name="break_glass_reason" rows="2" maxlength="4096" required' in confirm
+    path = f"/artifacts/{digest}/promote"
+    csrf = fresh.csrf(deployer)
+    refused = deployer.post(path, data={"environment": "production", "csrf_token": csrf})
+    assert refused.status_code == 409
+    assert "freeze" in refused.text
+    short = deployer.post(path, data={"environment": "production", "csrf_token": csrf,
+                                      "break_glass_reason": "incident 7"})  # fmt: skip
+    assert short.status_code == 409  # break-glass needs one approval more than the gate
+    assert "2 of 3 approvals: alice, bob" in short.text
+    carol = fresh.as_("carol")
+    form = {"environment": "production", "csrf_token": fresh.csrf(carol)}
+    assert carol.post(f"/artifacts/{digest}/approve", data=form).status_code == 303
+    done = deployer.post(path, data={"environment": "production", "csrf_token": csrf,
+                                     "break_glass_reason": "incident 7"})  # fmt: skip
+    assert done.status_code == 303, re.findall(r"✗[^<]*", done.text)
+    history = deployer.get("/environments/production").text
+    assert "⚠ break-glass: incident 7" in history
+
+
+def test_events_follow_the_ledger_as_it_grows(
+    fresh: WebTeam, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    monkeypatch.setattr(events, "STREAM_SECONDS", 2.0)
+    monkeypatch.setattr(events, "POLL_SECONDS", 0.1)
+    before = fresh.ledger_size()
+    timer = threading.Timer(0.5, fresh.approve, (fresh.images["v1"], "production"))
+    timer.start()
+    answer = fresh.as_("viewer").get("/events")
+    timer.join()
+    sizes = re.findall(r"event: ledger\ndata: (\d+)\n\n", answer.text)
+    assert sizes == [str(before), str(before + 1)]
+
+
+def test_a_ci_run_url_that_is_not_http_is_no_link(fresh: WebTeam) -> None:
+    from conveyor import service
+
+    ref = fresh.image("v3", commit=COMMIT_2)
+    service.record_build(ref, commit=COMMIT_2, run_id="42", run_url="javascript:alert(1)",
+                         key=fresh.key("ci"), config_path=fresh.config)  # fmt: skip
+    html = fresh.as_("viewer").get(f"/artifacts/{fresh.digest('v3')}").text
+    assert "<dt>CI run</dt><dd>42</dd>" in html
+    assert 'href="javascript:' not in html
+
+
+def test_the_board_shows_the_last_drift_snapshot(fresh: WebTeam) -> None:
+    from conveyor.server.drift import DriftStore
+
+    url = fresh.state.config().configured_ledger_url  # type: ignore[attr-defined]
+    store = DriftStore.open(url)
+    store.put("staging", "ops", {"summary": {"current": 2, "never": 1}, "containers": []})
+    store.close()
+    html = fresh.as_("viewer").get("/").text
+    staging = html[html.index('aria-labelledby="env-staging"') :]
+    staging = staging[: staging.index("</section>")]
+    assert "✗ 1 of 3 not as recorded" in staging
+    assert "current 2, never 1" in staging
+    assert "by ops" in staging
+
+
+def test_the_diff_lists_the_commits_between_two_environments(fresh: WebTeam) -> None:
+    first = fresh.images["v1"]
+    fresh.approve(first, "production", "alice")
+    bob = fresh.as_("bob")
+    form = {"environment": "production", "csrf_token": fresh.csrf(bob)}
+    assert bob.post(f"/artifacts/{fresh.digest('v1')}/approve", data=form).status_code == 303
+    staging_target = first.replace(first.split("@")[0], f"oci:{fresh.root / 'staging'}")
+    fresh.promote(staging_target, "production")
+    second = fresh.image("v2", commit=COMMIT_2)
+    fresh.record(second, commit=COMMIT_2, findings=(("CVE-2024-0009", "LOW"),))
+    fresh.promote(second, "staging")
+    html = fresh.as_("viewer").get("/diff/staging/production").text
+    assert COMMIT_2[:12] in html  # arrived in staging since production's digest
+    assert "CVE-2024-0009 (low)" in html  # added
+    assert "CVE-2024-0001 (low), CVE-2024-0002 (medium)" in html  # removed
+    same = fresh.as_("viewer").get("/diff/staging/staging").text
+    assert "✓ Both run the same digest." in same

@@ -6,6 +6,7 @@ statements (``conveyor.attest`` readers), the same ones ``trace`` summarises."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -143,8 +144,6 @@ def board(request: Request) -> list[Column]:
     Computed once per ledger state (size and root) and configuration for up to
     ``BOARD_TTL`` seconds: browsers fetching the board together cost one computation. A row
     edited in place (same size and root) is caught by the next computation."""
-    import time
-
     workspace = state_of(request).workspace()
     key = (id(workspace.config), workspace.ledger.size(), workspace.ledger.root())
     with _board_lock:  # one computation at a time; the others then find it done
