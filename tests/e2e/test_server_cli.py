@@ -201,3 +201,117 @@ def test_a_remote_cli_process_imports_no_database_or_policy_code(
     assert done.returncode == 0, done.stderr
     assert done.stderr.endswith("(1, [])"), done.stderr  # denied (no build), and nothing heavy
     assert json.loads(done.stdout)["allowed"] is False
+
+
+def _same(served: ServedTeam, elsewhere: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` direct (the team's database) and remote (a reader's token): the same
+    stdout, stderr and exit code."""
+    far = _remote(served, elsewhere, "viewer", *args)
+    near = served.team.cli(*args)
+    assert (far.returncode, far.stdout, far.stderr) == (
+        near.returncode,
+        near.stdout,
+        near.stderr,
+    ), args
+    return far
+
+
+def test_resolve_and_inspect_through_the_server(served: ServedTeam, elsewhere: Path) -> None:
+    ref = served.team.image("resolve-me")
+    layout, digest = ref.removeprefix("oci:").split("@")
+    tagged = f"oci:{layout}:resolve-me"
+    resolved = _same(served, elsewhere, "resolve", tagged)
+    assert resolved.returncode == 0
+    assert resolved.stdout == f"oci:{layout}@{digest}\n"
+    shown = _same(served, elsewhere, "inspect", tagged)
+    assert f"git.commit={COMMIT}" in shown.stdout
+    as_json = _same(served, elsewhere, "inspect", ref, "--json")
+    assert json.loads(as_json.stdout)["digest"] == digest
+    missing = _same(served, elsewhere, "resolve", f"oci:{layout}:no-such-tag")
+    assert missing.returncode != 0
+    assert missing.stderr.startswith("conveyor: error: ")
+    bad = _same(served, elsewhere, "inspect", "not a reference")
+    assert bad.returncode == 2
+    asked = [
+        (line.get("route"), line.get("principal"), line.get("status"))
+        for line in served.server.log_lines()
+        if line.get("route") in ("/api/v1/resolve", "/api/v1/inspect")
+    ]
+    assert asked.count(("/api/v1/resolve", "viewer", 200)) == 1  # the server was asked
+    assert asked.count(("/api/v1/inspect", "viewer", 200)) == 2
+
+
+def _promote_by_hand(served: ServedTeam, name: str, digest: str, environment: str) -> None:
+    """A promotion of a registry image, signed with the deployer's key as ``conveyor
+    promote`` would (the team's environments are OCI layouts; pin rewrites registry names)."""
+    from conveyor.attest import (
+        IN_TOTO_PAYLOAD_TYPE,
+        PROMOTION_V1,
+        load_signing_key,
+        make_statement,
+        promotion,
+        sign_envelope,
+    )
+    from conveyor.oci.digest import Digest
+
+    signer = load_signing_key(str(served.team.root / "keys" / "deployer.key"))
+    predicate = promotion(
+        from_environment=None,
+        to_environment=environment,
+        repository=name,
+        policy_sha256="0" * 64,
+        gates=[],
+        rollback=False,
+    )
+    statement = make_statement(name, Digest.parse(digest), PROMOTION_V1, predicate)
+    envelope = sign_envelope(statement, IN_TOTO_PAYLOAD_TYPE, [signer])
+    with service_workspace(served) as workspace:
+        workspace.ledger.append(
+            envelope,
+            subject_digest=digest,
+            subject_name=name,
+            predicate_type=PROMOTION_V1,
+            kind="promotion",
+            signer="deployer",
+            keyid=signer.keyid,
+            environment=environment,
+        )
+
+
+def service_workspace(served: ServedTeam):  # type: ignore[no-untyped-def]
+    from conveyor import service
+
+    return service.Workspace.open(served.team.config)
+
+
+def test_pin_env_through_the_server(served: ServedTeam, elsewhere: Path) -> None:
+    name = "registry.example/team/pinned"
+    digest = "sha256:" + "ab" * 32
+    _promote_by_hand(served, name, digest, "staging")
+    folder = elsewhere / "deploy"
+    folder.mkdir()
+    manifest = folder / "web.yaml"
+    text = (
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers:\n"
+        f"    - name: web\n      image: {name}:1.0  # keep me\n"
+    )
+    manifest.write_text(text)
+    never = folder / "never.yaml"
+    never.write_text(text.replace(name, "registry.example/team/never"))
+    args = ("pin", str(folder), "--env", "staging", "--offline", "--check", "--diff")
+    checked = _same(served, elsewhere, *args)
+    assert checked.returncode == 1  # --check: something would change
+    assert f"{name}:1.0@{digest}" in checked.stdout
+    assert "registry.example/team/never was never promoted to staging" in checked.stderr
+    assert manifest.read_text() == text  # --check wrote nothing
+    never.unlink()
+    far = _remote(served, elsewhere, "viewer", "pin", str(manifest), "--env", "staging",
+                  "--offline")  # fmt: skip
+    assert far.returncode == 0, far.stderr
+    assert f"image: {name}:1.0@{digest}  # keep me\n" in manifest.read_text()
+    unknown = _same(served, elsewhere, "pin", str(manifest), "--env", "nowhere", "--offline")
+    assert unknown.returncode == 2
+    assert "nowhere" in unknown.stderr
+    nobody = _remote(served, elsewhere, None, "pin", str(manifest), "--env", "staging")
+    assert nobody.returncode == 2
+    assert nobody.stderr.startswith("conveyor: error: bad or missing credentials")

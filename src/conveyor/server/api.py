@@ -439,16 +439,21 @@ def history(request: Request, who: Who, environment: str) -> Json:
 @router.get(
     "/environments/{environment}/promoted-digests",
     summary="Digests promoted to an environment (for pin --env and lint --env)",
+    description="`repositories`: the digest that arrived last for each repository (what "
+    "`pin --env` pins to); `ignored`: unverifiable entries the reader left out.",
 )
 def promoted_digests(request: Request, who: Who, environment: str) -> Json:
     _allow(request, who, "read")
     _state(request).config().model.environment(environment)
     digests = service.promoted_digests(environment, **_reading(request))
     items = service.history(environment, **_reading(request))
+    pins = service.promoted_repositories(environment, **_reading(request))
     return {
         "environment": environment,
         "digests": sorted(digests),
         "history": [item.to_dict() for item in items],
+        "repositories": pins.repositories,
+        "ignored": pins.ignored,
     }
 
 

@@ -92,7 +92,9 @@ if TYPE_CHECKING:
     )
     from conveyor.service._pin import (
         NotPromoted as NotPromoted,
+        Promoted as Promoted,
         pin as pin,
+        promoted_repositories as promoted_repositories,
     )
     from conveyor.service._principal import (
         Principal as Principal,
@@ -177,6 +179,7 @@ __all__ = [
     "Opener",
     "PinReport",
     "Principal",
+    "Promoted",
     "PromotionDenied",
     "PromotionResult",
     "Recorded",
@@ -224,6 +227,7 @@ __all__ = [
     "pin",
     "promote",
     "promoted_digests",
+    "promoted_repositories",
     "record_build",
     "record_envelope",
     "repair",
@@ -259,6 +263,7 @@ _LAZY: dict[str, str] = {
     "LintReport": "conveyor.configs.lint",
     "LintSettings": "conveyor.configs.lint",
     "NotPromoted": "conveyor.service._pin",
+    "Promoted": "conveyor.service._pin",
     "OpenedEnvelope": "conveyor.service._record",
     "Opener": "conveyor.service._repositories",
     "PinReport": "conveyor.configs.pin",
@@ -310,6 +315,7 @@ _LAZY: dict[str, str] = {
     "pin": "conveyor.service._pin",
     "promote": "conveyor.service._promote",
     "promoted_digests": "conveyor.service._lint",
+    "promoted_repositories": "conveyor.service._pin",
     "record_build": "conveyor.service._record",
     "record_envelope": "conveyor.service._record",
     "repair": "conveyor.service._repair",
