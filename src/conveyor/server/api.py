@@ -122,9 +122,12 @@ Who = Annotated[Principal, Depends(principal)]
 
 
 def _allow(request: Request, who: Principal, act: str, environment: str | None = None) -> None:
-    authorise(who, ACTS[act], environment=environment)
+    config = _state(request).config()
+    identity = config.identities.get(who.identity)
+    limited = identity.environments if identity is not None else None
+    authorise(who, ACTS[act], environment=environment, environments=limited)
     if environment is not None:
-        _state(request).config().model.environment(environment)  # unknown: 404
+        config.model.environment(environment)  # unknown: 404
 
 
 def _acting(request: Request, who: Principal) -> dict[str, Any]:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from conveyor.policy.roles import (
         EvidenceKind as EvidenceKind,
         Role as Role,
+        may_act_in as may_act_in,
     )
     from conveyor.registry.copy import (
         CopyProgress as CopyProgress,
@@ -222,6 +223,7 @@ __all__ = [
     "lint_settings",
     "list_attestations",
     "list_tags",
+    "may_act_in",
     "open_envelope",
     "open_session",
     "pin",
@@ -314,6 +316,7 @@ _LAZY: dict[str, str] = {
     "open_session": "conveyor.service._repositories",
     "pin": "conveyor.service._pin",
     "promote": "conveyor.service._promote",
+    "may_act_in": "conveyor.policy.roles",
     "promoted_digests": "conveyor.service._lint",
     "promoted_repositories": "conveyor.service._pin",
     "record_build": "conveyor.service._record",
