@@ -156,10 +156,13 @@ def test_remote_exit_codes_and_messages(served: ServedTeam, elsewhere: Path) -> 
     reader = _remote(served, elsewhere, "viewer", "rollback", "staging")
     assert reader.returncode == 1
     assert reader.stderr.startswith("conveyor: error: not allowed: viewer may not roll back")
-    keyed = _remote(served, elsewhere, "alice", "approve", "oci:/x:y", "--env", "production",
-                    "--key", "alice.key")  # fmt: skip
+    keyed = _remote(served, elsewhere, "deployer", "promote", "oci:/x:y", "--to", "production",
+                    "--key", "deployer.key")  # fmt: skip
     assert keyed.returncode == 2
-    assert "the server signs for your token's identity" in keyed.stderr
+    assert "the server that places the image signs for your token's identity" in keyed.stderr
+    unread = _remote(served, elsewhere, "alice", "approve", "oci:/x:y", "--env", "production",
+                     "--key", "no-such.key")  # fmt: skip
+    assert unread.returncode == 2
     unknown = _remote(served, elsewhere, "viewer", "history", "nowhere")
     assert unknown.returncode == 2
     assert "unknown environment 'nowhere'" in unknown.stderr
@@ -315,3 +318,111 @@ def test_pin_env_through_the_server(served: ServedTeam, elsewhere: Path) -> None
     nobody = _remote(served, elsewhere, None, "pin", str(manifest), "--env", "staging")
     assert nobody.returncode == 2
     assert nobody.stderr.startswith("conveyor: error: bad or missing credentials")
+
+
+def _keyed(served: ServedTeam, elsewhere: Path, who: str, *args: str) -> list[str]:
+    """``args`` with ``--key`` of ``who`` (its private key, on the machine the CLI runs on)."""
+    return [*args, "--key", str(served.team.root / "keys" / f"{who}.key")]
+
+
+def test_key_signs_here_and_the_server_records_the_envelope(
+    served: ServedTeam, elsewhere: Path
+) -> None:
+    team = served.team
+    ref = team.image("keyed")
+    digest = ref.split("@")[1]
+    junit = elsewhere / "keyed-junit.xml"
+    junit.write_text(PASSING_JUNIT)
+    scan = elsewhere / "keyed-trivy.json"
+    scan.write_text(json.dumps(trivy_report()))
+    runs = [
+        ("record", "build", ref, "--commit", COMMIT, "--run-id", "42"),
+        ("attest", "tests", ref, str(junit)),
+        ("attest", "scan", ref, str(scan)),
+    ]
+    for args in runs:
+        done = _ok(_remote(served, elsewhere, "ci", *_keyed(served, elsewhere, "ci", *args),
+                           "--json"))  # fmt: skip
+        recorded = json.loads(done.stdout)
+        assert recorded["signer"] == "ci"
+        assert recorded["digest"] == digest
+        assert "pre_signed" not in recorded["summary"]  # this side's summary, as direct mode
+    assert recorded["summary"]["format"] == "trivy"
+    # the client-signed evidence counts: the promotion's gates pass on it
+    promoted = _ok(_remote(served, elsewhere, "deployer", "promote", ref, "--to", "staging"))
+    assert "promoted" in promoted.stdout
+    staging = f"oci:{team.root / 'staging'}:staging"
+    _ok(_remote(served, elsewhere, "ci",
+                *_keyed(served, elsewhere, "ci", "attest", "smoke", staging, "--env", "staging",
+                        "--passed")))  # fmt: skip
+    args = _keyed(served, elsewhere, "alice", "approve", staging, "--env", "production",
+                  "--comment", "from my laptop", "--json")  # fmt: skip
+    far = _ok(_remote(served, elsewhere, "alice", *args))
+    near = _ok(team.cli(*args))
+    far_doc, near_doc = json.loads(far.stdout), json.loads(near.stdout)
+    assert list(far_doc) == list(near_doc)  # the same document as the direct mode's
+    for field in ("kind", "reference", "digest", "signer", "predicate_type", "environment",
+                  "summary", "notes"):  # fmt: skip
+        assert far_doc[field] == near_doc[field], field
+    assert far_doc["ledger_index"] != near_doc["ledger_index"]  # two approvals were recorded
+    events = json.loads(_ok(_remote(served, elsewhere, "viewer", "trace", ref, "--json")).stdout)
+    approvals = [e for e in events["events"] if e["kind"] == "approval"]
+    assert [(e["signer"], e["via"], e["verified"]) for e in approvals] == [
+        ("alice", None, True),  # signed by alice's own key, not by the server for her
+        ("alice", None, True),
+    ]
+
+
+def test_key_through_the_server_is_bound_to_the_token_and_the_roles(
+    served: ServedTeam, elsewhere: Path
+) -> None:
+    ref = served.team.image("keyed-refused")
+    alices = _keyed(served, elsewhere, "alice", "approve", ref, "--env", "production")
+    other = _remote(served, elsewhere, "bob", *alices)
+    assert other.returncode == 1
+    assert other.stderr.startswith("conveyor: error: not allowed: the envelope is signed by alice")
+    cis = _keyed(served, elsewhere, "ci", "approve", ref, "--env", "production")
+    role = _remote(served, elsewhere, "ci", *cis)
+    assert role.returncode == 1
+    assert "identity 'ci' may not record approval evidence: it needs the role" in role.stderr
+    # the digest REF names must be the one signed: the server's answer is checked
+    absent = ref.split("@")[0] + "@sha256:" + "0" * 64
+    keyed = _keyed(served, elsewhere, "alice", "approve", absent, "--env", "production")
+    missing = _remote(served, elsewhere, "alice", *keyed)
+    assert missing.returncode != 0
+    assert "Traceback" not in missing.stderr
+
+
+def test_a_remote_key_process_loads_signing_code_but_no_database(
+    served: ServedTeam, elsewhere: Path
+) -> None:
+    ref = served.team.image("keyed-imports")
+    key = str(served.team.root / "keys" / "alice.key")
+    program = (
+        "import sys\n"
+        "from conveyor.cli.main import main\n"
+        f"code = main(['approve', {ref!r}, '--env', 'production', '--key', {key!r}])\n"
+        "loaded = sorted({m.split('.')[0] if not m.startswith('conveyor') else m for m in"
+        " sys.modules if m.startswith(('sqlalchemy', 'alembic', 'psycopg', 'fastapi',"
+        " 'cryptography', 'pydantic', 'conveyor.policy', 'conveyor.ledger'))})\n"
+        "sys.stderr.write(repr((code, loaded)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=elsewhere,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
+            "CONVEYOR_SERVER": served.server.url,
+            "CONVEYOR_TOKEN": served.tokens["alice"],
+        },
+    )
+    code, loaded = eval(done.stderr.rsplit("\n", 1)[-1])  # noqa: S307 - our own repr
+    assert code == 0, done.stderr
+    assert "cryptography" in loaded  # the signature is made here
+    for heavy in ("sqlalchemy", "alembic", "psycopg", "fastapi", "conveyor.ledger"):
+        assert not any(m == heavy or m.startswith(heavy + ".") for m in loaded), loaded
+    print("remote --key loads:", loaded)
