@@ -307,6 +307,16 @@ class ConveyorClient:
         answer = self.request("GET", f"/environments/{_segment(environment)}/promoted-digests")
         return {str(d) for d in answer["digests"]}
 
+    def promoted_repositories(self, environment: str) -> dict[str, Any]:
+        """``{environment, repositories: {name: digest}, ignored}``: what ``pin --env`` pins to
+        (``service.Promoted.to_dict()``)."""
+        answer = self.request("GET", f"/environments/{_segment(environment)}/promoted-digests")
+        return {
+            "environment": str(answer["environment"]),
+            "repositories": {str(k): str(v) for k, v in dict(answer["repositories"]).items()},
+            "ignored": int(answer["ignored"]),
+        }
+
     def trace(self, query: str) -> dict[str, Any]:
         return dict(self.request("GET", "/trace", params={"query": query}))
 

@@ -267,6 +267,7 @@ def script(
     )
     yield Step(
         ("inspect", tagged),
+        token=token_variable("ci") if server else None,  # through the server, like the rest
         why="the tag names one digest; its config carries the commit and the CI run",
         expect=(digest, f"git.commit={commit}", f"ci.run={run_id}"),
     )
@@ -387,6 +388,7 @@ def script(
     yield Section("Where is what, and how did it get there")
     yield Step(
         ("resolve", f"{PRODUCTION_REPOSITORY}:production"),
+        token=token_variable("alice") if server else None,  # every identity may read
         why="production's moving tag names the very digest that was built and tested",
         expect=(production_ref,),
     )

@@ -8,8 +8,10 @@ body and authorisation tests). Few examples, so ``make test`` stays fast.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -20,8 +22,9 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.failures import FailureGroup
 
-from tests.support.server import ServedTeam, serve_team
+from tests.support.server import COMMIT, PASSING_JUNIT, ServedTeam, serve_team, trivy_report
 
 IMAGE_INPUTS = (
     r"^/api/v1/(resolve|inspect|builds|tests|scans|smoke|approvals|check|promotions|"
@@ -55,3 +58,75 @@ def test_no_server_error_and_no_answer_outside_the_schema(
                 response_schema_conformance,
             ],
         )
+
+
+def _check(operation: str, method: str, served: ServedTeam, identity: str, **parts: Any) -> Any:
+    """One real call of an operation, its answer checked against the published schema (the
+    whole document: the fuzzed one leaves the operations on images out)."""
+    whole = schemathesis.openapi.from_path(str(PUBLISHED))
+    made = whole[operation][method].Case(**parts)
+    return made.call_and_validate(
+        base_url=served.server.url,
+        headers={"Authorization": f"Bearer {served.tokens[identity]}"},
+        checks=[not_a_server_error, status_code_conformance, response_schema_conformance],
+    )
+
+
+def test_the_operations_on_images_answer_what_the_schema_says(served: ServedTeam) -> None:
+    """The operations left out of the fuzzing above, called once each with a real image:
+    every answer (recorded evidence, a check, a promotion, a trace …) matches its model."""
+    team = served.team
+    ref = team.image("schema")
+    junit = ("junit.xml", PASSING_JUNIT.encode(), "application/xml")
+    scan = ("trivy.json", json.dumps(trivy_report()).encode(), "application/json")
+    calls: list[tuple[str, str, str, dict[str, Any]]] = [
+        ("/api/v1/resolve", "GET", "viewer", {"query": {"ref": ref}}),
+        ("/api/v1/inspect", "GET", "viewer", {"query": {"ref": ref}}),
+        ("/api/v1/builds", "POST", "ci",
+         {"body": {"reference": ref, "commit": COMMIT, "run_id": "42"}}),
+        ("/api/v1/check", "POST", "deployer",
+         {"body": {"reference": ref, "environment": "staging"}}),
+        ("/api/v1/promotions", "POST", "deployer",
+         {"body": {"reference": ref, "environment": "staging"}}),
+        ("/api/v1/smoke", "POST", "ci",
+         {"body": {"reference": ref, "environment": "staging", "passed": True}}),
+        ("/api/v1/approvals", "POST", "alice",
+         {"body": {"reference": ref, "environment": "production", "comment": "ok"}}),
+        ("/api/v1/trace", "GET", "viewer", {"query": {"query": ref}}),
+        ("/api/v1/attestations", "GET", "viewer", {"query": {"ref": ref}}),
+        ("/api/v1/environments/{environment}/promoted-digests", "GET", "viewer",
+         {"path_parameters": {"environment": "staging"}}),
+        ("/api/v1/status", "GET", "viewer", {}),
+    ]  # fmt: skip
+    statuses = []
+    for path, method, identity, parts in calls:
+        if path == "/api/v1/promotions":  # its gates want tests and a scan first
+            with served.server.client("ci") as http:
+                assert http.post("/api/v1/tests", data={"reference": ref},
+                                 files=[("files", junit)]).status_code == 200  # fmt: skip
+                assert http.post("/api/v1/scans", data={"reference": ref},
+                                 files=[("file", scan)]).status_code == 200  # fmt: skip
+        response = _check(path, method, served, identity, **parts)
+        statuses.append((path, response.status_code, response.text[:300]))
+    assert all(code == 200 for _, code, _text in statuses), statuses
+    # a denied promotion: 409 with the gates, as documented
+    denied = _check("/api/v1/promotions", "POST", served, "deployer",
+                    body={"reference": ref, "environment": "production"})  # fmt: skip
+    assert denied.status_code == 409
+
+
+def test_the_conformance_check_is_not_vacuous(served: ServedTeam) -> None:
+    """The same real answer against a schema that says otherwise fails the check: the
+    answers are described, not just typed as any object."""
+    document = json.loads(PUBLISHED.read_text())
+    status = document["components"]["schemas"]["EnvironmentStatus"]
+    status["properties"]["repository"] = {"type": "integer"}
+    wrong = schemathesis.openapi.from_dict(document)
+    case = wrong["/api/v1/status"]["GET"].Case()
+    with pytest.raises(FailureGroup) as info:
+        case.call_and_validate(
+            base_url=served.server.url,
+            headers={"Authorization": f"Bearer {served.tokens['viewer']}"},
+            checks=[response_schema_conformance],
+        )
+    assert "integer" in str(info.value.exceptions[0])  # the field the schema now mistypes

@@ -165,11 +165,17 @@ def record_build(
     insecure_registry: Insecure = None,
 ) -> None:
     """Record SLSA provenance: this digest was built from COMMIT by CI run ID."""
-    server = remote.client(key=key)
+    server = remote.client()
     if server is not None:
         sha, run, url, builder = _ci_defaults(commit, run_id, run_url, builder_id)
         with server:
-            done = server.record_build(ref, commit=sha, run_id=run, run_url=url, builder_id=builder)
+            if key:
+                done = remote.presigned(server, "build", ref, key, commit=sha, run_id=run,
+                                        run_url=url, builder_id=builder)  # fmt: skip
+            else:
+                done = server.record_build(
+                    ref, commit=sha, run_id=run, run_url=url, builder_id=builder
+                )
         _show(done, as_json)
         return
     from conveyor import service
@@ -198,10 +204,13 @@ def attest_tests(
     insecure_registry: Insecure = None,
 ) -> None:
     """Attest test results (in-toto test-result) from JUnit XML files."""
-    server = remote.client(key=key)
+    server = remote.client()
     if server is not None:
         with server:
-            _show(server.attest_tests(ref, files, url=url), as_json)
+            if key:
+                _show(remote.presigned(server, "tests", ref, key, files=files, url=url), as_json)
+            else:
+                _show(server.attest_tests(ref, files, url=url), as_json)
         return
     from conveyor import service
 
@@ -226,10 +235,13 @@ def attest_scan(
     insecure_registry: Insecure = None,
 ) -> None:
     """Attest a vulnerability scan (in-toto vulns) of this very image."""
-    server = remote.client(key=key)
+    server = remote.client()
     if server is not None:
         with server:
-            _show(server.attest_scan(ref, file), as_json)
+            if key:
+                _show(remote.presigned(server, "scan", ref, key, file=file), as_json)
+            else:
+                _show(server.attest_scan(ref, file), as_json)
         return
     from conveyor import service
 
@@ -258,10 +270,16 @@ def attest_smoke(
 
     if passed is None:
         raise InputError("say the outcome: --passed or --failed")
-    server = remote.client(key=key)
+    server = remote.client()
     if server is not None:
         with server:
-            _show(server.attest_smoke(ref, environment=env, passed=passed, url=url), as_json)
+            if key:
+                done = remote.presigned(
+                    server, "smoke", ref, key, environment=env, passed=passed, url=url
+                )
+            else:
+                done = server.attest_smoke(ref, environment=env, passed=passed, url=url)
+            _show(done, as_json)
         return
     result = service.attest_smoke(
         ref,
@@ -286,10 +304,16 @@ def approve(
     insecure_registry: Insecure = None,
 ) -> None:
     """Approve this digest (not a tag) for ENV, signed by your key (or by the server for you)."""
-    server = remote.client(key=key)
+    server = remote.client()
     if server is not None:
         with server:
-            _show(server.approve(ref, environment=env, comment=comment), as_json)
+            if key:
+                done = remote.presigned(
+                    server, "approval", ref, key, environment=env, comment=comment
+                )
+            else:
+                done = server.approve(ref, environment=env, comment=comment)
+            _show(done, as_json)
         return
     from conveyor import service
 

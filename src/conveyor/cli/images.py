@@ -1,6 +1,8 @@
 """Commands on images: resolve, inspect, copy, tags.
 
 REF forms: ``[docker://]host[:port]/repo[:tag][@digest]`` and ``oci:PATH[:tag][@digest]``.
+Through a server (``--server``/``CONVEYOR_SERVER``) resolve and inspect ask it, with its
+registry credentials; copy and tags always talk to the registry from here.
 The service is imported inside each command: ``conveyor --help`` must not pay for httpx.
 """
 
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from conveyor.cli import render
+from conveyor.cli import remote, render
 from conveyor.cli.app import app
 from conveyor.cli.options import Insecure, registry_options
 
@@ -19,6 +21,11 @@ def resolve(
     insecure_registry: Insecure = None,
 ) -> None:
     """Resolve REF to the digest it names now; prints name@sha256:..."""
+    server = remote.client()
+    if server is not None:  # the server's registry credentials
+        with server:
+            render.line(str(server.resolve(ref)["reference"]))
+        return
     from conveyor import service
 
     render.line(str(service.resolve(ref, options=registry_options(insecure_registry))))
@@ -31,13 +38,18 @@ def inspect(
     insecure_registry: Insecure = None,
 ) -> None:
     """Show digest, media type, platforms, labels, annotations, created and total size."""
-    from conveyor import service
-
-    result = service.inspect(ref, options=registry_options(insecure_registry))
-    if as_json:
-        render.as_json(result.to_dict())
+    server = remote.client()
+    if server is not None:  # the server's registry credentials
+        with server:
+            document = server.inspect(ref)
     else:
-        render.inspection(result)
+        from conveyor import service
+
+        document = service.inspect(ref, options=registry_options(insecure_registry)).to_dict()
+    if as_json:
+        render.as_json(document)
+    else:
+        render.inspection(document)
 
 
 @app.command()

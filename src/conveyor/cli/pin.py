@@ -71,7 +71,13 @@ def pin(
     """Rewrite image references to name:tag@sha256:… in Kubernetes manifests, Helm values,
     kustomize, Compose, GitHub Actions and Dockerfiles; comments and layout are kept."""
     from conveyor import service
+    from conveyor.cli import remote
 
+    promoted = None
+    server = remote.client() if env is not None and from_lock is None else None
+    if server is not None:  # the promotions come from the server's ledger
+        with server:
+            promoted = service.Promoted(**server.promoted_repositories(env or ""))
     options = registry_options(insecure_registry)
     report = service.pin(
         paths,
@@ -83,6 +89,7 @@ def pin(
         config_path=config,
         offline=offline,
         exclude=exclude or (),
+        promoted=promoted,
     )
     _show(report, diff=diff)
     raise typer.Exit(report.exit_code)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from conveyor.oci.digest import Digest
-    from conveyor.service import CopyProgress, CopyResult, ImageInspection
+    from conveyor.service import CopyProgress, CopyResult
 
 _consoles: dict[str, Console] = {}
 
@@ -69,22 +69,24 @@ def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def inspection(result: ImageInspection) -> None:
-    """A readable summary of an image or index: one ``key  value`` line per fact."""
+def inspection(result: Mapping[str, Any]) -> None:
+    """A readable summary of an image or index (``ImageInspection.to_dict()``, in both
+    modes): one ``key  value`` line per fact."""
     from rich.text import Text
 
+    size = int(result["total_size"])
     rows: list[tuple[str, str]] = [
-        ("reference", result.reference),
-        ("media type", result.media_type),
-        ("platforms", ", ".join(result.platforms) or "-"),
-        ("created", result.created or "-"),
-        ("total size", f"{human_size(result.total_size)} ({result.total_size} bytes)"),
+        ("reference", str(result["reference"])),
+        ("media type", str(result["media_type"])),
+        ("platforms", ", ".join(result["platforms"]) or "-"),
+        ("created", result["created"] or "-"),
+        ("total size", f"{human_size(size)} ({size} bytes)"),
     ]
-    if result.labels_from:
-        rows.append(("labels from", result.labels_from))
-    rows += [("label", f"{key}={value}") for key, value in sorted(result.labels.items())]
-    rows += [("annotation", f"{k}={v}") for k, v in sorted(result.annotations.items())]
-    rows += [("manifest", f"{c.platform}  {c.digest}") for c in result.children]
+    if result.get("labels_from"):
+        rows.append(("labels from", str(result["labels_from"])))
+    rows += [("label", f"{key}={value}") for key, value in sorted(result["labels"].items())]
+    rows += [("annotation", f"{k}={v}") for k, v in sorted(result["annotations"].items())]
+    rows += [("manifest", f"{c['platform']}  {c['digest']}") for c in result["manifests"]]
     width = max(len(key) for key, _ in rows)
     console = _console()
     for key, value in rows:

@@ -241,6 +241,19 @@ class IdentitySpec(_Strict):
     login: LoginBindingSpec | None = Field(
         default=None, description="conveyor serve: a person's login (server.login) acts as it"
     )
+    environments: list[EnvironmentName] | None = Field(
+        default=None,
+        min_length=1,
+        description="the only environments it may approve, promote, roll back or attest smoke "
+        "tests for (default: all); evidence it signs for any other does not count",
+    )
+
+    @field_validator("environments")
+    @classmethod
+    def _distinct_environments(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and len(set(names)) != len(names):
+            raise ValueError("environments are listed more than once")
+        return names
 
     @field_validator("roles")
     @classmethod
@@ -823,6 +836,7 @@ class Identity:
     key_path: Path | None  # the current key (first not retired, else first); None: keyless
     roles: frozenset[str]  # built-in roles as ``Role`` members, declared ones as names
     keys: tuple[IdentityKey, ...] = ()  # every key, current and retired; () = (key_path,)
+    environments: frozenset[str] | None = None  # the only ones it may act in; None: all
 
     @property
     def all_keys(self) -> tuple[IdentityKey, ...]:
@@ -928,7 +942,11 @@ def load_config(path: Path) -> Config:
         )
         current = next((k for k in keys if k.retired is None), keys[0]) if keys else None
         config.identities[name] = Identity(
-            name, current.path if current else None, frozenset(spec.roles), keys
+            name,
+            current.path if current else None,
+            frozenset(spec.roles),
+            keys,
+            frozenset(spec.environments) if spec.environments is not None else None,
         )
     return config
 
@@ -1012,6 +1030,16 @@ def _environment_references(document: YamlDocument) -> list[str]:
                     f"{document.where(('freeze', 'environments', index))}: "
                     f"freeze.environments.{index}: unknown environment {name!r}; "
                     f"defined: {', '.join(names) or 'none'}"
+                )
+    identities = document.data.get("identities")
+    for identity, spec in identities.items() if isinstance(identities, dict) else ():
+        allowed = spec.get("environments") if isinstance(spec, dict) else None
+        for index, name in enumerate(allowed if isinstance(allowed, list) else ()):
+            if isinstance(name, str) and name not in environments:
+                place: tuple[str | int, ...] = ("identities", identity, "environments", index)
+                problems.append(
+                    f"{document.where(place)}: {'.'.join(map(str, place))}: unknown environment "
+                    f"{name!r}; defined: {', '.join(names) or 'none'}"
                 )
     admission = document.data.get("admission")
     governed = admission.get("namespaces") if isinstance(admission, dict) else None

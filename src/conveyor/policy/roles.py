@@ -3,14 +3,15 @@
 Nine roles are built in and keep their meaning (``reader``, ``admin``, ``server`` and
 ``drift`` sign no evidence: they act on ``conveyor serve``); a ``conveyor.yaml`` may declare
 more under ``roles:`` (same grammar as identity names) for ``approvals`` gates and
-``break_glass`` to name. Record time (``conveyor.service`` signing) and read time (the
-verified ledger reader and the gates) ask this table, so a kind is trusted exactly when it
-could be recorded.
+``break_glass`` to name. An identity may also be limited to some environments: it signs
+environment-bound kinds (``ENVIRONMENT_KINDS``) only for those (``may_act_in``). Record time
+(``conveyor.service`` signing), the server's authorisation and read time (the verified ledger
+reader and the gates) ask this table, so a kind is trusted exactly when it could be recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from enum import StrEnum
 
 
@@ -52,6 +53,12 @@ SIGNER_ROLE: Mapping[EvidenceKind, Role] = {
 
 PROMOTION_KINDS = (EvidenceKind.PROMOTION, EvidenceKind.ROLLBACK)
 
+# Kinds signed for one environment: an identity limited to some environments
+# (conveyor.yaml ``identities.NAME.environments``) may sign them only for those.
+ENVIRONMENT_KINDS = frozenset(
+    {EvidenceKind.SMOKE, EvidenceKind.APPROVAL, EvidenceKind.PROMOTION, EvidenceKind.ROLLBACK}
+)
+
 
 def signer_roles(kind: EvidenceKind, *, approval_roles: Iterable[str] = ()) -> frozenset[str]:
     """The roles any one of which may sign ``kind``. ``approval_roles``: what the approvals
@@ -60,6 +67,15 @@ def signer_roles(kind: EvidenceKind, *, approval_roles: Iterable[str] = ()) -> f
         named = frozenset(approval_roles)
         return named or frozenset({Role.APPROVER.value})
     return frozenset({SIGNER_ROLE[kind].value})
+
+
+def may_act_in(environment: str | None, environments: Collection[str] | None) -> bool:
+    """Whether an identity limited to ``environments`` (None: not limited) may sign
+    environment-bound evidence (``ENVIRONMENT_KINDS``) for ``environment``; a statement that
+    names no environment counts only for an identity that is not limited."""
+    if environments is None:
+        return True
+    return environment is not None and environment in environments
 
 
 def kind_of(text: str) -> EvidenceKind | None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor import service
 from conveyor.errors import InputError
+from conveyor.server import schemas
 from conveyor.server.auth import NotAllowed
 from conveyor.server.context import (
     acting as _acting,
@@ -127,7 +128,9 @@ Who = Annotated[Principal, Depends(principal)]
 # --- who am I ----------------------------------------------------------------------------------
 
 
-@router.get("/whoami", summary="The authenticated principal and its roles")
+@router.get(
+    "/whoami", response_model=schemas.WhoAmI, summary="The authenticated principal and its roles"
+)
 def whoami(who: Who) -> Json:
     return who.to_dict()
 
@@ -135,7 +138,11 @@ def whoami(who: Who) -> Json:
 # --- images ------------------------------------------------------------------------------------
 
 
-@router.get("/resolve", summary="Resolve a reference to its digest (conveyor resolve)")
+@router.get(
+    "/resolve",
+    response_model=schemas.Resolved,
+    summary="Resolve a reference to its digest (conveyor resolve)",
+)
 def resolve(
     request: Request, who: Who, ref: Annotated[str, Query(min_length=1, max_length=2048)]
 ) -> Json:
@@ -149,7 +156,11 @@ def resolve(
     }
 
 
-@router.get("/inspect", summary="Digest, platforms, labels of an image (conveyor inspect)")
+@router.get(
+    "/inspect",
+    response_model=schemas.Inspection,
+    summary="Digest, platforms, labels of an image (conveyor inspect)",
+)
 def inspect(
     request: Request, who: Who, ref: Annotated[str, Query(min_length=1, max_length=2048)]
 ) -> Json:
@@ -168,7 +179,11 @@ class BuildRequest(_Body):
     builder_id: Text | None = None
 
 
-@router.post("/builds", summary="Record a build: SLSA provenance (conveyor record build)")
+@router.post(
+    "/builds",
+    response_model=schemas.Recorded,
+    summary="Record a build: SLSA provenance (conveyor record build)",
+)
 def record_build(request: Request, who: Who, body: BuildRequest) -> Json:
     _allow(request, who, "record_build")
     check_commit(who, body.commit)  # a CI token's sha claim must be this commit
@@ -196,7 +211,11 @@ def _uploaded(uploads: list[UploadFile], default: str) -> list[tuple[str, bytes]
     return files
 
 
-@router.post("/tests", summary="Attest test results from JUnit XML (conveyor attest tests)")
+@router.post(
+    "/tests",
+    response_model=schemas.Recorded,
+    summary="Attest test results from JUnit XML (conveyor attest tests)",
+)
 def attest_tests(
     request: Request,
     who: Who,
@@ -212,7 +231,11 @@ def attest_tests(
     return result.to_dict()
 
 
-@router.post("/scans", summary="Attest a vulnerability scan report (conveyor attest scan)")
+@router.post(
+    "/scans",
+    response_model=schemas.Recorded,
+    summary="Attest a vulnerability scan report (conveyor attest scan)",
+)
 def attest_scan(
     request: Request,
     who: Who,
@@ -232,7 +255,11 @@ class SmokeRequest(_Body):
     url: Text | None = None
 
 
-@router.post("/smoke", summary="Attest a smoke test in an environment (conveyor attest smoke)")
+@router.post(
+    "/smoke",
+    response_model=schemas.Recorded,
+    summary="Attest a smoke test in an environment (conveyor attest smoke)",
+)
 def attest_smoke(request: Request, who: Who, body: SmokeRequest) -> Json:
     _allow(request, who, "attest_smoke", body.environment)
     result = service.attest_smoke(
@@ -251,7 +278,11 @@ class ApprovalRequest(_Body):
     comment: Text | None = None
 
 
-@router.post("/approvals", summary="Approve a digest for an environment (conveyor approve)")
+@router.post(
+    "/approvals",
+    response_model=schemas.Recorded,
+    summary="Approve a digest for an environment (conveyor approve)",
+)
 def approve(request: Request, who: Who, body: ApprovalRequest) -> Json:
     _allow(request, who, "approve", body.environment)
     result = service.approve(
@@ -281,6 +312,7 @@ _KIND_ACTS = {
 
 @router.post(
     "/envelopes",
+    response_model=schemas.Recorded,
     summary="Record a pre-signed DSSE envelope (an identity's own key)",
     description="Verified against the keys in conveyor.yaml as the CLI verifies its own "
     "records; the signer must be the token's identity.",
@@ -317,6 +349,7 @@ class CheckRequest(_Body):
 
 @router.post(
     "/check",
+    response_model=schemas.Checked,
     summary="Evaluate an environment's gates for a digest; changes nothing (conveyor check)",
     description="200 whatever the gates say: `allowed` tells (the CLI exits 1 when false). "
     "The principal is the promoter, so `distinct_from: [promoter]` counts as in a promotion.",
@@ -352,6 +385,7 @@ def _promotion(request: Request, environment: str, run: Any) -> Json:
 
 @router.post(
     "/promotions",
+    response_model=schemas.Promotion,
     summary="Promote a digest into an environment (conveyor promote)",
     description="409 with every gate's decision when a gate says no.",
 )
@@ -374,7 +408,11 @@ class RollbackRequest(_Body):
     to: Ref | None = None
 
 
-@router.post("/rollbacks", summary="Put back an earlier digest of ENV (conveyor rollback)")
+@router.post(
+    "/rollbacks",
+    response_model=schemas.Promotion,
+    summary="Put back an earlier digest of ENV (conveyor rollback)",
+)
 def rollback(request: Request, who: Who, body: RollbackRequest) -> Json:
     _allow(request, who, "rollback", body.environment)
 
@@ -387,7 +425,11 @@ def rollback(request: Request, who: Who, body: RollbackRequest) -> Json:
 # --- views -------------------------------------------------------------------------------------
 
 
-@router.get("/status", summary="Each environment: what runs now, the candidate and its gates")
+@router.get(
+    "/status",
+    response_model=schemas.Status,
+    summary="Each environment: what runs now, the candidate and its gates",
+)
 def status(request: Request, who: Who) -> Json:
     _allow(request, who, "read")
     return {"environments": [item.to_dict() for item in service.status(**_reading(request))]}
@@ -395,6 +437,7 @@ def status(request: Request, who: Who) -> Json:
 
 @router.get(
     "/environments/{environment}/history",
+    response_model=schemas.History,
     summary="Every digest an environment ran, newest first (conveyor history)",
 )
 def history(request: Request, who: Who, environment: str) -> Json:
@@ -406,21 +449,31 @@ def history(request: Request, who: Who, environment: str) -> Json:
 
 @router.get(
     "/environments/{environment}/promoted-digests",
+    response_model=schemas.PromotedDigests,
     summary="Digests promoted to an environment (for pin --env and lint --env)",
+    description="`repositories`: the digest that arrived last for each repository (what "
+    "`pin --env` pins to); `ignored`: unverifiable entries the reader left out.",
 )
 def promoted_digests(request: Request, who: Who, environment: str) -> Json:
     _allow(request, who, "read")
     _state(request).config().model.environment(environment)
     digests = service.promoted_digests(environment, **_reading(request))
     items = service.history(environment, **_reading(request))
+    pins = service.promoted_repositories(environment, **_reading(request))
     return {
         "environment": environment,
         "digests": sorted(digests),
         "history": [item.to_dict() for item in items],
+        "repositories": pins.repositories,
+        "ignored": pins.ignored,
     }
 
 
-@router.get("/trace", summary="The chain of custody of a digest or a commit (conveyor trace)")
+@router.get(
+    "/trace",
+    response_model=schemas.Trace,
+    summary="The chain of custody of a digest or a commit (conveyor trace)",
+)
 def trace(
     request: Request, who: Who, query: Annotated[str, Query(min_length=1, max_length=2048)]
 ) -> Json:
@@ -429,7 +482,11 @@ def trace(
     return result
 
 
-@router.get("/attestations", summary="Attestations attached to a digest (conveyor attestations)")
+@router.get(
+    "/attestations",
+    response_model=schemas.Attestations,
+    summary="Attestations attached to a digest (conveyor attestations)",
+)
 def attestations(
     request: Request, who: Who, ref: Annotated[str, Query(min_length=1, max_length=2048)]
 ) -> Json:
@@ -450,7 +507,11 @@ class VerifyRequest(_Body):
     )
 
 
-@router.post("/audit/verify", summary="Recompute every hash and signature (conveyor audit verify)")
+@router.post(
+    "/audit/verify",
+    response_model=schemas.AuditReport,
+    summary="Recompute every hash and signature (conveyor audit verify)",
+)
 def audit_verify(request: Request, who: Who, body: VerifyRequest) -> Json:
     _allow(request, who, "read")
     if body.checkpoint is None:
@@ -473,7 +534,11 @@ def audit_verify(request: Request, who: Who, body: VerifyRequest) -> Json:
     }
 
 
-@router.post("/audit/checkpoints", summary="Sign a checkpoint (conveyor audit checkpoint)")
+@router.post(
+    "/audit/checkpoints",
+    response_model=schemas.SignedCheckpoint,
+    summary="Sign a checkpoint (conveyor audit checkpoint)",
+)
 def audit_checkpoint(request: Request, who: Who) -> Json:
     _allow(request, who, "audit_checkpoint")
     checkpoint = service.audit_checkpoint(**_reading(request))
@@ -498,7 +563,11 @@ class TokenRequest(_Body):
     )
 
 
-@router.get("/tokens", summary="API tokens: names, identities, states (conveyor token list)")
+@router.get(
+    "/tokens",
+    response_model=schemas.Tokens,
+    summary="API tokens: names, identities, states (conveyor token list)",
+)
 def list_tokens(request: Request, who: Who) -> Json:
     _allow(request, who, "tokens")
     return {"tokens": [info.to_dict() for info in _state(request).tokens().list()]}
@@ -506,6 +575,7 @@ def list_tokens(request: Request, who: Who) -> Json:
 
 @router.post(
     "/tokens",
+    response_model=schemas.CreatedToken,
     summary="Create an API token for an identity (conveyor token create)",
     description="The token is in the answer once; only its hash is stored.",
 )
@@ -524,7 +594,11 @@ def create_token(request: Request, who: Who, body: TokenRequest) -> Json:
     return {"token": created.token, **created.info.to_dict()}
 
 
-@router.delete("/tokens/{name}", summary="Revoke an API token (conveyor token revoke)")
+@router.delete(
+    "/tokens/{name}",
+    response_model=schemas.TokenInfo,
+    summary="Revoke an API token (conveyor token revoke)",
+)
 def revoke_token(request: Request, who: Who, name: str) -> Json:
     _allow(request, who, "tokens")
     try:
@@ -536,7 +610,11 @@ def revoke_token(request: Request, who: Who, name: str) -> Json:
     return info.to_dict()
 
 
-@router.post("/admin/reload", summary="Re-read conveyor.yaml now (it is also re-read on change)")
+@router.post(
+    "/admin/reload",
+    response_model=schemas.Reloaded,
+    summary="Re-read conveyor.yaml now (it is also re-read on change)",
+)
 def reload(request: Request, who: Who) -> Json:
     _allow(request, who, "reload")
     config = _state(request).config(force=True)

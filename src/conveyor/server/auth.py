@@ -45,19 +45,32 @@ ACTS: dict[str, Act] = {
 }
 
 
-def authorise(principal: Principal, act: Act, *, environment: str | None = None) -> None:
+def authorise(
+    principal: Principal,
+    act: Act,
+    *,
+    environment: str | None = None,
+    environments: frozenset[str] | None = None,
+) -> None:
     """Raise ``NotAllowed`` unless ``principal`` may perform ``act`` (in ``environment``).
 
     Environment-bound acts name an environment that conveyor.yaml defines (the caller has
-    checked it exists); identities are not yet limited to environments in conveyor.yaml, so
-    the role decides. Issue 13's OIDC identities bind a job to its environment here.
+    checked it exists); ``environments``: the only ones the principal's identity may act in
+    (conveyor.yaml ``identities.NAME.environments``; None: all), judged by the same rule the
+    recording path and the reader apply (``service.may_act_in``).
     """
-    if not act.roles or principal.roles & act.roles:
-        return
-    held = ", ".join(sorted(principal.roles)) or "none"
-    needed = " or ".join(repr(role) for role in sorted(act.roles))
+    from conveyor import service
+
     where = f" in {environment}" if environment else ""
-    raise NotAllowed(
-        f"not allowed: {principal.identity} may not {act.name}{where}: it needs the role "
-        f"{needed} (it has: {held})"
-    )
+    if act.roles and not principal.roles & act.roles:
+        held = ", ".join(sorted(principal.roles)) or "none"
+        needed = " or ".join(repr(role) for role in sorted(act.roles))
+        raise NotAllowed(
+            f"not allowed: {principal.identity} may not {act.name}{where}: it needs the role "
+            f"{needed} (it has: {held})"
+        )
+    if act.environment_bound and not service.may_act_in(environment, environments):
+        raise NotAllowed(
+            f"not allowed: {principal.identity} may not {act.name}{where}: it may act only "
+            f"in {', '.join(sorted(environments or ()))}"
+        )

@@ -25,9 +25,17 @@ def state_of(request: Request) -> ServerState:
     return state
 
 
+def authorised(request: Request, who: Principal, act: str, environment: str | None = None) -> None:
+    """Raise ``NotAllowed`` (403) unless ``who`` may do ``act`` (in ``environment``): its
+    roles, and the environments its identity is limited to."""
+    identity = state_of(request).config().identities.get(who.identity)
+    limited = identity.environments if identity is not None else None
+    authorise(who, ACTS[act], environment=environment, environments=limited)
+
+
 def allow(request: Request, who: Principal, act: str, environment: str | None = None) -> None:
     """Raise ``NotAllowed`` (403) unless ``who`` may do ``act``; an unknown environment: 404."""
-    authorise(who, ACTS[act], environment=environment)
+    authorised(request, who, act, environment)
     if environment is not None:
         state_of(request).config().model.environment(environment)  # unknown: 404
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from conveyor.policy.roles import (
         EvidenceKind as EvidenceKind,
         Role as Role,
+        may_act_in as may_act_in,
     )
     from conveyor.registry.copy import (
         CopyProgress as CopyProgress,
@@ -92,7 +93,9 @@ if TYPE_CHECKING:
     )
     from conveyor.service._pin import (
         NotPromoted as NotPromoted,
+        Promoted as Promoted,
         pin as pin,
+        promoted_repositories as promoted_repositories,
     )
     from conveyor.service._principal import (
         Principal as Principal,
@@ -109,12 +112,14 @@ if TYPE_CHECKING:
     from conveyor.service._record import (
         Built as Built,
         OpenedEnvelope as OpenedEnvelope,
+        Presigned as Presigned,
         Recorded as Recorded,
         approve as approve,
         attest_scan as attest_scan,
         attest_smoke as attest_smoke,
         attest_tests as attest_tests,
         open_envelope as open_envelope,
+        presign as presign,
         record_build as record_build,
         record_envelope as record_envelope,
     )
@@ -176,7 +181,9 @@ __all__ = [
     "OpenedEnvelope",
     "Opener",
     "PinReport",
+    "Presigned",
     "Principal",
+    "Promoted",
     "PromotionDenied",
     "PromotionResult",
     "Recorded",
@@ -219,11 +226,14 @@ __all__ = [
     "lint_settings",
     "list_attestations",
     "list_tags",
+    "may_act_in",
     "open_envelope",
     "open_session",
     "pin",
+    "presign",
     "promote",
     "promoted_digests",
+    "promoted_repositories",
     "record_build",
     "record_envelope",
     "repair",
@@ -259,6 +269,7 @@ _LAZY: dict[str, str] = {
     "LintReport": "conveyor.configs.lint",
     "LintSettings": "conveyor.configs.lint",
     "NotPromoted": "conveyor.service._pin",
+    "Promoted": "conveyor.service._pin",
     "OpenedEnvelope": "conveyor.service._record",
     "Opener": "conveyor.service._repositories",
     "PinReport": "conveyor.configs.pin",
@@ -309,7 +320,11 @@ _LAZY: dict[str, str] = {
     "open_session": "conveyor.service._repositories",
     "pin": "conveyor.service._pin",
     "promote": "conveyor.service._promote",
+    "may_act_in": "conveyor.policy.roles",
     "promoted_digests": "conveyor.service._lint",
+    "promoted_repositories": "conveyor.service._pin",
+    "presign": "conveyor.service._record",
+    "Presigned": "conveyor.service._record",
     "record_build": "conveyor.service._record",
     "record_envelope": "conveyor.service._record",
     "repair": "conveyor.service._repair",

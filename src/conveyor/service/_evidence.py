@@ -44,7 +44,13 @@ from conveyor.policy.model import (
     SmokeEvidence,
     TestEvidence,
 )
-from conveyor.policy.roles import PROMOTION_KINDS, EvidenceKind, kind_of
+from conveyor.policy.roles import (
+    ENVIRONMENT_KINDS,
+    PROMOTION_KINDS,
+    EvidenceKind,
+    kind_of,
+    may_act_in,
+)
 from conveyor.service._principal import Counted, count_as, via_of
 from conveyor.service._workspace import Workspace
 
@@ -190,6 +196,10 @@ class VerifiedLedger:
                 f"ledger #{entry.index} ignored: {identity.name} lacks the role {needed}"
             )
             return None
+        elsewhere = self._outside(entry, opened.statement, counted)
+        if elsewhere is not None:
+            self.ignored.append(f"ledger #{entry.index} ignored: {elsewhere}")
+            return None
         return self._timed(
             VerifiedEntry(entry, opened.statement, identity.name, roles, counted=counted)
         )
@@ -262,6 +272,25 @@ class VerifiedLedger:
             environment = signed if isinstance(signed, str) else None
         return self.workspace.roles_for(kind, environment)
 
+    def _outside(self, entry: Entry, statement: Statement, counted: Counted) -> str | None:
+        """Why the identity an entry counts for may not sign it for the environment its
+        statement names (an identity limited to other environments), or None."""
+        kind = kind_of(entry.kind)
+        limited = counted.identity.environments
+        if kind is None or kind not in ENVIRONMENT_KINDS or limited is None:
+            return None
+        signed = statement.predicate.get(
+            "toEnvironment" if kind in PROMOTION_KINDS else "environment"
+        )
+        environment = signed if isinstance(signed, str) else None
+        if may_act_in(environment, limited):
+            return None
+        where = f"for {environment}" if environment else "naming no environment"
+        return (
+            f"signed {where} by {counted.identity.name}, who may act only in "
+            f"{', '.join(sorted(limited))}"
+        )
+
     def claim(self, entry: Entry) -> VerifiedEntry | None:
         """What an entry says, and who its keyid hint names, WITHOUT checking the signature.
 
@@ -286,6 +315,8 @@ class VerifiedLedger:
             return self.verify(entry)  # names the retirement in ``ignored``
         counted = self._count(entry, statement, hints[0])
         if isinstance(counted, str) or not self._roles(entry, statement) & counted.roles:
+            return self.verify(entry)  # names the problem in ``ignored``
+        if self._outside(entry, statement, counted) is not None:
             return self.verify(entry)  # names the problem in ``ignored``
         item = VerifiedEntry(
             entry, statement, counted.identity.name, counted.roles, trusted=False, counted=counted

@@ -4,16 +4,16 @@ and applies; this module resolves). Digests come from the registry, from the led
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import InputError, VerificationError
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import Reference, parse_target
 from conveyor.oci.store import Repository
-from conveyor.service._evidence import VerifiedLedger
 from conveyor.service._repositories import Opener, RegistryOptions, open_session
 from conveyor.service._workspace import Workspace, workspace_for
 
@@ -66,39 +66,68 @@ class RegistryPins:
         return Resolution(raw.digest, "registry", reference.registry, now_text())
 
 
+@dataclass(frozen=True)
+class Promoted:
+    """What the verified reader says was promoted to an environment: for each repository the
+    digest that arrived there last (a promotion or a rollback). What ``pin --env`` pins to,
+    read from the ledger here or answered by a server in remote mode."""
+
+    environment: str
+    repositories: dict[str, str]  # repository name -> digest
+    ignored: int = 0  # unverifiable entries the reader left out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "repositories": dict(self.repositories),
+            "ignored": self.ignored,
+        }
+
+
+def promoted_repositories(
+    environment: str,
+    *,
+    workspace: Workspace | None = None,
+    config_path: str | Path | None = None,
+) -> Promoted:
+    """The digest last promoted to ``environment`` for each repository (``Promoted``)."""
+    from conveyor.service._evidence import VerifiedLedger
+
+    with workspace_for(workspace, config_path) as ws:
+        ws.config.require_environment(environment, defined=False)
+        verified = VerifiedLedger(ws)
+        latest: dict[str, str] = {}
+        for item in verified.promotions(environment):  # oldest first
+            for name in item.names:
+                latest[_repository_name(name)] = str(Digest.parse(item.digest))
+        return Promoted(environment, latest, len(verified.ignored))
+
+
 class PromotedPins:
     """``--env ENV``: the digest most recently promoted (or rolled back) to ENV for the
-    reference's repository, as the verified reader sees it; then checked to exist in the
-    registry like any written digest."""
+    reference's repository, as the verified reader sees it (``Promoted``, loaded once, on
+    the first reference); then checked to exist in the registry like any written digest."""
 
-    def __init__(self, workspace: Workspace, environment: str, registry: RegistryPins) -> None:
-        self._verified = VerifiedLedger(workspace)
+    def __init__(
+        self, environment: str, load: Callable[[], Promoted], registry: RegistryPins
+    ) -> None:
         self._environment = environment
+        self._load = load
         self._registry = registry
-        self._promoted: dict[str, Digest] | None = None
-
-    @property
-    def ignored(self) -> list[str]:
-        return self._verified.ignored
-
-    def _load(self) -> dict[str, Digest]:
-        latest: dict[str, Digest] = {}
-        for item in self._verified.promotions(self._environment):  # oldest first
-            for name in item.names:
-                latest[_repository_name(name)] = Digest.parse(item.digest)
-        return latest
+        self._promoted: Promoted | None = None
 
     def pin(self, reference: Reference) -> Resolution:
         if self._promoted is None:
             self._promoted = self._load()
-        digest = self._promoted.get(reference.name)
+        digest = self._promoted.repositories.get(reference.name)
         if digest is None:
-            note = f" ({len(self.ignored)} unverifiable entries ignored)" if self.ignored else ""
+            ignored = self._promoted.ignored
+            note = f" ({ignored} unverifiable entries ignored)" if ignored else ""
             raise NotPromoted(
                 f"{reference.name} was never promoted to {self._environment} according to the "
                 f"ledger{note}; promote it first or pin without --env"
             )
-        return self._registry.verify(reference, digest, source="ledger")
+        return self._registry.verify(reference, Digest.parse(digest), source="ledger")
 
 
 def _repository_name(text: str) -> str:
@@ -130,6 +159,7 @@ def pin(
     config_path: str | Path | None = None,
     offline: bool = False,
     exclude: Sequence[str] = (),
+    promoted: Promoted | None = None,
 ) -> PinReport:
     """Rewrite every mutable image reference under ``paths`` to ``name:tag@digest``.
 
@@ -137,6 +167,7 @@ def pin(
     was promoted to that environment) or from a lock file (``from_lock``: no network at
     all). ``check`` writes nothing; ``lock`` writes the lock file of every reference pinned.
     A digest already written is checked to exist in the registry unless ``offline``.
+    ``promoted``: with ``env``, the promotions as a server answered them (no ledger is read).
     """
     from conveyor.configs.lockfile import read_lock, write_lock
     from conveyor.configs.pin import MappingResolver, Resolver, apply, plan
@@ -156,10 +187,17 @@ def pin(
     else:
         with _registry_opener(opener, options) as open_repository:
             registry = RegistryPins(None if offline else open_repository, offline=offline)
-            if env is not None:
+            if env is not None and promoted is not None:  # a server answered it
+                if promoted.environment != env:
+                    raise InputError(f"promotions of {promoted.environment} given for --env {env}")
+                resolver = PromotedPins(env, lambda: promoted, registry)
+                report = plan(files, resolver, exclude=exclude, check=check, environment=env)
+            elif env is not None:
                 with workspace_for(workspace, config_path) as ws:
                     ws.config.require_environment(env, defined=False)
-                    resolver = PromotedPins(ws, env, registry)
+                    resolver = PromotedPins(
+                        env, lambda: promoted_repositories(env, workspace=ws), registry
+                    )
                     report = plan(files, resolver, exclude=exclude, check=check, environment=env)
             else:
                 report = plan(files, registry, exclude=exclude, check=check)

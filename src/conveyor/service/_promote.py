@@ -170,7 +170,7 @@ def promote(
     principal = common.get("principal")
     with signing_workspace(common) as (ws, who):
         assert who is not None
-        identity = acting_identity(ws, who, principal, EvidenceKind.PROMOTION)
+        identity = acting_identity(ws, who, principal, EvidenceKind.PROMOTION, environment)
         spec = ws.config.model.environment(environment)  # unknown environment: exit 2
         subject = resolve_subject(reference, ws.opener, inspect=True)
         return _Promotion(
@@ -188,7 +188,7 @@ def rollback(
     principal = common.get("principal")
     with signing_workspace(common) as (ws, who):
         assert who is not None
-        identity = acting_identity(ws, who, principal, EvidenceKind.ROLLBACK)
+        identity = acting_identity(ws, who, principal, EvidenceKind.ROLLBACK, environment)
         ws.config.require_environment(environment)
         wanted = _rollback_target(VerifiedLedger(ws), environment, to)
         target = ws.environment_target(environment).with_digest(wanted)

@@ -7,20 +7,21 @@ the one recording path (``_signing.record_statement``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
-from conveyor.errors import InputError
+from conveyor.errors import ConveyorError, InputError
 from conveyor.oci.digest import Digest
+from conveyor.oci.inspect import ImageInspection
 from conveyor.policy.labels import check_labels_agree
 from conveyor.policy.roles import EvidenceKind
 from conveyor.service._ci import CiContext
 from conveyor.service._signing import acting_identity, record_statement, store_envelope
-from conveyor.service._subject import Subject, resolve_subject
-from conveyor.service._workspace import Signing, Workspace, signing_workspace
+from conveyor.service._subject import resolve_subject
+from conveyor.service._workspace import Settings, Signing, Workspace, signing_workspace
 
 if TYPE_CHECKING:
     from conveyor.evidence import TestCaseResult
@@ -71,49 +72,70 @@ class Built:
     notes: tuple[str, ...] = ()
 
 
+class Described(Protocol):
+    """What a predicate builder reads of its subject: a resolved ``Subject``, or (signing
+    here for a server, ``presign``) what the server's inspection of the reference said."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def digest(self) -> Digest: ...
+    @property
+    def tag(self) -> str | None: ...
+    @property
+    def labels(self) -> dict[str, str]: ...
+    @property
+    def inspection(self) -> ImageInspection | None: ...
+
+
 # Runs after the digest is known, before anything is signed.
-PredicateBuilder = Callable[[Subject, Workspace], Built]
+PredicateBuilder = Callable[[Described, Settings], Built]
 
 
-def _record(
-    reference: str,
-    common: Signing,
-    *,
-    kind: EvidenceKind,
-    predicate_type: str,
-    build: PredicateBuilder,
-    inspect: bool = False,
-    environment: str | None = None,
-    commit: str | Callable[[Workspace], str] | None = None,
-    before: Callable[[Workspace], None] | None = None,
-) -> Recorded:
+@dataclass(frozen=True)
+class _Plan:
+    """One verb's evidence, before a subject is known: what recording it or signing it for
+    a server (``presign``) runs."""
+
+    kind: EvidenceKind
+    predicate_type: str
+    build: PredicateBuilder
+    inspect: bool = False
+    environment: str | None = None
+    commit: str | Callable[[Settings], str] | None = None
+    before: Callable[[Settings], None] | None = None
+
+
+def _record(reference: str, common: Signing, plan: _Plan) -> Recorded:
+    kind, environment = plan.kind, plan.environment
     principal = common.get("principal")
     with signing_workspace(common) as (workspace, signer):
         assert signer is not None
         if environment is not None:
             workspace.config.require_environment(environment, defined=False)
         acting_identity(workspace, signer, principal, kind, environment)  # before any I/O
-        if before is not None:
-            before(workspace)
-        subject = resolve_subject(reference, workspace.opener, inspect=inspect)
-        built = build(subject, workspace)
+        if plan.before is not None:
+            plan.before(workspace.settings)
+        subject = resolve_subject(reference, workspace.opener, inspect=plan.inspect)
+        built = plan.build(subject, workspace.settings)
+        commit = plan.commit
         signed = record_statement(
             workspace,
             subject,
             kind=kind,
-            predicate_type=predicate_type,
+            predicate_type=plan.predicate_type,
             predicate=built.predicate,
             signer=signer,
             principal=principal,
             environment=environment,
-            commit=commit(workspace) if callable(commit) else commit,
+            commit=commit(workspace.settings) if callable(commit) else commit,
         )
     return Recorded(
         kind=kind.value,
         name=subject.name,
         digest=subject.digest,
         signer=signed.identity.name,
-        predicate_type=predicate_type,
+        predicate_type=plan.predicate_type,
         ledger_index=signed.entry.index,
         envelope_digest=signed.envelope_digest,
         attached=signed.attached,
@@ -135,12 +157,24 @@ def record_build(
 ) -> Recorded:
     """SLSA provenance for the digest REF names; labels and flags must tell one story.
     Unset values default from ``ci`` (default: the workspace settings' CI context)."""
+    plan = _build_plan(commit=commit, run_id=run_id, run_url=run_url, builder_id=builder_id, ci=ci)
+    return _record(reference, common, plan)
+
+
+def _build_plan(
+    *,
+    commit: str | None = None,
+    run_id: str | None = None,
+    run_url: str | None = None,
+    builder_id: str | None = None,
+    ci: CiContext | None = None,
+) -> _Plan:
     from conveyor.attest import SLSA_PROVENANCE_V1, slsa_provenance
 
     facts: dict[str, str | None] = {}
 
-    def defaults(ws: Workspace) -> None:
-        context = ci if ci is not None else ws.settings.ci
+    def defaults(settings: Settings) -> None:
+        context = ci if ci is not None else settings.ci
         facts["commit"] = commit or context.commit
         facts["run_id"] = run_id or context.run_id
         facts["run_url"] = run_url or context.run_url
@@ -150,7 +184,7 @@ def record_build(
         if not facts["commit"]:
             raise InputError("no commit: pass --commit SHA (or run in GitHub Actions / GitLab CI)")
 
-    def predicate(subject: Subject, _ws: Workspace) -> Built:
+    def predicate(subject: Described, _settings: Settings) -> Built:
         sha = facts["commit"] or ""
         body = slsa_provenance(
             commit=sha,
@@ -168,15 +202,13 @@ def record_build(
         summary = {"commit": sha.lower(), "run_id": facts["run_id"], "run_url": facts["run_url"]}
         return Built(body, summary)
 
-    return _record(
-        reference,
-        common,
-        kind=EvidenceKind.BUILD,
-        predicate_type=SLSA_PROVENANCE_V1,
-        build=predicate,
+    return _Plan(
+        EvidenceKind.BUILD,
+        SLSA_PROVENANCE_V1,
+        predicate,
         inspect=True,
         before=defaults,
-        commit=lambda _ws: (facts["commit"] or "").lower(),
+        commit=lambda _settings: (facts["commit"] or "").lower(),
     )
 
 
@@ -196,6 +228,10 @@ def attest_tests(
     **common: Unpack[Signing],
 ) -> Recorded:
     """in-toto test-result from one or more JUnit XML files."""
+    return _record(reference, common, _tests_plan(files, url=url))
+
+
+def _tests_plan(files: Sequence[Report], *, url: str | None = None) -> _Plan:
     from conveyor.attest import TEST_RESULT_V01, ci_configuration, make_test_result
     from conveyor.evidence import merge_reports, parse_junit, parse_junit_file
 
@@ -211,13 +247,13 @@ def attest_tests(
     def label(case: TestCaseResult) -> str:
         return f"{case.suite}::{case.name}" if case.suite else str(case.name)
 
-    def predicate(_subject: Subject, ws: Workspace) -> Built:
+    def predicate(_subject: Described, settings: Settings) -> Built:
         body = make_test_result(
             passed=[label(c) for c in cases if c.outcome == "passed"],
             failed=[label(c) for c in cases if c.outcome in ("failed", "errored")],
             skipped=[label(c) for c in cases if c.outcome == "skipped"],
             reports=[(report.path, report.sha256) for report in reports],
-            configuration=ci_configuration(ws.settings.ci_variables),
+            configuration=ci_configuration(settings.ci_variables),
             url=url,
             at=datetime.now(UTC),  # signed: results are ordered by it, not the record time
         )
@@ -233,13 +269,7 @@ def attest_tests(
         }
         return Built(body, shown, tuple(notes))
 
-    return _record(
-        reference,
-        common,
-        kind=EvidenceKind.TESTS,
-        predicate_type=TEST_RESULT_V01,
-        build=predicate,
-    )
+    return _Plan(EvidenceKind.TESTS, TEST_RESULT_V01, predicate)
 
 
 def attest_scan(
@@ -248,13 +278,17 @@ def attest_scan(
     **common: Unpack[Signing],
 ) -> Recorded:
     """in-toto vulns from a Trivy, Grype, SARIF or Snyk report of this very image."""
+    return _record(reference, common, _scan_plan(file))
+
+
+def _scan_plan(file: Report) -> _Plan:
     from conveyor.attest import VULNS_V02, FindingInput, ScanInput, vulnerability_scan
     from conveyor.evidence import parse_scan, parse_scan_file, require_scanned
 
     report = parse_scan(file[1], path=file[0]) if isinstance(file, tuple) else parse_scan_file(file)
     file = _report_name(file)
 
-    def predicate(subject: Subject, _ws: Workspace) -> Built:
+    def predicate(subject: Described, _settings: Settings) -> Built:
         inspection = subject.inspection
         config_digest = inspection.config_digest if inspection else None
         related = [child.digest for child in inspection.children] if inspection else []
@@ -304,14 +338,7 @@ def attest_scan(
         }
         return Built(body, shown, tuple(notes))
 
-    return _record(
-        reference,
-        common,
-        kind=EvidenceKind.SCAN,
-        predicate_type=VULNS_V02,
-        build=predicate,
-        inspect=True,
-    )
+    return _Plan(EvidenceKind.SCAN, VULNS_V02, predicate, inspect=True)
 
 
 def attest_smoke(
@@ -323,22 +350,19 @@ def attest_smoke(
     **common: Unpack[Signing],
 ) -> Recorded:
     """A smoke test of the digest in ``environment``, passed or not."""
+    return _record(reference, common, _smoke_plan(environment=environment, passed=passed, url=url))
+
+
+def _smoke_plan(*, environment: str, passed: bool, url: str | None = None) -> _Plan:
     from conveyor.attest import SMOKE_V1, smoke
 
     now = datetime.now(UTC)
 
-    def predicate(_subject: Subject, _ws: Workspace) -> Built:
+    def predicate(_subject: Described, _settings: Settings) -> Built:
         body = smoke(environment=environment, passed=passed, url=url, at=now)
         return Built(body, {"passed": passed, "url": url})
 
-    return _record(
-        reference,
-        common,
-        kind=EvidenceKind.SMOKE,
-        predicate_type=SMOKE_V1,
-        build=predicate,
-        environment=environment,
-    )
+    return _Plan(EvidenceKind.SMOKE, SMOKE_V1, predicate, environment=environment)
 
 
 def approve(
@@ -350,25 +374,122 @@ def approve(
 ) -> Recorded:
     """An approval of this digest for ``environment``, by a role the environment's approvals
     gate (or break-glass) names (``approver`` when none names one)."""
+    return _record(reference, common, _approval_plan(environment=environment, comment=comment))
+
+
+def _approval_plan(*, environment: str, comment: str | None = None) -> _Plan:
     from conveyor.attest import APPROVAL_V1, approval
 
     now = datetime.now(UTC)
 
-    def predicate(_subject: Subject, _ws: Workspace) -> Built:
+    def predicate(_subject: Described, _settings: Settings) -> Built:
         body = approval(environment=environment, comment=comment, at=now)
         return Built(body, {"comment": comment})
 
-    return _record(
-        reference,
-        common,
-        kind=EvidenceKind.APPROVAL,
-        predicate_type=APPROVAL_V1,
-        build=predicate,
-        environment=environment,
-    )
+    return _Plan(EvidenceKind.APPROVAL, APPROVAL_V1, predicate, environment=environment)
 
 
 # --- pre-signed envelopes (an identity's own key, submitted through a server) ---------------
+
+
+@dataclass(frozen=True)
+class Presigned:
+    """Evidence signed on this machine for a server to record: the envelope, and what the
+    face shows of it (as ``Recorded.summary`` and ``notes`` would)."""
+
+    envelope: bytes
+    kind: str
+    summary: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Inspected:
+    """A subject as a server's ``inspect`` answer describes it (``Described``)."""
+
+    name: str
+    digest: Digest
+    tag: str | None
+    inspection: ImageInspection
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.inspection.labels)
+
+
+def _described(reference: str, answer: Mapping[str, Any]) -> _Inspected:
+    """The server's inspection of ``reference``, checked: a digest the reference names must
+    be the one the server answered (a tag is the server's to resolve)."""
+    from conveyor.errors import ExternalError
+    from conveyor.oci.inspect import ChildManifest, ImageInspection
+    from conveyor.oci.name import parse_target
+
+    target = parse_target(reference, strict=True)
+    try:
+        digest = Digest.parse(str(answer["digest"]))
+        config = answer.get("config_digest")
+        inspection = ImageInspection(
+            name=str(answer["name"]),
+            digest=digest,
+            media_type=str(answer["media_type"]),
+            platforms=[str(p) for p in answer["platforms"]],
+            labels={str(k): str(v) for k, v in dict(answer["labels"]).items()},
+            annotations={str(k): str(v) for k, v in dict(answer["annotations"]).items()},
+            created=answer.get("created"),
+            total_size=int(answer["total_size"]),
+            config_digest=Digest.parse(str(config)) if config else None,
+            labels_from=answer.get("labels_from"),
+            children=[
+                ChildManifest(Digest.parse(str(c["digest"])), str(c["platform"]), int(c["size"]))
+                for c in answer["manifests"]
+            ],
+        )
+    except (KeyError, TypeError, ValueError, ConveyorError) as exc:
+        raise ExternalError(f"the server's inspection of {reference} is malformed") from exc
+    if target.digest is not None and target.digest != digest:
+        raise ExternalError(
+            f"the server resolved {reference} to {digest}, not the digest it names; "
+            "nothing was signed"
+        )
+    return _Inspected(inspection.name, digest, target.tag, inspection)
+
+
+def presign(
+    kind: str,
+    reference: str,
+    inspect: Callable[[str], Mapping[str, Any]],
+    *,
+    key: str | None = None,
+    settings: Settings | None = None,
+    **inputs: Any,
+) -> Presigned:
+    """Sign, on this machine and with ``key``, the statement ``record_build`` /
+    ``attest_tests`` / ``attest_scan`` / ``attest_smoke`` / ``approve`` (``kind``: build,
+    tests, scan, smoke, approval; ``inputs``: that verb's keywords) would record about the
+    image ``inspect(reference)`` describes (a server's inspection of it), for the
+    server to verify and record (``record_envelope``). Nothing is recorded here; who may sign
+    what is the server's to check, against its conveyor.yaml."""
+    from conveyor.attest import IN_TOTO_PAYLOAD_TYPE, make_statement, sign_envelope
+
+    plans: dict[str, Callable[..., _Plan]] = {
+        EvidenceKind.BUILD.value: _build_plan,
+        EvidenceKind.TESTS.value: _tests_plan,
+        EvidenceKind.SCAN.value: _scan_plan,
+        EvidenceKind.SMOKE.value: _smoke_plan,
+        EvidenceKind.APPROVAL.value: _approval_plan,
+    }
+    if kind not in plans:
+        raise InputError(f"cannot sign {kind!r} evidence for a server")
+    plan = plans[kind](**inputs)  # parses reports first: nothing is signed for a bad file
+    settings = settings or Settings.from_environment()
+    signer = settings.signer(key)
+    if plan.before is not None:
+        plan.before(settings)
+    subject = _described(reference, inspect(reference))
+    built = plan.build(subject, settings)
+    statement = make_statement(subject.name, subject.digest, plan.predicate_type, built.predicate)
+    envelope = sign_envelope(statement, IN_TOTO_PAYLOAD_TYPE, [signer])
+    return Presigned(envelope, plan.kind.value, built.summary, built.notes)
 
 
 @dataclass(frozen=True)

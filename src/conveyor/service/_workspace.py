@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypedDict
 from conveyor.errors import ConfigError, ConveyorError, InputError, VerificationError
 from conveyor.oci.name import Target
 from conveyor.policy.config import Config, Identity, find_config, load_config
-from conveyor.policy.roles import EvidenceKind, signer_roles
+from conveyor.policy.roles import ENVIRONMENT_KINDS, EvidenceKind, may_act_in, signer_roles
 from conveyor.service._ci import CiContext, ci_context
 from conveyor.service._repositories import Opener, RegistryOpener, RegistryOptions
 
@@ -288,19 +288,37 @@ class Workspace:
         self, identity: Identity, kind: EvidenceKind, environment: str | None = None
     ) -> Identity:
         """``identity``, if it may sign ``kind`` (else ``UnknownSignerError``)."""
+        problem = self.signing_problem(identity, kind, environment)
+        if problem is not None:
+            raise UnknownSignerError(problem)
+        return identity
+
+    def signing_problem(
+        self, identity: Identity, kind: EvidenceKind, environment: str | None = None
+    ) -> str | None:
+        """Why ``identity`` may not sign ``kind`` for ``environment`` (None: it may): it
+        lacks the role the kind needs, or it is limited to other environments
+        (``policy.roles``). Recording refuses it, the reader ignores what it signed."""
         roles = self.roles_for(kind, environment)
+        what = {
+            EvidenceKind.PROMOTION: "a promotion",
+            EvidenceKind.ROLLBACK: "a rollback",
+        }.get(kind, f"{kind} evidence")
         if not roles & identity.roles:
             held = ", ".join(sorted(identity.roles)) or "none"
             needed = " or ".join(repr(role) for role in sorted(roles))
-            what = {
-                EvidenceKind.PROMOTION: "a promotion",
-                EvidenceKind.ROLLBACK: "a rollback",
-            }.get(kind, f"{kind} evidence")
-            raise UnknownSignerError(
+            return (
                 f"identity {identity.name!r} may not record {what}: it needs the role "
                 f"{needed} (it has: {held})"
             )
-        return identity
+        if kind in ENVIRONMENT_KINDS and not may_act_in(environment, identity.environments):
+            where = f"for {environment}" if environment else "without an environment"
+            allowed = ", ".join(sorted(identity.environments or ()))
+            return (
+                f"identity {identity.name!r} may not record {what} {where}: it may act only "
+                f"in {allowed}"
+            )
+        return None
 
     def verifiers(self) -> list[Verifier]:
         """Every trusted key, retired ones too (a reader then asks ``retirement_problem``)."""

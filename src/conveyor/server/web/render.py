@@ -125,7 +125,7 @@ def page(
     full = {
         "who": who,
         "csrf": csrf_of(request),
-        "may": (lambda act, environment=None: may(who, act, environment)),
+        "may": (lambda act, environment=None: may(request, who, act, environment)),
         "path": request.url.path,
         "error": None,
         **context,

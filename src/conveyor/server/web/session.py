@@ -11,8 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from conveyor.server import login
 from conveyor.server.api import principal
-from conveyor.server.auth import ACTS, NotAllowed, authorise
-from conveyor.server.context import state_of
+from conveyor.server.auth import NotAllowed
+from conveyor.server.context import authorised, state_of
 from conveyor.server.principal import Principal
 from conveyor.server.tokens import TokenRefused
 
@@ -56,12 +56,12 @@ def csrf_of(request: Request) -> str:
     return login.csrf_token(cookie) if cookie else ""
 
 
-def may(who: Principal | None, act: str, environment: str | None = None) -> bool:
+def may(request: Request, who: Principal | None, act: str, environment: str | None = None) -> bool:
     """Whether to show the button for ``act``: the same rule that judges the request."""
     if who is None:
         return False
     try:
-        authorise(who, ACTS[act], environment=environment)
+        authorised(request, who, act, environment)
     except NotAllowed:
         return False
     return True
