@@ -91,6 +91,10 @@ class Admission:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cache: dict[str, _Cached] = field(default_factory=dict)
     _filling: dict[str, threading.Lock] = field(default_factory=dict)
+    # The newest ledger head this process has verified, and of which ledger: every later
+    # read must extend it, so a history rewritten behind the process's back stays refused
+    # (a fresh full read alone would believe a rewrite whose hashes were all recomputed).
+    _witness: tuple[object, int, bytes] | None = None
 
     # --- promotions: verified, through the process's one workspace ---
 
@@ -130,6 +134,7 @@ class Admission:
                 began = time.perf_counter()
                 try:
                     log = cached.log.extend(workspace)
+                    self._witnessed(workspace, log)
                 except BaseException:
                     self._drop(environment)  # fail closed: the next request reads in full
                     raise
@@ -148,12 +153,33 @@ class Admission:
         try:
             # Every row verified and proved into the signed tree: a tampered ledger raises
             # (LedgerTampered), which ``answer`` turns into a denial.
-            log = service.PromotionLog.read(workspace, environment)
+            log = service.PromotionLog.read(workspace, environment, since=self._since(workspace))
+            self._witnessed(workspace, log)
         except BaseException:
             self._drop(environment)
             raise
         self._observe(kind, began)
         return _Cached(log, time.monotonic(), workspace)
+
+    def _since(self, workspace: Workspace) -> tuple[int, bytes] | None:
+        with self._lock:
+            witness = self._witness
+        if witness is None or witness[0] is not workspace.ledger:
+            return None
+        return witness[1], witness[2]
+
+    def _witnessed(self, workspace: Workspace, log: PromotionLog) -> None:
+        """Check ``log``'s head and the witness lie on one history; keep the newer."""
+        from conveyor import service
+
+        since = self._since(workspace)
+        if since is not None and since != log.head:
+            older, newer = (since, log.head) if since[0] <= log.size else (log.head, since)
+            service.require_extends(workspace, older, newer)
+        with self._lock:
+            witness = self._witness
+            if witness is None or witness[0] is not workspace.ledger or log.size > witness[1]:
+                self._witness = (workspace.ledger, log.size, log.root)
 
     def _store(self, environment: str, cached: _Cached) -> None:
         with self._lock:

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         BreakGlassTooLate as BreakGlassTooLate,
         PromotionLog as PromotionLog,
         admit_break_glass as admit_break_glass,
+        require_extends as require_extends,
     )
     from conveyor.service._audit import (
         audit_checkpoint as audit_checkpoint,
@@ -241,6 +242,7 @@ __all__ = [
     "record_build",
     "record_envelope",
     "repair",
+    "require_extends",
     "resolve",
     "rollback",
     "rotate_key",
@@ -333,6 +335,7 @@ _LAZY: dict[str, str] = {
     "record_build": "conveyor.service._record",
     "record_envelope": "conveyor.service._record",
     "repair": "conveyor.service._repair",
+    "require_extends": "conveyor.service._admission",
     "resolve": "conveyor.service._images",
     "rollback": "conveyor.service._promote",
     "rotate_key": "conveyor.service._keys",

@@ -250,36 +250,32 @@ class PromotionLog:
     root: bytes
     arrivals: tuple[str, ...]  # digests, oldest first
 
+    @property
+    def head(self) -> tuple[int, bytes]:
+        return self.size, self.root
+
     @classmethod
-    def read(cls, workspace: Workspace, environment: str) -> PromotionLog:
-        """A full read: every arrival through the verified reader, proved into the head."""
+    def read(
+        cls, workspace: Workspace, environment: str, *, since: tuple[int, bytes] | None = None
+    ) -> PromotionLog:
+        """A full read: every arrival through the verified reader, proved into the head.
+        ``since``: a head (size, root) read before, which this one must extend."""
         workspace.config.require_environment(environment)
         verified = VerifiedLedger(workspace)
         size, root = verified.head()
+        if since is not None:
+            require_extends(workspace, since, (size, root))
         items = [item for item in verified.promotions(environment) if item.index < size]
         return cls(environment, size, root, tuple(item.digest for item in items))
 
     def extend(self, workspace: Workspace) -> PromotionLog:
         """This log with the arrivals appended since ``size``."""
-        from conveyor.ledger import LedgerTampered, merkle
         from conveyor.policy.roles import PROMOTION_KINDS
 
         ledger = workspace.ledger
         verified = VerifiedLedger(workspace)
         size, root = verified.head()
-        if size < self.size or not merkle.verify_consistency(
-            self.size,
-            size,
-            self.root,
-            root,
-            ledger.consistency_proof(self.size, size) if self.size < size else [],
-        ):
-            raise LedgerTampered(
-                f"the ledger's head (size {size}) does not extend the head it had (size "
-                f"{self.size}): its history was rewritten outside conveyor; run `conveyor "
-                "audit verify`",
-                indexes=[],
-            )
+        require_extends(workspace, self.head, (size, root))
         if size == self.size:
             return self
         rows = sorted(
@@ -306,3 +302,24 @@ class PromotionLog:
 
     def newest_first(self) -> list[str]:
         return list(reversed(self.arrivals))
+
+
+def require_extends(workspace: Workspace, old: tuple[int, bytes], new: tuple[int, bytes]) -> None:
+    """``LedgerTampered`` unless the tree ``new`` (size, root) extends the tree ``old``: an
+    append-only ledger only grows, and never changes what it held."""
+    from conveyor.ledger import LedgerTampered, merkle
+
+    (old_size, old_root), (size, root) = old, new
+    if size < old_size or not merkle.verify_consistency(
+        old_size,
+        size,
+        old_root,
+        root,
+        workspace.ledger.consistency_proof(old_size, size) if old_size < size else [],
+    ):
+        raise LedgerTampered(
+            f"the ledger's head (size {size}) does not extend the head it had (size "
+            f"{old_size}): its history was rewritten outside conveyor; run `conveyor audit "
+            "verify`",
+            indexes=[],
+        )
