@@ -120,7 +120,7 @@ class Admission:
         if cached is not None and cached.workspace is workspace and cached.log.size == size:
             if time.monotonic() - cached.at >= CACHE_MAX_AGE and cached.refill.acquire(False):
                 try:
-                    self._store(environment, self._read(workspace, environment, "full"))
+                    self._store(environment, self._read(workspace, environment))
                 finally:
                     cached.refill.release()
             return cached.log
@@ -142,11 +142,11 @@ class Admission:
                 with self._lock:
                     self._cache[environment] = _Cached(log, cached.at, workspace, cached.refill)
                 return log
-            fresh = self._read(workspace, environment, "full")
+            fresh = self._read(workspace, environment)
             self._store(environment, fresh)
             return fresh.log
 
-    def _read(self, workspace: Workspace, environment: str, kind: str) -> _Cached:
+    def _read(self, workspace: Workspace, environment: str) -> _Cached:
         from conveyor import service
 
         began = time.perf_counter()
@@ -158,7 +158,7 @@ class Admission:
         except BaseException:
             self._drop(environment)
             raise
-        self._observe(kind, began)
+        self._observe("full", began)
         return _Cached(log, time.monotonic(), workspace)
 
     def _since(self, workspace: Workspace) -> tuple[int, bytes] | None:
