@@ -163,18 +163,25 @@ def _load(
 
 
 def _refill_metric(tls: TlsServer) -> str:
-    """The server's refill histogram (count, mean), if it has one."""
+    """The server's refill histogram (count and mean per kind), if it has one."""
     with tls.client() as client:
         text = client.get("/metrics").text
-    values = {}
+    values: dict[tuple[str, str], float] = {}
     for line in text.splitlines():
         for name in ("count", "sum"):
-            if line.startswith(f"conveyor_admission_refill_seconds_{name} "):
-                values[name] = float(line.split()[1])
-    if not values.get("count"):
+            prefix = f"conveyor_admission_refill_seconds_{name}{{"
+            if line.startswith(prefix):
+                labels, value = line[len(prefix) :].split("} ")
+                values[(labels.split('"')[1], name)] = float(value)
+    kinds = sorted({kind for kind, _ in values})
+    if not kinds:
         return "server: no conveyor_admission_refill_seconds metric"
-    mean = values["sum"] / values["count"] * 1000
-    return f"server: {values['count']:.0f} refills, mean {mean:.1f} ms"
+    return "server refills: " + ", ".join(
+        f"{kind} {values[(kind, 'count')]:.0f}x mean "
+        f"{values[(kind, 'sum')] / values[(kind, 'count')] * 1000:.1f} ms"
+        for kind in kinds
+        if values.get((kind, "count"))
+    )
 
 
 def main() -> None:
