@@ -7,7 +7,6 @@ anywhere, so every digest needs the break-glass to run.
 
 from __future__ import annotations
 
-import copy
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -17,41 +16,21 @@ from typing import Any
 import pytest
 
 from tests.support.admission import (
-    ADMISSION_CONFIG,
+    BREAK_GLASS_CONFIG,
     IDENTITIES,
+    REASON,
     TlsServer,
+    approve,
     asset,
     build,
+    glass,
     pod_review,
     start_tls_server,
 )
 from tests.support.server import Team, make_team
 
 pytestmark = pytest.mark.slow
-REASON = "INC-4711: payment outage, hotfix"
 K8S_USER = "kubernetes user system:serviceaccount:kube-system:replicaset-controller"
-
-BREAK_GLASS_CONFIG = (
-    ADMISSION_CONFIG.replace(
-        'windows: ["2099-01-01T00:00:00Z/2099-01-02T00:00:00Z"]',
-        'windows: ["2020-01-01T00:00:00Z/2999-01-01T00:00:00Z"]',
-    )
-    .replace(
-        "  production:\n",
-        "  canary:\n"
-        "    repository: oci:canary\n"
-        "    requires:\n"
-        "      freeze:\n"
-        '        windows: ["2099-01-01T00:00:00Z/2099-01-02T00:00:00Z"]\n'
-        "        break_glass: {{approvals: 1}}\n"
-        "  production:\n",
-    )
-    .replace(
-        "    payment-api-production: production\n",
-        "    payment-api-production: production\n    payment-api-canary: canary\n",
-    )
-    .format(extra="")
-)
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +46,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Team, Tls
         tls.stop()
 
 
-def _glass(document: dict[str, Any], reason: str = REASON, *, uid: str | None = None) -> Any:
-    document = copy.deepcopy(document)
-    document["request"]["object"]["metadata"]["annotations"] = {"conveyor.dev/break-glass": reason}
-    if uid is not None:
-        document["request"]["uid"] = uid
-    return document
-
-
-def _approve(tls: TlsServer, ref: str, environment: str) -> None:
-    body = {"reference": ref, "environment": environment, "comment": "hotfix"}
-    answer = tls.post("alice", "/api/v1/approvals", json=body)
-    assert answer.status_code == 200, answer.text
-
-
 def _entries(team: Team, kind: str = "break-glass") -> list[tuple[int, str]]:
     with sqlite3.connect(team.root / ".conveyor" / "conveyor.db") as conn:
         rows = conn.execute(
@@ -92,7 +57,7 @@ def _entries(team: Team, kind: str = "break-glass") -> list[tuple[int, str]]:
 def test_allowed_during_a_freeze_recorded_once_and_shown_in_trace(served: Any) -> None:
     team, tls = served
     ref, digest = build(tls, team, "hotfix")
-    document = _glass(pod_review(digest, namespace="payment-api-staging"), uid="bg-allowed-1")
+    document = glass(pod_review(digest, namespace="payment-api-staging"), uid="bg-allowed-1")
     # Frozen, but the break-glass approval is missing: denied, nothing recorded.
     response = tls.review(document)
     assert response["allowed"] is False
@@ -102,7 +67,7 @@ def test_allowed_during_a_freeze_recorded_once_and_shown_in_trace(served: Any) -
     assert "0 of 1 approvals" in message
     assert _entries(team) == []
 
-    _approve(tls, ref, "staging")
+    approve(tls, ref, "staging")
     response = tls.review(document)
     assert response["allowed"] is True, response
     (warning,) = response["warnings"]
@@ -117,7 +82,7 @@ def test_allowed_during_a_freeze_recorded_once_and_shown_in_trace(served: Any) -
     assert again["warnings"] == [warning]
     assert len(_entries(team)) == 1
     # The same uid with other content is a replay: denied, nothing recorded.
-    forged = _glass(document, "another reason", uid="bg-allowed-1")
+    forged = glass(document, "another reason", uid="bg-allowed-1")
     refused = tls.review(forged)
     assert refused["allowed"] is False
     assert (
@@ -167,9 +132,9 @@ def test_allowed_during_a_freeze_recorded_once_and_shown_in_trace(served: Any) -
 def test_dry_run_decides_and_records_nothing(served: Any) -> None:
     team, tls = served
     ref, digest = build(tls, team, "dry")
-    _approve(tls, ref, "staging")
+    approve(tls, ref, "staging")
     before = len(_entries(team))
-    document = _glass(pod_review(digest, namespace="payment-api-staging"), uid="bg-dry")
+    document = glass(pod_review(digest, namespace="payment-api-staging"), uid="bg-dry")
     document["request"]["dryRun"] = True
     response = tls.review(document)
     assert response["allowed"] is True, response
@@ -182,25 +147,25 @@ def test_dry_run_decides_and_records_nothing(served: Any) -> None:
 def test_denied_outside_the_rules(served: Any) -> None:
     team, tls = served
     ref, digest = build(tls, team, "outside")
-    _approve(tls, ref, "canary")
-    _approve(tls, ref, "staging")
+    approve(tls, ref, "canary")
+    approve(tls, ref, "staging")
     before = len(_entries(team))
     # canary has a break-glass, but no freeze is open: nothing to break, promote instead.
-    canary = tls.review(_glass(pod_review(digest, namespace="payment-api-canary")))
+    canary = tls.review(glass(pod_review(digest, namespace="payment-api-canary")))
     assert canary["allowed"] is False
     assert "canary is not frozen, so there is no freeze to break" in canary["status"]["message"]
     # production has no freeze break-glass at all.
-    production = tls.review(_glass(pod_review(digest)))
+    production = tls.review(glass(pod_review(digest)))
     assert production["allowed"] is False
     assert "production has no freeze break-glass rule" in production["status"]["message"]
     # An image not pinned by digest: a break-glass cannot name what it admits.
-    cron = _glass(asset("cronjob-create.json", d1=digest))
+    cron = glass(asset("cronjob-create.json", d1=digest))
     message = tls.review(cron)["status"]["message"]
     assert "ephemeral container 'debugger': image busybox:1.36 is not pinned" in message
     assert "break-glass refused: it admits only images pinned by digest" in message
     # A digest conveyor never built.
     stranger = "sha256:" + "5" * 64
-    response = tls.review(_glass(pod_review(stranger, namespace="payment-api-staging")))
+    response = tls.review(glass(pod_review(stranger, namespace="payment-api-staging")))
     assert response["allowed"] is False
     assert (
         f"break-glass refused for {stranger}: conveyor has no build record"
@@ -212,7 +177,7 @@ def test_denied_outside_the_rules(served: Any) -> None:
 def test_denied_when_the_recording_fails(served: Any) -> None:
     team, tls = served
     ref, digest = build(tls, team, "unrecordable")
-    _approve(tls, ref, "staging")
+    approve(tls, ref, "staging")
     before = len(_entries(team))
     db = team.root / ".conveyor" / "conveyor.db"
     with sqlite3.connect(db) as conn:  # the database refuses the append itself
@@ -221,7 +186,7 @@ def test_denied_when_the_recording_fails(served: Any) -> None:
             "WHEN NEW.kind = 'break-glass' BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
         )
     try:
-        document = _glass(pod_review(digest, namespace="payment-api-staging"), uid="bg-fail")
+        document = glass(pod_review(digest, namespace="payment-api-staging"), uid="bg-fail")
         for _ in range(2):
             response = tls.review(document)
             assert response["allowed"] is False
@@ -237,13 +202,13 @@ def test_denied_when_the_recording_fails(served: Any) -> None:
 def test_denied_without_a_server_signing_key(served: Any) -> None:
     team, tls = served
     ref, digest = build(tls, team, "unsigned")
-    _approve(tls, ref, "staging")
+    approve(tls, ref, "staging")
     before = len(_entries(team))
     text = team.config.read_text()
     team.config.write_text(text.replace("server:\n  signing_key: keys/server.key\n", ""))
     try:
         for dry_run in (False, True):
-            document = _glass(pod_review(digest, namespace="payment-api-staging"))
+            document = glass(pod_review(digest, namespace="payment-api-staging"))
             document["request"]["dryRun"] = dry_run
             response = tls.review(document)
             assert response["allowed"] is False
@@ -260,8 +225,8 @@ def test_one_entry_per_digest_for_a_deployment(served: Any, tmp_path: Path) -> N
     team, tls = served
     ref1, d1 = build(tls, team, "multi-1")
     ref2, d2 = build(tls, team, "multi-2")
-    _approve(tls, ref1, "staging")
-    _approve(tls, ref2, "staging")
+    approve(tls, ref1, "staging")
+    approve(tls, ref2, "staging")
     document = asset("deployment-update.json", d1=d1, d2=d2)
     document["request"]["namespace"] = "payment-api-staging"
     document["request"]["oldObject"] = None  # a create-like update: every container is new
