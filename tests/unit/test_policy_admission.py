@@ -266,3 +266,20 @@ def test_cronjob_pod_template_is_under_the_job_template() -> None:
     document["request"]["kind"]["kind"] = "Job"  # a Job keeps no jobTemplate
     with pytest.raises(AdmissionRefused, match=r"request\.object\.spec\.template"):
         read_review(document)
+
+
+def test_break_glass_admits_a_bounded_number_of_digests() -> None:
+    document = doc("pod-create.json")
+    document["request"]["object"]["metadata"]["annotations"] = {"conveyor.dev/break-glass": "x"}
+    document["request"]["object"]["spec"]["containers"] = [
+        {"name": f"c{n}", "image": f"registry.example.com/app@sha256:{n:064x}"} for n in range(17)
+    ]
+    verdict = decide(read_review(document), GOV, production(D1), break_glass_rule="the freeze")
+    assert verdict.break_glass is None
+    assert "break-glass refused: it admits at most 16 digests in one request, not 17" in (
+        verdict.message
+    )
+    del document["request"]["object"]["spec"]["containers"][16]
+    verdict = decide(read_review(document), GOV, production(D1), break_glass_rule="the freeze")
+    assert verdict.break_glass is not None
+    assert len(verdict.break_glass.digests) == 16

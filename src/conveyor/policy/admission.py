@@ -21,6 +21,9 @@ API_VERSION = "admission.k8s.io/v1"
 BREAK_GLASS_ANNOTATION = "conveyor.dev/break-glass"
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 MAX_CONTAINERS = 1000  # a pod allows far fewer; more is an attack on the webhook
+# Digests one break-glass may admit: each costs a full gate decision (and a record), and the
+# webhook is unauthenticated.
+MAX_BREAK_GLASS_DIGESTS = 16
 
 # group/kind -> the path from ``object`` to the pod spec (PodSpec).
 POD_SPEC_PATHS: Mapping[tuple[str, str], tuple[str, ...]] = {
@@ -377,6 +380,11 @@ def decide(
                 denials.append(f"break-glass refused: {environment} has no freeze break-glass rule")
             elif unpinned:
                 denials.append("break-glass refused: it admits only images pinned by digest")
+            elif len(needs) > MAX_BREAK_GLASS_DIGESTS:
+                denials.append(
+                    f"break-glass refused: it admits at most {MAX_BREAK_GLASS_DIGESTS} digests "
+                    f"in one request, not {len(needs)}"
+                )
             else:
                 need = BreakGlassNeed(
                     review.break_glass,
