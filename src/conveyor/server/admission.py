@@ -15,8 +15,8 @@ approvals are there, ``service.admit_break_glass``), and only once a statement s
 ``server.signing_key`` is in the ledger, naming the Kubernetes user of ``request.userInfo``
 (as the API server states it; it is not an identity of conveyor.yaml), the namespace, the
 workload, the reason and the request uid. No signing key, a failed recording, or a record
-not committed within ``RECORD_DEADLINE``: denied. ``dryRun``: decided, nothing recorded.
-The same request uid again records nothing new.
+not committed ``COMMIT_MARGIN`` before the answer is due: denied. ``dryRun``: decided,
+nothing recorded. The same request uid again records nothing new.
 
 Speed: each environment's verified arrivals are cached per process with the ledger head
 they were read at (``service.PromotionLog``); each request costs one cheap size query. A
@@ -63,9 +63,9 @@ if TYPE_CHECKING:
 
 PATH = "/admission/validate"
 DECISION_TIMEOUT = 5.0  # seconds; below the webhook's timeoutSeconds (examples: 10)
-# A break-glass admission is committed only this soon after its recording began, well
-# inside DECISION_TIMEOUT: an entry never says "admitted" of a request answered "denied".
-RECORD_DEADLINE = 3.0
+# A break-glass admission is committed only while this much of DECISION_TIMEOUT is left (else
+# rolled back): an entry never says "admitted" of a request the timeout answered "denied".
+COMMIT_MARGIN = 1.0
 CACHE_MAX_AGE = 30.0  # seconds an unchanged ledger's cached digests are trusted
 MAX_REVIEW_BYTES = 8 * 1024 * 1024  # an UPDATE carries object and oldObject (etcd: 1.5 MiB each)
 
@@ -197,7 +197,9 @@ class Admission:
 
     # --- one review ---
 
-    def decide(self, document: object) -> Verdict:
+    def decide(self, document: object, deadline: float | None = None) -> Verdict:
+        """The verdict on one AdmissionReview; ``deadline`` (``time.monotonic()``): the last
+        moment a break-glass admission may be committed."""
         review = read_review(document)
         workspace = self.state.workspace()  # rebuilt (new keys, new config) when the file changes
         config = workspace.config
@@ -217,7 +219,9 @@ class Admission:
         verdict = decide(review, governance, promoted, break_glass_rule=rule)
         if verdict.break_glass is None or environment is None:
             return verdict
-        return self.break_glass(workspace, review, environment, verdict, verdict.break_glass)
+        return self.break_glass(
+            workspace, review, environment, verdict, verdict.break_glass, deadline
+        )
 
     def break_glass(
         self,
@@ -226,6 +230,7 @@ class Admission:
         environment: str,
         denied: Verdict,
         need: BreakGlassNeed,
+        deadline: float | None,
     ) -> Verdict:
         """Lift ``denied`` only if the freeze's break-glass allows every digest and (unless
         a dry run) the signed break-glass admission is recorded (``service.admit_break_glass``)."""
@@ -249,7 +254,7 @@ class Admission:
             workspace=workspace,
             signer=signer,
             dry_run=review.dry_run,
-            deadline=time.monotonic() + RECORD_DEADLINE,
+            deadline=deadline,
         )
         if not admitted.allowed:
             return Verdict(
@@ -274,7 +279,13 @@ class Admission:
             uid = review_uid(document)
             loop = asyncio.get_running_loop()
             verdict = await asyncio.wait_for(
-                loop.run_in_executor(self._executor, self.decide, document), DECISION_TIMEOUT
+                loop.run_in_executor(
+                    self._executor,
+                    self.decide,
+                    document,
+                    time.monotonic() + DECISION_TIMEOUT - COMMIT_MARGIN,
+                ),
+                DECISION_TIMEOUT,
             )
         except AdmissionRefused as error:
             verdict = refusal(str(error))
