@@ -185,12 +185,21 @@ def test_a_promotion_through_another_replica_is_seen_at_once(served: Any) -> Non
         other.stop()
 
 
+def _counted(text: str, outcome: str) -> float:
+    prefix = f'conveyor_admission_decisions_total{{outcome="{outcome}"}} '
+    (line,) = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(line[len(prefix) :])
+
+
 def test_metrics_count_decisions(served: Any) -> None:
-    _team, tls, _d = served
+    _team, tls, d = served
     with tls.client() as client:
-        text = client.get("/metrics").text
-    assert 'conveyor_admission_decisions_total{outcome="denied"}' in text
-    assert 'conveyor_admission_decisions_total{outcome="allowed"}' in text
+        before = client.get("/metrics").text
+        assert tls.review(pod_review(d["d3"]))["allowed"] is True
+        assert tls.review(pod_review(d["d4"]))["allowed"] is False
+        after = client.get("/metrics").text
+    for outcome in ("allowed", "denied"):
+        assert _counted(after, outcome) == _counted(before, outcome) + 1
 
 
 def test_drift_endpoint_stores_the_snapshot_and_sets_the_gauge(served: Any) -> None:

@@ -351,6 +351,8 @@ def install(app: FastAPI) -> None:
             registry=state.metrics.registry,
         ),
     )
+    for outcome in ("allowed", "denied"):
+        admission.decisions.labels(outcome)  # both series exist (at 0) from the start
     app.state.admission = admission
 
     async def validate(request: Request) -> JSONResponse:
