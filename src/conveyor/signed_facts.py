@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 def _kind(predicate_type: str, predicate: Mapping[str, Any]) -> str | None:
     from conveyor.attest import (
         APPROVAL_V1,
+        BREAK_GLASS_ADMISSION_V1,
         PROMOTION_V1,
         SLSA_PROVENANCE_V1,
         SMOKE_V1,
@@ -36,6 +37,7 @@ def _kind(predicate_type: str, predicate: Mapping[str, Any]) -> str | None:
         VULNS_V02: "scan",
         SMOKE_V1: "smoke",
         APPROVAL_V1: "approval",
+        BREAK_GLASS_ADMISSION_V1: "break-glass",
     }.get(predicate_type)
 
 
@@ -109,7 +111,7 @@ class EnvelopeFacts:
         statement = parse_statement(verified.payload)
         predicate = statement.predicate
         kind = _kind(statement.predicate_type, predicate)
-        if kind in ("approval", "smoke"):
+        if kind in ("approval", "smoke", "break-glass"):
             environment: str | None = _text(predicate.get("environment"))
         elif kind in ("promotion", "rollback"):
             environment = _text(predicate.get("toEnvironment"))
@@ -131,7 +133,8 @@ class EnvelopeFacts:
             keyids=frozenset(verified.signer_keyids),
             kind=kind if kind is not None else UNSTATED,
             # Build, test and scan statements name no environment: their column is not signed.
-            environment=environment if kind in ("approval", "smoke", "promotion", "rollback")
+            environment=environment
+            if kind in ("approval", "smoke", "promotion", "rollback", "break-glass")
             else UNSTATED,
             signer=next(iter(signers)) if len(signers) == 1 else UNSTATED,
         )  # fmt: skip

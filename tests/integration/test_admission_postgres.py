@@ -12,10 +12,13 @@ import pytest
 
 from conveyor.server.admission import DECISION_TIMEOUT
 from tests.support.admission import (
+    BREAK_GLASS_CONFIG,
     IDENTITIES,
     TlsServer,
     admission_team,
+    approve,
     build,
+    glass,
     pod_review,
     promote,
     start_tls_server,
@@ -87,3 +90,37 @@ def test_database_stopped_denies(tmp_path: Path, cluster: RunningPostgres) -> No
             assert "conveyor could not decide, so it denies" in response["status"]["message"]
     finally:
         tls.stop()
+
+
+def test_two_replicas_given_one_break_glass_record_it_once(
+    tmp_path: Path, cluster: RunningPostgres
+) -> None:
+    """The API server may send the same request again, to another replica: 2 replicas x 4
+    concurrent copies of one break-glass review give 8 allows and one ledger entry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = cluster.create_database()
+    team = admission_team(tmp_path / "team", ledger_url=url)
+    team.config.write_text(BREAK_GLASS_CONFIG)
+    tokens = {i: team.token(f"{i}-token", i) for i in (*IDENTITIES, "alice")}
+    replicas = [start_tls_server(team), start_tls_server(team)]
+    try:
+        for replica in replicas:
+            replica.tokens.update(tokens)
+        ref, digest = build(replicas[0], team, "hotfix")
+        approve(replicas[1], ref, "staging")
+        document = glass(pod_review(digest, namespace="payment-api-staging"), uid="bg-pg")
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda n: replicas[n % 2].review(document), range(8)))
+        assert all(a["allowed"] is True for a in answers), answers
+        dsn = url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute(
+                "SELECT idx, subject_digest FROM ledger_entries WHERE kind = 'break-glass'"
+            ).fetchall()
+        assert [d for _, d in rows] == [digest]
+        (index,) = [i for i, _ in rows]
+        assert {a["warnings"][0].rsplit(" ", 1)[1] for a in answers} == {f"#{index}"}
+    finally:
+        for replica in replicas:
+            replica.stop()

@@ -111,14 +111,14 @@ def test_deployment_with_dry_run_and_unpromoted_init_container(served: Any) -> N
     assert "container 'envoy': image envoyproxy/envoy:v1.31.0 is not pinned" in message
 
 
-def test_cronjob_break_glass_is_denied_until_it_can_be_recorded(served: Any) -> None:
+def test_cronjob_break_glass_with_an_unpinned_image_is_denied(served: Any) -> None:
     _team, tls, d = served
     document = asset("cronjob-create.json", d1=d["d2"])
     response = tls.review(document)
     assert response["allowed"] is False
     message = response["status"]["message"]
-    assert "break-glass (INC-4711: payment outage, hotfix)" in message
-    assert "cannot yet record" in message
+    assert "ephemeral container 'debugger': image busybox:1.36 is not pinned" in message
+    assert "break-glass refused: it admits only images pinned by digest" in message
     # The same pods in production, whose rules have no break-glass:
     document["request"]["namespace"] = "payment-api-production"
     message = tls.review(document)["status"]["message"]
@@ -185,12 +185,21 @@ def test_a_promotion_through_another_replica_is_seen_at_once(served: Any) -> Non
         other.stop()
 
 
+def _counted(text: str, outcome: str) -> float:
+    prefix = f'conveyor_admission_decisions_total{{outcome="{outcome}"}} '
+    (line,) = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(line[len(prefix) :])
+
+
 def test_metrics_count_decisions(served: Any) -> None:
-    _team, tls, _d = served
+    _team, tls, d = served
     with tls.client() as client:
-        text = client.get("/metrics").text
-    assert 'conveyor_admission_decisions_total{outcome="denied"}' in text
-    assert 'conveyor_admission_decisions_total{outcome="allowed"}' in text
+        before = client.get("/metrics").text
+        assert tls.review(pod_review(d["d3"]))["allowed"] is True
+        assert tls.review(pod_review(d["d4"]))["allowed"] is False
+        after = client.get("/metrics").text
+    for outcome in ("allowed", "denied"):
+        assert _counted(after, outcome) == _counted(before, outcome) + 1
 
 
 def test_drift_endpoint_stores_the_snapshot_and_sets_the_gauge(served: Any) -> None:

@@ -56,6 +56,28 @@ admission:
   exempt_namespaces: [kube-system, conveyor]
 {extra}"""
 IDENTITIES = ("ci", "deployer", "viewer", "watcher", "root")
+# Staging frozen now (break-glass: 1 approval); canary with a break-glass but no open freeze.
+BREAK_GLASS_CONFIG = (
+    ADMISSION_CONFIG.replace(
+        'windows: ["2099-01-01T00:00:00Z/2099-01-02T00:00:00Z"]',
+        'windows: ["2020-01-01T00:00:00Z/2999-01-01T00:00:00Z"]',
+    )
+    .replace(
+        "  production:\n",
+        "  canary:\n"
+        "    repository: oci:canary\n"
+        "    requires:\n"
+        "      freeze:\n"
+        '        windows: ["2099-01-01T00:00:00Z/2099-01-02T00:00:00Z"]\n'
+        "        break_glass: {{approvals: 1}}\n"
+        "  production:\n",
+    )
+    .replace(
+        "    payment-api-production: production\n",
+        "    payment-api-production: production\n    payment-api-canary: canary\n",
+    )
+    .format(extra="")
+)
 
 
 def admission_team(root: Path, *, ledger_url: str | None = None, extra: str = "") -> Team:
@@ -198,3 +220,21 @@ def asset(name: str, **digests: str) -> dict[str, Any]:
         text = text.replace("sha256:" + placeholder[1] * 64, digest)
     loaded: dict[str, Any] = json.loads(text)
     return loaded
+
+
+REASON = "INC-4711: payment outage, hotfix"
+
+
+def glass(document: dict[str, Any], reason: str = REASON, *, uid: str | None = None) -> Any:
+    """``document`` with a break-glass annotation (and another request uid)."""
+    document = copy.deepcopy(document)
+    document["request"]["object"]["metadata"]["annotations"] = {"conveyor.dev/break-glass": reason}
+    if uid is not None:
+        document["request"]["uid"] = uid
+    return document
+
+
+def approve(tls: TlsServer, ref: str, environment: str) -> None:
+    body = {"reference": ref, "environment": environment, "comment": "hotfix"}
+    answer = tls.post("alice", "/api/v1/approvals", json=body)
+    assert answer.status_code == 200, answer.text

@@ -129,9 +129,42 @@ def test_break_glass_needs_a_rule() -> None:
     verdict = decide(review, GOV, staging)  # busybox: not pinned
     assert not verdict.allowed
     assert "no freeze break-glass rule" in verdict.message
-    allowed = decide(review, GOV, staging, break_glass_rule="the freeze")
-    assert allowed.allowed
-    assert allowed.break_glass == "the freeze"
+    refused = decide(review, GOV, staging, break_glass_rule="the freeze")
+    assert not refused.allowed
+    assert "break-glass refused: it admits only images pinned by digest" in refused.message
+    assert refused.break_glass is None
+
+
+def test_break_glass_names_each_unpromoted_digest_and_never_allows_by_itself() -> None:
+    document = doc("cronjob-create.json")
+    pod = document["request"]["object"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    pod["ephemeralContainers"][0]["image"] = f"busybox@{D2}"
+    pod["initContainers"][0]["image"] = f"registry.example.com/payment-api@{D2}"
+    review = read_review(document)
+    assert review.user.username == "ci@example.com"
+    assert review.workload == {
+        "kind": "batch/CronJob", "name": "nightly-report", "operation": "CREATE"
+    }  # fmt: skip
+    staging = Promoted.from_history("staging", [D1], previous=1)
+    verdict = decide(review, GOV, staging, break_glass_rule="the freeze")
+    assert not verdict.allowed  # only the server, once it has recorded the entry, allows
+    assert verdict.break_glass is not None
+    assert verdict.break_glass.reason == "INC-4711: payment outage, hotfix"
+    ((digest, running),) = verdict.break_glass.digests
+    assert digest == D2
+    assert [c.name for c in running] == ["fetch", "debugger"]
+
+
+def test_user_info_is_read_leniently_and_capped() -> None:
+    document = doc("pod-create.json")
+    document["request"]["userInfo"] = {"username": "u" * 1000, "groups": ["a", 7, None]}
+    document["request"]["name"] = ""
+    review = read_review(document)
+    assert review.user.username == "u" * 256
+    assert review.user.groups == ("a",)
+    assert review.name == "payment-api-7d9f8b6c5-x2k4q"  # metadata.name ... generateName
+    document["request"]["userInfo"] = "nobody"
+    assert read_review(document).user.username == ""
 
 
 def test_delete_allowed() -> None:
@@ -233,3 +266,20 @@ def test_cronjob_pod_template_is_under_the_job_template() -> None:
     document["request"]["kind"]["kind"] = "Job"  # a Job keeps no jobTemplate
     with pytest.raises(AdmissionRefused, match=r"request\.object\.spec\.template"):
         read_review(document)
+
+
+def test_break_glass_admits_a_bounded_number_of_digests() -> None:
+    document = doc("pod-create.json")
+    document["request"]["object"]["metadata"]["annotations"] = {"conveyor.dev/break-glass": "x"}
+    document["request"]["object"]["spec"]["containers"] = [
+        {"name": f"c{n}", "image": f"registry.example.com/app@sha256:{n:064x}"} for n in range(17)
+    ]
+    verdict = decide(read_review(document), GOV, production(D1), break_glass_rule="the freeze")
+    assert verdict.break_glass is None
+    assert "break-glass refused: it admits at most 16 digests in one request, not 17" in (
+        verdict.message
+    )
+    del document["request"]["object"]["spec"]["containers"][16]
+    verdict = decide(read_review(document), GOV, production(D1), break_glass_rule="the freeze")
+    assert verdict.break_glass is not None
+    assert len(verdict.break_glass.digests) == 16

@@ -622,3 +622,80 @@ def read_promotion(predicate: Mapping[str, Any]) -> PromotionFacts:
         break_glass=_text(predicate.get("breakGlass")),
         rollback=predicate.get("rollback") is True,
     )
+
+
+# --- break-glass admission ---------------------------------------------------------------
+
+BREAK_GLASS_ADMISSION_V1 = CONVEYOR_PREDICATE_PREFIX + "break-glass-admission/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlassAdmissionFacts:
+    environment: str | None
+    namespace: str | None
+    workload: str | None  # "apps/Deployment payment-api"
+    reason: str | None
+    request_uid: str | None
+    username: str | None  # the Kubernetes user, as the AdmissionReview names it
+    containers: list[str]
+    admitted_on: str | None
+
+
+def break_glass_admission(
+    *,
+    environment: str,
+    namespace: str,
+    workload: Mapping[str, str],
+    containers: Sequence[Mapping[str, str]],
+    reason: str,
+    request_uid: str,
+    requested_by: Mapping[str, Any],
+    gates: Sequence[GateRecord],
+    at: datetime,
+) -> dict[str, Any]:
+    """The admission webhook let a workload run the subject digest in ``environment``,
+    though it was not promoted there, because the freeze's break-glass allowed it.
+    ``requested_by``: the AdmissionReview's ``userInfo`` (a Kubernetes user, not an identity
+    of conveyor.yaml). It counts as no approval and no promotion."""
+    if not reason.strip():
+        raise InputError("a break-glass admission needs a reason")
+    if not request_uid:
+        raise InputError("a break-glass admission needs the request uid")
+    return {
+        "environment": _environment(environment),
+        "namespace": namespace,
+        "workload": dict(workload),
+        "containers": [dict(c) for c in containers],
+        "reason": reason,
+        "requestUid": request_uid,
+        "requestedBy": dict(requested_by),
+        "gates": [
+            {
+                "gate": g.gate,
+                "passed": bool(g.passed),
+                "reason": g.reason,
+                "evidence": list(g.evidence),
+            }
+            for g in gates
+        ],
+        "admittedOn": _timestamp(at, "the admission time"),
+    }
+
+
+def read_break_glass_admission(predicate: Mapping[str, Any]) -> BreakGlassAdmissionFacts:
+    workload = _object(predicate.get("workload"))
+    kind, name = _text(workload.get("kind")), _text(workload.get("name"))
+    containers = predicate.get("containers")
+    return BreakGlassAdmissionFacts(
+        environment=_text(predicate.get("environment")),
+        namespace=_text(predicate.get("namespace")),
+        workload=" ".join(part for part in (kind, name) if part) or None,
+        reason=_text(predicate.get("reason")),
+        request_uid=_text(predicate.get("requestUid")),
+        username=_text(_object(predicate.get("requestedBy")).get("username")),
+        containers=[
+            _text(_object(c).get("name")) or "?"
+            for c in (containers if isinstance(containers, list) else [])
+        ],
+        admitted_on=_text(predicate.get("admittedOn")),
+    )

@@ -21,6 +21,9 @@ API_VERSION = "admission.k8s.io/v1"
 BREAK_GLASS_ANNOTATION = "conveyor.dev/break-glass"
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 MAX_CONTAINERS = 1000  # a pod allows far fewer; more is an attack on the webhook
+# Digests one break-glass may admit: each costs a full gate decision (and a record), and the
+# webhook is unauthenticated.
+MAX_BREAK_GLASS_DIGESTS = 16
 
 # group/kind -> the path from ``object`` to the pod spec (PodSpec).
 POD_SPEC_PATHS: Mapping[tuple[str, str], tuple[str, ...]] = {
@@ -53,6 +56,25 @@ class Container:
 
 
 @dataclass(frozen=True)
+class UserInfo:
+    """``request.userInfo``: the Kubernetes user the API server says made the request (a
+    Kubernetes name, not an identity of conveyor.yaml)."""
+
+    username: str = ""
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"username": self.username, "groups": list(self.groups)}
+        if self.uid:
+            out["uid"] = self.uid
+        return out
+
+    def describe(self) -> str:
+        return f"kubernetes user {self.username or '(unnamed)'} via admission webhook"
+
+
+@dataclass(frozen=True)
 class Review:
     uid: str
     group: str
@@ -63,6 +85,13 @@ class Review:
     dry_run: bool
     containers: tuple[Container, ...]
     break_glass: str | None
+    user: UserInfo = UserInfo()
+
+    @property
+    def workload(self) -> dict[str, str]:
+        """What the request creates or changes, for a record: kind, name, operation."""
+        kind = f"{self.group}/{self.kind}" if self.group else self.kind
+        return {"kind": kind, "name": self.name or "(unnamed)", "operation": self.operation}
 
 
 @dataclass(frozen=True)
@@ -104,12 +133,23 @@ class Governance:
 
 
 @dataclass(frozen=True)
+class BreakGlassNeed:
+    """What a break-glass must lift: digests pinned but not promoted, and who runs them."""
+
+    reason: str
+    rule: str  # the environment's freeze break-glass, in words
+    digests: tuple[tuple[str, tuple[Container, ...]], ...]  # digest -> containers running it
+
+
+@dataclass(frozen=True)
 class Verdict:
     allowed: bool
     message: str
     warnings: tuple[str, ...] = ()
     code: int = 200
-    break_glass: str | None = None  # set when a break-glass allowed what policy denied
+    # A denial that a break-glass may lift, once the freeze's rule allows each digest and
+    # the admission is recorded (server/admission.py); the verdict itself never allows.
+    break_glass: BreakGlassNeed | None = None
 
 
 def _object(value: object, where: str) -> dict[str, Any]:
@@ -155,21 +195,28 @@ def read_review(document: object) -> Review:
     dry_run = request.get("dryRun", False)
     if not isinstance(dry_run, bool):
         raise AdmissionRefused("request.dryRun is not a boolean")
+    user = _user(request.get("userInfo"))
     if operation in ("DELETE", "CONNECT"):  # nothing new runs
-        return Review(uid, group, kind_name, namespace, name, operation, dry_run, (), None)
+        return Review(uid, group, kind_name, namespace, name, operation, dry_run, (), None, user)
     path = POD_SPEC_PATHS.get((group, kind_name))
     if path is None:
         raise AdmissionRefused(
             f"{group + '/' if group else ''}{kind_name} is not a kind this webhook reads"
         )
     obj = _object(request.get("object"), "request.object")
+    metadata = obj.get("metadata")
     if not namespace:
-        metadata = obj.get("metadata")
         namespace = (
             _text(metadata.get("namespace"), "metadata.namespace", optional=True)
             if isinstance(metadata, dict)
             else ""
         )
+    if not name and isinstance(metadata, dict):  # a pod of a ReplicaSet: often generateName only
+        named, generated = metadata.get("name"), metadata.get("generateName")
+        if isinstance(named, str) and named:
+            name = named
+        elif isinstance(generated, str) and generated:
+            name = f"{generated[:253]}*"
     if not namespace:
         raise AdmissionRefused("the request names no namespace")
     spec: object = obj
@@ -185,9 +232,23 @@ def read_review(document: object) -> Review:
         before = _old_containers(request.get("oldObject"), path)
         containers = tuple(c for c in containers if c not in before)
     return Review(
-        uid, group, kind_name, namespace, name, operation, dry_run, containers,
-        _break_glass(obj, path),
+        uid, group, kind_name, namespace, name[:253], operation, dry_run, containers,
+        _break_glass(obj, path), user,
     )  # fmt: skip
+
+
+def _user(value: object) -> UserInfo:
+    """``request.userInfo``, read leniently (it only describes a record), capped in size."""
+    if not isinstance(value, dict):
+        return UserInfo()
+    username, uid, groups = value.get("username"), value.get("uid"), value.get("groups")
+    return UserInfo(
+        username[:256] if isinstance(username, str) else "",
+        uid[:256] if isinstance(uid, str) else "",
+        tuple(g[:256] for g in groups[:64] if isinstance(g, str))
+        if isinstance(groups, list)
+        else (),
+    )
 
 
 def _containers(pod: dict[str, Any], where: str) -> list[Container]:
@@ -263,8 +324,8 @@ def decide(
     break_glass_rule: str | None = None,
 ) -> Verdict:
     """Allow only digests in ``promoted.window``. ``promoted`` is None for a namespace that
-    no environment governs. ``break_glass_rule`` says why a break-glass could pass (the
-    environment's freeze break-glass), None when it cannot."""
+    no environment governs. ``break_glass_rule`` names the environment's freeze break-glass,
+    None when it has none; a denial a break-glass may lift carries a ``BreakGlassNeed``."""
     if review.operation in ("DELETE", "CONNECT"):
         return Verdict(True, f"{review.operation}: nothing new runs")
     if review.namespace in governance.exempt:
@@ -287,10 +348,13 @@ def decide(
         raise ValueError("promoted digests of the namespace's environment are required")
     denials: list[str] = []
     warnings: list[str] = []
+    unpinned = False  # a break-glass lifts only denials of pinned digests
+    needs: dict[str, list[Container]] = {}
     for container in review.containers:
         digest, tag, why = _pinned(container.image)
         if digest is None:
             denials.append(f"{container.describe()}: {why}")
+            unpinned = True
             continue
         if digest not in promoted.window:
             if digest in promoted.history:
@@ -301,6 +365,7 @@ def decide(
             else:
                 reason = f"digest {digest} was never promoted to {environment}"
             denials.append(f"{container.describe()}: {reason}")
+            needs.setdefault(digest, []).append(container)
             continue
         named = promoted.tags.get(tag) if tag else None
         if named is not None and named != digest:
@@ -309,12 +374,24 @@ def decide(
                 f"{environment}; this runs the earlier {digest[:19]}…"
             )
     if denials:
+        need = None
         if review.break_glass is not None:
             if break_glass_rule is None:
                 denials.append(f"break-glass refused: {environment} has no freeze break-glass rule")
+            elif unpinned:
+                denials.append("break-glass refused: it admits only images pinned by digest")
+            elif len(needs) > MAX_BREAK_GLASS_DIGESTS:
+                denials.append(
+                    f"break-glass refused: it admits at most {MAX_BREAK_GLASS_DIGESTS} digests "
+                    f"in one request, not {len(needs)}"
+                )
             else:
-                return Verdict(True, "break-glass", tuple(warnings), break_glass=break_glass_rule)
-        return Verdict(False, "; ".join(denials), tuple(warnings), code=403)
+                need = BreakGlassNeed(
+                    review.break_glass,
+                    break_glass_rule,
+                    tuple((digest, tuple(running)) for digest, running in needs.items()),
+                )
+        return Verdict(False, "; ".join(denials), tuple(warnings), code=403, break_glass=need)
     return Verdict(True, f"every image is promoted to {environment}", tuple(warnings))
 
 
@@ -340,10 +417,12 @@ __all__ = [
     "API_VERSION",
     "BREAK_GLASS_ANNOTATION",
     "AdmissionRefused",
+    "BreakGlassNeed",
     "Container",
     "Governance",
     "Promoted",
     "Review",
+    "UserInfo",
     "Verdict",
     "decide",
     "read_review",

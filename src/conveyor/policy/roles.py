@@ -1,7 +1,8 @@
 """Roles, kinds of evidence, and the one table of which role may sign which kind.
 
 Nine roles are built in and keep their meaning (``reader``, ``admin``, ``server`` and
-``drift`` sign no evidence: they act on ``conveyor serve``); a ``conveyor.yaml`` may declare
+``drift`` act on ``conveyor serve`` and sign no evidence, except that ``server`` signs, as
+itself, the break-glass admissions of its admission webhook); a ``conveyor.yaml`` may declare
 more under ``roles:`` (same grammar as identity names) for ``approvals`` gates and
 ``break_glass`` to name. An identity may also be limited to some environments: it signs
 environment-bound kinds (``ENVIRONMENT_KINDS``) only for those (``may_act_in``). Record time
@@ -37,6 +38,7 @@ class EvidenceKind(StrEnum):
     APPROVAL = "approval"
     PROMOTION = "promotion"
     ROLLBACK = "rollback"
+    BREAK_GLASS = "break-glass"  # a workload admitted by break-glass; counts for nothing
 
 
 # Who may sign each kind. Approvals: the role the environment's approvals gate (or its
@@ -49,6 +51,7 @@ SIGNER_ROLE: Mapping[EvidenceKind, Role] = {
     EvidenceKind.APPROVAL: Role.APPROVER,
     EvidenceKind.PROMOTION: Role.DEPLOYER,
     EvidenceKind.ROLLBACK: Role.DEPLOYER,
+    EvidenceKind.BREAK_GLASS: Role.SERVER,  # the webhook signs as itself, naming the k8s user
 }
 
 PROMOTION_KINDS = (EvidenceKind.PROMOTION, EvidenceKind.ROLLBACK)

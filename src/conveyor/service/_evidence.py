@@ -348,6 +348,15 @@ class VerifiedLedger:
             ledger.verify_inclusion(new, size=self._head[0], root=self._head[1])
         self._proven.update((e.index, e.envelope_sha256) for e in rows)
 
+    def head(self) -> tuple[int, bytes]:
+        """The ledger's head (size, root) as of now, checked to extend the trusted checkpoint;
+        rows below that size are then proved against exactly this head."""
+        if not self._anchored:
+            self._anchor = self._trusted_checkpoint()
+            self._anchored = True
+        self._read_head()
+        return self._head
+
     def _read_head(self) -> None:
         from conveyor.ledger import LedgerTampered, merkle
 
@@ -538,7 +547,9 @@ class VerifiedLedger:
             commit=commit,
         )
 
-    def _arrival(self, item: VerifiedEntry, environment: str) -> HistoryItem | None:
+    def arrival(self, item: VerifiedEntry, environment: str) -> HistoryItem | None:
+        """A verified promotion or rollback as an arrival in ``environment``; None (named in
+        ``ignored``) when its signed statement is for another environment."""
         from conveyor.attest import read_promotion
 
         facts = read_promotion(item.predicate)
@@ -574,7 +585,7 @@ class VerifiedLedger:
         verified.sort(key=lambda v: v.entry.index)
         items = []
         for item in self.first_copies(verified):
-            arrival = self._arrival(item, environment)
+            arrival = self.arrival(item, environment)
             if arrival is not None:
                 items.append(arrival)
         return items
@@ -602,7 +613,7 @@ class VerifiedLedger:
                     f"ledger #{entry.index} ignored: a replay of the statement ledger #{held} holds"
                 )
                 continue
-            arrival = self._arrival(item, environment)
+            arrival = self.arrival(item, environment)
             if arrival is not None:
                 return arrival
         return None
@@ -711,6 +722,12 @@ def _promotion(
         )
 
 
+def _counts_for_nothing(
+    item: VerifiedEntry, into: _Collected, digest: Digest, labels: Mapping[str, str]
+) -> None:
+    """A break-glass admission is a record, never an approval or a promotion."""
+
+
 _Reader = Callable[[VerifiedEntry, _Collected, Digest, Mapping[str, str]], None]
 _READERS: Mapping[EvidenceKind, _Reader] = {
     EvidenceKind.BUILD: _build,
@@ -720,6 +737,7 @@ _READERS: Mapping[EvidenceKind, _Reader] = {
     EvidenceKind.APPROVAL: _approval,
     EvidenceKind.PROMOTION: _promotion,
     EvidenceKind.ROLLBACK: _promotion,
+    EvidenceKind.BREAK_GLASS: _counts_for_nothing,
 }
 
 
@@ -760,6 +778,7 @@ _SIGNED_TIMES: Mapping[EvidenceKind, tuple[tuple[tuple[str, ...], ...], bool]] =
     EvidenceKind.APPROVAL: ((("approvedOn",),), False),
     EvidenceKind.PROMOTION: ((("promotedOn",),), False),
     EvidenceKind.ROLLBACK: ((("promotedOn",),), False),
+    EvidenceKind.BREAK_GLASS: ((("admittedOn",),), True),
 }  # fmt: skip
 
 

@@ -249,6 +249,7 @@ def trace(
                     item = None
                 else:
                     summary = _summarise(item)
+                signer, via = _who(item)
                 events.append(
                     TraceEvent(
                         entry.index,
@@ -257,10 +258,10 @@ def trace(
                         entry.subject_digest,
                         entry.subject_name,
                         entry.environment,
-                        item.signer if item else None,
+                        signer,
                         item is not None,
                         summary,
-                        item.via if item else None,
+                        via,
                     )
                 )
     events.sort(key=lambda e: e.index)
@@ -327,6 +328,34 @@ def _promotion_line(predicate: dict[str, Any]) -> str:
     return f"{verb} to {p.to_environment} in {p.repository}{glass}"
 
 
+def _break_glass_line(predicate: dict[str, Any]) -> str:
+    from conveyor.attest import read_break_glass_admission
+
+    b = read_break_glass_admission(predicate)
+    return (
+        f"BREAK-GLASS admission into {b.environment}: {b.workload or '?'} in namespace "
+        f"{b.namespace or '?'} ({', '.join(b.containers) or 'no container'}), reason "
+        f"{b.reason!r}, request {b.request_uid}; counts as no approval or promotion"
+    )
+
+
+def _who(item: VerifiedEntry | None) -> tuple[str | None, str | None]:
+    """(signer, via) as views show them. A break-glass admission is the server's own
+    statement about a Kubernetes user, who is no identity of conveyor.yaml: "kubernetes user
+    X" via "admission webhook (signed by server)"."""
+    if item is None:
+        return None, None
+    if item.kind is EvidenceKind.BREAK_GLASS:
+        return _kubernetes_user(item.predicate), f"admission webhook (signed by {item.signer})"
+    return item.signer, item.via
+
+
+def _kubernetes_user(predicate: dict[str, Any]) -> str:
+    from conveyor.attest import read_break_glass_admission
+
+    return f"kubernetes user {read_break_glass_admission(predicate).username or '(unnamed)'}"
+
+
 _SUMMARIES: Mapping[EvidenceKind, Callable[[dict[str, Any]], str]] = {
     EvidenceKind.BUILD: _build_line,
     EvidenceKind.TESTS: _tests_line,
@@ -335,6 +364,7 @@ _SUMMARIES: Mapping[EvidenceKind, Callable[[dict[str, Any]], str]] = {
     EvidenceKind.APPROVAL: _approval_line,
     EvidenceKind.PROMOTION: _promotion_line,
     EvidenceKind.ROLLBACK: _promotion_line,
+    EvidenceKind.BREAK_GLASS: _break_glass_line,
 }
 
 
@@ -397,7 +427,7 @@ def list_attestations(
     options: RegistryOptions | None = None,
 ) -> Attestations:
     """Referrers of the digest REF names, each checked: signature, subject, ledger entry."""
-    from conveyor.attest import open_attestation
+    from conveyor.attest import BREAK_GLASS_ADMISSION_V1, open_attestation
     from conveyor.oci.manifest import parse_manifest
     from conveyor.oci.referrers import PREDICATE_TYPE_ANNOTATION, dsse_layer, list_referrers
 
@@ -447,16 +477,23 @@ def list_attestations(
                 ws.identity_of(opened.signer_keyids[0]),
                 ws.config.identities,
             )
+            signer = counted.identity.name if not isinstance(counted, str) else None
+            via = via_of(counted) if not isinstance(counted, str) else None
+            if signer is not None and opened.statement.predicate_type == BREAK_GLASS_ADMISSION_V1:
+                signer, via = (
+                    _kubernetes_user(dict(opened.statement.predicate)),
+                    f"admission webhook (signed by {signer})",
+                )
             found.append(
                 AttachedAttestation(
                     raw.digest,
                     opened.statement.predicate_type,
                     layer.digest,
                     not isinstance(counted, str),
-                    counted.identity.name if not isinstance(counted, str) else None,
+                    signer,
                     listed,
                     counted if isinstance(counted, str) else None,
-                    via_of(counted) if not isinstance(counted, str) else None,
+                    via,
                 )
             )
         return Attestations(subject.name, digest, found)
