@@ -9,16 +9,16 @@
 Errors: ``LedgerError`` (3) → ``DuplicateEvidence`` (1: a replayed statement refused),
 ``LedgerTampered`` (1: rows outside the signed tree); ``CheckpointError`` is an ``InputError``.
 
-SQLAlchemy is imported only when a SQL ledger is opened, so importing this package stays
-cheap; ``open_ledger(url, lazy=True)`` reads a SQLite file through the standard library's
-sqlite3 and loads SQLAlchemy only when something is written (``ledger.sqlite``).
+The audit (``verify_ledger``) and SQLAlchemy (a SQL ledger opened) are imported when used,
+so importing this package stays cheap; ``open_ledger(url, lazy=True)`` reads a SQLite file
+through the standard library's sqlite3 and loads SQLAlchemy only when something is written
+(``ledger.sqlite``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from conveyor.ledger.audit import AuditReport, verify_ledger
 from conveyor.ledger.models import (
     UNSTATED,
     Checkpoint,
@@ -36,6 +36,7 @@ from conveyor.ledger.models import (
 from conveyor.ledger.store import Ledger, LedgerView, MemoryLedger
 
 if TYPE_CHECKING:
+    from conveyor.ledger.audit import AuditReport, verify_ledger
     from conveyor.ledger.sql import SqlLedger, open_database
 
 __all__ = [
@@ -89,6 +90,10 @@ def open_ledger(url: str, *, lazy: bool = False) -> Ledger:
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("AuditReport", "verify_ledger"):  # the audit's pools: only when auditing
+        from conveyor.ledger import audit
+
+        return getattr(audit, name)
     if name in ("open_database", "SqlLedger"):
         from conveyor.ledger import sql
 
