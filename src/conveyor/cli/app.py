@@ -8,6 +8,7 @@ Heavy modules (httpx, SQLAlchemy, cryptography) are imported inside commands, ne
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections.abc import Sequence
@@ -60,15 +61,32 @@ def _root(
     remote.choose(server, insecure=insecure_server)
 
 
-def execute(argv: Sequence[str] | None = None) -> int:
+def one_command(name: str) -> typer.Typer:
+    """The app with only its top-level command or group ``name`` (and the root options):
+    what a run of that command needs, without building every other command's tree."""
+    from typer.main import get_command_name
+
+    one = copy.copy(app)
+    one.registered_commands = [
+        c
+        for c in app.registered_commands
+        if (c.name or (c.callback and get_command_name(c.callback.__name__))) == name
+    ]
+    one.registered_groups = [g for g in app.registered_groups if g.name == name]
+    return one
+
+
+def execute(argv: Sequence[str] | None = None, *, only: str | None = None) -> int:
     """Run the app on ``argv`` (default ``sys.argv[1:]``): the exit code, errors written to
-    stderr as one line each (``CONVEYOR_DEBUG=1``: with the traceback first)."""
+    stderr as one line each (``CONVEYOR_DEBUG=1``: with the traceback first). ``only``: the
+    command ``argv`` invokes, so only its tree is built (``one_command``)."""
     debug = bool(os.environ.get(DEBUG_ENV))
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        target = app if only is None else one_command(only)
         # Without standalone mode, click returns the code of a ``typer.Exit`` instead of
         # raising it.
-        code = app(args=args, standalone_mode=False)
+        code = target(args=args, standalone_mode=False)
     except ConveyorError as exc:
         _traceback(debug)
         # A config file's problems are all listed, one per line, under the summary.
