@@ -1,10 +1,12 @@
-"""The SQLite file ledger read through the standard library (``open_ledger(url, lazy=True)``):
-the shared contract, no SQLAlchemy for reads, tampering caught, and every file that is not a
-current ledger left to the SQLAlchemy store."""
+"""The SQLite file ledger on the standard library's sqlite3 (``open_ledger(url, lazy=True)``):
+the shared contract, no SQLAlchemy loaded, writes that exclude the SQLAlchemy store's across
+processes, tampering caught, and every file that is not a current ledger left to the
+SQLAlchemy store."""
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from conveyor.errors import LedgerError
-from conveyor.ledger import Ledger, LedgerTampered, SqlLedger, open_ledger, verify_ledger
+from conveyor.ledger import (
+    Ledger,
+    LedgerTampered,
+    MemoryLedger,
+    SqlLedger,
+    open_ledger,
+    verify_ledger,
+)
 from conveyor.ledger.sqlite import SqliteLedger, file_of
 from tests.support.ledger import (
     LEDGER_KEY,
@@ -57,21 +66,23 @@ class TestStdlibSqliteLedger(LedgerContract):
             ledger.close()
 
 
-def test_reads_load_no_sqlalchemy(tmp_path: Path) -> None:
+def test_reads_and_writes_load_no_sqlalchemy(tmp_path: Path) -> None:
     url = _created(tmp_path / "conveyor.db")
     ledger = open_ledger(url)
     append_n(ledger, 7)
-    ledger.checkpoint(LEDGER_KEY)
     ledger.close()
     script = textwrap.dedent(
         f"""
         import sys
         from conveyor.ledger import open_ledger
+        from tests.support.ledger import LEDGER_KEY, append_n
         ledger = open_ledger({url!r}, lazy=True)
-        head = ledger.latest_checkpoint()
+        with ledger.serialized("promote:dev"):
+            append_n(ledger, 2, start=7)
+        head = ledger.checkpoint(LEDGER_KEY)
         entries = ledger.entries(kind="tests")
         ledger.verify_inclusion(entries, size=head.size, root=head.root)
-        assert ledger.size() == 7 and len(entries) == 2, (ledger.size(), len(entries))
+        assert ledger.size() == head.size == 9 and len(entries) == 3, (ledger.size(), entries)
         ledger.close()
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "alembic")))
         """
@@ -85,18 +96,65 @@ def test_reads_load_no_sqlalchemy(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.stdout.strip() == "[]"
+    ledger = open_ledger(url)  # the SQLAlchemy store reads what sqlite3 wrote
+    assert ledger.size() == 9
+    assert verify_ledger(ledger, verify_envelope=verify_envelope).ok
+    ledger.close()
 
 
-def test_a_write_goes_through_sqlalchemy_and_reads_in_its_block_see_it(tmp_path: Path) -> None:
+def _serialized_worker(url: str, worker: int) -> None:
+    # Even workers on sqlite3, odd ones on SQLAlchemy: both take the one write lock.
+    ledger = open_ledger(url, lazy=worker % 2 == 0)
+    assert isinstance(ledger, SqliteLedger) == (worker % 2 == 0)
+    try:
+        for _ in range(5):
+            with ledger.serialized("promote:production"):
+                # Read-then-write: without the lock two workers would see the same count.
+                seen = len(ledger.entries(environment="production"))
+                append_n(ledger, 1, start=seen * 4)  # i % 4 == 0: environment=production
+    finally:
+        ledger.close()
+
+
+def test_serialized_blocks_exclude_the_sqlalchemy_stores_across_processes(
+    tmp_path: Path,
+) -> None:
+    url = _created(tmp_path / "conveyor.db")
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_serialized_worker, args=(url, w)) for w in range(6)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(timeout=300)
+    assert [p.exitcode for p in workers] == [0] * 6
+    reference = MemoryLedger()
+    for k in range(30):
+        append_n(reference, 1, start=k * 4)
+    ledger = _lazy(url)
+    # Each block saw every earlier block's append: the n-th append is envelope 4n.
+    assert [e.envelope for e in ledger.entries()] == [e.envelope for e in reference.entries()]
+    assert verify_ledger(ledger, verify_envelope=verify_envelope).ok
+    ledger.close()
+
+
+def test_a_block_that_raises_writes_nothing(tmp_path: Path) -> None:
     ledger = _lazy(_created(tmp_path / "conveyor.db"))
     append_n(ledger, 2)
-    with ledger.serialized("promote:dev"):
-        append_n(ledger, 1, start=2)
-        assert ledger.size() == 3
-        assert [e.index for e in ledger.entries()] == [0, 1, 2]
-    other = _lazy(ledger.url)  # another process's view: committed
-    assert other.size() == 3
+
+    def crash() -> None:
+        with ledger.serialized("promote:dev"):
+            append_n(ledger, 3, start=2)
+            assert ledger.size() == 5  # the block reads its own writes
+            raise RuntimeError("crash before commit")
+
+    with pytest.raises(RuntimeError):
+        crash()
+    assert ledger.size() == 2
+    other = open_ledger(ledger.url)
+    assert other.size() == 2
     other.close()
+    append_n(ledger, 1, start=2)  # the connection is usable after the rollback
+    assert ledger.size() == 3
     ledger.close()
 
 

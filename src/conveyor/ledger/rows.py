@@ -1,9 +1,9 @@
-"""What both SQL stores share and that needs no SQLAlchemy: rows as entries and checkpoints,
-the schema revision a ledger must carry, and the error seam's message.
+"""What both SQL stores share and that needs no SQLAlchemy: rows as entries and checkpoints
+(and back), the schema revision a ledger must carry, and the error seam's message.
 
-``ledger.sql`` (SQLAlchemy: SQLite and PostgreSQL, every write) and ``ledger.sqlite`` (the
-standard library's sqlite3: the read path of a SQLite file) read the same tables; keeping the
-conversions here keeps what a row means in one place.
+``ledger.sql`` (SQLAlchemy: SQLite and PostgreSQL, creating and migrating) and
+``ledger.sqlite`` (the standard library's sqlite3: a SQLite file at the current schema) use
+the same tables; keeping the conversions here keeps what a row means in one place.
 """
 
 from __future__ import annotations
@@ -37,6 +37,28 @@ def entry_of(row: Sequence[Any]) -> Entry:
         v[0], bytes(v[1]), v[2], bytes(v[3]), v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
         v[12], bytes(v[13]), v[14], v[15],
     )  # fmt: skip
+
+
+def entry_values(entry: Entry) -> tuple[Any, ...]:
+    """An entry as a row, in ``ENTRY_NAMES`` order."""
+    return (
+        entry.index,
+        entry.envelope,
+        entry.envelope_sha256,
+        entry.leaf_hash,
+        entry.subject_digest,
+        entry.subject_name,
+        entry.predicate_type,
+        entry.kind,
+        entry.environment,
+        entry.commit,
+        entry.signer,
+        entry.keyid,
+        entry.recorded_at,
+        entry.tree_root,
+        entry.statement_sha256,
+        entry.occurrence,
+    )
 
 
 def checkpoint_of(row: Sequence[Any]) -> Checkpoint:

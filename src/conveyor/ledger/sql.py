@@ -45,6 +45,7 @@ from conveyor.ledger.rows import (
     checkpoint_of as _checkpoint,
     chunks as _chunks,
     entry_of as _entry,
+    entry_values as _values,
     seam,
 )
 from conveyor.ledger.store import (
@@ -513,27 +514,6 @@ class SqlLedger:
 
     def close(self) -> None:
         self._engine.dispose()
-
-
-def _values(entry: Entry) -> tuple[Any, ...]:
-    return (
-        entry.index,
-        entry.envelope,
-        entry.envelope_sha256,
-        entry.leaf_hash,
-        entry.subject_digest,
-        entry.subject_name,
-        entry.predicate_type,
-        entry.kind,
-        entry.environment,
-        entry.commit,
-        entry.signer,
-        entry.keyid,
-        entry.recorded_at,
-        entry.tree_root,
-        entry.statement_sha256,
-        entry.occurrence,
-    )
 
 
 def _find_nodes(conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:

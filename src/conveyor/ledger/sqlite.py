@@ -1,17 +1,18 @@
-"""A SQLite ledger file read through the standard library's ``sqlite3``; SQLAlchemy is loaded
-only when something is written.
+"""A SQLite ledger file through the standard library's ``sqlite3``, with no SQLAlchemy.
 
-Importing SQLAlchemy costs more than most read commands do (``conveyor check``, ``trace``,
-``history``, ``status`` on a CI step), so ``open_sqlite`` answers reads with plain SQL on
-``sqlite3`` connections and hands every write (``append``, ``checkpoint``, ``serialized``) to
-a ``SqlLedger`` it opens on first use. Inside that ledger's ``serialized`` block reads go to
-its transaction, so a write and the reads it rests on still see one snapshot.
+Importing SQLAlchemy costs more than most commands do on a CI step (``conveyor check``,
+``status``, ``promote`` …), so ``open_sqlite`` serves a SQLite file that is already a ledger
+at ``SCHEMA_HEAD`` with plain SQL on ``sqlite3`` connections: the same tables, the same
+statements as ``ledger.sql`` runs on SQLite, the same transactions (a read is one deferred
+transaction, a write or a ``serialized`` block one ``BEGIN IMMEDIATE``, the database's write
+lock), the same pragmas. Creating, migrating and PostgreSQL stay with ``ledger.sql``: a file
+that is not a current ledger (missing, not a database, another schema, no head row) is left
+to ``SqlLedger``, which migrates it or reports it exactly as before.
 
-Nothing is trusted that the SQLAlchemy store would not trust: the same rows become the same
-entries (``ledger.rows``), inclusion is checked against the signed tree by the same code
-(``store.check_inclusion``), and a file that is not a ledger at ``SCHEMA_HEAD`` (missing, not
-a database, an older schema, no head row) is opened by ``SqlLedger`` instead, which migrates it
-or reports it exactly as before.
+Nothing is trusted that the SQLAlchemy store would not trust: rows become entries in
+``ledger.rows``, appends are validated by ``store.new_entry`` and refused as replays by the
+same check and unique index, and inclusion is checked against the signed tree by
+``store.check_inclusion``. The contract tests run on both.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from conveyor.errors import InputError, LedgerError
 from conveyor.ledger import merkle
-from conveyor.ledger.models import Checkpoint, CheckpointSigner, Entry
+from conveyor.ledger.models import Checkpoint, CheckpointSigner, Entry, format_time, sign_checkpoint
 from conveyor.ledger.rows import (
     CHECKPOINT_NAMES,
     ENTRY_NAMES,
@@ -35,12 +36,17 @@ from conveyor.ledger.rows import (
     checkpoint_of,
     chunks,
     entry_of,
+    entry_values,
     seam,
 )
-from conveyor.ledger.store import Ledger, LedgerView, check_inclusion, check_proof_sizes
-
-if TYPE_CHECKING:
-    from conveyor.ledger.sql import SqlLedger
+from conveyor.ledger.store import (
+    Ledger,
+    LedgerView,
+    check_inclusion,
+    check_proof_sizes,
+    duplicate_error,
+    new_entry,
+)
 
 PREFIX = "sqlite:///"
 # As ledger.sql sets them on every connection it opens.
@@ -55,6 +61,14 @@ _ENTRY_COLUMNS = ", ".join(ENTRY_NAMES)
 _CHECKPOINT_COLUMNS = ", ".join(CHECKPOINT_NAMES)
 _SELECT_ENTRIES = f"SELECT {_ENTRY_COLUMNS} FROM ledger_entries"  # noqa: S608 (our names)
 _SELECT_CHECKPOINTS = f"SELECT {_CHECKPOINT_COLUMNS} FROM ledger_checkpoints"  # noqa: S608
+_INSERT_ENTRY = (
+    f"INSERT INTO ledger_entries ({_ENTRY_COLUMNS}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(ENTRY_NAMES))})"
+)
+_INSERT_CHECKPOINT = (
+    f"INSERT INTO ledger_checkpoints ({_CHECKPOINT_COLUMNS}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(CHECKPOINT_NAMES))})"
+)
 _ENTRY_FILTERS = (
     ("subject_digest", "subject_digest"),
     ("kind", "kind"),
@@ -119,7 +133,7 @@ def open_sqlite(url: str) -> SqliteLedger | None:
 
 
 class SqliteLedger:
-    """The ledger in a SQLite file: reads on ``sqlite3``, writes through a ``SqlLedger``."""
+    """The ledger in a SQLite file, on ``sqlite3`` connections (one per thread)."""
 
     def __init__(self, url: str, path: str, origin: str, conn: sqlite3.Connection) -> None:
         self._url = url
@@ -128,30 +142,13 @@ class SqliteLedger:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._local.conn = conn
-        self._local.depth = 0
         self._connections = [conn]
-        self._writer: SqlLedger | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
     def _translate(self) -> AbstractContextManager[None]:
         """The one seam where driver and OS errors become ``LedgerError``."""
         return seam(self._url, (), (sqlite3.Error, OSError))
-
-    def _open_writer(self) -> SqlLedger:
-        with self._lock:
-            if self._writer is None:
-                from conveyor.ledger.sql import open_ledger
-
-                self._writer = open_ledger(self._url)
-            return self._writer
-
-    def _writing(self) -> SqlLedger | None:
-        """The writer, if this thread is inside its ``serialized`` block (reads go there)."""
-        writer = self._writer
-        if writer is not None and getattr(writer._local, "conn", None) is not None:
-            return writer
-        return None
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -160,29 +157,47 @@ class SqliteLedger:
             with self._lock:
                 self._connections.append(conn)
             self._local.conn = conn
-            self._local.depth = 0
         return conn
+
+    def _serialized_here(self) -> bool:
+        return bool(getattr(self._local, "serialized", 0))
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        """One read transaction (one snapshot) on this thread's connection."""
+        """One read transaction (one snapshot) on this thread's connection; inside a
+        ``serialized`` block (or another read), that transaction."""
         with self._translate():
             conn = self._conn()
-            if self._local.depth:
-                self._local.depth += 1
-                try:
-                    yield conn
-                finally:
-                    self._local.depth -= 1
+            if conn.in_transaction:
+                yield conn
                 return
             conn.execute("BEGIN")
-            self._local.depth = 1
             try:
                 yield conn
             finally:
-                self._local.depth = 0
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, begun with the database's write lock (a deferred
+        transaction that later upgrades cannot wait for the lock in WAL mode); inside a
+        ``serialized`` block, that block's transaction."""
+        with self._translate():
+            conn = self._conn()
+            if self._serialized_here():
+                yield conn
+                return
+            if conn.in_transaction:  # a write inside a read block: not a snapshot to upgrade
+                raise LedgerError(f"ledger database {self._url}: a write inside a read")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     # -- the Ledger protocol ---------------------------------------------------------------
 
@@ -209,7 +224,7 @@ class SqliteLedger:
         commit: str | None = None,
         recorded_at: datetime | None = None,
     ) -> Entry:
-        return self._open_writer().append(
+        fresh = new_entry(
             envelope,
             subject_digest=subject_digest,
             subject_name=subject_name,
@@ -220,6 +235,48 @@ class SqliteLedger:
             environment=environment,
             commit=commit,
             recorded_at=recorded_at,
+        )
+        with self._write() as conn:
+            size, frontier = self._locked_head(conn)
+            # Under the write lock no other append can race this check; the unique index is
+            # the backstop for writers that bypass this code.
+            held = conn.execute(
+                "SELECT min(idx) FROM ledger_entries WHERE statement_sha256 = ?",
+                (fresh.statement_sha256,),
+            ).fetchone()[0]
+            if held is not None:
+                raise duplicate_error(fresh.statement_sha256, int(held))
+            compact = merkle.CompactRange.from_bytes(size, frontier)
+            leaf = fresh.leaf_hash(size)
+            nodes: list[tuple[int, int, bytes]] = []
+            compact.append(leaf, lambda lv, ix, h: nodes.append((lv, ix, h)))
+            entry = fresh.at(size, compact.root(), leaf)
+            try:
+                conn.execute(_INSERT_ENTRY, entry_values(entry))
+            except sqlite3.IntegrityError as error:
+                if "statement" in str(error):
+                    raise duplicate_error(fresh.statement_sha256, None) from None
+                raise
+            if nodes:
+                conn.executemany(
+                    "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes
+                )
+            conn.execute(
+                "UPDATE ledger_head SET size = ?, root = ?, frontier = ? WHERE id = 1",
+                (size + 1, entry.tree_root, compact.to_bytes()),
+            )
+            return entry
+
+    def _locked_head(self, conn: sqlite3.Connection) -> tuple[int, bytes]:
+        row = conn.execute("SELECT size, frontier FROM ledger_head WHERE id = 1").fetchone()
+        if row is None:
+            raise self._no_head()
+        return int(row[0]), bytes(row[1])
+
+    def _no_head(self) -> LedgerError:
+        return LedgerError(
+            f"ledger database {self._url} has no head row; "
+            "run `conveyor audit verify`: the ledger may have been tampered with"
         )
 
     def entries(
@@ -232,16 +289,6 @@ class SqliteLedger:
         start: int = 0,
         limit: int | None = None,
     ) -> list[Entry]:
-        writer = self._writing()
-        if writer is not None:
-            return writer.entries(
-                subject_digest=subject_digest,
-                kind=kind,
-                environment=environment,
-                commit=commit,
-                start=start,
-                limit=limit,
-            )
         if limit is not None and limit < 0:
             raise InputError("limit must be >= 0")
         given = {"subject_digest": subject_digest, "kind": kind}
@@ -268,30 +315,18 @@ class SqliteLedger:
     def _head(self, conn: sqlite3.Connection) -> tuple[int, bytes]:
         row = conn.execute("SELECT size, root FROM ledger_head WHERE id = 1").fetchone()
         if row is None:
-            raise LedgerError(
-                f"ledger database {self._url} has no head row; "
-                "run `conveyor audit verify`: the ledger may have been tampered with"
-            )
+            raise self._no_head()
         return int(row[0]), bytes(row[1])
 
     def size(self) -> int:
-        writer = self._writing()
-        if writer is not None:
-            return writer.size()
         with self._read() as conn:
             return self._head(conn)[0]
 
     def root(self) -> bytes:
-        writer = self._writing()
-        if writer is not None:
-            return writer.root()
         with self._read() as conn:
             return self._head(conn)[1]
 
     def entry(self, index: int) -> Entry:
-        writer = self._writing()
-        if writer is not None:
-            return writer.entry(index)
         if not 0 <= index < 2**63:
             raise InputError(f"no ledger entry {index}: indexes run from 0")
         with self._read() as conn:
@@ -318,17 +353,12 @@ class SqliteLedger:
         return merkle.assemble_proof(plan, self._nodes(conn, merkle.plan_nodes(plan)))
 
     def verify_inclusion(self, entries: Iterable[Entry], *, size: int, root: bytes) -> None:
-        writer = self._writing()
-        if writer is not None:
-            writer.verify_inclusion(entries, size=size, root=root)
-            return
+        """Check rows against a signed tree head: one batched look-up of every proof's nodes,
+        then each row's leaf (recomputed from its facts) proved into ``root``."""
         with self._read() as conn:
             check_inclusion(entries, size=size, root=root, nodes=lambda w: find_nodes(conn, w))
 
     def root_at(self, size: int) -> bytes:
-        writer = self._writing()
-        if writer is not None:
-            return writer.root_at(size)
         with self._read() as conn:
             check_proof_sizes(self._head(conn)[0], old=size)
             if size == 0:
@@ -338,9 +368,6 @@ class SqliteLedger:
             return merkle.fold([nodes[n] for n in needed])
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        writer = self._writing()
-        if writer is not None:
-            return writer.inclusion_proof(index, size)
         with self._read() as conn:
             current = self._head(conn)[0]
             size = current if size is None else size
@@ -349,9 +376,6 @@ class SqliteLedger:
             return self._proof(conn, merkle.inclusion_nodes(index, size))
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        writer = self._writing()
-        if writer is not None:
-            return writer.consistency_proof(old_size, new_size)
         with self._read() as conn:
             current = self._head(conn)[0]
             new_size = current if new_size is None else new_size
@@ -360,42 +384,75 @@ class SqliteLedger:
             return self._proof(conn, merkle.consistency_nodes(old_size, new_size))
 
     def checkpoint(self, signer: CheckpointSigner) -> Checkpoint:
-        return self._open_writer().checkpoint(signer)
+        with self._write() as conn:
+            size, root = self._head(conn)
+            cp = sign_checkpoint(
+                signer,
+                origin=self._origin,
+                size=size,
+                root=root,
+                time=format_time(datetime.now(UTC)),
+            )
+            conn.execute(
+                _INSERT_CHECKPOINT,
+                (cp.origin, cp.size, cp.root, cp.time, cp.keyid, cp.signature, cp.key_name,
+                 cp.key_hash),
+            )  # fmt: skip
+            return cp
 
     def checkpoints(self) -> list[Checkpoint]:
-        writer = self._writing()
-        if writer is not None:
-            return writer.checkpoints()
         with self._read() as conn:
             rows = conn.execute(f"{_SELECT_CHECKPOINTS} ORDER BY id").fetchall()
             return [checkpoint_of(row) for row in rows]
 
     def latest_checkpoint(self) -> Checkpoint | None:
-        writer = self._writing()
-        if writer is not None:
-            return writer.latest_checkpoint()
         with self._read() as conn:
             row = conn.execute(f"{_SELECT_CHECKPOINTS} ORDER BY id DESC LIMIT 1").fetchone()
             return None if row is None else checkpoint_of(row)
 
-    def serialized(self, lock_name: str) -> AbstractContextManager[None]:
-        return self._open_writer().serialized(lock_name)
+    @contextmanager
+    def serialized(self, lock_name: str) -> Iterator[None]:
+        """The database write lock for the block, in one ``BEGIN IMMEDIATE`` transaction
+        (SQLite has one writer; ``lock_name`` matters on PostgreSQL only). Ledger calls made
+        inside the block from this thread run in that transaction; it commits when the block
+        ends and rolls back if the block raises. Nesting is allowed."""
+        if self._serialized_here():
+            self._local.serialized += 1
+            try:
+                yield
+            finally:
+                self._local.serialized -= 1
+            return
+        with self._translate():
+            conn = self._conn()
+            if conn.in_transaction:
+                raise LedgerError(f"ledger database {self._url}: a write inside a read")
+            conn.execute("BEGIN IMMEDIATE")
+        self._local.serialized = 1
+        try:
+            yield
+        except BaseException:
+            self._local.serialized = 0
+            with self._translate():
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            raise
+        self._local.serialized = 0
+        with self._translate():
+            conn.execute("COMMIT")
 
     @contextmanager
     def audit_view(self, *, start: int = 0) -> Iterator[LedgerView]:
         """Head, checkpoints and a streamed scan of the entry rows from ``start``, from one
-        snapshot of a connection of its own."""
-        writer = self._writing()
-        if writer is not None:
-            with writer.audit_view(start=start) as view:
-                yield view
-            return
+        snapshot of a connection of its own (inside ``serialized``: the block's)."""
         start = max(start, 0)
+        own = not self._serialized_here()
         with self._translate():
-            conn = _connect(self._path)
+            conn = _connect(self._path) if own else self._conn()
         try:
             with self._translate():
-                conn.execute("BEGIN")
+                if own:
+                    conn.execute("BEGIN")
                 size, root = self._head(conn)
                 rows = conn.execute(f"{_SELECT_CHECKPOINTS} ORDER BY id").fetchall()
                 checkpoints = [checkpoint_of(r) for r in rows]
@@ -431,17 +488,15 @@ class SqliteLedger:
                 replays=replays,
             )
         finally:
-            conn.close()
+            if own:
+                conn.close()
 
     def close(self) -> None:
         with self._lock:
             connections, self._connections = self._connections, []
-            writer, self._writer = self._writer, None
         for conn in connections:
             conn.close()
         self._local = threading.local()
-        if writer is not None:
-            writer.close()
 
 
 def find_nodes(conn: sqlite3.Connection, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
