@@ -107,3 +107,35 @@ def test_a_process_imports_only_the_invoked_command_module() -> None:
     assert "conveyor.cli.promotion" in modules
     for other in ("configs", "images", "custody", "demo", "pin", "drift", "login", "serve"):
         assert f"conveyor.cli.{other}'" not in modules
+
+
+def test_read_commands_on_a_sqlite_ledger_load_no_sqlalchemy(tmp_path: Path) -> None:
+    from conveyor import service
+    from conveyor.ledger import open_ledger
+
+    service.generate_keys("ci", out_dir=tmp_path / "keys")
+    db = tmp_path / "ledger.db"
+    config = tmp_path / "conveyor.yaml"
+    config.write_text(
+        "version: 1\n"
+        "identities:\n  ci: {key: keys/ci.pub, roles: [builder]}\n"
+        f"ledger:\n  url: sqlite:///{db}\n"
+        f"environments:\n  dev:\n    repository: oci:{tmp_path}/dev\n    requires: {{}}\n"
+    )
+    open_ledger(f"sqlite:///{db}").close()  # created and migrated (SQLAlchemy + Alembic)
+    script = (
+        "import sys\n"
+        "from conveyor.cli.main import main\n"
+        f"codes = [main([*args, '--config', {str(config)!r}]) for args in"
+        " (['status'], ['history', 'dev'])]\n"
+        "print(codes, sorted(m for m in sys.modules if m.startswith(('sqlalchemy', 'alembic'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[0, 0] []", done.stderr
