@@ -25,7 +25,8 @@ binaries. A default run takes a few minutes.
 4. ``conveyor promote`` as a process (same registry, blobs mounted) against ``skopeo copy``
    of the same digest into another repository of that registry with skopeo's blob cache
    deleted before each run (a fresh CI machine: skopeo moves every byte), alternated, median
-   of ``--process-runs`` distinct digests; bytecode compiled, PYTHONDONTWRITEBYTECODE unset.
+   of ``--process-runs`` distinct digests of two ``--process-layer-mib`` layers (16 MiB);
+   bytecode compiled, PYTHONDONTWRITEBYTECODE unset; wall and CPU time (user + system).
    Targets (issue 11): promote ≤ 0.5 s, ≤ 0.3x skopeo, 0 blob bytes moved. ``--only-process``
    runs this part alone (a minute).
 
@@ -44,6 +45,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import string
@@ -348,7 +350,9 @@ class Image:
     run: str
 
 
-def push_images(work: Path, host: str, count: int) -> list[Image]:
+def push_images(
+    work: Path, host: str, count: int, layer_sizes: tuple[int, ...] = (32 * 1024, 96 * 1024)
+) -> list[Image]:
     """``count`` distinct small images (random layers, so each promotion mounts its own
     blobs), written as an OCI layout and pushed to ``host/build`` by skopeo."""
     layout = work / "images"
@@ -358,7 +362,7 @@ def push_images(work: Path, host: str, count: int) -> list[Image]:
         built = build_image(
             layout,
             tag=f"i{i}",
-            layer_sizes=(32 * 1024, 96 * 1024),
+            layer_sizes=layer_sizes,
             labels={"git.commit": commit, "ci.run": run},
         )
         skopeo(
@@ -486,7 +490,12 @@ PROMOTE_RATIO = 0.3
 
 
 def bench_promote_process(
-    work: Path, host: str, runs: int, options: Any, baseline: Path | None = None
+    work: Path,
+    host: str,
+    runs: int,
+    options: Any,
+    baseline: Path | None = None,
+    layer_mib: int = 16,
 ) -> list[Row]:
     """Part 4: ``conveyor promote`` processes against cold-cache ``skopeo copy``, alternated
     (and the ``baseline`` src/ too, if given: older code on the same machine, same run)."""
@@ -500,14 +509,16 @@ def bench_promote_process(
     codes: list[tuple[str, Path | None]] = [("conveyor promote", None)]
     if baseline is not None:
         codes.append(("before: conveyor promote", baseline))
-    images = push_images(work / "process", host, (runs + 1) * len(codes))
+    layers = (layer_mib * 1024 * 1024, layer_mib * 1024 * 1024)
+    images = push_images(work / "process", host, (runs + 1) * len(codes), layers)
     record_evidence(bench, host, images, options)
     print(compile_bytecode(), file=sys.stderr)
 
-    def promote(image: Image, src: Path | None) -> tuple[float, dict[str, Any]]:
+    def promote(image: Image, src: Path | None) -> tuple[float, float, dict[str, Any]]:
         env = measured_environment()
         if src is not None:
             env["PYTHONPATH"] = str(src)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "conveyor", "promote", f"{host}/build@{image.digest}",
@@ -516,11 +527,13 @@ def bench_promote_process(
             capture_output=True, text=True, check=False, env=env, cwd=bench.base,
         )  # fmt: skip
         elapsed = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         assert done.returncode == 0, done.stderr
         result: dict[str, Any] = json.loads(done.stdout)
         assert result["recorded"]
         assert result["digest"] == str(image.digest)
-        return elapsed, result
+        return elapsed, cpu, result
 
     def skopeo_copy(image: Image, i: int) -> float:
         clear_skopeo_cache()
@@ -536,14 +549,16 @@ def bench_promote_process(
         promote(next(queue), src)
     skopeo_copy(images[0], 0)
     ours: dict[str, list[float]] = {name: [] for name, _ in codes}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in codes}
     theirs: list[float] = []
     moved, mounted = 0, 0
     for i in range(1, runs + 1):
         if i % 2:
             theirs.append(skopeo_copy(images[i], i))
         for name, src in codes if i % 2 else reversed(codes):
-            seconds, result = promote(next(queue), src)
+            seconds, used, result = promote(next(queue), src)
             ours[name].append(seconds)
+            cpu[name].append(used)
             if src is None:
                 moved += int(result["copy"]["bytes_transferred"])
                 mounted += int(result["copy"]["blobs_mounted"])
@@ -553,7 +568,10 @@ def bench_promote_process(
     rows = [Row(part, f"skopeo copy, cache deleted ({runs})", _ms(peer), f"min {_ms(min(theirs))}")]
     for name, times in ours.items():
         mine = statistics.median(times)
-        note = f"min {_ms(min(times))}; {mine / peer:.2f}x skopeo"
+        note = (
+            f"min {_ms(min(times))}; cpu {_ms(statistics.median(cpu[name]))}; "
+            f"{mine / peer:.2f}x skopeo"
+        )
         if name == "conveyor promote":
             met = mine <= PROMOTE_SECONDS and mine / peer <= PROMOTE_RATIO and moved == 0
             note += (
@@ -581,6 +599,7 @@ def main() -> int:
     parser.add_argument("--process-runs", type=int, default=7, help="part 4: digests promoted")
     parser.add_argument("--only-process", action="store_true", help="run part 4 alone")
     parser.add_argument("--baseline", type=Path, help="part 4: also measure this src/ (older)")
+    parser.add_argument("--process-layer-mib", type=int, default=16, help="part 4: 2 layers")
     args = parser.parse_args()
     for tool in ("docker-registry", "skopeo"):
         if shutil.which(tool) is None:
@@ -596,7 +615,9 @@ def main() -> int:
         options = service.RegistryOptions(insecure_registries=(host,))
         if args.only_process:
             print("promote as a process…", file=sys.stderr)
-            rows += bench_promote_process(work, host, args.process_runs, options, args.baseline)
+            rows += bench_promote_process(
+                work, host, args.process_runs, options, args.baseline, args.process_layer_mib
+            )
             _print(rows)
             return 0
         print(f"gate evaluation with {args.entries:,} entries…", file=sys.stderr)
@@ -626,7 +647,9 @@ def main() -> int:
         print("the floor: skopeo copy…", file=sys.stderr)
         rows += bench_floor(host, images[:n], options)
         print("promote as a process…", file=sys.stderr)
-        rows += bench_promote_process(work, host, args.process_runs, options, args.baseline)
+        rows += bench_promote_process(
+            work, host, args.process_runs, options, args.baseline, args.process_layer_mib
+        )
     finally:
         if proc is not None:
             stop_registry(proc)
