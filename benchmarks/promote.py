@@ -565,7 +565,14 @@ def bench_promote_process(
         if not i % 2:
             theirs.append(skopeo_copy(images[i], i))
     peer = statistics.median(theirs)
-    rows = [Row(part, f"skopeo copy, cache deleted ({runs})", _ms(peer), f"min {_ms(min(theirs))}")]
+    rows = [
+        Row(
+            part,
+            f"skopeo copy, cache deleted ({runs}; 2 x {layer_mib} MiB)",
+            _ms(peer),
+            f"min {_ms(min(theirs))}",
+        )
+    ]
     for name, times in ours.items():
         mine = statistics.median(times)
         note = (
