@@ -65,6 +65,28 @@ class TestStdlibSqliteLedger(LedgerContract):
         for ledger in opened:
             ledger.close()
 
+    def test_newest_first_pages_below_an_end(self, make_ledger: MakeLedger) -> None:
+        # The additions to the Ledger protocol on branch scale (entries end/newest_first,
+        # head, reading), on this store too.
+        ledger = make_ledger()
+        assert isinstance(ledger, SqliteLedger)
+        append_n(ledger, 24)
+        newest = ledger.entries(kind="promotion", newest_first=True, limit=3)
+        assert [e.index for e in newest] == [23, 20, 17]
+        page = ledger.entries(kind="promotion", newest_first=True, limit=3, end=17)
+        assert [e.index for e in page] == [14, 11, 8]
+        assert [e.index for e in ledger.entries(end=3)] == [0, 1, 2]
+        assert [e.index for e in ledger.entries(start=2, end=5, newest_first=True)] == [4, 3, 2]
+        both = ledger.entries(kind="build", environment="production", newest_first=True)
+        assert [e.index for e in both] == [12, 0]
+        assert ledger.entries(end=0) == []
+        assert ledger.entries(kind="promotion", end=2, newest_first=True) == []
+        assert ledger.head() == (ledger.size(), ledger.root())
+        with ledger.reading(), ledger.serialized("promote:dev"):  # a write may follow
+            assert ledger.entries(kind="promotion", newest_first=True, limit=3) == newest
+            append_n(ledger, 1, start=24)
+            assert ledger.head() == (25, ledger.root())
+
 
 def test_reads_and_writes_load_no_sqlalchemy(tmp_path: Path) -> None:
     url = _created(tmp_path / "conveyor.db")

@@ -288,7 +288,11 @@ class SqliteLedger:
         commit: str | None = None,
         start: int = 0,
         limit: int | None = None,
+        end: int | None = None,
+        newest_first: bool = False,
     ) -> list[Entry]:
+        """Entries with ``start <= index < end`` matching every filter given, in index order
+        (``newest_first``: reversed, so ``limit`` keeps the newest)."""
         if limit is not None and limit < 0:
             raise InputError("limit must be >= 0")
         given = {"subject_digest": subject_digest, "kind": kind}
@@ -302,10 +306,13 @@ class SqliteLedger:
         if start > 0:
             where.append("idx >= ?")
             params.append(start)
+        if end is not None:
+            where.append("idx < ?")
+            params.append(end)
         sql = _SELECT_ENTRIES
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY idx"
+        sql += " ORDER BY idx DESC" if newest_first else " ORDER BY idx"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -321,6 +328,17 @@ class SqliteLedger:
     def size(self) -> int:
         with self._read() as conn:
             return self._head(conn)[0]
+
+    def head(self) -> tuple[int, bytes]:
+        """The size and root of the head, read together."""
+        with self._read() as conn:
+            return self._head(conn)
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One operation's reads: each is already one statement or snapshot on this thread's
+        connection, and a ``serialized`` block may follow inside, so nothing is held here."""
+        yield
 
     def root(self) -> bytes:
         with self._read() as conn:
