@@ -43,7 +43,6 @@ from conveyor.ledger.rows import (
     HIDDEN,
     SCHEMA_HEAD as SCHEMA_HEAD,  # re-exported: tests pin it
     checkpoint_of as _checkpoint,
-    chunks as _chunks,
     entry_of as _entry,
     entry_values as _values,
     seam,
@@ -540,6 +539,11 @@ def _find_nodes(conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.Nod
         )
         found.update({(lv, ix): bytes(h) for lv, ix, h in node_rows})
     return found
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def _replays(conn: Connection, digests: Sequence[str] | None) -> list[list[int]]:
