@@ -139,3 +139,23 @@ def test_read_commands_on_a_sqlite_ledger_load_no_sqlalchemy(tmp_path: Path) -> 
         timeout=120,
     )
     assert done.stdout.strip().splitlines()[-1] == "[0, 0] []", done.stderr
+
+
+def test_execute_in_process_imports_the_module_a_command_needs(tmp_path: Path) -> None:
+    # The demo runs its steps with execute() in its own process, after only cli.demo was
+    # imported: a step's command must still be found.
+    script = (
+        "import conveyor.cli.demo\n"
+        "from conveyor.cli.app import execute\n"
+        f"print(execute(['keys', 'generate', 'ci', '--out', {str(tmp_path)!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "0", done.stderr
+    assert (tmp_path / "ci.pub").is_file()
