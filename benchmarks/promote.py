@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/promote.py [--entries N] [--promotions N] [--cli N]
                                            [--no-postgres]
 
-(not a Makefile target: ``make bench`` runs benchmarks/copy.py.) Needs ``docker-registry``
+(``make bench`` runs it.) Needs ``docker-registry``
 and ``skopeo`` (``make debian-deps``) and, for the PostgreSQL rows, the PostgreSQL 15
 binaries. A default run takes a few minutes.
 
@@ -22,6 +22,13 @@ binaries. A default run takes a few minutes.
    ``conveyor promote`` processes.
 3. The floor: the same placement by ``skopeo copy --preserve-digests`` followed by a no-op
    process (the "record" step of a pipeline without conveyor), and conveyor's bare copy.
+4. ``conveyor promote`` as a process (same registry, blobs mounted) against ``skopeo copy``
+   of the same digest into another repository of that registry with skopeo's blob cache
+   deleted before each run (a fresh CI machine: skopeo moves every byte), alternated, median
+   of ``--process-runs`` distinct digests of two ``--process-layer-mib`` layers (16 MiB);
+   bytecode compiled, PYTHONDONTWRITEBYTECODE unset; wall and CPU time (user + system).
+   Targets (issue 11): promote ≤ 0.5 s, ≤ 0.3x skopeo, 0 blob bytes moved. ``--only-process``
+   runs this part alone (a minute).
 
 The machine is shared with other work: numbers are noisy; compare ratios within one run.
 """
@@ -37,6 +44,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
+import json
+import resource
 import shutil
 import statistics
 import string
@@ -54,6 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
+from tests.support.bench import clear_skopeo_cache, compile_bytecode, measured_environment
 from tests.support.images import build_image
 from tests.support.postgres import RunningPostgres, start_postgres
 from tests.support.registry import start_registry, stop_registry
@@ -340,7 +350,9 @@ class Image:
     run: str
 
 
-def push_images(work: Path, host: str, count: int) -> list[Image]:
+def push_images(
+    work: Path, host: str, count: int, layer_sizes: tuple[int, ...] = (32 * 1024, 96 * 1024)
+) -> list[Image]:
     """``count`` distinct small images (random layers, so each promotion mounts its own
     blobs), written as an OCI layout and pushed to ``host/build`` by skopeo."""
     layout = work / "images"
@@ -350,7 +362,7 @@ def push_images(work: Path, host: str, count: int) -> list[Image]:
         built = build_image(
             layout,
             tag=f"i{i}",
-            layer_sizes=(32 * 1024, 96 * 1024),
+            layer_sizes=layer_sizes,
             labels={"git.commit": commit, "ci.run": run},
         )
         skopeo(
@@ -473,6 +485,111 @@ def bench_floor(host: str, images: list[Image], options: Any) -> list[Row]:
     ]
 
 
+PROMOTE_SECONDS = 0.5
+PROMOTE_RATIO = 0.3
+
+
+def bench_promote_process(
+    work: Path,
+    host: str,
+    runs: int,
+    options: Any,
+    baseline: Path | None = None,
+    layer_mib: int = 16,
+) -> list[Row]:
+    """Part 4: ``conveyor promote`` processes against cold-cache ``skopeo copy``, alternated
+    (and the ``baseline`` src/ too, if given: older code on the same machine, same run)."""
+    part = "4. promote, a process"
+    bench = make_bench(
+        work / "process",
+        ledger=f"sqlite:///{work}/process/ledger.db",
+        staging=f"{host}/staging-process",
+        production=f"{host}/production-process",
+    )
+    codes: list[tuple[str, Path | None]] = [("conveyor promote", None)]
+    if baseline is not None:
+        codes.append(("before: conveyor promote", baseline))
+    layers = (layer_mib * 1024 * 1024, layer_mib * 1024 * 1024)
+    images = push_images(work / "process", host, (runs + 1) * len(codes), layers)
+    record_evidence(bench, host, images, options)
+    print(compile_bytecode(), file=sys.stderr)
+
+    def promote(image: Image, src: Path | None) -> tuple[float, float, dict[str, Any]]:
+        env = measured_environment()
+        if src is not None:
+            env["PYTHONPATH"] = str(src)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "conveyor", "promote", f"{host}/build@{image.digest}",
+             "--to", "staging", "--key", str(bench.keys["deployer"]),
+             "--config", str(bench.config), "--insecure-registry", host, "--output", "json"],
+            capture_output=True, text=True, check=False, env=env, cwd=bench.base,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        assert done.returncode == 0, done.stderr
+        result: dict[str, Any] = json.loads(done.stdout)
+        assert result["recorded"]
+        assert result["digest"] == str(image.digest)
+        return elapsed, cpu, result
+
+    def skopeo_copy(image: Image, i: int) -> float:
+        clear_skopeo_cache()
+        t = time.perf_counter()
+        skopeo(
+            "copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--preserve-digests",
+            f"docker://{host}/build@{image.digest}", f"docker://{host}/skopeo-staging:t{i}",
+        )  # fmt: skip
+        return time.perf_counter() - t
+
+    queue = iter(images)
+    for _, src in codes:  # warm: the page cache, the registry, the bytecode
+        promote(next(queue), src)
+    skopeo_copy(images[0], 0)
+    ours: dict[str, list[float]] = {name: [] for name, _ in codes}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in codes}
+    theirs: list[float] = []
+    moved, mounted = 0, 0
+    for i in range(1, runs + 1):
+        if i % 2:
+            theirs.append(skopeo_copy(images[i], i))
+        for name, src in codes if i % 2 else reversed(codes):
+            seconds, used, result = promote(next(queue), src)
+            ours[name].append(seconds)
+            cpu[name].append(used)
+            if src is None:
+                moved += int(result["copy"]["bytes_transferred"])
+                mounted += int(result["copy"]["blobs_mounted"])
+        if not i % 2:
+            theirs.append(skopeo_copy(images[i], i))
+    peer = statistics.median(theirs)
+    rows = [
+        Row(
+            part,
+            f"skopeo copy, cache deleted ({runs}; 2 x {layer_mib} MiB)",
+            _ms(peer),
+            f"min {_ms(min(theirs))}",
+        )
+    ]
+    for name, times in ours.items():
+        mine = statistics.median(times)
+        note = (
+            f"min {_ms(min(times))}; cpu {_ms(statistics.median(cpu[name]))}; "
+            f"{mine / peer:.2f}x skopeo"
+        )
+        if name == "conveyor promote":
+            met = mine <= PROMOTE_SECONDS and mine / peer <= PROMOTE_RATIO and moved == 0
+            note += (
+                f"; {moved} blob bytes moved, {mounted} blobs mounted; targets <= "
+                f"{PROMOTE_SECONDS} s, <= {PROMOTE_RATIO}x, 0 bytes: "
+                + ("met" if met else "NOT met")
+            )
+        rows.append(Row(part, f"{name}, a process ({runs} digests)", _ms(mine), note))
+    return rows
+
+
 def _rate(rows: list[Row], part: str, prefix: str) -> float | None:
     for row in rows:
         if row.part == part and row.what.startswith(prefix):
@@ -486,6 +603,10 @@ def main() -> int:
     parser.add_argument("--promotions", type=int, default=30, help="digests per backend")
     parser.add_argument("--cli", type=int, default=3, help="of them, promoted by a process")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--process-runs", type=int, default=7, help="part 4: digests promoted")
+    parser.add_argument("--only-process", action="store_true", help="run part 4 alone")
+    parser.add_argument("--baseline", type=Path, help="part 4: also measure this src/ (older)")
+    parser.add_argument("--process-layer-mib", type=int, default=16, help="part 4: 2 layers")
     args = parser.parse_args()
     for tool in ("docker-registry", "skopeo"):
         if shutil.which(tool) is None:
@@ -496,11 +617,18 @@ def main() -> int:
     postgres: RunningPostgres | None = None
     proc = None
     try:
-        print(f"gate evaluation with {args.entries:,} entries…", file=sys.stderr)
-        rows += bench_gates(work, args.entries)
         proc, registry = start_registry(work / "registry")
         host = registry.host
         options = service.RegistryOptions(insecure_registries=(host,))
+        if args.only_process:
+            print("promote as a process…", file=sys.stderr)
+            rows += bench_promote_process(
+                work, host, args.process_runs, options, args.baseline, args.process_layer_mib
+            )
+            _print(rows)
+            return 0
+        print(f"gate evaluation with {args.entries:,} entries…", file=sys.stderr)
+        rows += bench_gates(work, args.entries)
         backends: list[tuple[str, str]] = [("SQLite", f"sqlite:///{work}/sqlite/ledger.db")]
         if not args.no_postgres:
             try:
@@ -525,12 +653,21 @@ def main() -> int:
             )
         print("the floor: skopeo copy…", file=sys.stderr)
         rows += bench_floor(host, images[:n], options)
+        print("promote as a process…", file=sys.stderr)
+        rows += bench_promote_process(
+            work, host, args.process_runs, options, args.baseline, args.process_layer_mib
+        )
     finally:
         if proc is not None:
             stop_registry(proc)
         if postgres is not None:
             postgres.stop()
         shutil.rmtree(work, ignore_errors=True)
+    _print(rows)
+    return 0
+
+
+def _print(rows: list[Row]) -> None:
     floor = _rate(rows, "3. floor", "skopeo")
     width = max(len(r.what) for r in rows)
     print(f"\n{'part':<24} {'what':<{width}} {'value':>14}  note")
@@ -541,7 +678,6 @@ def main() -> int:
             note += f"; {floor / rate:.1f}x the floor's time"
         print(f"{row.part:<24} {row.what:<{width}} {row.value:>14}  {note}")
     print("\nShared machine: numbers are noisy; compare ratios within one run.")
-    return 0
 
 
 if __name__ == "__main__":

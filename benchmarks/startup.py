@@ -7,9 +7,11 @@ inspect`` as processes, on a real loopback registry (issue 11: resolve and inspe
 
 Bytecode is compiled first and the measured processes run without PYTHONDONTWRITEBYTECODE
 (the installed state). Every command runs once per round, in a rotating order, for N rounds
-(default 11); the table shows medians and the ratio to ``skopeo inspect --raw`` measured in
-the same rounds. skopeo's blob cache is deleted before each skopeo run (it does not matter
-for inspect, which mounts nothing, but it keeps skopeo as a fresh CI machine sees it).
+(default 11); the table shows medians (wall, and CPU: user + system, steadier when other
+work shares the machine) and the ratio to ``skopeo inspect --raw`` measured in the same
+rounds. ``--baseline SRC`` also runs each conveyor command with an older src/ in the rounds.
+skopeo's blob cache is deleted before each skopeo run (it does not matter for inspect, which
+mounts nothing, but it keeps skopeo as a fresh CI machine sees it).
 
 Then ``python -X importtime`` runs of ``conveyor resolve`` and ``conveyor inspect``, import
 time summed by package (median of 5): what is left to cut, and whose it is.
@@ -26,6 +28,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -68,12 +71,16 @@ def _commands(ref: str, host: str) -> dict[str, list[str]]:
     }
 
 
-def _run(argv: list[str], env: dict[str, str]) -> float:
+def _run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system) of one process."""
     if argv[0] == "skopeo":
         clear_skopeo_cache()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True, env=env)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
@@ -116,6 +123,9 @@ def import_profile(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=11, help="rounds (at least 5)")
+    parser.add_argument(
+        "--baseline", type=Path, help="also run the conveyor commands with this src/ (older code)"
+    )
     args = parser.parse_args()
     runs = max(5, args.runs)
     for tool in ("docker-registry", "skopeo"):
@@ -132,19 +142,30 @@ def main() -> int:
         ref = f"{registry.host}/bench/app:v1"
         push_with_skopeo(image.layout, ref)
         commands = _commands(ref, registry.host)
+        envs = dict.fromkeys(commands, env)
+        if args.baseline is not None:
+            for name in [n for n in commands if n.startswith("conveyor ")]:
+                commands[f"before: {name}"] = commands[name]
+                envs[f"before: {name}"] = {**env, "PYTHONPATH": str(args.baseline)}
         names = list(commands)
-        for argv in commands.values():  # warm the page cache and bytecode once
-            _run(argv, env)
+        for name, argv in commands.items():  # warm the page cache and bytecode once
+            _run(argv, envs[name])
         times: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
         for round_number in range(runs):
             shift = round_number % len(names)
             for name in names[shift:] + names[:shift]:
-                times[name].append(_run(commands[name], env))
+                wall, used = _run(commands[name], envs[name])
+                times[name].append(wall)
+                cpu[name].append(used)
 
         peer = median(times["skopeo inspect --raw"])
         print()
         print(f"median wall seconds of {runs} alternated runs, loopback registry, 2-core machine")
-        header = f"{'command':<26}{'median s':>10}{'min s':>8}{'/ skopeo --raw':>16}{'target':>20}"
+        header = (
+            f"{'command':<34}{'median s':>10}{'min s':>8}{'cpu s':>8}{'/ skopeo --raw':>16}"
+            f"{'target':>20}"
+        )
         print(header)
         print("-" * len(header))
         for name in names:
@@ -155,7 +176,10 @@ def main() -> int:
                 target = (
                     f"<= {TARGET_SECONDS} s, <= {TARGET_RATIO:g}x: {'met' if ok else 'NOT met'}"
                 )
-            print(f"{name:<26}{m:>10.3f}{min(times[name]):>8.3f}{m / peer:>15.1f}x{target:>20}")
+            print(
+                f"{name:<34}{m:>10.3f}{min(times[name]):>8.3f}{median(cpu[name]):>8.3f}"
+                f"{m / peer:>15.1f}x  {target}"
+            )
 
         for name in ("conveyor resolve", "conveyor inspect"):
             total, groups = import_profile(commands[name], env)

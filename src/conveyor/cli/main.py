@@ -1,26 +1,23 @@
-"""Entry point of the ``conveyor`` command: register the command modules, run the app."""
+"""Entry point of the ``conveyor`` command: ``conveyor.cli.app.execute`` on the process's
+arguments (it imports the command modules a run needs)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 
-from conveyor.cli.app import app, execute
+from conveyor.cli.app import COMMAND_MODULES, app, execute, invoked_command, register_commands
 
-__all__ = ["app", "main", "run"]
+__all__ = ["COMMAND_MODULES", "app", "invoked_command", "main", "run"]
 
 
 def _register_commands() -> None:
-    # Each module adds its commands to ``app``; importing them is cheap (no heavy imports).
-    # The import order is the order ``conveyor --help`` lists them in.
-    from conveyor.cli import configs, images  # noqa: F401, I001
-    from conveyor.cli import custody, demo, pin, promotion  # noqa: F401
-    from conveyor.cli import drift, login, serve  # noqa: F401
+    """Every command on ``app`` (for tools that walk the whole tree)."""
+    register_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``conveyor ARGV`` in this process: the exit code (errors already written)."""
-    _register_commands()
     return execute(argv)
 
 

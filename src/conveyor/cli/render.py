@@ -8,6 +8,7 @@ Rich is imported lazily (inside functions) so ``conveyor --help`` stays fast. Ma
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -72,8 +73,6 @@ def stderr_is_terminal() -> bool:
 def inspection(result: Mapping[str, Any]) -> None:
     """A readable summary of an image or index (``ImageInspection.to_dict()``, in both
     modes): one ``key  value`` line per fact."""
-    from rich.text import Text
-
     size = int(result["total_size"])
     rows: list[tuple[str, str]] = [
         ("reference", str(result["reference"])),
@@ -88,9 +87,29 @@ def inspection(result: Mapping[str, Any]) -> None:
     rows += [("annotation", f"{k}={v}") for k, v in sorted(result["annotations"].items())]
     rows += [("manifest", f"{c['platform']}  {c['digest']}") for c in result["manifests"]]
     width = max(len(key) for key, _ in rows)
+    lines = [f"{key.ljust(width)}  {value}" for key, value in rows]
+    if _plain_stdout() and all(text.isascii() and text.isprintable() for text in lines):
+        # What Rich writes here too (no style off a terminal, nothing to sanitise), without
+        # importing it.
+        sys.stdout.write("".join(f"{text}\n" for text in lines))
+        sys.stdout.flush()
+        return
+    from rich.text import Text
+
     console = _console()
     for key, value in rows:
         console.print(Text(key.ljust(width), style="bold") + Text("  " + value))
+
+
+def _plain_stdout() -> bool:
+    """Rich would write no escape codes to stdout: not a terminal, nor told it is one
+    (``TTY_COMPATIBLE``, ``FORCE_COLOR``)."""
+    if "TTY_COMPATIBLE" in os.environ or "FORCE_COLOR" in os.environ:
+        return False
+    try:
+        return not sys.stdout.isatty()
+    except ValueError:  # closed
+        return False
 
 
 def copy_warnings(result: CopyResult) -> None:

@@ -9,14 +9,16 @@
 Errors: ``LedgerError`` (3) → ``DuplicateEvidence`` (1: a replayed statement refused),
 ``LedgerTampered`` (1: rows outside the signed tree); ``CheckpointError`` is an ``InputError``.
 
-``open_ledger`` (SQLAlchemy) is imported lazily so that importing this package stays cheap.
+The audit (``verify_ledger``) and SQLAlchemy (a SQL ledger opened) are imported when used,
+so importing this package stays cheap; ``open_ledger(url, lazy=True)`` reads a SQLite file
+through the standard library's sqlite3 and loads SQLAlchemy only when something is written
+(``ledger.sqlite``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-from conveyor.ledger.audit import AuditReport, verify_ledger
 from conveyor.ledger.models import (
     UNSTATED,
     Checkpoint,
@@ -34,7 +36,8 @@ from conveyor.ledger.models import (
 from conveyor.ledger.store import Ledger, LedgerView, MemoryLedger
 
 if TYPE_CHECKING:
-    from conveyor.ledger.sql import SqlLedger, open_database, open_ledger
+    from conveyor.ledger.audit import AuditReport, verify_ledger
+    from conveyor.ledger.sql import SqlLedger, open_database
 
 __all__ = [
     "UNSTATED",
@@ -60,8 +63,38 @@ __all__ = [
 ]
 
 
+@overload
+def open_ledger(url: str, *, lazy: Literal[False] = False) -> SqlLedger: ...
+
+
+@overload
+def open_ledger(url: str, *, lazy: bool) -> Ledger: ...
+
+
+def open_ledger(url: str, *, lazy: bool = False) -> Ledger:
+    """Open (creating and migrating when needed) the ledger at a SQLAlchemy URL
+    (``sqlite:///PATH`` or ``postgresql+psycopg://…``; see ``ledger.sql.open_ledger``).
+
+    ``lazy``: a plain ``sqlite:///PATH`` file already at the current schema is read through
+    sqlite3, and SQLAlchemy is loaded only for the first write (for commands that only read).
+    """
+    if lazy:
+        from conveyor.ledger.sqlite import open_sqlite
+
+        found = open_sqlite(url)
+        if found is not None:
+            return found
+    from conveyor.ledger import sql
+
+    return sql.open_ledger(url)
+
+
 def __getattr__(name: str) -> Any:
-    if name in ("open_database", "open_ledger", "SqlLedger"):
+    if name in ("AuditReport", "verify_ledger"):  # the audit's pools: only when auditing
+        from conveyor.ledger import audit
+
+        return getattr(audit, name)
+    if name in ("open_database", "SqlLedger"):
         from conveyor.ledger import sql
 
         return getattr(sql, name)

@@ -39,6 +39,14 @@ from conveyor.ledger.models import (
     format_time,
     sign_checkpoint,
 )
+from conveyor.ledger.rows import (
+    HIDDEN,
+    SCHEMA_HEAD as SCHEMA_HEAD,  # re-exported: tests pin it
+    checkpoint_of as _checkpoint,
+    entry_of as _entry,
+    entry_values as _values,
+    seam,
+)
 from conveyor.ledger.store import (
     Ledger,
     LedgerView,
@@ -152,28 +160,6 @@ def lock_key(name: str) -> int:
     """A signed 64-bit PostgreSQL advisory lock key for a lock name."""
     return int.from_bytes(
         hashlib.sha256(b"conveyor:" + name.encode()).digest()[:8], "big", signed=True
-    )
-
-
-def _entry(row: sa.Row[Any] | tuple[Any, ...]) -> Entry:
-    v = tuple(row)
-    return Entry(
-        v[0], bytes(v[1]), v[2], bytes(v[3]), v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11],
-        v[12], bytes(v[13]), v[14], v[15],
-    )  # fmt: skip
-
-
-def _checkpoint(row: sa.Row[Any]) -> Checkpoint:
-    origin, size, root, time, keyid, signature, key_name, key_hash = tuple(row)
-    return Checkpoint(
-        origin,
-        size,
-        bytes(root),
-        time,
-        keyid,
-        bytes(signature),
-        key_name,
-        None if key_hash is None else bytes(key_hash),
     )
 
 
@@ -529,27 +515,6 @@ class SqlLedger:
         self._engine.dispose()
 
 
-def _values(entry: Entry) -> tuple[Any, ...]:
-    return (
-        entry.index,
-        entry.envelope,
-        entry.envelope_sha256,
-        entry.leaf_hash,
-        entry.subject_digest,
-        entry.subject_name,
-        entry.predicate_type,
-        entry.kind,
-        entry.environment,
-        entry.commit,
-        entry.signer,
-        entry.keyid,
-        entry.recorded_at,
-        entry.tree_root,
-        entry.statement_sha256,
-        entry.occurrence,
-    )
-
-
 def _find_nodes(conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
     """The stored nodes among ``wanted`` (level 0: entries' stored leaf hashes); missing ones
     are left out. Chunked: SQLite limits the depth of an expression."""
@@ -655,11 +620,6 @@ def _sqlite_engine(url: sa.URL) -> Engine:
     return engine
 
 
-# The newest migration's revision. Opening a ledger already at it skips importing Alembic
-# (a third of a second on every command); a test keeps this equal to the scripts' head.
-SCHEMA_HEAD = "0004_drift_snapshots"
-
-
 def _schema_is_current(engine: Engine) -> bool:
     try:
         with engine.connect() as conn:
@@ -750,7 +710,6 @@ def open_database(url: str) -> tuple[Engine, str]:
 # passwords; ``sslkey``: the client key). Any other parameter whose name says so, too.
 _SECRET_PARAMETERS = frozenset({"password", "sslpassword", "passfile", "sslkey"})
 _SECRET_WORDS = ("password", "secret", "token", "passfile")
-HIDDEN = "***"
 _PLACEHOLDER = "conveyor-hidden-value"
 
 
@@ -781,28 +740,11 @@ def redact_url(url: sa.URL) -> tuple[str, list[str]]:
     return shown, sorted(secrets, key=len, reverse=True)
 
 
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, HIDDEN)
-    return text
-
-
 @contextmanager
 def ledger_seam(display: str, secrets: Sequence[str] | str | None) -> Iterator[None]:
     """Error translation for code that runs before a ``SqlLedger`` exists (opening)."""
-    hidden = [secrets] if isinstance(secrets, str) else list(secrets or ())
-    try:
+    with seam(display, secrets, (exc.SQLAlchemyError, sqlite3.Error, OSError)):
         yield
-    except (exc.SQLAlchemyError, sqlite3.Error, OSError) as error:
-        cause: BaseException = getattr(error, "orig", None) or error
-        reason = scrub(" ".join(str(cause).split()), hidden)[:300] or type(cause).__name__
-        raised = LedgerError(
-            f"ledger database {display} failed: {type(cause).__name__}: {reason}; "
-            "check that the database is reachable and holds a conveyor ledger"
-        )
-        if hidden and any(s in str(error) for s in hidden):
-            raise raised from None  # the driver's own text quotes a secret: do not chain it
-        raise raised from error
 
 
 def _satisfies_protocol(ledger: SqlLedger) -> Ledger:

@@ -227,7 +227,7 @@ class Workspace:
         if ledger is None:
             from conveyor.ledger import open_ledger
 
-            ledger = open_ledger(settings.ledger_url or config.configured_ledger_url)
+            ledger = open_ledger(settings.ledger_url or config.configured_ledger_url, lazy=True)
             owned.append(ledger)
         workspace = cls(
             config=config, ledger=ledger, trusted=trusted, opener=opener, settings=settings
