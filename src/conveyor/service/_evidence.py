@@ -55,8 +55,9 @@ if TYPE_CHECKING:
 # How far the time signed inside a statement may lie from the ledger's record time.
 MAX_SIGNING_DELAY = timedelta(hours=24)  # signed at most this long before it was recorded
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # and at most this far "in the future"
-# Newest-first reads look at this many newest ledger indexes first, then 4x as many, ….
-_FIRST_WINDOW = 256
+# Newest-first reads fetch this many rows first, then 4x as many, … (at most _LARGEST_PAGE).
+_FIRST_PAGE = 16
+_LARGEST_PAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -321,16 +322,7 @@ class VerifiedLedger:
         from conveyor.ledger import LedgerTampered, merkle
 
         ledger = self.workspace.ledger
-        # Size and root are two reads and a concurrent append may land between them: the
-        # size only grows, so an unchanged size around the root read means they match.
-        size, root = ledger.size(), ledger.root()
-        for _ in range(5):
-            again = ledger.size()
-            if again == size:
-                break
-            size, root = again, ledger.root()
-        else:  # appends keep landing: the tree at a given size never changes
-            root = ledger.root_at(size)
+        size, root = ledger.head()  # one read: size and root of the same head
         if self._anchor is not None:
             old_size, old_root = self._anchor
             proof = ledger.consistency_proof(old_size, size) if old_size < size else []
@@ -450,21 +442,20 @@ class VerifiedLedger:
         kind: EvidenceKind,
         environment: str | None = None,
     ) -> Iterator[Entry]:
-        """Rows of ``kind`` (and ``environment``), newest first, read in growing windows of
-        the newest indexes: the cost follows how far back the answer is, not the ledger's
-        size. Rows are not proved or verified here."""
-        end = self.workspace.ledger.size()
-        window = _FIRST_WINDOW
-        while end > 0:
-            start = max(0, end - window)
+        """Rows of ``kind`` (and ``environment``), newest first, read in growing pages from
+        the head down (one indexed query each): the cost follows how far back the answer is,
+        not the ledger's size. Rows are not proved or verified here."""
+        end: int | None = None  # from the newest row there is (prove() reads the head)
+        page = _FIRST_PAGE
+        while True:
             rows = self.workspace.ledger.entries(
-                kind=kind.value, environment=environment, start=start
+                kind=kind.value, environment=environment, end=end, newest_first=True, limit=page
             )
-            for entry in reversed(rows):
-                if entry.index < end:
-                    yield entry
-            end = start
-            window *= 4
+            yield from rows
+            if len(rows) < page:
+                return
+            end = rows[-1].index
+            page = min(page * 4, _LARGEST_PAGE)
 
     def latest(
         self,

@@ -364,9 +364,10 @@ def workspace_for(
 ) -> Iterator[Workspace]:
     """``workspace`` as given (the caller's to close), or one opened from ``config_path``."""
     if workspace is not None:
-        yield workspace
+        with workspace.ledger.reading():  # one operation's reads on one connection
+            yield workspace
         return
-    with Workspace.open(config_path, options=options) as opened:
+    with Workspace.open(config_path, options=options) as opened, opened.ledger.reading():
         yield opened
 
 
@@ -403,7 +404,11 @@ def signing_workspace(
     if signer is None and (required or key or settings.signing_key):
         signer = settings.signer(key)
     if workspace is not None:
-        yield workspace, signer
+        with workspace.ledger.reading():  # one operation's reads on one connection
+            yield workspace, signer
         return
-    with Workspace.open(config_path, settings=settings, options=options) as opened:
+    with (
+        Workspace.open(config_path, settings=settings, options=options) as opened,
+        opened.ledger.reading(),
+    ):
         yield opened, signer
