@@ -119,8 +119,14 @@ class ServerState:
                 insecure_registries=self.settings.insecure_registries,
             )  # no CI context, no signing key: each request brings its signer and principal
             # The trusted keys are read here, once per version of the file.
+            # It lives as long as this version of the file: rows it has checked are believed
+            # again while they stay byte-for-byte the same (remember_reads).
             self._workspace = Workspace(
-                config=config, ledger=self._ledger, opener=self._opener, settings=settings
+                config=config,
+                ledger=self._ledger,
+                opener=self._opener,
+                settings=settings,
+                remember_reads=True,
             )
             return self._workspace
 

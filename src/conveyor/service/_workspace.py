@@ -194,8 +194,12 @@ class Workspace:
         trusted: Mapping[str, TrustedKey] | None = None,
         opener: Opener | None = None,
         settings: Settings | None = None,
+        remember_reads: bool = False,
     ) -> None:
         self.config = config
+        # A long-lived workspace (a server's): ledger rows checked once are believed again
+        # while they stay exactly as they were (``service._evidence.ReadCache``).
+        self.remember_reads = remember_reads
         self.ledger = ledger
         self.trusted: Mapping[str, TrustedKey] = (
             load_trusted(config) if trusted is None else trusted
