@@ -388,9 +388,13 @@ def test_a_reading_block_holds_one_connection_and_its_writes_commit(
             class Boom(Exception):
                 pass
 
-            with pytest.raises(Boom), ledger.serialized("promote/staging"):
-                append_n(ledger, 1, start=4)
-                raise Boom
+            def fails() -> None:
+                with ledger.serialized("promote/staging"):
+                    append_n(ledger, 1, start=4)
+                    raise Boom
+
+            with pytest.raises(Boom):
+                fails()
             assert ledger.size() == 4  # rolled back
             with ledger.serialized("promote/staging"):
                 append_n(ledger, 2, start=4)
