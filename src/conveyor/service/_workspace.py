@@ -10,7 +10,7 @@ MemoryLedger(), opener=…)`` from fakes. Nothing below reads ``os.environ`` or 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -407,12 +407,14 @@ def signing_workspace(
     settings = workspace.settings if workspace is not None else Settings.from_environment()
     if signer is None and (required or key or settings.signing_key):
         signer = settings.signer(key)
+    # A check only reads: its reads share one connection. Recording operations do not hold
+    # one through their registry work (a copy, a wait for a lock): each read takes its own.
     if workspace is not None:
-        with workspace.ledger.reading():  # one operation's reads on one connection
+        with workspace.ledger.reading() if not required else nullcontext():
             yield workspace, signer
         return
     with (
         Workspace.open(config_path, settings=settings, options=options) as opened,
-        opened.ledger.reading(),
+        opened.ledger.reading() if not required else nullcontext(),
     ):
         yield opened, signer
