@@ -20,8 +20,12 @@ valid leaves, roots, nodes and head), then:
 
 Measured processes run with PYTHONDONTWRITEBYTECODE unset after ``compileall``.
 
-    .venv/bin/python benchmarks/server.py [--scale|--small] [--entries 2000000] [--seconds 20]
+    .venv/bin/python benchmarks/server.py [--scale|--small] [--entries 100000] [--seconds 20]
         [--promotions 150] [--burst 150] [--calls 200] [--runs 5]
+
+The default ``--scale`` run (100,000 entries, issue 12's size) takes about 3 minutes on a
+2-core machine; the machine's load average is printed beside each phase (the figures of a
+shared machine are only comparable as ratios within one run).
 """
 
 # ruff: noqa: E402  (sys.path is set up before the project imports)
@@ -98,7 +102,7 @@ def main() -> None:
     mode.add_argument("--scale", action="store_true", help="2 replicas on PostgreSQL (default "
                       "when PostgreSQL binaries exist)")  # fmt: skip
     mode.add_argument("--small", action="store_true", help="1 replica on SQLite, small ledger")
-    parser.add_argument("--entries", type=int, default=2_000_000, help="--scale ledger size")
+    parser.add_argument("--entries", type=int, default=100_000, help="--scale ledger size")
     parser.add_argument("--seconds", type=float, default=20.0, help="--scale mixed-load time")
     parser.add_argument(
         "--promotions", type=int, default=150, help="--scale promotions offered to the mixed load"
@@ -273,6 +277,11 @@ def _bulk_load(dsn: str, n: int, key_path: str, workers: int) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
+
+
 def _row(name: str, samples: list[float], elapsed: float | None, goal: str = "") -> str:
     p50, p99 = _percentiles(samples)
     rate = f"{len(samples) / elapsed:8.1f}" if elapsed else f"{'':8}"
@@ -395,7 +404,7 @@ def run_scale(options: argparse.Namespace) -> None:
             total = sum(len(v) for v in results.values())
             print(f"\n{title}, 32 concurrent clients, {elapsed:.1f} s: {total / elapsed:.0f} "
                   f"requests/s in all, {len(results['promote']) / elapsed:.1f} promotions/s, "
-                  f"{len(errors)} errors")  # fmt: skip
+                  f"{len(errors)} errors; {_load()}")  # fmt: skip
             for e in sorted(set(errors))[:5]:
                 print(f"  error: {e}")
             print(f"{'endpoint (HTTP)':34} {'calls':>6} {'req/s':>8} {'p50 ms':>9} "
@@ -448,7 +457,8 @@ def run_scale(options: argparse.Namespace) -> None:
                     )
         cli_rows.append(("promote --to staging", statistics.median(r_times),
                          statistics.median(d_times)))  # fmt: skip
-        print(f"\n{'CLI, fresh process (median of ' + str(options.runs) + ')':34} "
+        print(f"\n{_load()}")
+        print(f"{'CLI, fresh process (median of ' + str(options.runs) + ')':34} "
               f"{'remote s':>9} {'direct s':>9} {'direct/remote':>14}")  # fmt: skip
         for label, r, d in cli_rows:
             print(f"{label:34} {r:9.3f} {d:9.3f} {d / r:13.2f}x")
@@ -475,7 +485,7 @@ def run_scale(options: argparse.Namespace) -> None:
             rate = len(burst) / elapsed
             verdict = "MET" if rate >= PROMOTIONS_GOAL else "MISSED"
             print(f"\npromotions only, 32 clients, 2 replicas: {rate:.1f} promotions/s "
-                  f"(goal >= {PROMOTIONS_GOAL:.0f}/s {verdict})")  # fmt: skip
+                  f"(goal >= {PROMOTIONS_GOAL:.0f}/s {verdict}); {_load()}")  # fmt: skip
             print(_row("POST /promotions (mount)", burst, elapsed))
     finally:
         for server in servers:

@@ -348,3 +348,65 @@ def test_the_latest_checkpoint_is_one_index_probe(make_ledger: MakeLedger) -> No
     assert "Sort" not in plan, plan  # PostgreSQL: a backward index scan
     assert "Seq Scan" not in plan, plan
     assert ledger.latest_checkpoint() == ledger.checkpoints()[-1]
+
+
+# -- one operation's reads on one connection (SqlLedger.reading) --------------------------------
+
+
+def test_a_row_tampered_during_a_reading_block_is_read_as_it_now_stands(
+    tampered: tuple[SqlLedger, Raw, Any],
+) -> None:
+    """The block's connection reads in autocommit: a row changed by another writer after it
+    was read is read again as changed (no stale snapshot), and refused."""
+    ledger, raw, head = tampered
+    with ledger.reading():
+        ledger.verify_inclusion(ledger.entries(), size=head.size, root=head.root)
+        raw.run("UPDATE ledger_entries SET environment = 'staging' WHERE idx = 7")
+        assert ledger.entry(7).environment == "staging"
+        with pytest.raises(LedgerTampered) as caught:
+            ledger.verify_inclusion(ledger.entries(), size=head.size, root=head.root)
+        assert caught.value.indexes == [7]
+
+
+def test_a_reading_block_holds_one_connection_and_its_writes_commit(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger = make_ledger()
+    assert isinstance(ledger, SqlLedger)
+    append_n(ledger, 3)
+    checkouts: list[object] = []
+    sa.event.listen(ledger._engine.pool, "checkout", lambda *a: checkouts.append(a))
+    raw = Raw(_real_url(ledger))
+    try:
+        with ledger.reading():
+            for _ in range(5):
+                ledger.entries(kind="build", newest_first=True, limit=2)
+                ledger.head()
+            append_n(ledger, 1, start=3)  # a transaction of its own: committed at once
+            assert raw.run("SELECT count(*) FROM ledger_entries")[0][0] == 4
+
+            class Boom(Exception):
+                pass
+
+            def fails() -> None:
+                with ledger.serialized("promote/staging"):
+                    append_n(ledger, 1, start=4)
+                    raise Boom
+
+            with pytest.raises(Boom):
+                fails()
+            assert ledger.size() == 4  # rolled back
+            with ledger.serialized("promote/staging"):
+                append_n(ledger, 2, start=4)
+                assert raw.run("SELECT size FROM ledger_head")[0][0] == 4  # not yet committed
+            assert raw.run("SELECT size FROM ledger_head")[0][0] == 6
+            # Back in autocommit: another writer's append is seen at once.
+            other = open_ledger(_real_url(ledger))
+            append_n(other, 1, start=6)
+            other.close()
+            assert ledger.size() == 7
+        if ledger._postgres:
+            assert len(checkouts) == 1
+        assert verify_ledger(ledger, verify_envelope=verify_envelope).ok
+    finally:
+        raw.close()

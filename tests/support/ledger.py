@@ -220,6 +220,24 @@ class LedgerContract:
         with pytest.raises(InputError):
             ledger.entries(limit=-1)
 
+    def test_entries_newest_first_below_an_end(self, make_ledger: MakeLedger) -> None:
+        ledger = make_ledger()
+        append_n(ledger, 24)
+        newest = ledger.entries(kind="promotion", newest_first=True, limit=3)
+        assert [e.index for e in newest] == [23, 20, 17]
+        page = ledger.entries(kind="promotion", newest_first=True, limit=3, end=17)
+        assert [e.index for e in page] == [14, 11, 8]
+        assert [e.index for e in ledger.entries(end=3)] == [0, 1, 2]
+        assert [e.index for e in ledger.entries(start=2, end=5, newest_first=True)] == [4, 3, 2]
+        both = ledger.entries(kind="build", environment="production", newest_first=True)
+        assert [e.index for e in both] == [12, 0]
+        assert ledger.entries(end=0) == []
+        assert ledger.entries(kind="promotion", end=2, newest_first=True) == []
+        assert ledger.head() == (ledger.size(), ledger.root())
+        with ledger.reading():  # one operation's reads: the same answers
+            assert ledger.entries(kind="promotion", newest_first=True, limit=3) == newest
+            assert ledger.head() == (24, ledger.root())
+
     def test_missing_entry_is_an_input_error(self, make_ledger: MakeLedger) -> None:
         ledger = make_ledger()
         append_n(ledger, 2)

@@ -16,6 +16,7 @@ always writes occurrence 0, so the database itself refuses a replay, whoever app
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 import threading
@@ -122,6 +123,7 @@ _LOCK_HEAD = (
     .with_for_update()
 )
 _READ_HEAD = sa.select(head_table.c.size, head_table.c.root).where(head_table.c.id == 1)
+_READ_HEAD_SQL = "SELECT size, root FROM ledger_head WHERE id = 1"
 
 
 class _AppendSql:
@@ -156,6 +158,27 @@ class _AppendSql:
         )
 
 
+@functools.cache
+def _entries_sql(given: frozenset[str], newest_first: bool) -> str:
+    """PostgreSQL: the entries query for the filters ``given`` (values travel as parameters;
+    only our own column names are interpolated)."""
+    where = [f"{name} = %({name})s" for name in _FILTERS if name in given]
+    if "start" in given:
+        where.append("idx >= %(start)s")
+    if "end" in given:
+        where.append("idx < %(end)s")
+    sql = f"SELECT {', '.join(_ENTRY_NAMES)} FROM ledger_entries"  # noqa: S608
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY idx DESC" if newest_first else " ORDER BY idx"
+    if "limit" in given:
+        sql += " LIMIT %(limit)s"
+    return sql
+
+
+_FILTERS = ("subject_digest", "kind", "environment", "source_commit")
+
+
 def lock_key(name: str) -> int:
     """A signed 64-bit PostgreSQL advisory lock key for a lock name."""
     return int.from_bytes(
@@ -185,7 +208,9 @@ class SqlLedger:
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         current: Connection | None = getattr(self._local, "conn", None)
-        if current is not None:  # inside serialized(): its transaction
+        if current is None:  # else inside serialized(): its transaction
+            current = getattr(self._local, "pinned", None)  # inside reading(): autocommit
+        if current is not None:
             with self._translate():
                 yield current
             return
@@ -200,12 +225,58 @@ class SqlLedger:
             with self._translate():
                 yield current
             return
-        with (
-            self._translate(),
-            self._engine.connect().execution_options(**{_WRITE: True}) as conn,
-            conn.begin(),
-        ):
+        with self._translate(), self._write_connection() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def _write_connection(self) -> Iterator[Connection]:
+        """A connection for one write transaction (the caller begins it): a fresh one, closed
+        afterwards; inside ``reading()`` its connection, switched to the default isolation
+        for the transaction and back to autocommit afterwards."""
+        pinned: Connection | None = getattr(self._local, "pinned", None)
+        if pinned is None:
+            with self._engine.connect().execution_options(**{_WRITE: True}) as fresh:
+                yield fresh
+            return
+        pinned.rollback()  # no round trip: autocommit has no transaction open
+        conn = pinned.execution_options(
+            isolation_level=self._engine.dialect.default_isolation_level, **{_WRITE: True}
+        )
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            conn.execution_options(isolation_level="AUTOCOMMIT", **{_WRITE: False})
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Run this thread's ledger calls inside the block on one pooled connection.
+
+        PostgreSQL only (SQLite: no change): an operation such as ``status`` makes a few dozen
+        small reads, and each used to check a connection out of the pool (a ping), open a
+        transaction and roll it back — four round trips per read, most of a request's time
+        on a loaded machine. In the block reads run in autocommit on one connection (each
+        statement sees the latest commits, as each read's own transaction did before);
+        appends and ``serialized()`` run their transactions on that same connection, so a
+        thread never holds two. Nested blocks reuse the outer one.
+        """
+        if (
+            not self._postgres
+            or getattr(self._local, "pinned", None) is not None
+            or getattr(self._local, "conn", None) is not None
+        ):
+            yield
+            return
+        with self._translate():
+            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._local.pinned = conn
+        try:
+            yield
+        finally:
+            self._local.pinned = None
+            with self._translate():
+                conn.close()
 
     # -- the Ledger protocol ---------------------------------------------------------------
 
@@ -295,11 +366,27 @@ class SqlLedger:
         commit: str | None = None,
         start: int = 0,
         limit: int | None = None,
+        end: int | None = None,
+        newest_first: bool = False,
     ) -> list[Entry]:
         if limit is not None and limit < 0:
             raise InputError("limit must be >= 0")
-        query = sa.select(*_ENTRY_COLUMNS).order_by(entries_table.c.idx)
+        if self._postgres:  # the read path's hot statement: driver SQL (see _AppendSql)
+            filters = {
+                "subject_digest": subject_digest,
+                "kind": kind,
+                "environment": environment,
+                "source_commit": commit,
+                "start": start if start > 0 else None,
+                "end": end,
+                "limit": limit,
+            }
+            given = {k: v for k, v in filters.items() if v is not None}
+            sql = _entries_sql(frozenset(given), newest_first)
+            with self._read() as conn:
+                return [_entry(row) for row in conn.exec_driver_sql(sql, given)]
         c = entries_table.c
+        query = sa.select(*_ENTRY_COLUMNS).order_by(c.idx.desc() if newest_first else c.idx)
         for column, value in (
             (c.subject_digest, subject_digest),
             (c.kind, kind),
@@ -310,18 +397,28 @@ class SqlLedger:
                 query = query.where(column == value)
         if start > 0:
             query = query.where(c.idx >= start)
+        if end is not None:
+            query = query.where(c.idx < end)
         if limit is not None:
             query = query.limit(limit)
         with self._read() as conn:
             return [_entry(row) for row in conn.execute(query)]
 
     def _head(self, conn: Connection) -> tuple[int, bytes]:
-        size, root = conn.execute(_READ_HEAD).one()
+        if self._postgres:
+            size, root = conn.exec_driver_sql(_READ_HEAD_SQL).one()
+        else:
+            size, root = conn.execute(_READ_HEAD).one()
         return int(size), bytes(root)
 
     def size(self) -> int:
         with self._read() as conn:
             return self._head(conn)[0]
+
+    def head(self) -> tuple[int, bytes]:
+        """The head's size and root, read together (one statement)."""
+        with self._read() as conn:
+            return self._head(conn)
 
     def root(self) -> bytes:
         with self._read() as conn:
@@ -441,7 +538,8 @@ class SqlLedger:
             yield
             return
         with self._translate():
-            conn = self._engine.connect().execution_options(**{_WRITE: True})
+            owner = self._write_connection()
+            conn = owner.__enter__()
         try:
             with self._translate():
                 transaction = conn.begin()
@@ -461,7 +559,7 @@ class SqlLedger:
         finally:
             self._local.conn = None
             with self._translate():
-                conn.close()
+                owner.__exit__(None, None, None)
 
     @contextmanager
     def audit_view(self, *, start: int = 0) -> Iterator[LedgerView]:
@@ -519,6 +617,8 @@ def _find_nodes(conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.Nod
     """The stored nodes among ``wanted`` (level 0: entries' stored leaf hashes); missing ones
     are left out. Chunked: SQLite limits the depth of an expression."""
     found: dict[merkle.NodeId, bytes] = {}
+    if conn.dialect.name == "postgresql":
+        return _find_nodes_postgres(conn, wanted)
     leaves = sorted(ix for lv, ix in wanted if lv == 0)
     for part in _chunks(leaves, 500):
         rows = conn.execute(
@@ -539,6 +639,31 @@ def _find_nodes(conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.Nod
         )
         found.update({(lv, ix): bytes(h) for lv, ix, h in node_rows})
     return found
+
+
+# Every wanted node in one statement, as arrays (a proof batch is a few dozen nodes; building
+# an OR of probes in SQLAlchemy cost more than the database did). Level 0 is the leaf hash.
+_FIND_NODES_PG = (
+    "SELECT 0, idx, leaf_hash FROM ledger_entries WHERE idx = ANY(%(leaves)s::bigint[]) "
+    "UNION ALL SELECT n.level, n.idx, n.hash FROM ledger_nodes n "
+    "JOIN unnest(%(levels)s::smallint[], %(idxs)s::bigint[]) AS w(level, idx) "
+    "ON n.level = w.level AND n.idx = w.idx"
+)
+
+
+def _find_nodes_postgres(
+    conn: Connection, wanted: set[merkle.NodeId]
+) -> dict[merkle.NodeId, bytes]:
+    inner = [n for n in wanted if n[0] > 0]
+    rows = conn.exec_driver_sql(
+        _FIND_NODES_PG,
+        {
+            "leaves": [ix for lv, ix in wanted if lv == 0],
+            "levels": [lv for lv, _ in inner],
+            "idxs": [ix for _, ix in inner],
+        },
+    )
+    return {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

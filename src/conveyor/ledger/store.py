@@ -103,9 +103,23 @@ class Ledger(Protocol):
         commit: str | None = None,
         start: int = 0,
         limit: int | None = None,
-    ) -> list[Entry]: ...
+        end: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Entry]:
+        """Entries with ``start <= index < end`` matching every filter given, in index order
+        (``newest_first``: reversed, so ``limit`` keeps the newest)."""
+        ...
 
     def size(self) -> int: ...
+
+    def head(self) -> tuple[int, bytes]:
+        """The size and root of the head, read together."""
+        ...
+
+    def reading(self) -> AbstractContextManager[None]:
+        """A block of one operation's reads: a database ledger serves them on one connection
+        (see ``SqlLedger.reading``); others change nothing."""
+        ...
 
     def root(self) -> bytes: ...
 
@@ -393,12 +407,15 @@ class MemoryLedger:
         commit: str | None = None,
         start: int = 0,
         limit: int | None = None,
+        end: int | None = None,
+        newest_first: bool = False,
     ) -> list[Entry]:
         if limit is not None and limit < 0:
             raise InputError("limit must be >= 0")
         with self._lock:
             found: list[Entry] = []
-            for e in self._state.entries[max(start, 0) :]:
+            rows = self._state.entries[max(start, 0) : None if end is None else max(end, 0)]
+            for e in reversed(rows) if newest_first else rows:
                 if limit is not None and len(found) >= limit:
                     break
                 if (
@@ -416,6 +433,14 @@ class MemoryLedger:
     def root(self) -> bytes:
         with self._lock:
             return self._state.compact.root()
+
+    def head(self) -> tuple[int, bytes]:
+        with self._lock:
+            return self._state.compact.size, self._state.compact.root()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        yield
 
     def root_at(self, size: int) -> bytes:
         with self._lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,11 @@ from conveyor.server.problems import Unavailable
 if TYPE_CHECKING:
     from conveyor.attest import Signer
     from conveyor.ledger import Ledger
+    from conveyor.oci.name import Target
+    from conveyor.oci.store import Repository
     from conveyor.policy.config import Config
     from conveyor.server.tokens import TokenStore
-    from conveyor.service import RegistryOpener, RegistryOptions, Workspace
+    from conveyor.service import RegistryOptions, Workspace
 
 MIB = 1024 * 1024
 MAX_JSON_BYTES = 1 * MIB
@@ -75,7 +78,7 @@ class ServerState:
     _workspace: Workspace | None = None
     _ledger: Ledger | None = None
     _ledger_url: str | None = None
-    _opener: RegistryOpener | None = None
+    _opener: _FreshOpener | None = None
 
     # --- configuration: re-read when the file changes (every replica sees the same file) ---
 
@@ -95,10 +98,14 @@ class ServerState:
             return self._config
 
     def workspace(self) -> Workspace:
-        """The one workspace of this process (config, trusted keys, ledger, registry opener),
-        rebuilt when conveyor.yaml changes. Requests pass their own signer and principal."""
+        """The one workspace of this process (config, trusted keys, ledger, read cache),
+        rebuilt when conveyor.yaml changes. Requests pass their own signer and principal.
+        Its opener gives every repository a registry client of its own (``_FreshOpener``)."""
+        return self._shared_workspace()
+
+    def _shared_workspace(self) -> Workspace:
         from conveyor.ledger import open_ledger
-        from conveyor.service import RegistryOpener, Settings, Workspace
+        from conveyor.service import Settings, Workspace
 
         config = self.config()
         with self._lock:
@@ -111,7 +118,7 @@ class ServerState:
                 if previous is not None:
                     previous.close()
             if self._opener is None:
-                self._opener = RegistryOpener(self.registry_options())
+                self._opener = _FreshOpener(self.registry_options())
             settings = Settings(
                 config_path=self.settings.config_path,
                 ledger_url=url,
@@ -119,8 +126,14 @@ class ServerState:
                 insecure_registries=self.settings.insecure_registries,
             )  # no CI context, no signing key: each request brings its signer and principal
             # The trusted keys are read here, once per version of the file.
+            # It lives as long as this version of the file: rows it has checked are believed
+            # again while they stay byte-for-byte the same (remember_reads).
             self._workspace = Workspace(
-                config=config, ledger=self._ledger, opener=self._opener, settings=settings
+                config=config,
+                ledger=self._ledger,
+                opener=self._opener,
+                settings=settings,
+                remember_reads=True,
             )
             return self._workspace
 
@@ -170,6 +183,31 @@ class ServerState:
             self._ledger.close()
         if self._opener is not None:
             self._opener.close()
+
+
+class _FreshOpener:
+    """The server's opener: every repository it opens gets a registry client of its own,
+    closed when the repository is let go. A registry client's one deadline
+    (``CONVEYOR_DEADLINE``) counts from its creation, so one client shared by every request
+    of a long-lived process would refuse everything once that much time had passed."""
+
+    def __init__(self, options: RegistryOptions) -> None:
+        self.options = options
+
+    def __call__(self, target: Target, *, create: bool) -> Repository:
+        from conveyor.service import RegistryOpener
+
+        opener = RegistryOpener(self.options)
+        try:
+            repository = opener(target, create=create)
+        except BaseException:
+            opener.close()
+            raise
+        weakref.finalize(repository, opener.close)
+        return repository
+
+    def close(self) -> None:
+        """Nothing is shared: each client goes with its repository."""
 
 
 def _require_server_identity(config: Config, signer: Signer) -> None:

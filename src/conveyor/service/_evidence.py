@@ -27,12 +27,15 @@ Whoever can write the database is not trusted (issue 9):
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ConveyorError, InputError, VerificationError
+from conveyor.errors import ConveyorError, InputError, LedgerError, VerificationError
 from conveyor.oci.digest import Digest
 from conveyor.policy.model import (
     ApprovalEvidence,
@@ -61,8 +64,9 @@ if TYPE_CHECKING:
 # How far the time signed inside a statement may lie from the ledger's record time.
 MAX_SIGNING_DELAY = timedelta(hours=24)  # signed at most this long before it was recorded
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # and at most this far "in the future"
-# Newest-first reads look at this many newest ledger indexes first, then 4x as many, ….
-_FIRST_WINDOW = 256
+# Newest-first reads fetch this many rows first, then 4x as many, … (at most _LARGEST_PAGE).
+_FIRST_PAGE = 16
+_LARGEST_PAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,131 @@ class HistoryItem:
 
 
 @dataclass
+class _Known:
+    """What a process learnt about one exact row (every column: see ``ReadCache``)."""
+
+    proved: int | None = None  # the cache generation it was proved into the tree under
+    no_replay: int | None = None  # the generation its statement was found first under
+    verified: VerifiedEntry | None = None  # signature, subject and role: config-bound only
+
+
+class ReadCache:
+    """What a long-lived process (a server) may believe again about rows it checked, for
+    one workspace (its config and trusted keys: a new workspace starts empty).
+
+    - Keyed by the whole row as read (every column, the envelope bytes included): a row
+      changed in the database afterwards is another key and is checked afresh.
+    - A signature, subject and role check depends only on the row and the config: kept.
+      The signed-time bounds depend on "now": re-checked on every read.
+    - A proof into the tree holds for the tree head it was made under. The cache keeps one
+      head; every command still reads its own head (checked against the signed checkpoint
+      as before) and adopts the cache only after proving that one of the two heads extends
+      the other (RFC 6962 consistency). Two heads that do not agree: the cache forgets
+      everything (a new generation) and the command checks every row itself, as without
+      a cache. So a cached proof is only ever used for a row of the command's own tree.
+    - Bounded (least recently used rows go first).
+    """
+
+    def __init__(self, limit: int = 16_384) -> None:
+        self._lock = threading.Lock()
+        self._limit = limit
+        self._rows: OrderedDict[Entry, _Known] = OrderedDict()
+        self._head: tuple[int, bytes] | None = None
+        self._generation = 0
+        self._checkpoints: dict[Any, bool] = {}  # checkpoint -> its signature verified
+        self._keys: dict[str, Verifier] | None = None
+
+    def adopt(self, head: tuple[int, bytes], ledger: Any) -> int | None:
+        """The generation under which a command whose head is ``head`` may use (and add to)
+        the cache, or None: it may not (heads moving too fast to agree on)."""
+        from conveyor.ledger import merkle
+
+        for _ in range(3):
+            with self._lock:
+                cached, generation = self._head, self._generation
+                if cached is None or cached == head:
+                    self._head = head
+                    return generation
+            small, large = sorted((cached, head))
+            try:
+                consistent = small[0] < large[0] and merkle.verify_consistency(
+                    small[0], large[0], small[1], large[1],
+                    ledger.consistency_proof(small[0], large[0]),
+                )  # fmt: skip
+            except (LedgerError, InputError):  # nodes missing, or a head beyond the database's
+                consistent = False
+            with self._lock:
+                if (self._head, self._generation) != (cached, generation):
+                    continue  # another command moved it meanwhile: look again
+                if not consistent:  # someone rewrote the tree: believe nothing cached
+                    self._rows.clear()
+                    self._generation += 1
+                    self._head = head
+                    return self._generation
+                if head[0] > cached[0]:
+                    self._head = head
+                return generation
+        return None
+
+    def known(self, entry: Entry) -> _Known | None:
+        with self._lock:
+            found = self._rows.get(entry)
+            if found is not None:
+                self._rows.move_to_end(entry)
+            return found
+
+    def learn(self, entry: Entry, generation: int | None = None, **facts: Any) -> None:
+        """Record facts about ``entry``; ``proved``/``no_replay`` only under the current
+        ``generation`` (a command that adopted an older one adds nothing)."""
+        with self._lock:
+            if "verified" not in facts and generation != self._generation:
+                return
+            known = self._rows.get(entry)
+            if known is None:
+                known = self._rows[entry] = _Known()
+                while len(self._rows) > self._limit:
+                    self._rows.popitem(last=False)
+            for name, value in facts.items():
+                setattr(known, name, value)
+
+    def checkpoint_keys(self, load: Callable[[], dict[str, Verifier]]) -> dict[str, Verifier]:
+        """The config's checkpoint keys (``load()``), read once."""
+        with self._lock:
+            keys = self._keys
+        if keys is None:
+            keys = load()
+            with self._lock:
+                self._keys = keys
+        return keys
+
+    def checkpoint_verified(self, checkpoint: Any, verify: Callable[[], bool]) -> bool:
+        """``verify()`` for a stored checkpoint, once per checkpoint (the value, every field)."""
+        with self._lock:
+            known = self._checkpoints.get(checkpoint)
+        if known is None:
+            known = verify()
+            with self._lock:
+                if len(self._checkpoints) > 64:
+                    self._checkpoints.clear()
+                self._checkpoints[checkpoint] = known
+        return known
+
+
+# Workspaces made with ``remember_reads=True``: each with its cache, gone with the workspace.
+_CACHES: weakref.WeakKeyDictionary[Workspace, ReadCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def remember_reads(workspace: Workspace) -> ReadCache:
+    """Give a long-lived workspace a ``ReadCache`` that every ``VerifiedLedger`` over it uses."""
+    with _CACHES_LOCK:
+        cache = _CACHES.get(workspace)
+        if cache is None:
+            cache = _CACHES[workspace] = ReadCache()
+        return cache
+
+
+@dataclass
 class VerifiedLedger:
     """Ledger entries, each believed only after signature, subject, role, signed time,
     uniqueness and tree inclusion check out (module docstring)."""
@@ -155,14 +284,36 @@ class VerifiedLedger:
     _anchor: tuple[int, bytes] | None = None  # (size, root) of the trusted checkpoint
     _anchored: bool = False
     _head: tuple[int, bytes] = (0, b"")
+    # A server's cache of rows checked by earlier commands (``ReadCache``), and the generation
+    # of it this command adopted for its head (None: not adopted, use nothing proved in it).
+    _cache: ReadCache | None = None
+    _generation: int | None = None
+
+    def __post_init__(self) -> None:
+        if self._cache is None and getattr(self.workspace, "remember_reads", False):
+            self._cache = remember_reads(self.workspace)
 
     def verify(self, entry: Entry) -> VerifiedEntry | None:
         key = (entry.index, entry.envelope_sha256)
         if key not in self._checked:
-            self._checked[key] = self._verify(entry)
+            self._checked[key] = self._verify_once(entry)
         return self._checked[key]
 
+    def _verify_once(self, entry: Entry) -> VerifiedEntry | None:
+        cache = self._cache
+        known = cache.known(entry) if cache is not None else None
+        if known is not None and known.verified is not None:
+            return self._timed(known.verified)  # signature checked before; time: now
+        item = self._verify(entry)
+        if item is None:
+            return None
+        if cache is not None:
+            cache.learn(entry, verified=item)
+        return self._timed(item)
+
     def _verify(self, entry: Entry) -> VerifiedEntry | None:
+        """Signature, subject, signer, role and the environments the signer may act in (not
+        the signed time: ``_timed``)."""
         from conveyor.attest import open_attestation
 
         try:
@@ -200,9 +351,7 @@ class VerifiedLedger:
         if elsewhere is not None:
             self.ignored.append(f"ledger #{entry.index} ignored: {elsewhere}")
             return None
-        return self._timed(
-            VerifiedEntry(entry, opened.statement, identity.name, roles, counted=counted)
-        )
+        return VerifiedEntry(entry, opened.statement, identity.name, roles, counted=counted)
 
     def _count(self, entry: Entry, statement: Statement, keyid: str) -> Counted | str:
         """Whom a statement signed by ``keyid`` counts for (``_principal.count_as``: a
@@ -300,6 +449,9 @@ class VerifiedLedger:
         """
         from conveyor.attest import decode_envelope, parse_statement, require_subject
 
+        known = self._cache.known(entry) if self._cache is not None else None
+        if known is not None and known.verified is not None:
+            return self.verify(entry)  # verified by an earlier command: better than a claim
         try:
             decoded = decode_envelope(entry.envelope)
             hints = [hint for hint, _ in decoded.signatures if hint in self.workspace.trusted]
@@ -339,6 +491,10 @@ class VerifiedLedger:
             self._anchored = True
         if max(e.index for e in rows) >= self._head[0]:
             self._read_head()  # appends since the head was read are still proved against it
+        cache, generation = self._cache, self._generation
+        if cache is not None and generation is not None:
+            # Proved by an earlier command into a tree this command's head agrees with.
+            rows = [e for e in rows if not self._proved_before(cache, generation, e)]
         covered = self._anchor[0] if self._anchor is not None else 0
         old = [e for e in rows if e.index < covered]
         new = [e for e in rows if e.index >= covered]
@@ -347,6 +503,18 @@ class VerifiedLedger:
         if new:
             ledger.verify_inclusion(new, size=self._head[0], root=self._head[1])
         self._proven.update((e.index, e.envelope_sha256) for e in rows)
+        if cache is not None and generation is not None:
+            for e in rows:
+                cache.learn(e, generation, proved=generation)
+
+    def _proved_before(self, cache: ReadCache, generation: int, entry: Entry) -> bool:
+        if entry.index >= self._head[0]:
+            return False
+        known = cache.known(entry)
+        if known is None or known.proved != generation:
+            return False
+        self._proven.add((entry.index, entry.envelope_sha256))
+        return True
 
     def head(self) -> tuple[int, bytes]:
         """The ledger's head (size, root) as of now, checked to extend the trusted checkpoint;
@@ -361,16 +529,7 @@ class VerifiedLedger:
         from conveyor.ledger import LedgerTampered, merkle
 
         ledger = self.workspace.ledger
-        # Size and root are two reads and a concurrent append may land between them: the
-        # size only grows, so an unchanged size around the root read means they match.
-        size, root = ledger.size(), ledger.root()
-        for _ in range(5):
-            again = ledger.size()
-            if again == size:
-                break
-            size, root = again, ledger.root()
-        else:  # appends keep landing: the tree at a given size never changes
-            root = ledger.root_at(size)
+        size, root = ledger.head()  # one read: size and root of the same head
         if self._anchor is not None:
             old_size, old_root = self._anchor
             proof = ledger.consistency_proof(old_size, size) if old_size < size else []
@@ -384,19 +543,29 @@ class VerifiedLedger:
                     indexes=[],
                 )
         self._head = (size, root)
+        if self._cache is not None:
+            self._generation = self._cache.adopt(self._head, ledger)
 
     def _trusted_checkpoint(self) -> tuple[int, bytes] | None:
         """The latest stored checkpoint, if a ledger key is configured to check it."""
         from conveyor.ledger import LedgerTampered
 
-        verifiers = self._checkpoint_verifiers()
+        cache = self._cache
+        if cache is None:
+            verifiers = self._checkpoint_verifiers()
+        else:  # the config's ledger key, read once per workspace
+            verifiers = cache.checkpoint_keys(self._checkpoint_verifiers)
         if not verifiers:
             return None
         ledger = self.workspace.ledger
         checkpoint = ledger.latest_checkpoint()
         if checkpoint is None:
             return None
-        if checkpoint.origin != ledger.origin or not checkpoint.verify(verifiers):
+
+        def signed() -> bool:
+            return checkpoint.origin == ledger.origin and checkpoint.verify(verifiers)
+
+        if not (signed() if cache is None else cache.checkpoint_verified(checkpoint, signed)):
             raise LedgerTampered(
                 f"the latest checkpoint in the ledger (size {checkpoint.size}) is not signed "
                 "by ledger.public_key for this ledger: the ledger was changed outside "
@@ -477,11 +646,19 @@ class VerifiedLedger:
         """The earlier entry of the same digest holding ``item``'s statement, if any."""
         from conveyor.ledger import statement_sha256
 
+        cache = self._cache
+        if cache is not None and self._generation is not None:
+            known = cache.known(item.entry)
+            if known is not None and known.no_replay == self._generation:
+                return None  # its earlier rows, proved leaves of this tree, were read before
         for entry in self.rows(subject_digest=item.entry.subject_digest):
             if entry.index >= item.entry.index:
                 break
             if statement_sha256(entry.envelope) == item.statement_sha256:
                 return entry.index
+        generation = self._generation
+        if cache is not None and generation is not None:
+            cache.learn(item.entry, generation, no_replay=generation)
         return None
 
     def newest(
@@ -490,21 +667,20 @@ class VerifiedLedger:
         kind: EvidenceKind,
         environment: str | None = None,
     ) -> Iterator[Entry]:
-        """Rows of ``kind`` (and ``environment``), newest first, read in growing windows of
-        the newest indexes: the cost follows how far back the answer is, not the ledger's
-        size. Rows are not proved or verified here."""
-        end = self.workspace.ledger.size()
-        window = _FIRST_WINDOW
-        while end > 0:
-            start = max(0, end - window)
+        """Rows of ``kind`` (and ``environment``), newest first, read in growing pages from
+        the head down (one indexed query each): the cost follows how far back the answer is,
+        not the ledger's size. Rows are not proved or verified here."""
+        end: int | None = None  # from the newest row there is (prove() reads the head)
+        page = _FIRST_PAGE
+        while True:
             rows = self.workspace.ledger.entries(
-                kind=kind.value, environment=environment, start=start
+                kind=kind.value, environment=environment, end=end, newest_first=True, limit=page
             )
-            for entry in reversed(rows):
-                if entry.index < end:
-                    yield entry
-            end = start
-            window *= 4
+            yield from rows
+            if len(rows) < page:
+                return
+            end = rows[-1].index
+            page = min(page * 4, _LARGEST_PAGE)
 
     def latest(
         self,

@@ -261,7 +261,9 @@ class _Promotion:
             self.repaired = tuple(
                 str(a) for a in tags_apart(destination, self.environment, self.tags, recorded)
             )
-            if not self.already_there(destination):
+            # ``recorded`` is the current digest under this lock: no need to read it again.
+            there = recorded == self.subject.digest and destination.has_manifest(recorded)
+            if not there:
                 self.require(decision)
                 if self.copied is None:  # it was there a moment ago; another promotion moved on
                     self.place(destination)

@@ -10,7 +10,7 @@ MemoryLedger(), opener=…)`` from fakes. Nothing below reads ``os.environ`` or 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -194,8 +194,12 @@ class Workspace:
         trusted: Mapping[str, TrustedKey] | None = None,
         opener: Opener | None = None,
         settings: Settings | None = None,
+        remember_reads: bool = False,
     ) -> None:
         self.config = config
+        # A long-lived workspace (a server's): ledger rows checked once are believed again
+        # while they stay exactly as they were (``service._evidence.ReadCache``).
+        self.remember_reads = remember_reads
         self.ledger = ledger
         self.trusted: Mapping[str, TrustedKey] = (
             load_trusted(config) if trusted is None else trusted
@@ -382,9 +386,10 @@ def workspace_for(
 ) -> Iterator[Workspace]:
     """``workspace`` as given (the caller's to close), or one opened from ``config_path``."""
     if workspace is not None:
-        yield workspace
+        with workspace.ledger.reading():  # one operation's reads on one connection
+            yield workspace
         return
-    with Workspace.open(config_path, options=options) as opened:
+    with Workspace.open(config_path, options=options) as opened, opened.ledger.reading():
         yield opened
 
 
@@ -420,8 +425,14 @@ def signing_workspace(
     settings = workspace.settings if workspace is not None else Settings.from_environment()
     if signer is None and (required or key or settings.signing_key):
         signer = settings.signer(key)
+    # A check only reads: its reads share one connection. Recording operations do not hold
+    # one through their registry work (a copy, a wait for a lock): each read takes its own.
     if workspace is not None:
-        yield workspace, signer
+        with workspace.ledger.reading() if not required else nullcontext():
+            yield workspace, signer
         return
-    with Workspace.open(config_path, settings=settings, options=options) as opened:
+    with (
+        Workspace.open(config_path, settings=settings, options=options) as opened,
+        opened.ledger.reading() if not required else nullcontext(),
+    ):
         yield opened, signer

@@ -180,7 +180,7 @@ class World:
         return decision.allowed, tuple((g.gate, g.passed) for g in decision.gates)
 
 
-def make_world(tmp_path: Path, *, ledger_key: bool = False) -> World:
+def make_world(tmp_path: Path, *, ledger_key: bool = False, remember_reads: bool = False) -> World:
     lines = ["version: 1", "identities:"]
     signers = {}
     for name, roles in IDENTITIES.items():
@@ -196,21 +196,24 @@ def make_world(tmp_path: Path, *, ledger_key: bool = False) -> World:
     ledger = open_ledger(f"sqlite:///{db}")
     fake = FakeRegistry(HOST)
     opener = service.RegistryOpener(service.RegistryOptions(transport=fake.transport))
-    ws = service.Workspace(config=load_config(path), ledger=ledger, opener=opener)
+    ws = service.Workspace(
+        config=load_config(path), ledger=ledger, opener=opener, remember_reads=remember_reads
+    )
     return World(tmp_path, ws, ledger, db, fake, signers)
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    made = make_world(tmp_path)
+# Every attack also against a server's workspace, whose ReadCache believes rows it checked.
+@pytest.fixture(params=[False, True], ids=["fresh", "cached"])
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    made = make_world(tmp_path, remember_reads=request.param)
     yield made
     made.ws.opener.close()
     made.ledger.close()
 
 
-@pytest.fixture
-def keyed(tmp_path: Path) -> Iterator[World]:
-    made = make_world(tmp_path, ledger_key=True)
+@pytest.fixture(params=[False, True], ids=["fresh", "cached"])
+def keyed(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    made = make_world(tmp_path, ledger_key=True, remember_reads=request.param)
     yield made
     made.ws.opener.close()
     made.ledger.close()
