@@ -1,0 +1,91 @@
+"""A hostile reader's requests against the web page (issue 14): what must be a clean refusal,
+never a 500, and what must stay bounded however many browsers ask."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conveyor.server import login
+from conveyor.server.web import events
+from tests.unit.server._web_support import WebTeam, make_web_team
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[WebTeam]:
+    made = make_web_team(tmp_path / "team")
+    yield made
+    made.client.app.state.conveyor.close()  # type: ignore[attr-defined]
+
+
+def _as(team: WebTeam, identity: str) -> TestClient:
+    """Signed in as ``identity``; a server error is an answer here, not an exception."""
+    client = TestClient(team.client.app, follow_redirects=False, raise_server_exceptions=False)
+    client.cookies.set(login.SESSION_COOKIE, team.session(identity))
+    return client
+
+
+def test_a_csrf_token_that_is_not_ascii_is_refused_not_a_500(fresh: WebTeam) -> None:
+    viewer = _as(fresh, "viewer")
+    logout = viewer.post("/logout", data={"csrf_token": "é"})  # the form on every page
+    assert logout.status_code == 403, logout.text
+    header = viewer.post("/api/v1/check", headers={"X-CSRF-Token": b"\xe9"}, json={})
+    assert header.status_code == 403, header.text
+    assert "CSRF" in header.text
+    assert viewer.get("/").status_code == 200  # still signed in: nothing was cleared
+
+
+def test_events_streams_are_capped_per_identity(
+    fresh: WebTeam, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "STREAM_SECONDS", 1.5)
+    monkeypatch.setattr(events, "POLL_SECONDS", 0.1)
+    monkeypatch.setattr(events, "MAX_STREAMS_PER_IDENTITY", 1, raising=False)
+    held: dict[str, str] = {}
+
+    def hold() -> None:
+        held["text"] = _as(fresh, "viewer").get("/events").text
+
+    first = threading.Thread(target=hold)
+    first.start()
+    time.sleep(0.5)  # the first stream is open
+    started = time.monotonic()
+    second = _as(fresh, "viewer").get("/events")
+    took = time.monotonic() - started
+    other = _as(fresh, "alice").get("/events")  # another identity has streams of its own
+    first.join()
+    assert "event: ledger" in held["text"]
+    assert second.status_code == 200  # EventSource gives up for good on any other status
+    assert "event: ledger" not in second.text
+    assert re.search(r"^retry: \d{5,}$", second.text, re.M)  # come back much later
+    assert took < 1.0  # answered at once, not held open
+    assert "event: ledger" in other.text
+    again = _as(fresh, "viewer").get("/events")  # the first one ended: its place is free
+    assert "event: ledger" in again.text
+
+
+def test_events_streams_are_capped_per_process(
+    fresh: WebTeam, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "STREAM_SECONDS", 1.5)
+    monkeypatch.setattr(events, "POLL_SECONDS", 0.1)
+    monkeypatch.setattr(events, "MAX_STREAMS", 1, raising=False)
+    held: dict[str, str] = {}
+    first = threading.Thread(
+        target=lambda: held.update(text=_as(fresh, "viewer").get("/events").text)
+    )
+    first.start()
+    time.sleep(0.5)
+    busy = _as(fresh, "alice").get("/events")
+    first.join()
+    assert "event: ledger" in held["text"]
+    assert "event: ledger" not in busy.text
+    assert "retry:" in busy.text
