@@ -5,6 +5,7 @@ statements (``conveyor.attest`` readers), the same ones ``trace`` summarises."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -89,6 +90,34 @@ class Column:
     @property
     def passed(self) -> int:
         return sum(1 for g in self.gates if g.passed)
+
+    @property
+    def waiting(self) -> tuple[str, ...]:
+        """The candidate's failing gates, each said once in words."""
+        return tuple(in_words(line) for line in self.status.candidate_failing)
+
+
+# One requirement of the approvals gate's reason (policy.gates.ApprovalTally.summary).
+_TALLY = re.compile(r"(?:([a-z0-9][a-z0-9_.-]*): )?(\d+) of (\d+) approvals: ([^;]*)")
+
+
+def in_words(line: str) -> str:
+    """``approvals: 0 of 2 approvals: none`` (the gate's name, then its reason) as
+    ``approvals: 0 of 2``; ``1 of 2 (alice)`` names who counts. Other gates read as they are."""
+    gate, _, reason = line.partition(": ")
+    tallies = list(_TALLY.finditer(reason)) if gate == "approvals" else []
+    if not tallies:
+        return line
+    said = []
+    for tally in tallies:
+        role, got, needed, names = tally.groups()
+        who = names.strip()
+        said.append(
+            (f"{role} " if role else "")
+            + f"{got} of {needed}"
+            + (f" ({who})" if who and who != "none" else "")
+        )
+    return f"{gate}: {'; '.join(said)}"
 
 
 def _promotion_gates(
