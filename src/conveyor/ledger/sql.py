@@ -309,6 +309,7 @@ class SqlLedger:
         commit: str | None = None,
         start: int = 0,
         limit: int | None = None,
+        commit_prefix: str | None = None,
     ) -> list[Entry]:
         if limit is not None and limit < 0:
             raise InputError("limit must be >= 0")
@@ -322,12 +323,17 @@ class SqlLedger:
         ):
             if value is not None:
                 query = query.where(column == value)
+        if commit_prefix is not None:
+            query = query.where(c.source_commit.startswith(commit_prefix, autoescape=True))
         if start > 0:
             query = query.where(c.idx >= start)
         if limit is not None:
             query = query.limit(limit)
         with self._read() as conn:
-            return [_entry(row) for row in conn.execute(query)]
+            found = [_entry(row) for row in conn.execute(query)]
+        if commit_prefix is not None:  # SQLite's LIKE ignores case
+            found = [e for e in found if (e.commit or "").startswith(commit_prefix)]
+        return found
 
     def _head(self, conn: Connection) -> tuple[int, bytes]:
         size, root = conn.execute(_READ_HEAD).one()
@@ -423,12 +429,13 @@ class SqlLedger:
             )
             return cp
 
-    def checkpoints(self) -> list[Checkpoint]:
+    def checkpoints(self, *, last: int | None = None) -> list[Checkpoint]:
+        query = sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id.desc())
+        if last is not None:
+            query = query.limit(max(last, 0))
         with self._read() as conn:
-            rows = conn.execute(
-                sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id)
-            ).all()
-            return [_checkpoint(row) for row in rows]
+            rows = conn.execute(query).all()
+            return [_checkpoint(row) for row in reversed(rows)]
 
     def latest_checkpoint(self) -> Checkpoint | None:
         with self._read() as conn:

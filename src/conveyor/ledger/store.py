@@ -103,6 +103,7 @@ class Ledger(Protocol):
         commit: str | None = None,
         start: int = 0,
         limit: int | None = None,
+        commit_prefix: str | None = None,
     ) -> list[Entry]: ...
 
     def size(self) -> int: ...
@@ -119,7 +120,9 @@ class Ledger(Protocol):
 
     def checkpoint(self, signer: CheckpointSigner) -> Checkpoint: ...
 
-    def checkpoints(self) -> list[Checkpoint]: ...
+    def checkpoints(self, *, last: int | None = None) -> list[Checkpoint]:
+        """Stored checkpoints, oldest first; ``last``: only the newest ``last`` of them."""
+        ...
 
     def latest_checkpoint(self) -> Checkpoint | None:
         """The newest stored checkpoint (one primary-key probe), or ``None``."""
@@ -393,6 +396,7 @@ class MemoryLedger:
         commit: str | None = None,
         start: int = 0,
         limit: int | None = None,
+        commit_prefix: str | None = None,
     ) -> list[Entry]:
         if limit is not None and limit < 0:
             raise InputError("limit must be >= 0")
@@ -406,6 +410,7 @@ class MemoryLedger:
                     and (kind is None or e.kind == kind)
                     and (environment is None or e.environment == environment)
                     and (commit is None or e.commit == commit)
+                    and (commit_prefix is None or (e.commit or "").startswith(commit_prefix))
                 ):
                     found.append(e)
             return found
@@ -456,9 +461,10 @@ class MemoryLedger:
             self._state.checkpoints.append(cp)
             return cp
 
-    def checkpoints(self) -> list[Checkpoint]:
+    def checkpoints(self, *, last: int | None = None) -> list[Checkpoint]:
         with self._lock:
-            return list(self._state.checkpoints)
+            held = self._state.checkpoints
+            return list(held if last is None else held[max(len(held) - last, 0) :])
 
     def latest_checkpoint(self) -> Checkpoint | None:
         with self._lock:

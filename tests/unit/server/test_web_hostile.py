@@ -89,3 +89,56 @@ def test_events_streams_are_capped_per_process(
     assert "event: ledger" in held["text"]
     assert "event: ledger" not in busy.text
     assert "retry:" in busy.text
+
+
+def test_the_audit_page_reads_only_the_checkpoints_it_shows(
+    fresh: WebTeam, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor import service
+
+    workspace = fresh.state.workspace()  # type: ignore[attr-defined]
+    for n in range(7):
+        fresh.approve(fresh.images["v1"], "production")  # the ledger grows, a checkpoint each
+        service.audit_checkpoint(workspace=workspace)
+        assert workspace.ledger.size() == 5 + n
+    asked: list[dict[str, object]] = []
+    real = workspace.ledger.checkpoints
+
+    def spy(**kwargs: object) -> object:
+        asked.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(workspace.ledger, "checkpoints", spy)
+    html = _as(fresh, "viewer").get("/audit").text
+    sizes = [int(s) for s in re.findall(r"<tr><td>(\d+)</td><td><code title=", html)]
+    assert sizes == [11, 10, 9, 8, 7]  # the five newest, newest first
+    assert asked == [{"last": 5}]  # not the whole table, however many there are
+
+
+def test_a_short_commit_does_not_read_every_build(
+    fresh: WebTeam, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.server._web_support import COMMIT
+
+    workspace = fresh.state.workspace()  # type: ignore[attr-defined]
+    asked: list[dict[str, object]] = []
+    real = workspace.ledger.entries
+
+    def spy(**kwargs: object) -> object:
+        asked.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(workspace.ledger, "entries", spy)
+    viewer = _as(fresh, "viewer")
+    page = viewer.get(f"/commits/{COMMIT[:9]}")
+    assert page.status_code == 200
+    assert fresh.digest("v1") in page.text
+    found = viewer.get("/search", params={"q": COMMIT[:8]})
+    assert found.headers["location"] == f"/commits/{COMMIT[:8]}"
+    assert viewer.get("/commits/abcdef0").status_code == 404
+    unbounded = [
+        kw for kw in asked
+        if kw.get("kind") == "build" and not (kw.get("commit") or kw.get("commit_prefix"))
+        and not kw.get("subject_digest") and not kw.get("start")
+    ]  # fmt: skip
+    assert not unbounded, unbounded  # every build ever recorded, per request
