@@ -142,3 +142,24 @@ def test_a_short_commit_does_not_read_every_build(
         and not kw.get("subject_digest") and not kw.get("start")
     ]  # fmt: skip
     assert not unbounded, unbounded  # every build ever recorded, per request
+
+
+def test_an_environment_page_lists_a_bounded_history(
+    fresh: WebTeam, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.server.web import views
+    from tests.unit.server._web_support import COMMIT_2
+
+    monkeypatch.setattr(views, "HISTORY_ROWS", 2, raising=False)
+    monkeypatch.setattr(views, "ROLLBACK_CHOICES", 1, raising=False)
+    for n, name in enumerate(("v2", "v3")):
+        ref = fresh.image(name, commit=COMMIT_2, title=f"title {n}")
+        fresh.record(ref, commit=COMMIT_2)
+        fresh.promote(ref, "staging")
+    html = _as(fresh, "deployer").get("/environments/staging").text
+    rows = re.findall(r"<td>#(\d+)</td>", html)
+    assert len(rows) == 2, rows  # the two newest of three arrivals
+    assert fresh.digest("v3")[:19] in html
+    assert "1 older arrival not shown" in html
+    options = re.findall(r'<option value="(sha256:[0-9a-f]{64})">', html)
+    assert options == [fresh.digest("v2")]  # the choices to put back are bounded too

@@ -376,12 +376,20 @@ def check(
 # --- one environment, one commit ----------------------------------------------------------------
 
 
+# An environment's page lists its newest arrivals and offers this many earlier digests to put
+# back: the page's size does not grow with the environment's age (``conveyor history`` has all).
+HISTORY_ROWS = 200
+ROLLBACK_CHOICES = 50
+
+
 @dataclass(frozen=True)
 class EnvironmentView:
     name: str
     repository: str
-    history: list[service.HistoryItem]
+    history: list[service.HistoryItem]  # newest first, at most HISTORY_ROWS
     drift: dict[str, Any] | None
+    older: int = 0  # arrivals not listed
+    choices: list[service.HistoryItem] = field(default_factory=list)  # digests to put back
 
 
 def environment(request: Request, name: str) -> EnvironmentView:
@@ -389,7 +397,21 @@ def environment(request: Request, name: str) -> EnvironmentView:
     workspace.config.model.environment(name)  # unknown: 404
     items = service.history(name, workspace=workspace)
     target_name = workspace.environment_target(name).name
-    return EnvironmentView(name, target_name, items, drift_of(request, name))
+    choices: dict[str, service.HistoryItem] = {}
+    for item in items[1:]:
+        if len(choices) >= ROLLBACK_CHOICES:
+            break
+        if item.digest != items[0].digest:
+            choices.setdefault(item.digest, item)
+    shown = items[:HISTORY_ROWS]
+    return EnvironmentView(
+        name,
+        target_name,
+        shown,
+        drift_of(request, name),
+        older=len(items) - len(shown),
+        choices=list(choices.values()),
+    )
 
 
 @dataclass(frozen=True)
