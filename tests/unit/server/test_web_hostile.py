@@ -43,30 +43,40 @@ def test_a_csrf_token_that_is_not_ascii_is_refused_not_a_500(fresh: WebTeam) -> 
     assert viewer.get("/").status_code == 200  # still signed in: nothing was cleared
 
 
+def _hold_a_stream(team: WebTeam, identity: str, into: dict[str, str]) -> threading.Thread:
+    """A browser keeping ``/events`` open (until STREAM_SECONDS is made short again)."""
+    thread = threading.Thread(
+        target=lambda: into.update(text=_as(team, identity).get("/events").text)
+    )
+    thread.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # until the server counts it open
+        streams = getattr(team.client.app.state, "web_streams", None)  # type: ignore[attr-defined]
+        if streams is not None and streams.open() >= 1:
+            break
+        time.sleep(0.05)
+    return thread
+
+
 def test_events_streams_are_capped_per_identity(
     fresh: WebTeam, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(events, "STREAM_SECONDS", 1.5)
+    monkeypatch.setattr(events, "STREAM_SECONDS", 30.0)
     monkeypatch.setattr(events, "POLL_SECONDS", 0.1)
     monkeypatch.setattr(events, "MAX_STREAMS_PER_IDENTITY", 1, raising=False)
     held: dict[str, str] = {}
-
-    def hold() -> None:
-        held["text"] = _as(fresh, "viewer").get("/events").text
-
-    first = threading.Thread(target=hold)
-    first.start()
-    time.sleep(0.5)  # the first stream is open
+    first = _hold_a_stream(fresh, "viewer", held)
     started = time.monotonic()
     second = _as(fresh, "viewer").get("/events")
     took = time.monotonic() - started
-    other = _as(fresh, "alice").get("/events")  # another identity has streams of its own
+    monkeypatch.setattr(events, "STREAM_SECONDS", 0.3)  # the held stream ends now
     first.join()
     assert "event: ledger" in held["text"]
     assert second.status_code == 200  # EventSource gives up for good on any other status
     assert "event: ledger" not in second.text
     assert re.search(r"^retry: \d{5,}$", second.text, re.M)  # come back much later
-    assert took < 1.0  # answered at once, not held open
+    assert took < 10  # answered at once, not held open for the stream's 30 s
+    other = _as(fresh, "alice").get("/events")  # another identity has streams of its own
     assert "event: ledger" in other.text
     again = _as(fresh, "viewer").get("/events")  # the first one ended: its place is free
     assert "event: ledger" in again.text
@@ -75,16 +85,13 @@ def test_events_streams_are_capped_per_identity(
 def test_events_streams_are_capped_per_process(
     fresh: WebTeam, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(events, "STREAM_SECONDS", 1.5)
+    monkeypatch.setattr(events, "STREAM_SECONDS", 30.0)
     monkeypatch.setattr(events, "POLL_SECONDS", 0.1)
     monkeypatch.setattr(events, "MAX_STREAMS", 1, raising=False)
     held: dict[str, str] = {}
-    first = threading.Thread(
-        target=lambda: held.update(text=_as(fresh, "viewer").get("/events").text)
-    )
-    first.start()
-    time.sleep(0.5)
+    first = _hold_a_stream(fresh, "viewer", held)
     busy = _as(fresh, "alice").get("/events")
+    monkeypatch.setattr(events, "STREAM_SECONDS", 0.3)
     first.join()
     assert "event: ledger" in held["text"]
     assert "event: ledger" not in busy.text

@@ -49,6 +49,10 @@ class _Streams:
             self._open[identity] += 1
             return True
 
+    def open(self) -> int:
+        with self._lock:
+            return self._open.total()
+
     def leave(self, identity: str) -> None:
         with self._lock:
             self._open[identity] -= 1
