@@ -203,6 +203,13 @@ class LedgerContract:
         assert [e.index for e in ledger.entries(kind="promotion")] == list(range(2, 24, 3))
         assert [e.index for e in ledger.entries(environment="production")] == list(range(0, 24, 4))
         assert [e.index for e in ledger.entries(commit=f"{2:040x}")] == list(range(2, 24, 5))
+        # a commit's prefix (commits are i % 5 as 40 hex digits: the prefix of 0..4 is 39 zeros)
+        assert [e.index for e in ledger.entries(commit_prefix="0" * 39)] == list(range(24))
+        assert [e.index for e in ledger.entries(commit_prefix=f"{3:040x}"[:-1] + "3")] == list(
+            range(3, 24, 5)
+        )
+        assert ledger.entries(commit_prefix="0" * 38 + "1") == []
+        assert ledger.entries(commit_prefix="%") == []  # no wildcard
         assert [e.index for e in ledger.entries(kind="build", environment="production")] == [
             0,
             12,
@@ -295,6 +302,9 @@ class LedgerContract:
         assert ledger.latest_checkpoint() == cp
         later = ledger.checkpoint(LEDGER_KEY)
         assert ledger.checkpoints() == [cp, later]
+        assert ledger.checkpoints(last=1) == [later]
+        assert ledger.checkpoints(last=5) == [cp, later]
+        assert ledger.checkpoints(last=0) == []
         assert ledger.latest_checkpoint() == later
         report = verify_ledger(
             ledger,

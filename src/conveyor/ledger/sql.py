@@ -368,10 +368,11 @@ class SqlLedger:
         limit: int | None = None,
         end: int | None = None,
         newest_first: bool = False,
+        commit_prefix: str | None = None,
     ) -> list[Entry]:
         if limit is not None and limit < 0:
             raise InputError("limit must be >= 0")
-        if self._postgres:  # the read path's hot statement: driver SQL (see _AppendSql)
+        if self._postgres and commit_prefix is None:  # the hot read: driver SQL (_AppendSql)
             filters = {
                 "subject_digest": subject_digest,
                 "kind": kind,
@@ -395,6 +396,8 @@ class SqlLedger:
         ):
             if value is not None:
                 query = query.where(column == value)
+        if commit_prefix is not None:
+            query = query.where(c.source_commit.startswith(commit_prefix, autoescape=True))
         if start > 0:
             query = query.where(c.idx >= start)
         if end is not None:
@@ -402,7 +405,10 @@ class SqlLedger:
         if limit is not None:
             query = query.limit(limit)
         with self._read() as conn:
-            return [_entry(row) for row in conn.execute(query)]
+            found = [_entry(row) for row in conn.execute(query)]
+        if commit_prefix is not None:  # SQLite's LIKE ignores case
+            found = [e for e in found if (e.commit or "").startswith(commit_prefix)]
+        return found
 
     def _head(self, conn: Connection) -> tuple[int, bytes]:
         if self._postgres:
@@ -506,12 +512,13 @@ class SqlLedger:
             )
             return cp
 
-    def checkpoints(self) -> list[Checkpoint]:
+    def checkpoints(self, *, last: int | None = None) -> list[Checkpoint]:
+        query = sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id.desc())
+        if last is not None:
+            query = query.limit(max(last, 0))
         with self._read() as conn:
-            rows = conn.execute(
-                sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id)
-            ).all()
-            return [_checkpoint(row) for row in rows]
+            rows = conn.execute(query).all()
+            return [_checkpoint(row) for row in reversed(rows)]
 
     def latest_checkpoint(self) -> Checkpoint | None:
         with self._read() as conn:

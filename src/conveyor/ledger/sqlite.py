@@ -290,6 +290,7 @@ class SqliteLedger:
         limit: int | None = None,
         end: int | None = None,
         newest_first: bool = False,
+        commit_prefix: str | None = None,
     ) -> list[Entry]:
         """Entries with ``start <= index < end`` matching every filter given, in index order
         (``newest_first``: reversed, so ``limit`` keeps the newest)."""
@@ -303,6 +304,10 @@ class SqliteLedger:
             if given[name] is not None:
                 where.append(f"{column} = ?")
                 params.append(given[name])
+        if commit_prefix is not None:  # LIKE ignores case: checked again below
+            where.append("source_commit LIKE ? ESCAPE '\\'")
+            escaped = commit_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params.append(escaped + "%")
         if start > 0:
             where.append("idx >= ?")
             params.append(start)
@@ -317,7 +322,10 @@ class SqliteLedger:
             sql += " LIMIT ?"
             params.append(limit)
         with self._read() as conn:
-            return [entry_of(row) for row in conn.execute(sql, params)]
+            found = [entry_of(row) for row in conn.execute(sql, params)]
+        if commit_prefix is not None:
+            found = [e for e in found if (e.commit or "").startswith(commit_prefix)]
+        return found
 
     def _head(self, conn: sqlite3.Connection) -> tuple[int, bytes]:
         row = conn.execute("SELECT size, root FROM ledger_head WHERE id = 1").fetchone()
@@ -418,10 +426,13 @@ class SqliteLedger:
             )  # fmt: skip
             return cp
 
-    def checkpoints(self) -> list[Checkpoint]:
+    def checkpoints(self, *, last: int | None = None) -> list[Checkpoint]:
+        sql, params = f"{_SELECT_CHECKPOINTS} ORDER BY id DESC", []
+        if last is not None:
+            sql, params = sql + " LIMIT ?", [max(last, 0)]
         with self._read() as conn:
-            rows = conn.execute(f"{_SELECT_CHECKPOINTS} ORDER BY id").fetchall()
-            return [checkpoint_of(row) for row in rows]
+            rows = conn.execute(sql, params).fetchall()
+            return [checkpoint_of(row) for row in reversed(rows)]
 
     def latest_checkpoint(self) -> Checkpoint | None:
         with self._read() as conn:

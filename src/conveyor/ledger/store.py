@@ -105,6 +105,7 @@ class Ledger(Protocol):
         limit: int | None = None,
         end: int | None = None,
         newest_first: bool = False,
+        commit_prefix: str | None = None,
     ) -> list[Entry]:
         """Entries with ``start <= index < end`` matching every filter given, in index order
         (``newest_first``: reversed, so ``limit`` keeps the newest)."""
@@ -133,7 +134,9 @@ class Ledger(Protocol):
 
     def checkpoint(self, signer: CheckpointSigner) -> Checkpoint: ...
 
-    def checkpoints(self) -> list[Checkpoint]: ...
+    def checkpoints(self, *, last: int | None = None) -> list[Checkpoint]:
+        """Stored checkpoints, oldest first; ``last``: only the newest ``last`` of them."""
+        ...
 
     def latest_checkpoint(self) -> Checkpoint | None:
         """The newest stored checkpoint (one primary-key probe), or ``None``."""
@@ -409,6 +412,7 @@ class MemoryLedger:
         limit: int | None = None,
         end: int | None = None,
         newest_first: bool = False,
+        commit_prefix: str | None = None,
     ) -> list[Entry]:
         if limit is not None and limit < 0:
             raise InputError("limit must be >= 0")
@@ -423,6 +427,7 @@ class MemoryLedger:
                     and (kind is None or e.kind == kind)
                     and (environment is None or e.environment == environment)
                     and (commit is None or e.commit == commit)
+                    and (commit_prefix is None or (e.commit or "").startswith(commit_prefix))
                 ):
                     found.append(e)
             return found
@@ -481,9 +486,10 @@ class MemoryLedger:
             self._state.checkpoints.append(cp)
             return cp
 
-    def checkpoints(self) -> list[Checkpoint]:
+    def checkpoints(self, *, last: int | None = None) -> list[Checkpoint]:
         with self._lock:
-            return list(self._state.checkpoints)
+            held = self._state.checkpoints
+            return list(held if last is None else held[max(len(held) - last, 0) :])
 
     def latest_checkpoint(self) -> Checkpoint | None:
         with self._lock:

@@ -103,6 +103,14 @@ def _open(signer: Any, purpose: bytes, blob: str, what: str) -> dict[str, Any]:
     return claims
 
 
+def _same(given: str, expected: str) -> bool:
+    """A constant-time comparison of text a sender chose: ``hmac.compare_digest`` refuses
+    non-ASCII str with a TypeError (a 500), so both sides are compared as bytes."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def csrf_token(session: str) -> str:
     """The CSRF token of a session: derived from it, so nothing is stored."""
     return _b64(hashlib.sha256(b"conveyor-csrf-v1\n" + session.encode()).digest())
@@ -206,7 +214,7 @@ def _verify_id_token(id_token: str, spec: LoginSpec, nonce: str | None) -> dict[
     except jwt.PyJWTError as error:
         raise LoginRefused(f"login failed: the ID token is invalid: {error}") from error
     if nonce is not None and (
-        not isinstance(claims.get("nonce"), str) or not hmac.compare_digest(claims["nonce"], nonce)
+        not isinstance(claims.get("nonce"), str) or not _same(claims["nonce"], nonce)
     ):
         raise LoginRefused("login failed: the ID token's nonce is not this login's")
     return claims
@@ -315,7 +323,7 @@ def from_cookie(state: ServerState, request: Request, request_id: str | None) ->
     who = authenticate(state, cookie, request_id=request_id)
     if request.method not in SAFE_METHODS:
         given = request.headers.get(CSRF_HEADER, "")
-        if not given or not hmac.compare_digest(given, csrf_token(cookie)):
+        if not given or not _same(given, csrf_token(cookie)):
             from conveyor.server.auth import NotAllowed
 
             raise NotAllowed(
@@ -425,7 +433,7 @@ def callback(
     flow = _open(server.signer(), FLOW_PURPOSE, cookie, "login flow")
     if error:
         raise LoginRefused(f"login failed: the provider answered {error!r}")
-    if not state or not hmac.compare_digest(state, str(flow.get("state"))):
+    if not state or not _same(state, str(flow.get("state"))):
         raise LoginRefused("login failed: the state does not match this browser's login")
     if not code:
         raise LoginRefused("login failed: the provider sent no code")
@@ -485,7 +493,7 @@ def exchange(request: Request, body: _Exchange) -> dict[str, Any]:
     state = _state(request)
     claims = _open(state.signer(), EXCHANGE_PURPOSE, body.code, "login exchange code")
     challenge = create_s256_code_challenge(body.verifier)
-    if not hmac.compare_digest(challenge, str(claims.get("challenge"))):
+    if not _same(challenge, str(claims.get("challenge"))):
         raise LoginRefused("login failed: the verifier does not match this login")
     identity = identity_for_email(state.config(), str(claims["email"]))
     token = new_session(state, identity, str(claims["email"]), str(claims["idp"]), "cli")
@@ -592,7 +600,7 @@ def logout(
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         given = request.headers.get(CSRF_HEADER) or csrf or ""
-        if not hmac.compare_digest(given, csrf_token(cookie)):
+        if not _same(given, csrf_token(cookie)):
             from conveyor.server.auth import NotAllowed
 
             raise NotAllowed("not allowed: /logout needs the session's CSRF token")

@@ -220,11 +220,8 @@ def trace(
             if len(commit) in (40, 64):  # a full commit: the commit index, not a scan
                 builds = verified.rows(kind=EvidenceKind.BUILD, commit=commit)
             else:
-                builds = [
-                    e
-                    for e in ws.ledger.entries(kind=EvidenceKind.BUILD.value)
-                    if e.commit and e.commit.startswith(commit)
-                ]
+                # the database picks the prefix's rows: not every build ever recorded
+                builds = ws.ledger.entries(kind=EvidenceKind.BUILD.value, commit_prefix=commit)
             digests = list(dict.fromkeys(e.subject_digest for e in builds))
         else:
             target = parse_target(query)

@@ -5,6 +5,7 @@ statements (``conveyor.attest`` readers), the same ones ``trace`` summarises."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -89,6 +90,34 @@ class Column:
     @property
     def passed(self) -> int:
         return sum(1 for g in self.gates if g.passed)
+
+    @property
+    def waiting(self) -> tuple[str, ...]:
+        """The candidate's failing gates, each said once in words."""
+        return tuple(in_words(line) for line in self.status.candidate_failing)
+
+
+# One requirement of the approvals gate's reason (policy.gates.ApprovalTally.summary).
+_TALLY = re.compile(r"(?:([a-z0-9][a-z0-9_.-]*): )?(\d+) of (\d+) approvals: ([^;]*)")
+
+
+def in_words(line: str) -> str:
+    """``approvals: 0 of 2 approvals: none`` (the gate's name, then its reason) as
+    ``approvals: 0 of 2``; ``1 of 2 (alice)`` names who counts. Other gates read as they are."""
+    gate, _, reason = line.partition(": ")
+    tallies = list(_TALLY.finditer(reason)) if gate == "approvals" else []
+    if not tallies:
+        return line
+    said = []
+    for tally in tallies:
+        role, got, needed, names = tally.groups()
+        who = names.strip()
+        said.append(
+            (f"{role} " if role else "")
+            + f"{got} of {needed}"
+            + (f" ({who})" if who and who != "none" else "")
+        )
+    return f"{gate}: {'; '.join(said)}"
 
 
 def _promotion_gates(
@@ -347,12 +376,20 @@ def check(
 # --- one environment, one commit ----------------------------------------------------------------
 
 
+# An environment's page lists its newest arrivals and offers this many earlier digests to put
+# back: the page's size does not grow with the environment's age (``conveyor history`` has all).
+HISTORY_ROWS = 200
+ROLLBACK_CHOICES = 50
+
+
 @dataclass(frozen=True)
 class EnvironmentView:
     name: str
     repository: str
-    history: list[service.HistoryItem]
+    history: list[service.HistoryItem]  # newest first, at most HISTORY_ROWS
     drift: dict[str, Any] | None
+    older: int = 0  # arrivals not listed
+    choices: list[service.HistoryItem] = field(default_factory=list)  # digests to put back
 
 
 def environment(request: Request, name: str) -> EnvironmentView:
@@ -360,7 +397,21 @@ def environment(request: Request, name: str) -> EnvironmentView:
     workspace.config.model.environment(name)  # unknown: 404
     items = service.history(name, workspace=workspace)
     target_name = workspace.environment_target(name).name
-    return EnvironmentView(name, target_name, items, drift_of(request, name))
+    choices: dict[str, service.HistoryItem] = {}
+    for item in items[1:]:
+        if len(choices) >= ROLLBACK_CHOICES:
+            break
+        if item.digest != items[0].digest:
+            choices.setdefault(item.digest, item)
+    shown = items[:HISTORY_ROWS]
+    return EnvironmentView(
+        name,
+        target_name,
+        shown,
+        drift_of(request, name),
+        older=len(items) - len(shown),
+        choices=list(choices.values()),
+    )
 
 
 @dataclass(frozen=True)
@@ -410,7 +461,7 @@ def audit(request: Request, *, verify: bool = False) -> AuditView:
     report = service.audit_verify(workspace=workspace) if verify else None
     ledger = workspace.ledger
     size, root = ledger.size(), ledger.root().hex()
-    checkpoints = list(reversed(ledger.checkpoints()[-5:]))
+    checkpoints = list(reversed(ledger.checkpoints(last=5)))  # not the whole table
     return AuditView(size, root, checkpoints, report)
 
 
