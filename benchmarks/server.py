@@ -109,11 +109,19 @@ def main() -> None:
     )
     parser.add_argument("--burst", type=int, default=150, help="--scale promotions-only run")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--no-board", action="store_true", help="skip the web board phase (benchmarks/web_board.py)"
+    )
     options = parser.parse_args()
     if options.scale or (not options.small and _postgres_available()):
         run_scale(options)
-        return
-    small(options)
+    else:
+        small(options)
+    if not options.no_board:
+        # Issue 14: the board with 20 environments and 100,000 entries, its own process.
+        print("\n## the web board (benchmarks/web_board.py)", flush=True)
+        board = Path(__file__).with_name("web_board.py")
+        subprocess.run([sys.executable, str(board), "--runs", "10"], check=True)
 
 
 def _postgres_available() -> bool:
