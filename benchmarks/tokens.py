@@ -3,8 +3,10 @@
 For each backend, a real ``conveyor serve`` (SQLite; then one throwaway PostgreSQL 15 cluster,
 fsync=off) and, in the same run, its peer: ``GET /healthz`` on the same server (no
 authentication, no database). Measured:
-- round trips to the database per token check, counted on the wire in-process (libpq's
-  message trace; sqlite3's trace callback) on a ``TokenStore`` of the same database;
+- in-process on a ``TokenStore`` of the same database: round trips per token check, counted
+  on the wire (libpq's message trace; sqlite3's trace callback), and p50 per check; its peer
+  the same SELECT through the ledger's engine as checks ran before (pre-ping, BEGIN, SELECT,
+  ROLLBACK);
 - ``GET /api/v1/whoami`` latency p50/p99 over HTTP, one client and 32 concurrent clients;
   the peer's beside it, and the ratio.
 
@@ -23,12 +25,14 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
+import hmac
 import statistics
 import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,19 +43,43 @@ from tests.support.roundtrips import counting_round_trips
 from tests.support.server import make_team, start_server
 
 
-def _round_trips_per_check(url: str, checks: int = 50) -> float:
-    from conveyor.server.tokens import TokenStore
+def _in_process(url: str, checks: int = 300) -> tuple[float, float, float, float]:
+    """Round trips and median microseconds per check: ``TokenStore.authenticate``, and its
+    peer, the same SELECT through the ledger's engine as checks ran before issue 12's fix
+    (PostgreSQL: pool pre-ping, BEGIN, SELECT, ROLLBACK; SQLite: BEGIN, SELECT, ROLLBACK)."""
+    import sqlalchemy as sa
+
+    from conveyor.server.tokens import TokenStore, token_hash, tokens_table
 
     with counting_round_trips() as trips:
         store = TokenStore.open(url)
         try:
             token = store.create("trips", identity="ci", created_by="benchmark").token
-            for _ in range(8):  # opens the connection; psycopg prepares after 5 runs
+            c = tokens_table.c
+            query = sa.select(tokens_table).where(c.token_sha256 == token_hash(token))
+
+            def before() -> None:  # the old authenticate, line for line
+                digest = token_hash(token)
+                with store._engine.connect() as conn:
+                    row = conn.execute(query).one()
+                assert hmac.compare_digest(row.token_sha256, digest)
+                assert store._info(row).state(datetime.now(UTC)) == "active"
+
+            def after() -> None:
                 store.authenticate(token)
-            before = trips.count()
-            for _ in range(checks):
-                store.authenticate(token)
-            return (trips.count() - before) / checks
+
+            figures = []
+            for check in (after, before):
+                for _ in range(8):  # opens the connection; psycopg prepares after 5 runs
+                    check()
+                counted = trips.count()
+                samples = []
+                for _ in range(checks):
+                    started = time.perf_counter()
+                    check()
+                    samples.append(time.perf_counter() - started)
+                figures += [(trips.count() - counted) / checks, statistics.median(samples) * 1e6]
+            return figures[0], figures[1], figures[2], figures[3]
         finally:
             store.close()
 
@@ -84,7 +112,7 @@ def _backend(name: str, url: str | None, folder: Path, calls: int, clients: int)
 
     ledger_url = url or load_config(team.config).configured_ledger_url
     token = team.token("bench", "viewer")
-    trips = _round_trips_per_check(ledger_url)
+    trips, micros, old_trips, old_micros = _in_process(ledger_url)
     server = start_server(team)
     try:
         rows = []
@@ -98,7 +126,12 @@ def _backend(name: str, url: str | None, folder: Path, calls: int, clients: int)
     finally:
         server.stop()
     one, five, _ = os.getloadavg()
-    print(f"{name}: round trips per token check {trips:.2f} (load {one:.1f}/{five:.1f})")
+    print(f"{name} (load {one:.1f}/{five:.1f}):")
+    print(
+        f"  in-process token check: {trips:.2f} round trips, p50 {micros:6.0f} us"
+        f"   | peer, as before the fix (the ledger's engine): {old_trips:.2f} round trips,"
+        f" p50 {old_micros:6.0f} us   | ratio {micros / old_micros:4.2f}x"
+    )
     for label, n, who, peer in rows:
         print(
             f"  {label:>10} x{n:<5} whoami p50 {_p(who, 50):7.2f} ms  p99 {_p(who, 99):7.2f} ms"
