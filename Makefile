@@ -48,7 +48,7 @@ pytest: $(STAMP) debian-deps
 test: lint typecheck contracts pytest
 
 # Every benchmark, one after another (each also runs on its own: $(PY) benchmarks/NAME.py).
-BENCHMARKS := startup copy blobio layout ledger latency promote server admission lint hadolint
+BENCHMARKS := startup copy blobio layout ledger latency promote server admission lint hadolint tokens
 bench: $(STAMP) debian-deps
 	@set -e; for b in $(BENCHMARKS) $(EXTRA_BENCHMARKS); do \
 	  echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py; done

@@ -128,12 +128,39 @@ def parse_lifetime(text: str | None) -> timedelta:
     return lifetime
 
 
+_CHECK_COLUMNS = "name, token_sha256, identity, created_at, expires_at, revoked_at, created_by"
+
+
+def _check_engine(engine: Engine) -> Engine:
+    """A second pool on the same database for token checks, the one statement every
+    authenticated request runs: autocommit (no BEGIN before it, no ROLLBACK after it) and no
+    pre-ping (a connection the database dropped fails the check, which is tried once more on
+    a fresh one: the lookup only reads). The ledger's engine keeps its pre-ping and
+    transactions for everything else here."""
+    from conveyor.ledger.sql import BUSY_TIMEOUT_SECONDS
+
+    postgres = engine.dialect.name == "postgresql"
+    return sa.create_engine(
+        engine.url,
+        isolation_level="AUTOCOMMIT",
+        pool_pre_ping=False,
+        connect_args={"connect_timeout": 10} if postgres else {"timeout": BUSY_TIMEOUT_SECONDS},
+    )
+
+
 class TokenStore:
-    """The ``api_tokens`` table behind a SQLAlchemy engine (SQLite or PostgreSQL)."""
+    """The ``api_tokens`` table behind a SQLAlchemy engine (SQLite or PostgreSQL).
+
+    Nothing is remembered between checks: each reads the token's row, so a revocation or an
+    expiry holds on the very next request, on every replica."""
 
     def __init__(self, engine: Engine, display_url: str) -> None:
         self._engine = engine
         self._display = display_url
+        self._check = _check_engine(engine)
+        # Only our own column names are interpolated; the hash travels as a parameter.
+        marker = "%(digest)s" if engine.dialect.name == "postgresql" else ":digest"
+        self._lookup_sql = f"SELECT {_CHECK_COLUMNS} FROM api_tokens WHERE token_sha256 = {marker}"  # noqa: S608
 
     @classmethod
     def open(cls, url: str) -> TokenStore:
@@ -143,6 +170,7 @@ class TokenStore:
         return cls(*open_database(url))
 
     def close(self) -> None:
+        self._check.dispose()
         self._engine.dispose()
 
     @contextmanager
@@ -224,10 +252,8 @@ class TokenStore:
         if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or not _TOKEN.match(token):
             raise TokenRefused("bad or missing credentials: not a conveyor API token")
         digest = token_hash(token)
-        with self._seam(), self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(tokens_table).where(tokens_table.c.token_sha256 == digest)
-            ).one_or_none()
+        with self._seam():
+            row = self._lookup(digest)
         if row is None or not hmac.compare_digest(row.token_sha256, digest):
             raise TokenRefused("bad or missing credentials: unknown token")
         info = self._info(row)
@@ -235,6 +261,19 @@ class TokenStore:
         if state != "active":
             raise TokenRefused(f"bad or missing credentials: token {info.name!r} is {state}")
         return info
+
+    def _lookup(self, digest: str) -> Any:
+        """The row of the token hashed ``digest``: one statement, one round trip."""
+        for attempt in (1, 2):
+            try:
+                with self._check.connect() as conn:
+                    return conn.exec_driver_sql(self._lookup_sql, {"digest": digest}).one_or_none()
+            except exc.DBAPIError as error:
+                # A pooled connection the database dropped: SQLAlchemy has invalidated the
+                # pool's older connections, so the second try opens a fresh one.
+                if attempt == 2 or not error.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def _info(row: Any) -> TokenInfo:
