@@ -24,6 +24,7 @@ from tests.unit.server._web_support import COMMIT, WebTeam, make_web_team
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 DIGEST = "sha256:" + "0" * 64
+HEAD = "version: 1\nidentities: {viewer: {roles: [reader]}}\n"
 
 
 class Listener:
@@ -106,7 +107,8 @@ def test_a_reader_cannot_probe_the_filesystem(team: WebTeam) -> None:
     # A layout that exists, one that does not, a file and a directory: the same answer.
     for route, ref, text in answers:
         assert {t for r, f, t in answers if (r, f) == (route, ref)} == {text}
-    assert "exist" not in REFUSAL and "\n" not in REFUSAL
+    assert "exist" not in REFUSAL
+    assert "\n" not in REFUSAL
 
 
 def test_path_tricks_are_judged_by_the_real_path(team: WebTeam) -> None:
@@ -127,7 +129,7 @@ def test_path_tricks_are_judged_by_the_real_path(team: WebTeam) -> None:
         f"oci:{alias}:v1",  # a path into a configured directory by a link from outside
         f"oci:{team.root}/staging2:v1",  # beside the environment's layout, not it
         f"oci:{team.root}:v1",
-        f"oci:../elsewhere:v1",
+        "oci:../elsewhere:v1",
     ]
     for ref in refused:
         answer = reader.get("/api/v1/resolve", params={"ref": ref})
@@ -261,9 +263,7 @@ def test_a_configured_registry_is_connected_to_and_another_repository_is_not(
     from conveyor.server.state import ServerSettings, ServerState
 
     config = tmp_path / "conveyor.yaml"
-    config.write_text(
-        f"version: 1\nidentities: {{viewer: {{roles: [reader]}}}}\nserver:\n  registries: ['127.0.0.1:{listener.port}/team']\n"
-    )
+    config.write_text(f"{HEAD}server:\n  registries: ['127.0.0.1:{listener.port}/team']\n")
     state = ServerState(ServerSettings(config_path=config, ledger_url="sqlite://"))
     from conveyor import service
 
@@ -305,10 +305,8 @@ def test_canonical_registries() -> None:
 )  # fmt: skip
 def test_a_bad_server_registries_entry_is_a_config_error(tmp_path: Path, entry: str) -> None:
     config = tmp_path / "conveyor.yaml"
-    config.write_text(
-        f"version: 1\nidentities: {{viewer: {{roles: [reader]}}}}\nserver:\n  registries: [{entry!r}]\n"
-    )
-    with pytest.raises(ConfigError, match="server.registries"):
+    config.write_text(f"{HEAD}server:\n  registries: [{entry!r}]\n")
+    with pytest.raises(ConfigError, match=r"server\.registries"):
         load_config(config)
 
 
