@@ -74,6 +74,7 @@ identities:
   server:   {key: keys/server.pub, roles: [server]}
 server:
   signing_key: keys/server.key
+  layouts: [registry/build]  # where the build job's images are; it opens nothing else
 ledger:
   key: keys/ledger.key
   public_key: keys/ledger.pub

@@ -84,6 +84,7 @@ server:
     issuer: {login}
     client_id: conveyor
     client_secret_env: CONVEYOR_LOGIN_SECRET
+  registries: ["{build}"]
 environments:
   staging:
     repository: {staging}
@@ -276,6 +277,7 @@ def site(
                 login=login,
                 staging=f"{registry.host}/app-staging",
                 production=f"{registry_b.host}/app",
+                build=f"{registry.host}/app-build",
             )
         )
         tokens = {"root": team.token("root-token", "root")}

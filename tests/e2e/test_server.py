@@ -361,7 +361,8 @@ ROLES = {
     "viewer": {"reader"},
     "root": {"admin"},
 }
-_BAD_REF = "oci:/nonexistent/layout@sha256:" + "0" * 64
+# Inside server.layouts (relative to the server's directory), and no layout there.
+_BAD_REF = "oci:build/nonexistent@sha256:" + "0" * 64
 _UPLOAD = [("files", ("junit.xml", PASSING_JUNIT.encode(), "application/xml"))]
 _SCAN = [("file", ("scan.json", b"{}", "application/json"))]
 # (method, path, request keywords, roles that may; empty = every identity)

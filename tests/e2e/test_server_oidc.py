@@ -82,6 +82,7 @@ server:
     issuer: {login}
     client_id: conveyor
     client_secret_env: CONVEYOR_LOGIN_SECRET
+  layouts: [build]
 environments:
   staging:
     repository: oci:staging

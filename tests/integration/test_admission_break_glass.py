@@ -205,7 +205,7 @@ def test_denied_without_a_server_signing_key(served: Any) -> None:
     approve(tls, ref, "staging")
     before = len(_entries(team))
     text = team.config.read_text()
-    team.config.write_text(text.replace("server:\n  signing_key: keys/server.key\n", ""))
+    team.config.write_text(text.replace("  signing_key: keys/server.key\n", ""))
     try:
         for dry_run in (False, True):
             document = glass(pod_review(digest, namespace="payment-api-staging"))

@@ -43,6 +43,7 @@ ledger:
   public_key: keys/ledger.pub
 server:
   signing_key: keys/server.key
+  layouts: [build]
 environments:
   staging:
     repository: oci:staging

@@ -22,6 +22,11 @@ TARGET = parse_target("registry.example/team/app:v1")
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[ServerState]:
     team = make_team(tmp_path / "team")
+    # The server opens only what conveyor.yaml names (server.registries).
+    text = team.config.read_text()
+    team.config.write_text(
+        text.replace("server:\n", "server:\n  registries: [registry.example/team]\n")
+    )
     made = ServerState(
         ServerSettings(config_path=team.config, ledger_url=f"sqlite:///{tmp_path / 'l.db'}")
     )

@@ -329,6 +329,21 @@ class LoginSpec(_Spec):
     )
 
 
+def registry_location(text: str) -> tuple[str, str]:
+    """``host[:port][/prefix]`` (an entry of ``server.registries``) as (registry, repository
+    prefix, "" for the whole registry), normalised as references are (``index.docker.io``,
+    ``library/``)."""
+    host, _, prefix = text.partition("/")
+    if text.startswith(("oci:", "docker://")) or (prefix == "" and text.endswith("/")):
+        raise ValueError(f"{text[:80]!r} is not host[:port] or host[:port]/prefix")
+    try:
+        # A repository is needed to check the host; "x" stands in for "the whole registry".
+        checked = Reference(host, prefix or "x")
+    except InvalidReferenceError as exc:
+        raise ValueError(str(exc)) from exc
+    return checked.registry, checked.repository if prefix else ""
+
+
 class ServerSpec(_Strict):
     """``conveyor serve``: how the server signs what it records for a principal."""
 
@@ -343,6 +358,33 @@ class ServerSpec(_Strict):
     )
     oidc: OidcSpec | None = Field(default=None, description="CI jobs' OIDC ID tokens")
     login: LoginSpec | None = Field(default=None, description="people's OpenID Connect login")
+    # What the server may open besides the environments' repositories (build sources).
+    registries: list[Annotated[str, StringConstraints(min_length=1, max_length=300)]] = Field(
+        default_factory=list,
+        description="registries the server may open besides the environments' repositories: "
+        "host[:port] (every repository on it) or host[:port]/prefix (that repository and those "
+        "under it); written as references spell them",
+    )
+    layouts: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+        default_factory=list,
+        description="directories, relative to conveyor.yaml, whose OCI layouts (at or under "
+        "them, symlinks resolved) the server may open besides the environments' layouts",
+    )
+
+    @field_validator("registries")
+    @classmethod
+    def _registry_locations(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            registry_location(entry)
+        return entries
+
+    @field_validator("layouts")
+    @classmethod
+    def _layout_directories(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            if not entry.isprintable():
+                raise ValueError(f"layout directory {entry[:80]!r} contains control characters")
+        return entries
 
     @model_validator(mode="after")
     def _login_needs_url(self) -> ServerSpec:

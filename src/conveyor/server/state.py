@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from conveyor.oci.name import Target
     from conveyor.oci.store import Repository
     from conveyor.policy.config import Config
+    from conveyor.server.reach import Reach
     from conveyor.server.tokens import TokenStore
     from conveyor.service import RegistryOptions, Workspace
 
@@ -79,6 +80,7 @@ class ServerState:
     _ledger: Ledger | None = None
     _ledger_url: str | None = None
     _opener: _FreshOpener | None = None
+    _reach: tuple[Config, Reach] | None = None
 
     # --- configuration: re-read when the file changes (every replica sees the same file) ---
 
@@ -174,7 +176,21 @@ class ServerState:
     def registry_options(self) -> RegistryOptions:
         from conveyor.service import RegistryOptions
 
-        return RegistryOptions(insecure_registries=self.settings.insecure_registries)
+        return RegistryOptions(
+            insecure_registries=self.settings.insecure_registries, reach=self.admit
+        )
+
+    def admit(self, target: Target) -> Target:
+        """The target to open if conveyor.yaml names its location, else ``NotAllowed``
+        (server.registries, server.layouts): every repository the server opens passes here first."""
+        from conveyor.server.reach import Reach
+
+        config = self.config()
+        with self._lock:
+            if self._reach is None or self._reach[0] is not config:
+                self._reach = (config, Reach.of(config))
+            reach = self._reach[1]
+        return reach.admit(target)
 
     def close(self) -> None:
         if self._tokens is not None:
@@ -186,7 +202,8 @@ class ServerState:
 
 
 class _FreshOpener:
-    """The server's opener: every repository it opens gets a registry client of its own,
+    """The server's opener: every repository it opens gets a registry client of its own
+    (its options carry ``ServerState.admit``: only what conveyor.yaml names is opened),
     closed when the repository is let go. A registry client's one deadline
     (``CONVEYOR_DEADLINE``) counts from its creation, so one client shared by every request
     of a long-lived process would refuse everything once that much time had passed."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +25,15 @@ INSECURE_REGISTRIES_ENV = "CONVEYOR_INSECURE_REGISTRIES"
 
 @dataclass(frozen=True)
 class RegistryOptions:
-    """How to reach registries. ``transport`` replaces the network (tests, a fake)."""
+    """How to reach registries. ``transport`` replaces the network (tests, a fake).
+    ``reach``: which targets may be opened at all (the server's ``ServerState.admit``); it gets
+    every target before anything is opened, raises to refuse, returns the target to open."""
 
     insecure_registries: tuple[str, ...] = ()
     docker_config_dir: Path | None = None
     transport: httpx.BaseTransport | None = None
     concurrency: int = 6
+    reach: Callable[[Target], Target] | None = None
 
     @classmethod
     def from_environment(
@@ -74,6 +77,8 @@ class RegistryOpener:
         self._lock = threading.Lock()  # a server shares one opener between requests
 
     def __call__(self, target: Target, *, create: bool) -> Repository:
+        if self.options.reach is not None:
+            target = self.options.reach(target)
         if isinstance(target, LayoutReference):
             return LayoutRepository(Path(target.path), create=create)
         with self._lock:

@@ -102,6 +102,7 @@ class Settings:
             docker_config_dir=options.docker_config_dir,
             transport=options.transport,
             concurrency=options.concurrency,
+            reach=options.reach,
         )
 
 

@@ -47,6 +47,7 @@ server:
   signing_key: keys/server.key
   url: http://127.0.0.1:8080
   login: {issuer: "https://login.example", client_id: conveyor, client_secret_env: WEB_SECRET}
+  layouts: [build]
 environments:
   staging:
     repository: oci:staging
