@@ -242,6 +242,21 @@ def test_an_unknown_kid_refreshes_at_most_once_per_interval(
     assert cache.fetches == 4  # stale after MAX_AGE
 
 
+def test_a_cold_cache_fetches_once_for_an_unknown_kid(
+    air_gapped: tuple[CiIssuer, Path, Any],
+) -> None:
+    """The fetch that fills a cold cache is as fresh as a refresh: no second one at once."""
+    _issuer, _, config = air_gapped
+    cache = JwksCache(clock=Clock())
+    spec = config.model.server.oidc.issuers["github"]
+    with pytest.raises(OidcRefused, match="'nope' is not in the JWKS"):
+        cache.key(spec, "nope", config.base_dir)
+    assert cache.fetches == 1
+    with pytest.raises(OidcRefused):
+        cache.key(spec, "nope", config.base_dir)
+    assert cache.fetches == 2  # then the one refresh an unknown kid gets per interval
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

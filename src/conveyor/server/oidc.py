@@ -181,7 +181,8 @@ class JwksCache:
             if stale:
                 self._refresh(cached, spec, base_dir, now)
             found = self._pick(cached, kid)
-            if found is None and now - cached.last_forced >= REFRESH_INTERVAL:
+            # A JWKS fetched by this very call is as fresh as a forced refresh would be.
+            if found is None and not stale and now - cached.last_forced >= REFRESH_INTERVAL:
                 cached.last_forced = now
                 self._refresh(cached, spec, base_dir, now)
                 found = self._pick(cached, kid)
