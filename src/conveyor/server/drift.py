@@ -22,7 +22,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Engine
 
 from conveyor.errors import InputError, LedgerError
-from conveyor.server import api
+from conveyor.server import api, schemas
 from conveyor.server.api import principal
 from conveyor.server.auth import Act, authorise
 from conveyor.server.principal import Principal
@@ -169,6 +169,7 @@ def install(app: FastAPI) -> None:
         report,
         methods=["POST"],
         summary="Report what runs; each container classified against the ledger (drift)",
+        response_model=schemas.DriftReport,
         responses=api.router.responses,
         openapi_extra={"requestBody": body},
     )
@@ -177,6 +178,7 @@ def install(app: FastAPI) -> None:
         last,
         methods=["GET"],
         summary="The last drift snapshot of an environment",
+        response_model=schemas.DriftSnapshot,
         responses=api.router.responses,
     )
 

@@ -271,3 +271,33 @@ class Tokens(_Answer):
 class Reloaded(_Answer):
     config: str
     identities: list[str]
+
+
+# --- drift (issue 15) ----------------------------------------------------------------------------
+
+
+class RunningContainer(_Answer):
+    source: str = Field(description="kubernetes, docker or compose")
+    namespace: str | None = Field(description="the Kubernetes namespace or Compose project")
+    owner: str = Field(description="the pod's or the container's name")
+    container: str
+    image: str
+    digest: str | None = Field(description="the digest running; null: unknown")
+    environment: str
+    status: str = Field(description="current, previous, never (promoted) or unknown")
+
+
+class DriftReport(_Answer):
+    environment: str
+    containers: list[RunningContainer]
+    summary: dict[str, dict[str, int]] = Field(description="per environment: status -> count")
+    never_promoted: int
+    stored: dict[str, str] = Field(description="per environment: when its snapshot was kept")
+
+
+class DriftSnapshot(_Answer):
+    environment: str
+    reported_at: str
+    reported_by: str = Field(description="the identity that posted it")
+    summary: dict[str, int] = Field(description="status -> count")
+    containers: list[RunningContainer]
