@@ -111,6 +111,12 @@ def _same(given: str, expected: str) -> bool:
     )
 
 
+def csrf_matches(session: str, given: str | None) -> bool:
+    """Whether ``given`` is the CSRF token of ``session``: the one check every form and
+    state-changing request of a browser passes (constant time, any text)."""
+    return bool(given) and _same(given or "", csrf_token(session))
+
+
 def csrf_token(session: str) -> str:
     """The CSRF token of a session: derived from it, so nothing is stored."""
     return _b64(hashlib.sha256(b"conveyor-csrf-v1\n" + session.encode()).digest())
@@ -321,15 +327,15 @@ def from_cookie(state: ServerState, request: Request, request_id: str | None) ->
     if not cookie:
         return None
     who = authenticate(state, cookie, request_id=request_id)
-    if request.method not in SAFE_METHODS:
-        given = request.headers.get(CSRF_HEADER, "")
-        if not given or not _same(given, csrf_token(cookie)):
-            from conveyor.server.auth import NotAllowed
+    if request.method not in SAFE_METHODS and not csrf_matches(
+        cookie, request.headers.get(CSRF_HEADER)
+    ):
+        from conveyor.server.auth import NotAllowed
 
-            raise NotAllowed(
-                "not allowed: a browser request that changes something needs the session's "
-                f"CSRF token in the {CSRF_HEADER} header (GET /login/session tells it)"
-            )
+        raise NotAllowed(
+            "not allowed: a browser request that changes something needs the session's "
+            f"CSRF token in the {CSRF_HEADER} header (GET /login/session tells it)"
+        )
     return who
 
 
@@ -598,12 +604,10 @@ def logout(
     csrf: Annotated[str | None, Form(alias="csrf_token", max_length=128)] = None,
 ) -> Response:
     cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        given = request.headers.get(CSRF_HEADER) or csrf or ""
-        if not _same(given, csrf_token(cookie)):
-            from conveyor.server.auth import NotAllowed
+    if cookie and not csrf_matches(cookie, request.headers.get(CSRF_HEADER) or csrf):
+        from conveyor.server.auth import NotAllowed
 
-            raise NotAllowed("not allowed: /logout needs the session's CSRF token")
+        raise NotAllowed("not allowed: /logout needs the session's CSRF token")
     response = HTMLResponse("<!doctype html><meta charset=utf-8><p>Signed out.</p>")
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

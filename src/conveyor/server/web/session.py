@@ -4,8 +4,6 @@ shows (buttons) and what the server allows both come from ``server.auth``."""
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials
 
@@ -43,7 +41,7 @@ def actor(request: Request, csrf: str | None) -> Principal:
         state_of(request), cookie, request_id=request.scope.get("state", {}).get("request_id")
     )
     request.scope.setdefault("state", {})["principal"] = who
-    if not csrf or not hmac.compare_digest(csrf.encode(), login.csrf_token(cookie).encode()):
+    if not login.csrf_matches(cookie, csrf):
         raise NotAllowed(
             "not allowed: this form needs the session's CSRF token; reload the page and try again"
         )
