@@ -40,6 +40,7 @@ ACTS: dict[str, Act] = {
     "promote": _act("promote", "deployer", environment_bound=True),
     "rollback": _act("roll back", "deployer", environment_bound=True),
     "audit_checkpoint": _act("sign a ledger checkpoint", "admin", "deployer"),
+    "report_drift": _act("report drift", "drift", "admin"),
     "tokens": _act("manage API tokens", "admin"),
     "reload": _act("reload the configuration", "admin"),
 }

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from conveyor.errors import InputError, LedgerError
 from conveyor.server import api, schemas
 from conveyor.server.api import principal
-from conveyor.server.auth import Act, authorise
+from conveyor.server.context import allow
 from conveyor.server.principal import Principal
 from conveyor.server.problems import NotFound
 
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from conveyor.server.state import ServerState
 
 Who = Annotated[Principal, Depends(principal)]
-
-REPORT = Act("report drift", frozenset({"drift", "admin"}))
 
 _metadata = sa.MetaData()
 snapshots_table = sa.Table(
@@ -124,6 +122,7 @@ def install(app: FastAPI) -> None:
     async def report(request: Request, who: Who, environment: str) -> dict[str, Any]:
         from starlette.concurrency import run_in_threadpool
 
+        allow(request, who, "report_drift", environment)
         body = await request.body()
         return await run_in_threadpool(_report, who, environment, body)
 
@@ -131,8 +130,6 @@ def install(app: FastAPI) -> None:
         from conveyor import service
 
         workspace = state.workspace()
-        workspace.config.model.environment(environment)
-        authorise(who, REPORT, environment=environment)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -151,7 +148,7 @@ def install(app: FastAPI) -> None:
         return {**report.to_dict(), "stored": stored}
 
     def last(request: Request, who: Who, environment: str) -> dict[str, Any]:
-        state.config().model.environment(environment)
+        allow(request, who, "read", environment)
         found = store().get(environment)
         if found is None:
             raise NotFound(f"no drift snapshot of {environment} yet")
