@@ -29,6 +29,14 @@ CHECKPOINT_NAMES = (
     "origin", "size", "root", "time", "keyid", "signature", "key_name", "key_hash",
 )  # fmt: skip
 HIDDEN = "***"
+# Every connection to a SQLite ledger file, whichever store opens it (ledger.sql, ledger.sqlite).
+BUSY_TIMEOUT_SECONDS = 60
+SQLITE_PRAGMAS = (
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+)
 
 
 def entry_of(row: Sequence[Any]) -> Entry:

@@ -41,9 +41,12 @@ from conveyor.ledger.models import (
     sign_checkpoint,
 )
 from conveyor.ledger.rows import (
+    BUSY_TIMEOUT_SECONDS as BUSY_TIMEOUT_SECONDS,  # re-exported: server.tokens reads it
     HIDDEN,
     SCHEMA_HEAD as SCHEMA_HEAD,  # re-exported: tests pin it
+    SQLITE_PRAGMAS,
     checkpoint_of as _checkpoint,
+    chunks,
     entry_of as _entry,
     entry_values as _values,
     seam,
@@ -58,7 +61,6 @@ from conveyor.ledger.store import (
 )
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-BUSY_TIMEOUT_SECONDS = 60
 _WRITE = "conveyor_write"
 _MIGRATION_LOCK = "conveyor.ledger.migrate"
 
@@ -627,7 +629,7 @@ def _find_nodes(conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.Nod
     if conn.dialect.name == "postgresql":
         return _find_nodes_postgres(conn, wanted)
     leaves = sorted(ix for lv, ix in wanted if lv == 0)
-    for part in _chunks(leaves, 500):
+    for part in chunks(leaves, 500):
         rows = conn.execute(
             sa.select(entries_table.c.idx, entries_table.c.leaf_hash).where(
                 entries_table.c.idx.in_(part)
@@ -636,7 +638,7 @@ def _find_nodes(conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.Nod
         found.update({(0, ix): bytes(h) for ix, h in rows})
     inner = sorted(n for n in wanted if n[0] > 0)
     c = nodes_table.c
-    for part in _chunks(inner, 200):
+    for part in chunks(inner, 200):
         # OR of primary-key probes: both planners answer it from the index (a row-value
         # IN list makes SQLite scan the table).
         node_rows = conn.execute(
@@ -673,11 +675,6 @@ def _find_nodes_postgres(
     return {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
 
 
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def _replays(conn: Connection, digests: Sequence[str] | None) -> list[list[int]]:
     """Indexes per statement digest stored more than once (among ``digests``, or all)."""
     c = entries_table.c
@@ -696,7 +693,7 @@ def _replays(conn: Connection, digests: Sequence[str] | None) -> list[list[int]]
             )
         ]
     else:
-        for part in _chunks(sorted(set(digests)), 500):
+        for part in chunks(sorted(set(digests)), 500):
             pairs.extend(
                 (d, int(i))
                 for d, i in conn.execute(
@@ -734,10 +731,8 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = FULL")
-            cursor.execute("PRAGMA foreign_keys = ON")
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(pragma)
         finally:
             cursor.close()
 

@@ -30,9 +30,11 @@ from conveyor.errors import InputError, LedgerError
 from conveyor.ledger import merkle
 from conveyor.ledger.models import Checkpoint, CheckpointSigner, Entry, format_time, sign_checkpoint
 from conveyor.ledger.rows import (
+    BUSY_TIMEOUT_SECONDS,
     CHECKPOINT_NAMES,
     ENTRY_NAMES,
     SCHEMA_HEAD,
+    SQLITE_PRAGMAS,
     checkpoint_of,
     chunks,
     entry_of,
@@ -49,14 +51,6 @@ from conveyor.ledger.store import (
 )
 
 PREFIX = "sqlite:///"
-# As ledger.sql sets them on every connection it opens.
-BUSY_TIMEOUT_SECONDS = 60
-_PRAGMAS = (
-    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = FULL",
-    "PRAGMA foreign_keys = ON",
-)
 _ENTRY_COLUMNS = ", ".join(ENTRY_NAMES)
 _CHECKPOINT_COLUMNS = ", ".join(CHECKPOINT_NAMES)
 _SELECT_ENTRIES = f"SELECT {_ENTRY_COLUMNS} FROM ledger_entries"  # noqa: S608 (our names)
@@ -96,7 +90,7 @@ def _connect(path: str) -> sqlite3.Connection:
         path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
     )
     try:
-        for pragma in _PRAGMAS:
+        for pragma in SQLITE_PRAGMAS:
             conn.execute(pragma)
     except BaseException:
         conn.close()
