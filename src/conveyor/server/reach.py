@@ -54,6 +54,10 @@ def canonical_registry(registry: str) -> str:
     return f"{host}{colon}{port}"
 
 
+def _with_real(paths: list[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((path, os.path.realpath(path)) for path in paths)
+
+
 def _within(path: str, directory: str) -> bool:
     return os.path.commonpath([path, directory]) == directory
 
@@ -62,8 +66,9 @@ def _within(path: str, directory: str) -> bool:
 class Reach:
     repositories: frozenset[tuple[str, str]]  # (registry, repository), exactly
     prefixes: tuple[tuple[str, str], ...]  # (registry, prefix); "": the whole registry
-    layouts: tuple[str, ...]  # absolute layout directories, exactly
-    layout_dirs: tuple[str, ...]  # absolute directories: layouts at or under them
+    # (absolute, real) path pairs, resolved once when the configuration is read:
+    layouts: tuple[tuple[str, str], ...]  # layout directories, exactly
+    layout_dirs: tuple[tuple[str, str], ...]  # directories: layouts at or under them
 
     @classmethod
     def of(cls, config: Config) -> Reach:
@@ -85,7 +90,9 @@ class Reach:
                 registry, prefix = registry_location(entry)
                 prefixes.append((canonical_registry(registry), prefix))
             layout_dirs = [os.path.abspath(config.resolve_path(d)) for d in spec.layouts]
-        return cls(frozenset(repositories), tuple(prefixes), tuple(layouts), tuple(layout_dirs))
+        return cls(
+            frozenset(repositories), tuple(prefixes), _with_real(layouts), _with_real(layout_dirs)
+        )
 
     def admit(self, target: Target) -> Target:
         """``target`` (a layout by its real path) if the server may open it; else raise
@@ -122,10 +129,9 @@ class Reach:
         return LayoutReference(real, target.tag, target.digest)
 
     def _admits_path(self, path: str, *, textual: bool) -> bool:
-        def forms(directory: str) -> tuple[str, ...]:
-            real = os.path.realpath(directory)
-            return (directory, real) if textual else (real,)
+        def forms(pair: tuple[str, str]) -> tuple[str, ...]:
+            return pair if textual else pair[1:]
 
         return any(path in forms(layout) for layout in self.layouts) or any(
-            _within(path, form) for directory in self.layout_dirs for form in forms(directory)
+            _within(path, form) for pair in self.layout_dirs for form in forms(pair)
         )
