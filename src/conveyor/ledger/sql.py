@@ -20,7 +20,7 @@ import functools
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,8 +54,7 @@ from conveyor.ledger.rows import (
 from conveyor.ledger.store import (
     Ledger,
     LedgerView,
-    check_inclusion,
-    check_proof_sizes,
+    NodeTableProofs,
     duplicate_error,
     new_entry,
 )
@@ -188,7 +187,7 @@ def lock_key(name: str) -> int:
     )
 
 
-class SqlLedger:
+class SqlLedger(NodeTableProofs[Connection]):
     """The ledger in a SQL database; open it with ``open_ledger``."""
 
     def __init__(self, engine: Engine, display_url: str, secrets: Sequence[str]) -> None:
@@ -445,49 +444,10 @@ class SqlLedger:
                 )
             return _entry(row)
 
-    def _nodes(self, conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
-        found = _find_nodes(conn, wanted)
-        missing = wanted - found.keys()
-        if missing:
-            raise LedgerError(
-                f"ledger database {self._display} lacks Merkle node {min(missing)}; "
-                "run `conveyor audit verify`: the ledger may have been tampered with"
-            )
-        return found
-
-    def verify_inclusion(self, entries: Iterable[Entry], *, size: int, root: bytes) -> None:
-        """Check rows against a signed tree head: one batched look-up of every proof's nodes,
-        then each row's leaf (recomputed from its facts) proved into ``root``."""
-        with self._read() as conn:
-            check_inclusion(entries, size=size, root=root, nodes=lambda w: _find_nodes(conn, w))
-
-    def _proof(self, conn: Connection, plan: merkle.ProofPlan) -> list[bytes]:
-        return merkle.assemble_proof(plan, self._nodes(conn, merkle.plan_nodes(plan)))
-
-    def root_at(self, size: int) -> bytes:
-        with self._read() as conn:
-            check_proof_sizes(self._head(conn)[0], old=size)
-            if size == 0:
-                return merkle.EMPTY_ROOT
-            needed = merkle.range_nodes(0, size)
-            nodes = self._nodes(conn, set(needed))
-            return merkle.fold([nodes[n] for n in needed])
-
-    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        with self._read() as conn:
-            current = self._head(conn)[0]
-            size = current if size is None else size
-            check_proof_sizes(current, old=size)
-            check_proof_sizes(size, index=index)
-            return self._proof(conn, merkle.inclusion_nodes(index, size))
-
-    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        with self._read() as conn:
-            current = self._head(conn)[0]
-            new_size = current if new_size is None else new_size
-            check_proof_sizes(current, old=new_size)
-            check_proof_sizes(new_size, old=old_size)
-            return self._proof(conn, merkle.consistency_nodes(old_size, new_size))
+    def _find_nodes(
+        self, conn: Connection, wanted: set[merkle.NodeId]
+    ) -> dict[merkle.NodeId, bytes]:
+        return _find_nodes(conn, wanted)
 
     def checkpoint(self, signer: CheckpointSigner) -> Checkpoint:
         with self._write() as conn:

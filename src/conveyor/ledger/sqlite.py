@@ -12,7 +12,8 @@ to ``SqlLedger``, which migrates it or reports it exactly as before.
 Nothing is trusted that the SQLAlchemy store would not trust: rows become entries in
 ``ledger.rows``, appends are validated by ``store.new_entry`` and refused as replays by the
 same check and unique index, and inclusion is checked against the signed tree by
-``store.check_inclusion``. The contract tests run on both.
+``store.check_inclusion``; the proofs are ``store.NodeTableProofs``, shared with ``ledger.sql``.
+The contract tests run on both.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -44,8 +45,7 @@ from conveyor.ledger.rows import (
 from conveyor.ledger.store import (
     Ledger,
     LedgerView,
-    check_inclusion,
-    check_proof_sizes,
+    NodeTableProofs,
     duplicate_error,
     new_entry,
 )
@@ -126,7 +126,7 @@ def open_sqlite(url: str) -> SqliteLedger | None:
     return None if origin is None else SqliteLedger(url, path, origin, conn)
 
 
-class SqliteLedger:
+class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
     """The ledger in a SQLite file, on ``sqlite3`` connections (one per thread)."""
 
     def __init__(self, url: str, path: str, origin: str, conn: sqlite3.Connection) -> None:
@@ -357,51 +357,10 @@ class SqliteLedger:
                 )
             return entry_of(row)
 
-    def _nodes(
+    def _find_nodes(
         self, conn: sqlite3.Connection, wanted: set[merkle.NodeId]
     ) -> dict[merkle.NodeId, bytes]:
-        found = find_nodes(conn, wanted)
-        missing = wanted - found.keys()
-        if missing:
-            raise LedgerError(
-                f"ledger database {self._url} lacks Merkle node {min(missing)}; "
-                "run `conveyor audit verify`: the ledger may have been tampered with"
-            )
-        return found
-
-    def _proof(self, conn: sqlite3.Connection, plan: merkle.ProofPlan) -> list[bytes]:
-        return merkle.assemble_proof(plan, self._nodes(conn, merkle.plan_nodes(plan)))
-
-    def verify_inclusion(self, entries: Iterable[Entry], *, size: int, root: bytes) -> None:
-        """Check rows against a signed tree head: one batched look-up of every proof's nodes,
-        then each row's leaf (recomputed from its facts) proved into ``root``."""
-        with self._read() as conn:
-            check_inclusion(entries, size=size, root=root, nodes=lambda w: find_nodes(conn, w))
-
-    def root_at(self, size: int) -> bytes:
-        with self._read() as conn:
-            check_proof_sizes(self._head(conn)[0], old=size)
-            if size == 0:
-                return merkle.EMPTY_ROOT
-            needed = merkle.range_nodes(0, size)
-            nodes = self._nodes(conn, set(needed))
-            return merkle.fold([nodes[n] for n in needed])
-
-    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        with self._read() as conn:
-            current = self._head(conn)[0]
-            size = current if size is None else size
-            check_proof_sizes(current, old=size)
-            check_proof_sizes(size, index=index)
-            return self._proof(conn, merkle.inclusion_nodes(index, size))
-
-    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        with self._read() as conn:
-            current = self._head(conn)[0]
-            new_size = current if new_size is None else new_size
-            check_proof_sizes(current, old=new_size)
-            check_proof_sizes(new_size, old=old_size)
-            return self._proof(conn, merkle.consistency_nodes(old_size, new_size))
+        return find_nodes(conn, wanted)
 
     def checkpoint(self, signer: CheckpointSigner) -> Checkpoint:
         with self._write() as conn:

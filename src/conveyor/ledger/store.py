@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from conveyor.errors import InputError, LedgerError
 from conveyor.ledger import merkle
@@ -333,6 +333,74 @@ def check_inclusion(
 
 def new_origin() -> str:
     return f"conveyor.ledger/{uuid.uuid4().hex}"
+
+
+Conn = TypeVar("Conn")
+
+
+class NodeTableProofs(Generic[Conn]):
+    """Proofs of a store that keeps the Merkle nodes in a table (``ledger.sql`` on
+    SQLAlchemy, ``ledger.sqlite`` on the stdlib driver): written once, over the store's own
+    ``_read`` (a connection for one read), ``_head`` and ``_find_nodes``."""
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def _read(self) -> AbstractContextManager[Conn]:
+        raise NotImplementedError
+
+    def _head(self, conn: Conn) -> tuple[int, bytes]:
+        raise NotImplementedError
+
+    def _find_nodes(self, conn: Conn, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+        raise NotImplementedError
+
+    def _nodes(self, conn: Conn, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+        found = self._find_nodes(conn, wanted)
+        missing = wanted - found.keys()
+        if missing:
+            raise LedgerError(
+                f"ledger database {self.url} lacks Merkle node {min(missing)}; "
+                "run `conveyor audit verify`: the ledger may have been tampered with"
+            )
+        return found
+
+    def _proof(self, conn: Conn, plan: merkle.ProofPlan) -> list[bytes]:
+        return merkle.assemble_proof(plan, self._nodes(conn, merkle.plan_nodes(plan)))
+
+    def verify_inclusion(self, entries: Iterable[Entry], *, size: int, root: bytes) -> None:
+        """Check rows against a signed tree head: one batched look-up of every proof's nodes,
+        then each row's leaf (recomputed from its facts) proved into ``root``."""
+        with self._read() as conn:
+            check_inclusion(
+                entries, size=size, root=root, nodes=lambda w: self._find_nodes(conn, w)
+            )
+
+    def root_at(self, size: int) -> bytes:
+        with self._read() as conn:
+            check_proof_sizes(self._head(conn)[0], old=size)
+            if size == 0:
+                return merkle.EMPTY_ROOT
+            needed = merkle.range_nodes(0, size)
+            nodes = self._nodes(conn, set(needed))
+            return merkle.fold([nodes[n] for n in needed])
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        with self._read() as conn:
+            current = self._head(conn)[0]
+            size = current if size is None else size
+            check_proof_sizes(current, old=size)
+            check_proof_sizes(size, index=index)
+            return self._proof(conn, merkle.inclusion_nodes(index, size))
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        with self._read() as conn:
+            current = self._head(conn)[0]
+            new_size = current if new_size is None else new_size
+            check_proof_sizes(current, old=new_size)
+            check_proof_sizes(new_size, old=old_size)
+            return self._proof(conn, merkle.consistency_nodes(old_size, new_size))
 
 
 @dataclass
