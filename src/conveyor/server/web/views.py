@@ -286,7 +286,7 @@ def _source(workspace: service.Workspace, environment: str, name: str, where: li
     return name
 
 
-def artifact(request: Request, who: Principal, text: str, *, checks: bool = True) -> Artifact:
+def artifact(request: Request, who: Principal, text: str) -> Artifact:
     from conveyor.attest import read_test_result, read_vulnerability_scan
 
     digest = parse_digest(text)
@@ -333,12 +333,11 @@ def artifact(request: Request, who: Principal, text: str, *, checks: bool = True
         found.referrers = service.list_attestations(found.reference, workspace=workspace).found
     except ConveyorError as error:
         found.referrers_problem = str(error)
-    if checks:
-        found.targets = [
-            target(request, who, found, environment)
-            for environment in order
-            if environment not in where
-        ]
+    found.targets = [
+        target(request, who, found, environment)
+        for environment in order
+        if environment not in where
+    ]
     return found
 
 
