@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from conveyor.server.context import state_of
 from conveyor.server.principal import Principal
 from conveyor.server.web import views
 from conveyor.server.web.render import guarded, page
@@ -18,8 +17,8 @@ router = APIRouter(include_in_schema=False)
 
 
 def board_page(request: Request, who: Principal, *, fragment: bool = False) -> Response:
-    size = state_of(request).workspace().ledger.size()
-    context = {"columns": views.board(request), "ledger_size": size}
+    size, columns = views.board(request)
+    context = {"columns": columns, "ledger_size": size}
     return page(request, "_board.html" if fragment else "board.html", context, who=who)
 
 

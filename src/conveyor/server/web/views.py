@@ -166,7 +166,7 @@ class _Computed:
 _board_lock = threading.Lock()
 
 
-def board(request: Request) -> list[Column]:
+def board(request: Request) -> tuple[int, list[Column]]:
     """Every environment in ``after`` order: status (current digest, candidate and its
     failing gates), the current digest's CI run and recorded gates, the last drift snapshot.
 
@@ -174,14 +174,15 @@ def board(request: Request) -> list[Column]:
     ``BOARD_TTL`` seconds: browsers fetching the board together cost one computation. A row
     edited in place (same size and root) is caught by the next computation."""
     workspace = state_of(request).workspace()
-    key = (id(workspace.config), workspace.ledger.size(), workspace.ledger.root())
+    size, root = workspace.ledger.head()  # one statement: size and root agree
+    key = (id(workspace.config), size, root)
     with _board_lock:  # one computation at a time; the others then find it done
         done: _Computed | None = getattr(request.app.state, "web_board", None)
         if done is not None and done.key == key and time.monotonic() - done.at < BOARD_TTL:
-            return done.columns
+            return size, done.columns
         columns = _board(request, workspace)
         request.app.state.web_board = _Computed(key, time.monotonic(), columns)
-    return columns
+    return size, columns
 
 
 def _board(request: Request, workspace: service.Workspace) -> list[Column]:
@@ -459,9 +460,9 @@ def audit(request: Request, *, verify: bool = False) -> AuditView:
     workspace = state_of(request).workspace()
     report = service.audit_verify(workspace=workspace) if verify else None
     ledger = workspace.ledger
-    size, root = ledger.size(), ledger.root().hex()
+    size, root = ledger.head()
     checkpoints = list(reversed(ledger.checkpoints(last=5)))  # not the whole table
-    return AuditView(size, root, checkpoints, report)
+    return AuditView(size, root.hex(), checkpoints, report)
 
 
 # --- what separates two environments ------------------------------------------------------------
