@@ -170,3 +170,20 @@ def test_an_environment_page_lists_a_bounded_history(
     assert "1 older arrival not shown" in html
     options = re.findall(r'<option value="(sha256:[0-9a-f]{64})">', html)
     assert options == [fresh.digest("v2")]  # the choices to put back are bounded too
+
+
+def test_open_streams_share_one_ledger_read_per_poll() -> None:
+    from conveyor.server.web.events import POLL_SECONDS, _Streams
+
+    reads: list[int] = []
+
+    def read() -> int:
+        reads.append(1)
+        return 7
+
+    streams = _Streams()
+    assert [streams.ledger_size(read) for _ in range(50)] == [7] * 50
+    assert len(reads) == 1  # fifty streams polling together: one read
+    time.sleep(POLL_SECONDS / 2)
+    streams.ledger_size(read)
+    assert len(reads) == 2  # a later poll reads again

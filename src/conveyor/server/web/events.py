@@ -1,7 +1,8 @@
 """``GET /events``: server-sent events for the board. ``event: ledger`` with the ledger's
-size is sent on connecting and whenever the size changes (checked about once a second); the
-page's script then fetches ``/?fragment=board`` and swaps it in. A stream ends after
-``STREAM_SECONDS`` (the browser's EventSource reconnects by itself).
+size is sent on connecting and whenever the size changes (checked about once a second, one
+read shared by every open stream); the page's script then fetches ``/?fragment=board`` and
+swaps it in. A stream ends after ``STREAM_SECONDS`` (the browser's EventSource reconnects by
+itself).
 
 Open streams are bounded: ``MAX_STREAMS`` per process and ``MAX_STREAMS_PER_IDENTITY`` per
 identity (tabs). Beyond that the answer is still a 200 stream (EventSource gives up for good
@@ -13,7 +14,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -39,6 +40,15 @@ class _Streams:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: Counter[str] = Counter()
+        # One ledger read serves every stream polling within half a poll interval.
+        self._polling = threading.Lock()
+        self._size: tuple[float, int] | None = None
+
+    def ledger_size(self, read: Callable[[], int]) -> int:
+        with self._polling:
+            if self._size is None or time.monotonic() - self._size[0] >= POLL_SECONDS / 2:
+                self._size = (time.monotonic(), read())
+            return self._size[1]
 
     def enter(self, identity: str) -> bool:
         with self._lock:
@@ -97,7 +107,7 @@ async def events(request: Request) -> Response:
         last: int | None = None
         while time.monotonic() - started < STREAM_SECONDS:
             try:
-                now = await run_in_threadpool(size)
+                now = await run_in_threadpool(streams.ledger_size, size)
             except ConveyorError:
                 return  # the database is away: end; the browser reconnects later
             if now != last:
