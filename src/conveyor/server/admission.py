@@ -324,10 +324,11 @@ def _describe(error: Exception) -> str:
 
 
 def _break_glass_rule(config: Config, environment: str) -> str | None:
+    """How the verdict names the rule; what it asks (approvals beyond the approvals gate) is
+    the freeze gate's to say, when the service decides (``service.admit_break_glass``)."""
     for freeze in config.model.freezes_for(environment):
         if freeze.break_glass is not None:
-            rule = freeze.break_glass
-            return f"{environment}'s freeze break-glass ({rule.approvals} {rule.role} approvals)"
+            return f"{environment}'s freeze break-glass rule ({freeze.break_glass.role} approvals)"
     return None
 
 
