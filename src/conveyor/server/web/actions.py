@@ -51,10 +51,6 @@ async def _form(request: Request) -> Form:
     return fields
 
 
-def _one_line(error: ConveyorError) -> str:
-    return " ".join(str(error).split())
-
-
 def _acted(
     request: Request,
     form: Form,
@@ -73,7 +69,7 @@ def _acted(
         return act(who, form)
     except ConveyorError as error:
         try:
-            return again(who, _one_line(error), status_of(error))
+            return again(who, str(error), status_of(error))
         except ConveyorError:
             return error_page(request, error, who)
 

@@ -145,7 +145,7 @@ def error_page(request: Request, error: ConveyorError, who: Principal | None) ->
             principal=who.identity if who else None,
             reason=str(error),
         )
-    message = " ".join(str(error).split())  # one line
+    message = str(error)  # one line: ConveyorError says it so
     return page(request, "error.html", {"message": message, "code": code}, who=who, status=code)
 
 

@@ -369,7 +369,7 @@ def check(
             principal=who.acting(),
         )
     except ConveyorError as error:
-        return Target(environment, reference, None, " ".join(str(error).split()))
+        return Target(environment, reference, None, str(error))  # one line (ConveyorError)
     return Target(environment, reference, result)
 
 
@@ -573,7 +573,7 @@ def search(request: Request, query: str) -> tuple[str | None, str | None]:
     try:
         resolved = service.resolve(text, options=state_of(request).registry_options())
     except ConveyorError as error:
-        return None, " ".join(str(error).split())
+        return None, str(error)  # one line (ConveyorError)
     if recorded(request, resolved.digest):
         return f"/artifacts/{resolved.digest}", None
     return None, f"{text} names {resolved.digest}, of which the ledger has no record"
