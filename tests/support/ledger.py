@@ -227,6 +227,30 @@ class LedgerContract:
         with pytest.raises(InputError):
             ledger.entries(limit=-1)
 
+    def test_a_commit_prefix_is_matched_exactly_before_the_limit(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        # A commit differing only in case is not a match (SQLite's LIKE ignores case), and
+        # such a row must not take a place the limit leaves for a real match.
+        ledger = make_ledger()
+        for n, commit in enumerate(["ab" * 20, "AB" * 20, "ab_" + "c" * 37, "a%" + "c" * 38]):
+            ledger.append(
+                make_envelope(n),
+                subject_digest=f"sha256:{n:064x}",
+                subject_name="example.com/app",
+                predicate_type="https://conveyor.dev/test/v1",
+                kind="build",
+                signer="ci",
+                keyid=CI_KEY.keyid,
+                commit=commit,
+            )
+        newest = ledger.entries(commit_prefix="abababa", newest_first=True, limit=1)
+        assert [e.index for e in newest] == [0]
+        assert [e.index for e in ledger.entries(commit_prefix="ab", limit=2)] == [0, 2]
+        assert [e.index for e in ledger.entries(commit_prefix="ab_")] == [2]
+        assert [e.index for e in ledger.entries(commit_prefix="a%")] == [3]
+        assert [e.index for e in ledger.entries(commit_prefix="ABAB", kind="build")] == [1]
+
     def test_entries_newest_first_below_an_end(self, make_ledger: MakeLedger) -> None:
         ledger = make_ledger()
         append_n(ledger, 24)

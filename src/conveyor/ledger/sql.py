@@ -16,11 +16,10 @@ always writes occurrence 0, so the database itself refuses a replay, whoever app
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,11 +44,17 @@ from conveyor.ledger.rows import (
     HIDDEN,
     SCHEMA_HEAD as SCHEMA_HEAD,  # re-exported: tests pin it
     SQLITE_PRAGMAS,
+    Mark,
+    Run,
     checkpoint_of as _checkpoint,
-    chunks,
+    checkpoint_values,
+    entries_query,
     entry_of as _entry,
     entry_values as _values,
+    find_nodes_sqlite,
+    find_replays,
     seam,
+    statements,
 )
 from conveyor.ledger.store import (
     Ledger,
@@ -57,6 +62,7 @@ from conveyor.ledger.store import (
     NodeTableProofs,
     duplicate_error,
     new_entry,
+    plan_append,
 )
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -115,7 +121,6 @@ checkpoints_table = sa.Table(
     sa.Column("key_hash", sa.LargeBinary),
 )
 _ENTRY_COLUMNS = list(entries_table.c)
-_ENTRY_NAMES = [c.name for c in _ENTRY_COLUMNS]
 _CHECKPOINT_COLUMNS = [c for c in checkpoints_table.c if c.name != "id"]
 
 _LOCK_HEAD = (
@@ -123,61 +128,12 @@ _LOCK_HEAD = (
     .where(head_table.c.id == 1)
     .with_for_update()
 )
-_READ_HEAD = sa.select(head_table.c.size, head_table.c.root).where(head_table.c.id == 1)
-_READ_HEAD_SQL = "SELECT size, root FROM ledger_head WHERE id = 1"
-
-
-class _AppendSql:
-    """The append path's statements as driver SQL: an append runs four of them, and
-    SQLAlchemy's per-statement compile-cache and result machinery cost more than the
-    database does."""
-
-    def __init__(self, postgres: bool) -> None:
-        # Only our own column names are interpolated; values always travel as parameters.
-        def p(*names: str) -> str:
-            return ", ".join(f"%({n})s" if postgres else f":{n}" for n in names)
-
-        columns = ", ".join(_ENTRY_NAMES)
-        lock = " FOR UPDATE" if postgres else ""
-        self.lock_head = f"SELECT size, frontier FROM ledger_head WHERE id = 1{lock}"  # noqa: S608
-        self.find_statement = (
-            "SELECT min(idx) FROM ledger_entries WHERE statement_sha256 = "  # noqa: S608
-            + p("statement_sha256")
-        )
-        self.insert_entry = f"INSERT INTO ledger_entries ({columns}) VALUES ({p(*_ENTRY_NAMES)})"  # noqa: S608
-        self.insert_node = (
-            f"INSERT INTO ledger_nodes (level, idx, hash) VALUES ({p('level', 'idx', 'hash')})"  # noqa: S608
-        )
-        head = f"size = {p('size')}, root = {p('root')}, frontier = {p('frontier')}"
-        self.update_head = f"UPDATE ledger_head SET {head} WHERE id = 1"  # noqa: S608
-        # PostgreSQL: entry, nodes and head in one round trip (data-modifying CTEs always run).
-        self.write_all = (
-            f"WITH entry AS (INSERT INTO ledger_entries ({columns}) VALUES ({p(*_ENTRY_NAMES)})), "  # noqa: S608
-            "nodes AS (INSERT INTO ledger_nodes (level, idx, hash) SELECT * FROM unnest("
-            "%(levels)s::smallint[], %(idxs)s::bigint[], %(hashes)s::bytea[])) "
-            f"UPDATE ledger_head SET {head} WHERE id = 1"
-        )
-
-
-@functools.cache
-def _entries_sql(given: frozenset[str], newest_first: bool) -> str:
-    """PostgreSQL: the entries query for the filters ``given`` (values travel as parameters;
-    only our own column names are interpolated)."""
-    where = [f"{name} = %({name})s" for name in _FILTERS if name in given]
-    if "start" in given:
-        where.append("idx >= %(start)s")
-    if "end" in given:
-        where.append("idx < %(end)s")
-    sql = f"SELECT {', '.join(_ENTRY_NAMES)} FROM ledger_entries"  # noqa: S608
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY idx DESC" if newest_first else " ORDER BY idx"
-    if "limit" in given:
-        sql += " LIMIT %(limit)s"
-    return sql
-
-
-_FILTERS = ("subject_digest", "kind", "environment", "source_commit")
+# PostgreSQL: entry, nodes and head in one round trip (data-modifying CTEs always run).
+_WRITE_ALL_PG = (
+    f"WITH entry AS ({statements('%s').insert_entry}), "  # noqa: S608 (our statements)
+    "nodes AS (INSERT INTO ledger_nodes (level, idx, hash) SELECT * FROM unnest("
+    f"%s::smallint[], %s::bigint[], %s::bytea[])) {statements('%s').update_head}"
+)
 
 
 def lock_key(name: str) -> int:
@@ -196,7 +152,9 @@ class SqlLedger(NodeTableProofs[Connection]):
         self._secrets = tuple(secrets)
         self._local = threading.local()
         self._postgres = engine.dialect.name == "postgresql"
-        self._sql = _AppendSql(self._postgres)
+        # The driver's parameter mark: psycopg's, or sqlite3's under SQLAlchemy.
+        self._mark: Mark = "%s" if self._postgres else "?"
+        self._sql = statements(self._mark)
         with self._read() as conn:
             self._origin: str = conn.execute(sa.select(head_table.c.origin)).scalar_one()
 
@@ -318,45 +276,26 @@ class SqlLedger(NodeTableProofs[Connection]):
         )
         sql = self._sql
         with self._write() as conn:
-            size, frontier = conn.exec_driver_sql(sql.lock_head).one()
-            # Under the head lock no other append can race this check; the unique index is
-            # the backstop for writers that bypass this code.
-            held = conn.exec_driver_sql(
-                sql.find_statement, {"statement_sha256": fresh.statement_sha256}
-            ).scalar()
-            if held is not None:
-                raise duplicate_error(fresh.statement_sha256, int(held))
-            compact = merkle.CompactRange.from_bytes(size, bytes(frontier))
-            leaf = fresh.leaf_hash(size)
-            nodes: list[dict[str, Any]] = []
-            compact.append(
-                leaf, lambda lv, ix, h: nodes.append({"level": lv, "idx": ix, "hash": h})
-            )
-            entry = fresh.at(size, compact.root(), leaf)
-            row = dict(zip(_ENTRY_NAMES, _values(entry), strict=True))
-            head = {"size": size + 1, "root": entry.tree_root, "frontier": compact.to_bytes()}
+            lock = " FOR UPDATE" if self._postgres else ""  # SQLite: BEGIN IMMEDIATE holds it
+            size, frontier = conn.exec_driver_sql(sql.lock_head + lock).one()
+            held = conn.exec_driver_sql(sql.find_statement, (fresh.statement_sha256,)).scalar()
+            plan = plan_append(fresh, size, frontier, held)
+            row = _values(plan.entry)
             try:
                 if self._postgres:
-                    conn.exec_driver_sql(
-                        sql.write_all,
-                        {
-                            **row,
-                            **head,
-                            "levels": [n["level"] for n in nodes],
-                            "idxs": [n["idx"] for n in nodes],
-                            "hashes": [n["hash"] for n in nodes],
-                        },
-                    )
-                    return entry
+                    nodes = plan.nodes
+                    columns = ([n[0] for n in nodes], [n[1] for n in nodes], [n[2] for n in nodes])
+                    conn.exec_driver_sql(_WRITE_ALL_PG, (*row, *columns, *plan.head))
+                    return plan.entry
                 conn.exec_driver_sql(sql.insert_entry, row)
             except exc.IntegrityError as error:
                 if "statement" in str(error.orig):
                     raise duplicate_error(fresh.statement_sha256, None) from None
                 raise
-            if nodes:
-                conn.exec_driver_sql(sql.insert_node, nodes)
-            conn.exec_driver_sql(sql.update_head, head)
-            return entry
+            if plan.nodes:
+                conn.exec_driver_sql(sql.insert_node, list(plan.nodes))
+            conn.exec_driver_sql(sql.update_head, plan.head)
+            return plan.entry
 
     def entries(
         self,
@@ -371,51 +310,23 @@ class SqlLedger(NodeTableProofs[Connection]):
         newest_first: bool = False,
         commit_prefix: str | None = None,
     ) -> list[Entry]:
-        if limit is not None and limit < 0:
-            raise InputError("limit must be >= 0")
-        if self._postgres and commit_prefix is None:  # the hot read: driver SQL (_AppendSql)
-            filters = {
-                "subject_digest": subject_digest,
-                "kind": kind,
-                "environment": environment,
-                "source_commit": commit,
-                "start": start if start > 0 else None,
-                "end": end,
-                "limit": limit,
-            }
-            given = {k: v for k, v in filters.items() if v is not None}
-            sql = _entries_sql(frozenset(given), newest_first)
-            with self._read() as conn:
-                return [_entry(row) for row in conn.exec_driver_sql(sql, given)]
-        c = entries_table.c
-        query = sa.select(*_ENTRY_COLUMNS).order_by(c.idx.desc() if newest_first else c.idx)
-        for column, value in (
-            (c.subject_digest, subject_digest),
-            (c.kind, kind),
-            (c.environment, environment),
-            (c.source_commit, commit),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        if commit_prefix is not None:
-            query = query.where(c.source_commit.startswith(commit_prefix, autoescape=True))
-        if start > 0:
-            query = query.where(c.idx >= start)
-        if end is not None:
-            query = query.where(c.idx < end)
-        if limit is not None:
-            query = query.limit(limit)
+        sql, params = entries_query(
+            self._mark,
+            subject_digest=subject_digest,
+            kind=kind,
+            environment=environment,
+            commit=commit,
+            start=start,
+            limit=limit,
+            end=end,
+            newest_first=newest_first,
+            commit_prefix=commit_prefix,
+        )
         with self._read() as conn:
-            found = [_entry(row) for row in conn.execute(query)]
-        if commit_prefix is not None:  # SQLite's LIKE ignores case
-            found = [e for e in found if (e.commit or "").startswith(commit_prefix)]
-        return found
+            return [_entry(row) for row in conn.exec_driver_sql(sql, params)]
 
     def _head(self, conn: Connection) -> tuple[int, bytes]:
-        if self._postgres:
-            size, root = conn.exec_driver_sql(_READ_HEAD_SQL).one()
-        else:
-            size, root = conn.execute(_READ_HEAD).one()
+        size, root = conn.exec_driver_sql(self._sql.read_head).one()
         return int(size), bytes(root)
 
     def size(self) -> int:
@@ -459,19 +370,7 @@ class SqlLedger(NodeTableProofs[Connection]):
                 root=bytes(root),
                 time=format_time(datetime.now(UTC)),
             )
-            conn.execute(
-                checkpoints_table.insert(),
-                {
-                    "origin": cp.origin,
-                    "size": cp.size,
-                    "root": cp.root,
-                    "time": cp.time,
-                    "keyid": cp.keyid,
-                    "signature": cp.signature,
-                    "key_name": cp.key_name,
-                    "key_hash": cp.key_hash,
-                },
-            )
+            conn.exec_driver_sql(self._sql.insert_checkpoint, checkpoint_values(cp))
             return cp
 
     def checkpoints(self, *, last: int | None = None) -> list[Checkpoint]:
@@ -562,7 +461,7 @@ class SqlLedger(NodeTableProofs[Connection]):
 
             def replays(digests: Sequence[str] | None) -> list[list[int]]:
                 with self._translate():
-                    return _replays(conn, digests)
+                    return find_replays(_runner(conn), self._mark, digests)
 
             yield LedgerView(
                 self._origin,
@@ -582,32 +481,21 @@ class SqlLedger(NodeTableProofs[Connection]):
         self._engine.dispose()
 
 
+def _runner(conn: Connection) -> Run:
+    """``conn``'s driver SQL with positional parameters (a tuple: a list means many rows)."""
+
+    def run(sql: str, params: tuple[Any, ...]) -> Iterable[Sequence[Any]]:
+        return conn.exec_driver_sql(sql, params)
+
+    return run
+
+
 def _find_nodes(conn: Connection, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
     """The stored nodes among ``wanted`` (level 0: entries' stored leaf hashes); missing ones
-    are left out. Chunked: SQLite limits the depth of an expression."""
-    found: dict[merkle.NodeId, bytes] = {}
+    are left out."""
     if conn.dialect.name == "postgresql":
         return _find_nodes_postgres(conn, wanted)
-    leaves = sorted(ix for lv, ix in wanted if lv == 0)
-    for part in chunks(leaves, 500):
-        rows = conn.execute(
-            sa.select(entries_table.c.idx, entries_table.c.leaf_hash).where(
-                entries_table.c.idx.in_(part)
-            )
-        )
-        found.update({(0, ix): bytes(h) for ix, h in rows})
-    inner = sorted(n for n in wanted if n[0] > 0)
-    c = nodes_table.c
-    for part in chunks(inner, 200):
-        # OR of primary-key probes: both planners answer it from the index (a row-value
-        # IN list makes SQLite scan the table).
-        node_rows = conn.execute(
-            sa.select(c.level, c.idx, c.hash).where(
-                sa.or_(*(sa.and_(c.level == lv, c.idx == ix) for lv, ix in part))
-            )
-        )
-        found.update({(lv, ix): bytes(h) for lv, ix, h in node_rows})
-    return found
+    return find_nodes_sqlite(_runner(conn), wanted)
 
 
 # Every wanted node in one statement, as arrays (a proof batch is a few dozen nodes; building
@@ -633,37 +521,6 @@ def _find_nodes_postgres(
         },
     )
     return {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
-
-
-def _replays(conn: Connection, digests: Sequence[str] | None) -> list[list[int]]:
-    """Indexes per statement digest stored more than once (among ``digests``, or all)."""
-    c = entries_table.c
-    pairs: list[tuple[str, int]] = []
-    if digests is None:
-        repeated = (
-            sa.select(c.statement_sha256)
-            .group_by(c.statement_sha256)
-            .having(sa.func.count() > 1)
-            .scalar_subquery()
-        )
-        pairs = [
-            (d, int(i))
-            for d, i in conn.execute(
-                sa.select(c.statement_sha256, c.idx).where(c.statement_sha256.in_(repeated))
-            )
-        ]
-    else:
-        for part in chunks(sorted(set(digests)), 500):
-            pairs.extend(
-                (d, int(i))
-                for d, i in conn.execute(
-                    sa.select(c.statement_sha256, c.idx).where(c.statement_sha256.in_(part))
-                )
-            )
-    groups: dict[str, list[int]] = {}
-    for digest, index in pairs:
-        groups.setdefault(digest, []).append(index)
-    return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
 # -- opening ----------------------------------------------------------------------------------

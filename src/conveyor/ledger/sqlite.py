@@ -24,7 +24,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import quote
 
 from conveyor.errors import InputError, LedgerError
@@ -32,15 +31,17 @@ from conveyor.ledger import merkle
 from conveyor.ledger.models import Checkpoint, CheckpointSigner, Entry, format_time, sign_checkpoint
 from conveyor.ledger.rows import (
     BUSY_TIMEOUT_SECONDS,
-    CHECKPOINT_NAMES,
-    ENTRY_NAMES,
     SCHEMA_HEAD,
     SQLITE_PRAGMAS,
     checkpoint_of,
-    chunks,
+    checkpoint_values,
+    entries_query,
     entry_of,
     entry_values,
+    find_nodes_sqlite,
+    find_replays,
     seam,
+    statements,
 )
 from conveyor.ledger.store import (
     Ledger,
@@ -48,27 +49,11 @@ from conveyor.ledger.store import (
     NodeTableProofs,
     duplicate_error,
     new_entry,
+    plan_append,
 )
 
 PREFIX = "sqlite:///"
-_ENTRY_COLUMNS = ", ".join(ENTRY_NAMES)
-_CHECKPOINT_COLUMNS = ", ".join(CHECKPOINT_NAMES)
-_SELECT_ENTRIES = f"SELECT {_ENTRY_COLUMNS} FROM ledger_entries"  # noqa: S608 (our names)
-_SELECT_CHECKPOINTS = f"SELECT {_CHECKPOINT_COLUMNS} FROM ledger_checkpoints"  # noqa: S608
-_INSERT_ENTRY = (
-    f"INSERT INTO ledger_entries ({_ENTRY_COLUMNS}) "  # noqa: S608
-    f"VALUES ({', '.join('?' * len(ENTRY_NAMES))})"
-)
-_INSERT_CHECKPOINT = (
-    f"INSERT INTO ledger_checkpoints ({_CHECKPOINT_COLUMNS}) "  # noqa: S608
-    f"VALUES ({', '.join('?' * len(CHECKPOINT_NAMES))})"
-)
-_ENTRY_FILTERS = (
-    ("subject_digest", "subject_digest"),
-    ("kind", "kind"),
-    ("environment", "environment"),
-    ("commit", "source_commit"),
-)
+_SQL = statements("?")
 
 
 def file_of(url: str) -> str | None:
@@ -232,37 +217,21 @@ class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
         )
         with self._write() as conn:
             size, frontier = self._locked_head(conn)
-            # Under the write lock no other append can race this check; the unique index is
-            # the backstop for writers that bypass this code.
-            held = conn.execute(
-                "SELECT min(idx) FROM ledger_entries WHERE statement_sha256 = ?",
-                (fresh.statement_sha256,),
-            ).fetchone()[0]
-            if held is not None:
-                raise duplicate_error(fresh.statement_sha256, int(held))
-            compact = merkle.CompactRange.from_bytes(size, frontier)
-            leaf = fresh.leaf_hash(size)
-            nodes: list[tuple[int, int, bytes]] = []
-            compact.append(leaf, lambda lv, ix, h: nodes.append((lv, ix, h)))
-            entry = fresh.at(size, compact.root(), leaf)
+            held = conn.execute(_SQL.find_statement, (fresh.statement_sha256,)).fetchone()[0]
+            plan = plan_append(fresh, size, frontier, held)
             try:
-                conn.execute(_INSERT_ENTRY, entry_values(entry))
+                conn.execute(_SQL.insert_entry, entry_values(plan.entry))
             except sqlite3.IntegrityError as error:
                 if "statement" in str(error):
                     raise duplicate_error(fresh.statement_sha256, None) from None
                 raise
-            if nodes:
-                conn.executemany(
-                    "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes
-                )
-            conn.execute(
-                "UPDATE ledger_head SET size = ?, root = ?, frontier = ? WHERE id = 1",
-                (size + 1, entry.tree_root, compact.to_bytes()),
-            )
-            return entry
+            if plan.nodes:
+                conn.executemany(_SQL.insert_node, plan.nodes)
+            conn.execute(_SQL.update_head, plan.head)
+            return plan.entry
 
     def _locked_head(self, conn: sqlite3.Connection) -> tuple[int, bytes]:
-        row = conn.execute("SELECT size, frontier FROM ledger_head WHERE id = 1").fetchone()
+        row = conn.execute(_SQL.lock_head).fetchone()
         if row is None:
             raise self._no_head()
         return int(row[0]), bytes(row[1])
@@ -288,41 +257,23 @@ class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
     ) -> list[Entry]:
         """Entries with ``start <= index < end`` matching every filter given, in index order
         (``newest_first``: reversed, so ``limit`` keeps the newest)."""
-        if limit is not None and limit < 0:
-            raise InputError("limit must be >= 0")
-        given = {"subject_digest": subject_digest, "kind": kind}
-        given |= {"environment": environment, "commit": commit}
-        where: list[str] = []
-        params: list[Any] = []
-        for name, column in _ENTRY_FILTERS:
-            if given[name] is not None:
-                where.append(f"{column} = ?")
-                params.append(given[name])
-        if commit_prefix is not None:  # LIKE ignores case: checked again below
-            where.append("source_commit LIKE ? ESCAPE '\\'")
-            escaped = commit_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            params.append(escaped + "%")
-        if start > 0:
-            where.append("idx >= ?")
-            params.append(start)
-        if end is not None:
-            where.append("idx < ?")
-            params.append(end)
-        sql = _SELECT_ENTRIES
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY idx DESC" if newest_first else " ORDER BY idx"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        sql, params = entries_query(
+            "?",
+            subject_digest=subject_digest,
+            kind=kind,
+            environment=environment,
+            commit=commit,
+            start=start,
+            limit=limit,
+            end=end,
+            newest_first=newest_first,
+            commit_prefix=commit_prefix,
+        )
         with self._read() as conn:
-            found = [entry_of(row) for row in conn.execute(sql, params)]
-        if commit_prefix is not None:
-            found = [e for e in found if (e.commit or "").startswith(commit_prefix)]
-        return found
+            return [entry_of(row) for row in conn.execute(sql, params)]
 
     def _head(self, conn: sqlite3.Connection) -> tuple[int, bytes]:
-        row = conn.execute("SELECT size, root FROM ledger_head WHERE id = 1").fetchone()
+        row = conn.execute(_SQL.read_head).fetchone()
         if row is None:
             raise self._no_head()
         return int(row[0]), bytes(row[1])
@@ -350,7 +301,7 @@ class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
         if not 0 <= index < 2**63:
             raise InputError(f"no ledger entry {index}: indexes run from 0")
         with self._read() as conn:
-            row = conn.execute(f"{_SELECT_ENTRIES} WHERE idx = ?", (index,)).fetchone()
+            row = conn.execute(f"{_SQL.select_entries} WHERE idx = ?", (index,)).fetchone()
             if row is None:
                 raise InputError(
                     f"no ledger entry {index}: the ledger has {self._head(conn)[0]} entries"
@@ -360,7 +311,7 @@ class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
     def _find_nodes(
         self, conn: sqlite3.Connection, wanted: set[merkle.NodeId]
     ) -> dict[merkle.NodeId, bytes]:
-        return find_nodes(conn, wanted)
+        return find_nodes_sqlite(conn.execute, wanted)
 
     def checkpoint(self, signer: CheckpointSigner) -> Checkpoint:
         with self._write() as conn:
@@ -372,15 +323,11 @@ class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
                 root=root,
                 time=format_time(datetime.now(UTC)),
             )
-            conn.execute(
-                _INSERT_CHECKPOINT,
-                (cp.origin, cp.size, cp.root, cp.time, cp.keyid, cp.signature, cp.key_name,
-                 cp.key_hash),
-            )  # fmt: skip
+            conn.execute(_SQL.insert_checkpoint, checkpoint_values(cp))
             return cp
 
     def checkpoints(self, *, last: int | None = None) -> list[Checkpoint]:
-        sql, params = f"{_SELECT_CHECKPOINTS} ORDER BY id DESC", []
+        sql, params = f"{_SQL.select_checkpoints} ORDER BY id DESC", []
         if last is not None:
             sql, params = sql + " LIMIT ?", [max(last, 0)]
         with self._read() as conn:
@@ -389,7 +336,7 @@ class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
 
     def latest_checkpoint(self) -> Checkpoint | None:
         with self._read() as conn:
-            row = conn.execute(f"{_SELECT_CHECKPOINTS} ORDER BY id DESC LIMIT 1").fetchone()
+            row = conn.execute(f"{_SQL.select_checkpoints} ORDER BY id DESC LIMIT 1").fetchone()
             return None if row is None else checkpoint_of(row)
 
     @contextmanager
@@ -436,14 +383,12 @@ class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
                 if own:
                     conn.execute("BEGIN")
                 size, root = self._head(conn)
-                rows = conn.execute(f"{_SELECT_CHECKPOINTS} ORDER BY id").fetchall()
+                rows = conn.execute(f"{_SQL.select_checkpoints} ORDER BY id").fetchall()
                 checkpoints = [checkpoint_of(r) for r in rows]
 
             def stream() -> Iterator[Entry]:
                 with self._translate():
-                    cursor = conn.execute(
-                        f"{_SELECT_ENTRIES} WHERE idx >= ? ORDER BY idx", (start,)
-                    )
+                    cursor = conn.execute(*entries_query("?", start=start))
                     try:
                         while batch := cursor.fetchmany(2000):
                             for row in batch:
@@ -453,11 +398,11 @@ class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
 
             def nodes(wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
                 with self._translate():
-                    return find_nodes(conn, wanted)
+                    return find_nodes_sqlite(conn.execute, wanted)
 
             def replays(digests: Sequence[str] | None) -> list[list[int]]:
                 with self._translate():
-                    return find_replays(conn, digests)
+                    return find_replays(conn.execute, "?", digests)
 
             yield LedgerView(
                 self._origin,
@@ -479,60 +424,6 @@ class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
         for conn in connections:
             conn.close()
         self._local = threading.local()
-
-
-def find_nodes(conn: sqlite3.Connection, wanted: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
-    """The stored nodes among ``wanted`` (level 0: entries' stored leaf hashes); missing ones
-    are left out. Chunked: SQLite limits the number of parameters and expression depth."""
-    found: dict[merkle.NodeId, bytes] = {}
-    leaves = sorted(ix for lv, ix in wanted if lv == 0)
-    for part in chunks(leaves, 500):
-        marks = ", ".join("?" * len(part))
-        rows = conn.execute(
-            f"SELECT idx, leaf_hash FROM ledger_entries WHERE idx IN ({marks})",  # noqa: S608
-            part,
-        )
-        found.update({(0, ix): bytes(h) for ix, h in rows})
-    inner = sorted(n for n in wanted if n[0] > 0)
-    for part in chunks(inner, 200):
-        # OR of primary-key probes: the planner answers each from the index (a row-value IN
-        # list makes SQLite scan the table).
-        probes = " OR ".join("(level = ? AND idx = ?)" for _ in part)
-        node_rows = conn.execute(
-            f"SELECT level, idx, hash FROM ledger_nodes WHERE {probes}",  # noqa: S608
-            [value for node in part for value in node],
-        )
-        found.update({(lv, ix): bytes(h) for lv, ix, h in node_rows})
-    return found
-
-
-def find_replays(conn: sqlite3.Connection, digests: Sequence[str] | None) -> list[list[int]]:
-    """Indexes per statement digest stored more than once (among ``digests``, or all)."""
-    pairs: list[tuple[str, int]] = []
-    if digests is None:
-        pairs = [
-            (d, int(i))
-            for d, i in conn.execute(
-                "SELECT statement_sha256, idx FROM ledger_entries WHERE statement_sha256 IN "
-                "(SELECT statement_sha256 FROM ledger_entries GROUP BY statement_sha256 "
-                "HAVING count(*) > 1)"
-            )
-        ]
-    else:
-        for part in chunks(sorted(set(digests)), 500):
-            marks = ", ".join("?" * len(part))
-            pairs.extend(
-                (d, int(i))
-                for d, i in conn.execute(
-                    "SELECT statement_sha256, idx FROM ledger_entries "  # noqa: S608
-                    f"WHERE statement_sha256 IN ({marks})",
-                    part,
-                )
-            )
-    groups: dict[str, list[int]] = {}
-    for digest, index in pairs:
-        groups.setdefault(digest, []).append(index)
-    return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
 def _satisfies_protocol(ledger: SqliteLedger) -> Ledger:

@@ -265,6 +265,35 @@ def new_entry(
     )
 
 
+@dataclass(frozen=True)
+class PlannedAppend:
+    """An append worked out under the head lock: the entry, the perfect nodes it completes
+    as ``(level, index, hash)``, and the head after it."""
+
+    entry: Entry
+    nodes: list[tuple[int, int, bytes]]
+    frontier: bytes
+
+    @property
+    def head(self) -> tuple[int, bytes, bytes]:
+        """The new head's ``(size, root, frontier)``."""
+        return self.entry.index + 1, self.entry.tree_root, self.frontier
+
+
+def plan_append(fresh: NewEntry, size: int, frontier: bytes, held: int | None) -> PlannedAppend:
+    """The append of ``fresh`` to the head ``(size, frontier)`` read under the write lock;
+    ``DuplicateEvidence`` when the statement is held already (``held``: its lowest index).
+    Under the lock no other append can race the check; the unique index is the backstop for
+    writers that bypass this code."""
+    if held is not None:
+        raise duplicate_error(fresh.statement_sha256, int(held))
+    compact = merkle.CompactRange.from_bytes(int(size), bytes(frontier))
+    leaf = fresh.leaf_hash(int(size))
+    nodes: list[tuple[int, int, bytes]] = []
+    compact.append(leaf, lambda lv, ix, h: nodes.append((lv, ix, h)))
+    return PlannedAppend(fresh.at(int(size), compact.root(), leaf), nodes, compact.to_bytes())
+
+
 def check_proof_sizes(size: int, *, index: int | None = None, old: int | None = None) -> None:
     if index is not None and not 0 <= index < size:
         raise InputError(f"no ledger entry {index} in a tree of size {size}")
