@@ -111,13 +111,6 @@ def install(app: FastAPI) -> None:
         registry=state.metrics.registry,
         multiprocess_mode="mostrecent",
     )
-    stores: list[DriftStore] = []
-
-    def store() -> DriftStore:
-        if not stores:
-            url = state.settings.ledger_url or state.config().configured_ledger_url
-            stores.append(DriftStore.open(url))
-        return stores[0]
 
     async def report(request: Request, who: Who, environment: str) -> dict[str, Any]:
         from starlette.concurrency import run_in_threadpool
@@ -142,14 +135,14 @@ def install(app: FastAPI) -> None:
                 "summary": per,
                 "containers": [c.to_dict() for c in report.containers if c.environment == name],
             }
-            stored[name] = store().put(name, who.identity, snapshot)
+            stored[name] = state.drift_store().put(name, who.identity, snapshot)
             for status, count in per.items():
                 gauge.labels(name, status).set(count)
         return {**report.to_dict(), "stored": stored}
 
     def last(request: Request, who: Who, environment: str) -> dict[str, Any]:
         allow(request, who, "read", environment)
-        found = store().get(environment)
+        found = state.drift_store().get(environment)
         if found is None:
             raise NotFound(f"no drift snapshot of {environment} yet")
         return found

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from conveyor.oci.name import Target
     from conveyor.oci.store import Repository
     from conveyor.policy.config import Config
+    from conveyor.server.drift import DriftStore
     from conveyor.server.reach import Reach
     from conveyor.server.tokens import TokenStore
     from conveyor.service import RegistryOptions, Workspace
@@ -74,6 +75,7 @@ class ServerState:
     _config: Config | None = None
     _config_stamp: tuple[int, int] | None = None
     _tokens: TokenStore | None = None
+    _drift: DriftStore | None = None
     _signer: Signer | None = None
     _signer_for: tuple[int, int] | None = None
     _workspace: Workspace | None = None
@@ -99,6 +101,11 @@ class ServerState:
                 self._config_stamp = stamp
             return self._config
 
+    def ledger_url(self, config: Config | None = None) -> str:
+        """The database of the ledger, and of the tables beside it (tokens, drift snapshots):
+        CONVEYOR_DB, else the config's ledger (``ledger.url`` or the default)."""
+        return self.settings.ledger_url or (config or self.config()).configured_ledger_url
+
     def workspace(self) -> Workspace:
         """The one workspace of this process (config, trusted keys, ledger, read cache),
         rebuilt when conveyor.yaml changes. Requests pass their own signer and principal.
@@ -113,7 +120,7 @@ class ServerState:
         with self._lock:
             if self._workspace is not None and self._workspace.config is config:
                 return self._workspace
-            url = self.settings.ledger_url or config.configured_ledger_url
+            url = self.ledger_url(config)
             if self._ledger is None or url != self._ledger_url:
                 previous, self._ledger = self._ledger, open_ledger(url)
                 self._ledger_url = url
@@ -144,10 +151,17 @@ class ServerState:
 
         with self._lock:
             if self._tokens is None:
-                # CONVEYOR_DB, else the config's ledger: the same database the operations use.
-                url = self.settings.ledger_url or self.config().configured_ledger_url
-                self._tokens = TokenStore.open(url)
+                self._tokens = TokenStore.open(self.ledger_url())
             return self._tokens
+
+    def drift_store(self) -> DriftStore:
+        """The one drift snapshot store of this process, for the API and the pages alike."""
+        from conveyor.server.drift import DriftStore
+
+        with self._lock:
+            if self._drift is None:
+                self._drift = DriftStore.open(self.ledger_url())
+            return self._drift
 
     def signer(self) -> Signer:
         """The server's signing key (``server.signing_key``), checked to be an identity with
@@ -195,6 +209,8 @@ class ServerState:
     def close(self) -> None:
         if self._tokens is not None:
             self._tokens.close()
+        if self._drift is not None:
+            self._drift.close()
         if self._ledger is not None:
             self._ledger.close()
         if self._opener is not None:

@@ -538,6 +538,28 @@ def test_the_board_shows_the_last_drift_snapshot(fresh: WebTeam) -> None:
     assert "by ops" in staging
 
 
+def test_the_api_and_the_pages_share_one_drift_store(
+    fresh: WebTeam, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.server.drift import DriftStore
+
+    opened: list[DriftStore] = []
+    real = DriftStore.open
+
+    def counted(url: str) -> DriftStore:
+        opened.append(real(url))
+        return opened[-1]
+
+    monkeypatch.setattr(DriftStore, "open", counted)
+    created = fresh.state.tokens().create("viewer-drift", identity="viewer", created_by="test")  # type: ignore[attr-defined]
+    assert fresh.as_("viewer").get("/").status_code == 200  # the board reads drift
+    bearer = {"Authorization": f"Bearer {created.token}"}
+    answer = fresh.as_(None).get("/api/v1/environments/staging/drift", headers=bearer)
+    assert answer.status_code == 404  # no snapshot yet, read through the API's store
+    assert fresh.as_("viewer").get("/environments/staging").status_code == 200
+    assert len(opened) == 1  # one engine on the database, not one per face
+
+
 def test_the_diff_lists_the_commits_between_two_environments(fresh: WebTeam) -> None:
     first = fresh.images["v1"]
     fresh.approve(first, "production", "alice")

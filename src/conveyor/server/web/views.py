@@ -22,10 +22,7 @@ from conveyor.server.problems import NotFound
 if TYPE_CHECKING:
     from fastapi import Request
 
-    from conveyor.server.drift import DriftStore
-
 HEX = frozenset("0123456789abcdefABCDEF")
-_drift_lock = threading.Lock()
 
 
 def parse_digest(text: str) -> Digest:
@@ -41,24 +38,10 @@ def parse_commit(text: str) -> str:
     return text.lower()
 
 
-def _drift_store(request: Request) -> DriftStore:
-    from conveyor.server.drift import DriftStore
-
-    app_state = request.app.state
-    with _drift_lock:
-        store: DriftStore | None = getattr(app_state, "web_drift", None)
-        if store is None:
-            state = state_of(request)
-            url = state.settings.ledger_url or state.config().configured_ledger_url
-            store = DriftStore.open(url)
-            app_state.web_drift = store
-    return store
-
-
 def drift_of(request: Request, environment: str) -> dict[str, Any] | None:
     """The last drift snapshot of ``environment`` (issue 15), or None."""
     try:
-        return _drift_store(request).get(environment)
+        return state_of(request).drift_store().get(environment)
     except ConveyorError:
         return None  # no snapshot table (an older database): the board still renders
 
