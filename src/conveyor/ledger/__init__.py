@@ -37,7 +37,7 @@ from conveyor.ledger.store import Ledger, LedgerView, MemoryLedger
 
 if TYPE_CHECKING:
     from conveyor.ledger.audit import AuditReport, verify_ledger
-    from conveyor.ledger.sql import SqlLedger, open_database
+    from conveyor.ledger.sql import Database, SqlLedger, open_database
 
 __all__ = [
     "UNSTATED",
@@ -46,6 +46,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointSigner",
     "CheckpointVerifier",
+    "Database",
     "DuplicateEvidence",
     "Entry",
     "EnvelopeVerifier",
@@ -94,7 +95,7 @@ def __getattr__(name: str) -> Any:
         from conveyor.ledger import audit
 
         return getattr(audit, name)
-    if name in ("open_database", "SqlLedger"):
+    if name in ("Database", "open_database", "SqlLedger"):
         from conveyor.ledger import sql
 
         return getattr(sql, name)

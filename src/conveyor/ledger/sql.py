@@ -21,6 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -642,12 +643,25 @@ def open_ledger(url: str) -> SqlLedger:
             engine.dispose()
 
 
-def open_database(url: str) -> tuple[Engine, str]:
-    """The engine of the ledger's database at ``url`` (created and migrated like the ledger)
-    and its URL as it may be shown, for the tables that live beside the ledger (API tokens,
-    drift snapshots): one way to connect, one redaction."""
+@dataclass(frozen=True)
+class Database:
+    """The ledger's database, for the tables that live beside the ledger (API tokens, drift
+    snapshots): its engine, its URL as it may be shown, and the one error seam."""
+
+    engine: Engine
+    display: str
+    secrets: tuple[str, ...]
+
+    def seam(self) -> AbstractContextManager[None]:
+        """Driver and OS errors as one ``LedgerError`` with every credential hidden."""
+        return ledger_seam(self.display, self.secrets)
+
+
+def open_database(url: str) -> Database:
+    """The ledger's database at ``url``, created and migrated like the ledger: one way to
+    connect, one redaction."""
     ledger = open_ledger(url)
-    return ledger._engine, ledger._display
+    return Database(ledger._engine, ledger._display, ledger._secrets)
 
 
 # libpq connection parameters that carry a secret or point at one (``passfile``: the file of

@@ -10,18 +10,15 @@ Posting needs the role ``drift`` (or ``admin``); reading needs any identity.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from prometheus_client import Gauge
-from sqlalchemy import exc
-from sqlalchemy.engine import Engine
 
-from conveyor.errors import InputError, LedgerError
+from conveyor.errors import InputError
 from conveyor.server import api, schemas
 from conveyor.server.api import principal
 from conveyor.server.context import allow
@@ -29,6 +26,7 @@ from conveyor.server.principal import Principal
 from conveyor.server.problems import NotFound
 
 if TYPE_CHECKING:
+    from conveyor.ledger import Database
     from conveyor.server.state import ServerState
 
 Who = Annotated[Principal, Depends(principal)]
@@ -47,26 +45,18 @@ snapshots_table = sa.Table(
 class DriftStore:
     """The ``drift_snapshots`` table (created by the ledger's migrations)."""
 
-    def __init__(self, engine: Engine, display: str) -> None:
-        self._engine = engine
-        self._display = display
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
 
     @classmethod
     def open(cls, url: str) -> DriftStore:
         from conveyor.ledger import open_database
 
-        return cls(*open_database(url))
+        return cls(open_database(url))
 
-    @contextmanager
-    def _seam(self) -> Iterator[None]:
-        try:
-            yield
-        except exc.SQLAlchemyError as error:
-            cause = getattr(error, "orig", None) or error
-            raise LedgerError(
-                f"drift snapshots in {self._display} failed: {type(cause).__name__}; "
-                "check that the database is reachable"
-            ) from error
+    def _seam(self) -> AbstractContextManager[None]:
+        return self._database.seam()
 
     def put(self, environment: str, reported_by: str, snapshot: dict[str, Any]) -> str:
         at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

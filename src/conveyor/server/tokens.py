@@ -14,18 +14,22 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.engine import Engine
 
-from conveyor.errors import ConveyorError, InputError, LedgerError
+from conveyor.errors import ConveyorError, InputError
+
+if TYPE_CHECKING:
+    from conveyor.ledger import Database
 
 TOKEN_PREFIX = "cvt_"  # noqa: S105 - a prefix, recognisable by secret scanners
 TOKEN_BYTES = 32  # 256 bits
@@ -137,7 +141,7 @@ def _check_engine(engine: Engine) -> Engine:
     pre-ping (a connection the database dropped fails the check, which is tried once more on
     a fresh one: the lookup only reads). The ledger's engine keeps its pre-ping and
     transactions for everything else here."""
-    from conveyor.ledger.sql import BUSY_TIMEOUT_SECONDS
+    from conveyor.ledger.rows import BUSY_TIMEOUT_SECONDS
 
     postgres = engine.dialect.name == "postgresql"
     return sa.create_engine(
@@ -154,12 +158,13 @@ class TokenStore:
     Nothing is remembered between checks: each reads the token's row, so a revocation or an
     expiry holds on the very next request, on every replica."""
 
-    def __init__(self, engine: Engine, display_url: str) -> None:
-        self._engine = engine
-        self._display = display_url
-        self._check = _check_engine(engine)
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
+        self._check_pool: Engine | None = None  # made by the first check (not for token list)
+        self._check_lock = threading.Lock()
         # Only our own column names are interpolated; the hash travels as a parameter.
-        marker = "%(digest)s" if engine.dialect.name == "postgresql" else ":digest"
+        marker = "%(digest)s" if self._engine.dialect.name == "postgresql" else ":digest"
         self._lookup_sql = f"SELECT {_CHECK_COLUMNS} FROM api_tokens WHERE token_sha256 = {marker}"  # noqa: S608
 
     @classmethod
@@ -167,22 +172,22 @@ class TokenStore:
         """Open the store of the ledger at ``url``; the ledger's opening creates the table."""
         from conveyor.ledger import open_database
 
-        return cls(*open_database(url))
+        return cls(open_database(url))
 
     def close(self) -> None:
-        self._check.dispose()
+        with self._check_lock:
+            if self._check_pool is not None:
+                self._check_pool.dispose()
         self._engine.dispose()
 
-    @contextmanager
-    def _seam(self) -> Iterator[None]:
-        try:
-            yield
-        except exc.SQLAlchemyError as error:
-            cause = getattr(error, "orig", None) or error
-            raise LedgerError(
-                f"token store in {self._display} failed: {type(cause).__name__}; "
-                "check that the database is reachable"
-            ) from error
+    def _seam(self) -> AbstractContextManager[None]:
+        return self._database.seam()
+
+    def _check(self) -> Engine:
+        with self._check_lock:
+            if self._check_pool is None:
+                self._check_pool = _check_engine(self._engine)
+            return self._check_pool
 
     def ping(self) -> None:
         with self._seam(), self._engine.connect() as conn:
@@ -266,7 +271,7 @@ class TokenStore:
         """The row of the token hashed ``digest``: one statement, one round trip."""
         for attempt in (1, 2):
             try:
-                with self._check.connect() as conn:
+                with self._check().connect() as conn:
                     return conn.exec_driver_sql(self._lookup_sql, {"digest": digest}).one_or_none()
             except exc.DBAPIError as error:
                 # A pooled connection the database dropped: SQLAlchemy has invalidated the

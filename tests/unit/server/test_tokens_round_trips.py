@@ -77,3 +77,30 @@ def test_a_revocation_on_sqlite_holds_on_the_next_check_of_another_store(
     sqlite_url: str,
 ) -> None:
     check_revocation_holds_on_the_next_check_of_another_store(sqlite_url)
+
+
+def test_listing_tokens_opens_no_second_pool(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``conveyor token list`` (and create, revoke) never checks a token: the check pool is
+    made by the first check, not by opening the store."""
+    import sqlalchemy
+
+    engines: list[object] = []
+    real = sqlalchemy.create_engine
+
+    def counted(*args: object, **kwargs: object) -> object:
+        engines.append(real(*args, **kwargs))  # type: ignore[call-overload]
+        return engines[-1]
+
+    monkeypatch.setattr(sqlalchemy, "create_engine", counted)
+    store = TokenStore.open(sqlite_url)
+    try:
+        made = store.create("ci", identity="ci", lifetime=timedelta(hours=1), created_by="t")
+        assert [info.name for info in store.list()] == ["ci"]
+        assert len(engines) == 1  # the ledger's engine only
+        for _ in range(2):
+            assert store.authenticate(made.token).name == "ci"
+        assert len(engines) == 2  # the check pool, made once
+    finally:
+        store.close()
