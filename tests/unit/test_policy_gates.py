@@ -517,6 +517,46 @@ def test_promoters_own_approval_is_not_counted(tmp_path: Path) -> None:
     assert _decide(config, ledger, promoter="deployer").allowed
 
 
+def test_the_approvals_gate_gives_its_counts_as_fields(tmp_path: Path) -> None:
+    from conveyor.policy.model import ApprovalCount
+
+    config = config_of(tmp_path, BUILDER_APPROVES)
+    ledger = Ledger()
+    ledger.build()
+    ledger.approve("carol")
+    ledger.approve("alice")
+    result = next(
+        r for r in _decide(config, ledger, promoter="carol").gates if r.gate == "approvals"
+    )
+    count = ApprovalCount("approver", 2, ("alice",), (("carol", "the promoter"),))
+    assert result.approvals == (count,)
+    assert (count.have, count.met) == (1, False)
+    assert result.reason == count.summary()  # the text is the counts said once
+    assert result.short == "approvals: 1 of 2 (alice)"
+    none = ApprovalCount("approver", 2)
+    assert (none.summary(), none.short()) == ("0 of 2 approvals: none", "0 of 2")
+
+
+def test_several_approval_requirements_are_counted_by_role(tmp_path: Path) -> None:
+    config = config_of(
+        tmp_path,
+        BUILDER_APPROVES.replace(
+            "approvals: {count: 2, role: approver, distinct_from: [builder, promoter]}",
+            "approvals: [{count: 2, role: approver}, {count: 1, role: deployer}]",
+        ),
+    )
+    ledger = Ledger()
+    ledger.build()
+    ledger.approve("alice")
+    result = next(r for r in _decide(config, ledger).gates if r.gate == "approvals")
+    assert [(c.role, c.have, c.needed) for c in result.approvals] == [
+        ("approver", 1, 2),
+        ("deployer", 0, 1),
+    ]
+    assert result.short == "approvals: approver 1 of 2 (alice); deployer 0 of 1"
+    assert result.reason.startswith("approver: 1 of 2 approvals: alice; deployer: 0 of 1")
+
+
 def test_distinct_from_a_role_excludes_its_holders(tmp_path: Path) -> None:
     config = config_of(
         tmp_path,
@@ -567,6 +607,11 @@ def test_break_glass_needs_the_extra_approvals(config: Config) -> None:
     assert decision.frozen is True
     assert decision.break_glass == "payment outage INC-1"
     assert "3 of 3 approvals: alice, bob, carol" in _reason(decision, "freeze")
+    freeze = next(r for r in decision.gates if r.gate == "freeze")
+    assert [(c.role, c.counted, c.needed, c.met) for c in freeze.approvals] == [
+        ("approver", ("alice", "bob", "carol"), 3, True)
+    ]
+    assert freeze.short == f"freeze: {freeze.reason}"  # only the approvals gate is shortened
 
 
 def test_blank_break_glass_reason_is_no_break_glass(config: Config) -> None:

@@ -37,6 +37,7 @@ from conveyor.policy.config import (
 from conveyor.policy.duration import format_duration
 from conveyor.policy.labels import COMMIT_LABELS, RUN_LABEL, commit_matches, short_commit
 from conveyor.policy.model import (
+    ApprovalCount,
     BuildEvidence,
     EvidenceRef,
     EvidenceSet,
@@ -385,14 +386,11 @@ class ApprovalTally:
     counted: dict[str, EvidenceRef] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
-    def summary(self, needed: int) -> str:
-        names = ", ".join(sorted(self.counted)) or "none"
-        text = f"{len(self.counted)} of {needed} approvals: {names}"
+    def count(self, role: str, needed: int) -> ApprovalCount:
         skipped = {name: why for name, why in self.skipped.items() if name not in self.counted}
-        if skipped:
-            listed = ", ".join(f"{name} ({why})" for name, why in sorted(skipped.items()))
-            text += f"; not counted: {listed}"
-        return text
+        return ApprovalCount(
+            role, needed, tuple(sorted(self.counted)), tuple(sorted(skipped.items()))
+        )
 
     @property
     def refs(self) -> tuple[EvidenceRef, ...]:
@@ -450,7 +448,7 @@ class ApprovalsGate:
             raise ValueError("an approvals gate needs at least one requirement")
 
     def check(self, view: EvidenceView, request: PromotionRequest) -> GateResult:
-        passed = True
+        counts: list[ApprovalCount] = []
         texts: list[str] = []
         refs: dict[int, EvidenceRef] = {}
         for spec in self.requirements:
@@ -461,13 +459,17 @@ class ApprovalsGate:
                 distinct_from=spec.distinct_from,
                 max_age=spec.max_age,
             )
-            passed = passed and len(tally.counted) >= spec.count
-            text = tally.summary(spec.count)
+            count = tally.count(str(spec.role), spec.count)
+            counts.append(count)
+            text = count.summary()
             if len(self.requirements) > 1:
                 text = f"{spec.role}: {text}"
             texts.append(text)
             refs.update((ref.index, ref) for ref in tally.refs)
-        return GateResult(self.name, passed, "; ".join(texts), tuple(refs.values()))
+        passed = all(count.met for count in counts)
+        return GateResult(
+            self.name, passed, "; ".join(texts), tuple(refs.values()), approvals=tuple(counts)
+        )
 
 
 @dataclass(frozen=True)
@@ -522,10 +524,19 @@ class FreezeGate:
             distinct_from=sorted(distinct),
             max_age=min(ages) if ages else None,
         )
-        passed = len(tally.counted) >= needed
+        count = tally.count(str(glass.role), needed)
+        passed = count.met
         verdict = "break-glass" if passed else "break-glass refused"
-        text = f"{frozen}; {verdict} ({reason!r}): {tally.summary(needed)}"
-        return GateResult(self.name, passed, text, tally.refs, frozen=True, break_glass_used=passed)
+        text = f"{frozen}; {verdict} ({reason!r}): {count.summary()}"
+        return GateResult(
+            self.name,
+            passed,
+            text,
+            tally.refs,
+            frozen=True,
+            break_glass_used=passed,
+            approvals=(count,),
+        )
 
 
 def window_of(spec: str | WeeklySpec) -> Window:

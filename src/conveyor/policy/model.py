@@ -126,8 +126,41 @@ class PromotionRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalCount:
+    """One approvals requirement as counted: who counts towards it, how many must, and who
+    approved without counting, with why (the promoter, another environment, too old …)."""
+
+    role: str
+    needed: int
+    counted: tuple[str, ...] = ()  # identities, sorted
+    not_counted: tuple[tuple[str, str], ...] = ()  # (identity, why), sorted
+
+    @property
+    def have(self) -> int:
+        return len(self.counted)
+
+    @property
+    def met(self) -> bool:
+        return self.have >= self.needed
+
+    def summary(self) -> str:
+        """The gate's reason: ``1 of 2 approvals: alice; not counted: dee (the promoter)``."""
+        text = f"{self.have} of {self.needed} approvals: {', '.join(self.counted) or 'none'}"
+        if self.not_counted:
+            listed = ", ".join(f"{name} ({why})" for name, why in self.not_counted)
+            text += f"; not counted: {listed}"
+        return text
+
+    def short(self, *, named: bool = False) -> str:
+        """``1 of 2 (alice)``; ``approver 1 of 2 (alice)`` when ``named``."""
+        who = f" ({', '.join(self.counted)})" if self.counted else ""
+        return f"{self.role + ' ' if named else ''}{self.have} of {self.needed}{who}"
+
+
+@dataclass(frozen=True, slots=True)
 class GateResult:
-    """One line of a decision: the gate, whether it passed, why, and the entries it used."""
+    """One line of a decision: the gate, whether it passed, why, and the entries it used.
+    An approvals gate (and a freeze's break-glass) also gives its counts as ``approvals``."""
 
     gate: str
     passed: bool
@@ -135,6 +168,17 @@ class GateResult:
     evidence: tuple[EvidenceRef, ...] = ()
     frozen: bool = False  # a freeze window was open
     break_glass_used: bool = False  # break-glass let the promotion through that freeze
+    approvals: tuple[ApprovalCount, ...] = ()
+
+    @property
+    def short(self) -> str:
+        """The gate and its reason in few words: the approvals gate as its counts
+        (``approvals: 1 of 2 (alice)``; by role when it has several requirements), every
+        other gate as its reason."""
+        if self.gate == "approvals" and self.approvals:
+            named = len(self.approvals) > 1
+            return f"{self.gate}: " + "; ".join(c.short(named=named) for c in self.approvals)
+        return f"{self.gate}: {self.reason}"
 
     def to_dict(self) -> dict[str, Any]:
         return {

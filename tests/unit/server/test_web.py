@@ -375,6 +375,23 @@ def test_approve_then_promote_in_the_browser(fresh: WebTeam) -> None:
     assert "<dd>login alice@example.com (signed by server)</dd>" in timeline  # how she signed in
 
 
+def test_the_artifact_page_says_which_approvals_do_not_count_and_why(fresh: WebTeam) -> None:
+    digest = fresh.digest("v1")
+    for who in ("alice", "bob"):
+        client = fresh.as_(who)
+        form = {"environment": "production", "csrf_token": fresh.csrf(client)}
+        assert client.post(f"/artifacts/{digest}/approve", data=form).status_code == 303
+    # alice would promote: her own approval does not count (distinct_from: promoter).
+    page = fresh.as_("alice").get(f"/artifacts/{digest}").text
+    target = page[page.index('aria-labelledby="target-production"') :]
+    target = target[: target.index("</section>")]
+    assert "Approvals that count: bob (1 of 2)" in target
+    assert "Not counted: alice (the promoter)" in target
+    deployer = fresh.as_("deployer").get(f"/artifacts/{digest}").text
+    assert "Approvals that count: alice, bob (2 of 2)" in deployer
+    assert "Not counted" not in deployer
+
+
 def test_a_denied_promotion_re_renders_the_confirmation_with_409(fresh: WebTeam) -> None:
     deployer = fresh.as_("deployer")
     digest = fresh.digest("v1")

@@ -80,7 +80,9 @@ class Column:
         return tuple(in_words(line) for line in self.status.candidate_failing)
 
 
-# One requirement of the approvals gate's reason (policy.gates.ApprovalTally.summary).
+# One requirement of the approvals gate's reason (policy.model.ApprovalCount.summary). Only
+# the board reads it: service.status gives its candidate's failing gates as text. Once the
+# status carries the GateResults, ``GateResult.short`` says this and the pattern goes.
 _TALLY = re.compile(r"(?:([a-z0-9][a-z0-9_.-]*): )?(\d+) of (\d+) approvals: ([^;]*)")
 
 
