@@ -614,6 +614,31 @@ def test_break_glass_needs_the_extra_approvals(config: Config) -> None:
     assert freeze.short == f"freeze: {freeze.reason}"  # only the approvals gate is shortened
 
 
+def test_break_glass_may_help_only_when_a_breakable_freeze_alone_fails(
+    config: Config, tmp_path: Path
+) -> None:
+    only_the_freeze = _decide(config, _frozen_ledger(), now=FROZEN_NOW)
+    assert _failing(only_the_freeze) == {"freeze"}
+    assert only_the_freeze.only_breakable_freeze_fails
+    refused = _decide(config, _frozen_ledger(), now=FROZEN_NOW, break_glass="INC-1")
+    assert "break-glass refused" in _reason(refused, "freeze")
+    assert refused.only_breakable_freeze_fails  # more approvals would let it through
+    unapproved = full_ledger(now=FROZEN_NOW)
+    unapproved.approvals.clear()
+    also_approvals = _decide(config, unapproved, now=FROZEN_NOW)
+    assert _failing(also_approvals) == {"freeze", "approvals"}
+    assert also_approvals.frozen
+    assert not also_approvals.only_breakable_freeze_fails  # refused whatever the reason
+    (tmp_path / "glassless").mkdir()
+    glassless = config_of(
+        tmp_path / "glassless", EVERY_GATE.replace("        break_glass: {approvals: 1}\n", "")
+    )
+    no_glass = _decide(glassless, _frozen_ledger(), now=FROZEN_NOW)
+    assert "no break_glass is configured" in _reason(no_glass, "freeze")
+    assert not no_glass.only_breakable_freeze_fails
+    assert not _decide(config, full_ledger()).only_breakable_freeze_fails  # nothing fails
+
+
 def test_blank_break_glass_reason_is_no_break_glass(config: Config) -> None:
     ledger = _frozen_ledger()
     ledger.approve("carol")

@@ -512,6 +512,7 @@ class FreezeGate:
                 False,
                 f"{frozen}; promote with --break-glass REASON and {needed} {glass.role} approvals",
                 frozen=True,
+                breakable=True,
             )
         distinct = {"builder", PROMOTER}
         for spec in same_role:
@@ -536,6 +537,7 @@ class FreezeGate:
             frozen=True,
             break_glass_used=passed,
             approvals=(count,),
+            breakable=True,
         )
 
 

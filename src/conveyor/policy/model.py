@@ -169,6 +169,7 @@ class GateResult:
     frozen: bool = False  # a freeze window was open
     break_glass_used: bool = False  # break-glass let the promotion through that freeze
     approvals: tuple[ApprovalCount, ...] = ()
+    breakable: bool = False  # a freeze that break-glass can open (break_glass is configured)
 
     @property
     def short(self) -> str:
@@ -217,6 +218,13 @@ class Decision:
     @property
     def failed(self) -> tuple[GateResult, ...]:
         return tuple(result for result in self.gates if not result.passed)
+
+    @property
+    def only_breakable_freeze_fails(self) -> bool:
+        """Denied by a freeze that break-glass can open, and by nothing else: the one case in
+        which ``--break-glass REASON`` (with the freeze's approvals) can let it through."""
+        failed = self.failed
+        return bool(failed) and all(result.frozen and result.breakable for result in failed)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -476,6 +476,22 @@ def test_events_tell_the_ledger_size_and_its_growth(
     assert f"event: ledger\ndata: {fresh.ledger_size()}\n\n" in answer.text
 
 
+def test_break_glass_is_not_offered_when_other_gates_fail_too(fresh: WebTeam) -> None:
+    digest = fresh.digest("v1")  # no approvals yet: the approvals gate fails beside the freeze
+    text = fresh.config.read_text()
+    fresh.config.write_text(text.replace("environments:\n", (
+        "freeze:\n  windows: ['2020-01-01T00:00:00Z/2999-01-01T00:00:00Z']\n"
+        "  environments: [production]\n  break_glass: {approvals: 1}\n"
+    ) + "environments:\n", 1))  # fmt: skip
+    deployer = fresh.as_("deployer")
+    confirm = deployer.get(f"/artifacts/{digest}/promote?environment=production").text
+    assert "a freeze is on" in confirm
+    assert "Break-glass reason" not in confirm  # refused whatever the reason
+    assert 'disabled aria-describedby="why">Confirm promotion to production</button>' in confirm
+    page = deployer.get(f"/artifacts/{digest}").text
+    assert 'disabled aria-describedby="why-production">Promote to production</button>' in page
+
+
 def test_break_glass_only_during_a_freeze_and_with_a_reason(fresh: WebTeam) -> None:
     digest = fresh.digest("v1")
     fresh.approve(fresh.images["v1"], "production", "alice")  # alice with her own key
