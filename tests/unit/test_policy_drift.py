@@ -111,3 +111,11 @@ def test_digest_suffix_must_be_exact() -> None:
         "status": {"containerStatuses": [{"name": "c", "imageID": "x@sha256:" + "1" * 64 + "0"}]},
     }
     assert read_running([pods])[0].digest is None
+
+
+def test_only_a_digest_never_promoted_fails_the_drift_check() -> None:
+    from conveyor.policy.drift import failing
+
+    assert failing({"current": 2, "previous": 1, "never": 0, "unknown": 1}) == 0
+    assert failing({"current": 2, "previous": 1, "never": 3, "unknown": 1}) == 3
+    assert failing({}) == 0

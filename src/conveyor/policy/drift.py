@@ -4,7 +4,9 @@ inspect`` or ``docker compose ps --format json`` output) against what was promot
 ``read_running(documents)`` returns every running container with the digest it runs (or
 None when the output does not say); ``classify(running, promoted_of)`` gives each one a
 status: **current** (the environment's promoted digest), **previous** (promoted there
-earlier), **never** (never promoted there) or **unknown** (no digest to judge).
+earlier), **never** (never promoted there) or **unknown** (no digest to judge). Only
+**never** fails a drift check (``FAILS``, ``failing``): ``conveyor drift`` and the pages
+judge by that one rule.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from conveyor.errors import InputError
 
 Status = Literal["current", "previous", "never", "unknown"]
 STATUSES: tuple[Status, ...] = ("current", "previous", "never", "unknown")
+# What fails a drift check: a digest never promoted to the environment it runs in. A previous
+# one (mid-rollout, rolled back) and one without a digest are reported, not failed.
+FAILS: frozenset[Status] = frozenset({"never"})
 MAX_CONTAINERS = 100_000
 _DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 
@@ -283,6 +288,11 @@ def summary(classified: Iterable[Classified]) -> dict[str, dict[str, int]]:
         per = counts.setdefault(item.environment, dict.fromkeys(STATUSES, 0))
         per[item.status] += 1
     return counts
+
+
+def failing(counts: Mapping[str, int]) -> int:
+    """How many containers of a summary (status -> count) fail the drift check."""
+    return sum(n for status, n in counts.items() if status in FAILS)
 
 
 def environment_chooser(

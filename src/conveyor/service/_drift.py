@@ -15,6 +15,7 @@ from conveyor.policy.drift import (
     Classified,
     classify,
     environment_chooser,
+    failing,
     load_documents,
     parse_namespace_map,
     read_running,
@@ -38,7 +39,8 @@ class DriftReport:
 
     @property
     def never_promoted(self) -> int:
-        return sum(1 for c in self.containers if c.status == "never")
+        """The containers that fail the drift check (policy.drift: never promoted there)."""
+        return sum(failing(counts) for counts in self.summary.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -571,6 +571,23 @@ def test_the_board_shows_the_last_drift_snapshot(fresh: WebTeam) -> None:
     assert "by ops" in staging
 
 
+def test_the_board_marks_drift_as_the_cli_fails_it(fresh: WebTeam) -> None:
+    """Only a digest never promoted there is drift (``conveyor drift`` exits 1 on it alone); a
+    previous digest (mid-rollout, rolled back) and one without a digest are shown, not failed."""
+    from conveyor.server.drift import DriftStore
+
+    store = DriftStore.open(fresh.state.config().configured_ledger_url)  # type: ignore[attr-defined]
+    store.put("staging", "ops", {"summary": {"current": 2, "previous": 1, "unknown": 1},
+                                 "containers": []})  # fmt: skip
+    store.close()
+    html = fresh.as_("viewer").get("/").text
+    staging = html[html.index('aria-labelledby="env-staging"') :]
+    staging = staging[: staging.index("</section>")]
+    assert "✓ 2 running as recorded" in staging
+    assert "not as recorded" not in staging
+    assert "current 2, previous 1, unknown 1" in staging
+
+
 def test_the_api_and_the_pages_share_one_drift_store(
     fresh: WebTeam, monkeypatch: pytest.MonkeyPatch
 ) -> None:

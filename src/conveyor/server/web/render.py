@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from conveyor.errors import ConveyorError
+from conveyor.policy.drift import failing
 from conveyor.server.context import state_of
 from conveyor.server.observe import LOGGER, log
 from conveyor.server.principal import Principal
@@ -104,7 +105,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(short=short, when=when, iso=iso, mark=mark)
-    env.globals.update(static=assets.url)
+    env.globals.update(static=assets.url, drift_failing=failing)
     return env
 
 
