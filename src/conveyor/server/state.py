@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from conveyor.oci.name import Target
     from conveyor.oci.store import Repository
     from conveyor.policy.config import Config
-    from conveyor.server.drift import DriftStore
     from conveyor.server.reach import Reach
+    from conveyor.server.snapshots import DriftStore
     from conveyor.server.tokens import TokenStore
     from conveyor.service import RegistryOptions, Workspace
 
@@ -156,7 +156,7 @@ class ServerState:
 
     def drift_store(self) -> DriftStore:
         """The one drift snapshot store of this process, for the API and the pages alike."""
-        from conveyor.server.drift import DriftStore
+        from conveyor.server.snapshots import DriftStore
 
         with self._lock:
             if self._drift is None:
