@@ -275,16 +275,11 @@ def _source(workspace: service.Workspace, environment: str, name: str, where: li
 def artifact(request: Request, who: Principal, text: str) -> Artifact:
     from conveyor.attest import read_test_result, read_vulnerability_scan
 
-    digest = parse_digest(text)
     state = state_of(request)
     workspace = state.workspace()
     verified = service.VerifiedLedger(workspace)
-    rows = verified.rows(subject_digest=str(digest))
-    if not rows:
-        raise NotFound(f"no record of {digest} in the ledger")
+    digest, rows, provenance, name, where = _located(workspace, verified, text)
     envelopes = {e.index: e.envelope_sha256 for e in rows}
-    build, provenance = _build_of(verified, str(digest))
-    name = build.entry.subject_name if build is not None else rows[0].subject_name
     trace = service.trace(f"{name}@{digest}", workspace=workspace)
     steps = [
         Step(
@@ -301,7 +296,6 @@ def artifact(request: Request, who: Principal, text: str) -> Artifact:
         for e in trace.events
     ]
     order = _order(workspace)
-    where = [env for env in order if verified.current(env) == digest]
     found = Artifact(digest, name, steps, where, [], order)
     if provenance is not None:
         found.commit, found.run_id = provenance.commit, provenance.run_id
@@ -517,16 +511,25 @@ def recorded(request: Request, digest: Digest) -> list[Any]:
 def locate(request: Request, text: str) -> tuple[Digest, str, list[str]]:
     """A digest's name as built (the image a promotion copies from) and the environments
     it runs in now; 404 when the ledger has no record of it."""
-    digest = parse_digest(text)
     workspace = state_of(request).workspace()
-    verified = service.VerifiedLedger(workspace)
+    digest, _, _, name, where = _located(workspace, service.VerifiedLedger(workspace), text)
+    return digest, name, where
+
+
+def _located(
+    workspace: service.Workspace, verified: service.VerifiedLedger, text: str
+) -> tuple[Digest, list[Any], Any, str, list[str]]:
+    """The digest in ``text``, its proved rows, the facts of its newest build record (None:
+    none), its name as built (else as first recorded) and the environments it runs in now;
+    404 when the ledger has no record of it."""
+    digest = parse_digest(text)
     rows = verified.rows(subject_digest=str(digest))
     if not rows:
         raise NotFound(f"no record of {digest} in the ledger")
-    build, _ = _build_of(verified, str(digest))
+    build, provenance = _build_of(verified, str(digest))
     name = build.entry.subject_name if build is not None else rows[0].subject_name
     where = [env for env in _order(workspace) if verified.current(env) == digest]
-    return digest, name, where
+    return digest, rows, provenance, name, where
 
 
 def source_reference(request: Request, environment: str, name: str, where: list[str]) -> str:
