@@ -110,6 +110,7 @@ class Statements:
     """The fixed statements of both SQL stores, for one parameter mark."""
 
     select_entries: str
+    select_entry: str  # by index
     select_checkpoints: str
     read_head: str
     lock_head: str  # PostgreSQL appends ``FOR UPDATE``; SQLite's write lock is the transaction
@@ -130,6 +131,7 @@ def statements(mark: Mark) -> Statements:
 
     return Statements(
         select_entries=f"SELECT {entries} FROM ledger_entries",  # noqa: S608
+        select_entry=f"SELECT {entries} FROM ledger_entries WHERE idx = {mark}",  # noqa: S608
         select_checkpoints=f"SELECT {checkpoints} FROM ledger_checkpoints",  # noqa: S608
         read_head="SELECT size, root FROM ledger_head WHERE id = 1",
         lock_head="SELECT size, frontier FROM ledger_head WHERE id = 1",
@@ -214,6 +216,14 @@ def _entries_sql(
     if limit:
         sql += f" LIMIT {mark}"
     return sql
+
+
+def checkpoints_query(mark: Mark, *, last: int | None = None) -> tuple[str, tuple[Any, ...]]:
+    """The newest ``last`` checkpoints (every one when None), newest first."""
+    sql = f"{statements(mark).select_checkpoints} ORDER BY id DESC"
+    if last is None:
+        return sql, ()
+    return f"{sql} LIMIT {mark}", (max(last, 0),)
 
 
 def find_replays(run: Run, mark: Mark, digests: Sequence[str] | None) -> list[list[int]]:

@@ -49,6 +49,7 @@ from conveyor.ledger.rows import (
     Run,
     checkpoint_of as _checkpoint,
     checkpoint_values,
+    checkpoints_query,
     entries_query,
     entry_of as _entry,
     entry_values as _values,
@@ -347,9 +348,7 @@ class SqlLedger(NodeTableProofs[Connection]):
         if not 0 <= index < 2**63:
             raise InputError(f"no ledger entry {index}: indexes run from 0")
         with self._read() as conn:
-            row = conn.execute(
-                sa.select(*_ENTRY_COLUMNS).where(entries_table.c.idx == index)
-            ).one_or_none()
+            row = conn.exec_driver_sql(self._sql.select_entry, (index,)).one_or_none()
             if row is None:
                 raise InputError(
                     f"no ledger entry {index}: the ledger has {self._head(conn)[0]} entries"
@@ -375,18 +374,13 @@ class SqlLedger(NodeTableProofs[Connection]):
             return cp
 
     def checkpoints(self, *, last: int | None = None) -> list[Checkpoint]:
-        query = sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id.desc())
-        if last is not None:
-            query = query.limit(max(last, 0))
         with self._read() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.exec_driver_sql(*checkpoints_query(self._mark, last=last)).all()
             return [_checkpoint(row) for row in reversed(rows)]
 
     def latest_checkpoint(self) -> Checkpoint | None:
         with self._read() as conn:
-            row = conn.execute(
-                sa.select(*_CHECKPOINT_COLUMNS).order_by(checkpoints_table.c.id.desc()).limit(1)
-            ).one_or_none()
+            row = conn.exec_driver_sql(*checkpoints_query(self._mark, last=1)).one_or_none()
             return None if row is None else _checkpoint(row)
 
     @contextmanager

@@ -35,6 +35,7 @@ from conveyor.ledger.rows import (
     SQLITE_PRAGMAS,
     checkpoint_of,
     checkpoint_values,
+    checkpoints_query,
     entries_query,
     entry_of,
     entry_values,
@@ -301,7 +302,7 @@ class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
         if not 0 <= index < 2**63:
             raise InputError(f"no ledger entry {index}: indexes run from 0")
         with self._read() as conn:
-            row = conn.execute(f"{_SQL.select_entries} WHERE idx = ?", (index,)).fetchone()
+            row = conn.execute(_SQL.select_entry, (index,)).fetchone()
             if row is None:
                 raise InputError(
                     f"no ledger entry {index}: the ledger has {self._head(conn)[0]} entries"
@@ -327,16 +328,13 @@ class SqliteLedger(NodeTableProofs[sqlite3.Connection]):
             return cp
 
     def checkpoints(self, *, last: int | None = None) -> list[Checkpoint]:
-        sql, params = f"{_SQL.select_checkpoints} ORDER BY id DESC", []
-        if last is not None:
-            sql, params = sql + " LIMIT ?", [max(last, 0)]
         with self._read() as conn:
-            rows = conn.execute(sql, params).fetchall()
+            rows = conn.execute(*checkpoints_query("?", last=last)).fetchall()
             return [checkpoint_of(row) for row in reversed(rows)]
 
     def latest_checkpoint(self) -> Checkpoint | None:
         with self._read() as conn:
-            row = conn.execute(f"{_SQL.select_checkpoints} ORDER BY id DESC LIMIT 1").fetchone()
+            row = conn.execute(*checkpoints_query("?", last=1)).fetchone()
             return None if row is None else checkpoint_of(row)
 
     @contextmanager
