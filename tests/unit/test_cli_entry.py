@@ -200,3 +200,15 @@ def test_the_console_entry_tunes_the_collector_for_one_command_and_freezes_befor
     threshold, frozen = collector.split()
     assert int(threshold) > 700  # the interpreter's default
     assert frozen == "True"
+
+
+def test_serve_gives_the_collector_the_interpreter_settings_back() -> None:
+    out = _python(
+        "import gc\n"
+        "own = gc.get_threshold()\n"
+        "from conveyor.cli import main\n"
+        "gc.set_threshold(main.START_UP_GC_THRESHOLD)\n"
+        "main.serving_for_long()\n"
+        "print(gc.get_threshold() == own)\n"
+    )
+    assert out == "True"

@@ -22,6 +22,7 @@ __all__ = ["COMMAND_MODULES", "app", "invoked_command", "main", "run"]
 # this one a command starts without a collection, and a long one still collects whenever
 # this many more objects are alive than at the last collection (a bound of some MB).
 START_UP_GC_THRESHOLD = 100_000
+_INTERPRETER_GC_THRESHOLD = gc.get_threshold()  # as this process started
 
 
 def __getattr__(name: str) -> Any:
@@ -55,11 +56,17 @@ def run() -> None:
     more (~35 ms a command here). The exit still runs atexit handlers, waits for threads and
     flushes the standard streams; Python does not promise ``__del__`` for objects alive at
     exit."""
-    _, *older = gc.get_threshold()
+    _, *older = _INTERPRETER_GC_THRESHOLD
     gc.set_threshold(START_UP_GC_THRESHOLD, *older)
     code = main()
     gc.freeze()
     sys.exit(code)
+
+
+def serving_for_long() -> None:
+    """The interpreter's own collector settings back, for a command that serves for hours:
+    a young generation of ``START_UP_GC_THRESHOLD`` objects would pause requests longer."""
+    gc.set_threshold(*_INTERPRETER_GC_THRESHOLD)
 
 
 if __name__ == "__main__":
