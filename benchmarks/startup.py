@@ -15,8 +15,9 @@ mounts nothing, but it keeps skopeo as a fresh CI machine sees it).
 
 conveyor runs as users run it: the console script pip installed beside the interpreter
 (``-m conveyor`` when there is none). The import floor row is a Python process importing only
-the libraries a resolve cannot do without (typer, http.client, hashlib, json): what any CLI
-built on them pays before its own first line.
+the libraries a resolve cannot do without (typer, http.client, hashlib, json), with the
+collector set as conveyor's entry sets it: what any CLI built on them pays before its own
+first line.
 
 Then ``python -X importtime`` runs of ``conveyor resolve`` and ``conveyor inspect``, import
 time summed by package (median of 5): what is left to cut, and whose it is.
@@ -59,7 +60,10 @@ _SCRIPT = Path(sys.executable).with_name("conveyor")
 # What users run: the console script (``-m conveyor`` adds runpy's imports), by the
 # interpreter its first line names.
 CONVEYOR = [sys.executable, *([str(_SCRIPT)] if _SCRIPT.is_file() else ["-m", "conveyor"])]
-FLOOR_IMPORTS = "import typer, http.client, hashlib, json"
+# With the collector set as ``conveyor.cli.main.run`` sets it, so the floor is a true one.
+FLOOR_IMPORTS = (
+    "import gc; gc.set_threshold(100_000); import typer, http.client, hashlib, json; gc.freeze()"
+)
 
 
 def _commands(ref: str, host: str) -> dict[str, list[str]]:
