@@ -53,9 +53,9 @@ def run() -> None:
     The process ends after one command, so the garbage collector is tuned for that: a higher
     first-generation threshold (``START_UP_GC_THRESHOLD``), and before the exit everything
     still alive is frozen, so the interpreter's collections at exit do not walk it all once
-    more (~35 ms a command here). The exit still runs atexit handlers, waits for threads and
-    flushes the standard streams; Python does not promise ``__del__`` for objects alive at
-    exit."""
+    more (~35 ms of a read command here). The exit still runs atexit handlers, waits for
+    threads and flushes the standard streams; Python does not promise ``__del__`` for objects
+    alive at exit."""
     _, *older = _INTERPRETER_GC_THRESHOLD
     gc.set_threshold(START_UP_GC_THRESHOLD, *older)
     code = main()
