@@ -19,8 +19,9 @@ scanned: the newest entries, after the checkpoint). Per digest and per environme
 entries are the same at every size: only the ledger's size changes.
 
 Measured processes run with PYTHONDONTWRITEBYTECODE unset after ``compileall`` of src/ and
-the environment's site-packages (the installed state); medians of ``--runs`` runs, the
-commands alternated. Also printed: ``python -X importtime`` top imports of ``conveyor status``.
+the environment's site-packages (the installed state), as users run them: the console script
+beside the interpreter; medians of ``--runs`` runs, the commands alternated. Also printed:
+``python -X importtime`` top imports of ``conveyor status``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ from conveyor import service
 from conveyor.ledger import merkle, open_ledger
 from conveyor.ledger.models import format_time, leaf_data, statement_sha256
 
+_SCRIPT = Path(sys.executable).with_name("conveyor")
+# What users run: the console script (``-m conveyor`` adds runpy's imports).
+CONVEYOR = [sys.executable, *([str(_SCRIPT)] if _SCRIPT.is_file() else ["-m", "conveyor"])]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 ENVIRONMENTS = ("dev", "staging", "production")
 TARGET_SECONDS = 0.3
@@ -232,7 +236,7 @@ def _run(ws: Workspace, argv: list[str], src: Path | None = None) -> tuple[float
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "conveyor", *argv, *config],
+        [*CONVEYOR, *argv, *config],
         cwd=ws.root, env=_env(src), capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     elapsed = time.perf_counter() - t
@@ -309,7 +313,7 @@ def measure(ws: Workspace, candidate: str, runs: int, baseline: Path | None) -> 
 
 def import_profile(ws: Workspace, top: int = 8) -> list[tuple[int, str]]:
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "conveyor", "status",
+        [sys.executable, "-X", "importtime", *CONVEYOR[1:], "status",
          "--config", str(ws.config)],
         cwd=ws.root, env=_env(), capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip

@@ -13,6 +13,12 @@ rounds. ``--baseline SRC`` also runs each conveyor command with an older src/ in
 skopeo's blob cache is deleted before each skopeo run (it does not matter for inspect, which
 mounts nothing, but it keeps skopeo as a fresh CI machine sees it).
 
+conveyor runs as users run it: the console script pip installed beside the interpreter
+(``-m conveyor`` when there is none). The import floor row is a Python process importing only
+the libraries a resolve cannot do without (typer, http.client, hashlib, json), with the
+collector set as conveyor's entry sets it: what any CLI built on them pays before its own
+first line.
+
 Then ``python -X importtime`` runs of ``conveyor resolve`` and ``conveyor inspect``, import
 time summed by package (median of 5): what is left to cut, and whose it is.
 """
@@ -39,7 +45,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.bench import (
-    CONVEYOR,
     Registry,
     clear_skopeo_cache,
     compile_bytecode,
@@ -51,12 +56,21 @@ from tests.support.images import build_image
 
 TARGET_SECONDS = 0.15
 TARGET_RATIO = 5.0
+_SCRIPT = Path(sys.executable).with_name("conveyor")
+# What users run: the console script (``-m conveyor`` adds runpy's imports), by the
+# interpreter its first line names.
+CONVEYOR = [sys.executable, *([str(_SCRIPT)] if _SCRIPT.is_file() else ["-m", "conveyor"])]
+# With the collector set as ``conveyor.cli.main.run`` sets it, so the floor is a true one.
+FLOOR_IMPORTS = (
+    "import gc; gc.set_threshold(100_000); import typer, http.client, hashlib, json; gc.freeze()"
+)
 
 
 def _commands(ref: str, host: str) -> dict[str, list[str]]:
     flags = ["--insecure-registry", host]
     return {
         "python -c pass (floor)": [sys.executable, "-c", "pass"],
+        "import floor (typer, http.client)": [sys.executable, "-c", FLOOR_IMPORTS],
         "conveyor --help": [*CONVEYOR, "--help"],
         "conveyor resolve": [*CONVEYOR, "resolve", ref, *flags],
         "conveyor inspect": [*CONVEYOR, "inspect", ref, *flags],
@@ -98,13 +112,16 @@ def _group(module: str) -> str:
 def import_profile(
     argv: list[str], env: dict[str, str], runs: int = 5
 ) -> tuple[float, list[tuple[str, float]]]:
-    """Self import time by package (ms) of ``argv`` (a ``-m conveyor`` command): the median
-    over ``runs`` runs of each package's sum, so one disturbed run does not decide."""
+    """Self import time by package (ms) of ``argv`` (a conveyor command): the median over
+    ``runs`` runs of each package's sum, so one disturbed run does not decide."""
     samples: dict[str, list[float]] = defaultdict(list)
     totals: list[float] = []
     for _ in range(runs):
         done = subprocess.run(
-            [argv[0], "-X", "importtime", *argv[1:]], capture_output=True, text=True, env=env
+            [argv[0], "-X", "importtime", *argv[1:]],
+            capture_output=True,
+            text=True,
+            env=env,
         )
         by_group: dict[str, float] = defaultdict(float)
         for line in done.stderr.splitlines():

@@ -159,3 +159,56 @@ def test_execute_in_process_imports_the_module_a_command_needs(tmp_path: Path) -
     )
     assert done.stdout.strip().splitlines()[-1] == "0", done.stderr
     assert (tmp_path / "ci.pub").is_file()
+
+
+def _python(script: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stdout.strip()
+
+
+def test_importing_the_entry_module_loads_no_cli_and_leaves_the_collector_alone() -> None:
+    out = _python(
+        "import gc, sys\n"
+        "before = gc.get_threshold()\n"
+        "import conveyor.cli.main\n"
+        "print('typer' in sys.modules, gc.get_threshold() == before)\n"
+    )
+    assert out == "False True"
+
+
+def test_the_console_entry_tunes_the_collector_for_one_command_and_freezes_before_exit() -> None:
+    # Start-up leaves tens of thousands of objects alive to the end; the console entry
+    # raises the first threshold so start-up is not collected a hundred times, and freezes
+    # what is alive so the collections at exit skip it. atexit handlers still run.
+    out = _python(
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print(gc.get_threshold()[0], gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['conveyor', '--version']\n"
+        "from conveyor.cli.main import run\n"
+        "run()\n"
+    )
+    version, collector = out.splitlines()
+    assert version == "conveyor 0.1.0"
+    threshold, frozen = collector.split()
+    assert int(threshold) > 700  # the interpreter's default
+    assert frozen == "True"
+
+
+def test_serve_gives_the_collector_the_interpreter_settings_back() -> None:
+    out = _python(
+        "import gc\n"
+        "own = gc.get_threshold()\n"
+        "from conveyor.cli import main\n"
+        "gc.set_threshold(main.START_UP_GC_THRESHOLD)\n"
+        "main.serving_for_long()\n"
+        "print(gc.get_threshold() == own)\n"
+    )
+    assert out == "True"

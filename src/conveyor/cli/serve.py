@@ -85,6 +85,9 @@ def serve(
         folder = tempfile.mkdtemp(prefix="conveyor-metrics-")
         atexit.register(shutil.rmtree, folder, True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    from conveyor.cli.main import serving_for_long
+
+    serving_for_long()
     render.info(
         f"conveyor serve: {settings.config_path} on "
         f"{'https' if tls_cert else 'http'}://{host}:{port} ({workers} worker(s))"

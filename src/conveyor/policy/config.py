@@ -4,8 +4,6 @@ Found in the current directory, or named by ``--config`` / ``CONVEYOR_CONFIG``. 
 it (key files, the ledger) are relative to the file itself.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import re
@@ -13,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -267,7 +265,7 @@ class IdentitySpec(_Strict):
         return roles
 
     @model_validator(mode="after")
-    def _one_key_form(self) -> IdentitySpec:
+    def _one_key_form(self) -> Self:
         if self.key is not None and self.keys is not None:
             raise ValueError("give the public key as 'key: FILE' or list 'keys:', not both")
         files = [item.key for item in self.keys or ()]
@@ -282,7 +280,7 @@ class IdentitySpec(_Strict):
         return [IdentityKeySpec(key=self.key)] if self.key is not None else []
 
     @model_validator(mode="after")
-    def _server_has_key(self) -> IdentitySpec:
+    def _server_has_key(self) -> Self:
         if Role.SERVER in self.roles and self.key is None and self.keys is None:
             raise ValueError("a 'server' identity needs its public key ('key:')")
         if Role.SERVER in self.roles and (self.oidc or self.login):
@@ -304,7 +302,7 @@ class OidcIssuerSpec(_Spec):
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> OidcIssuerSpec:
+    def _one_source(self) -> Self:
         if self.jwks_uri and self.jwks_file:
             raise ValueError("give jwks_uri or jwks_file, not both")
         return self
@@ -387,7 +385,7 @@ class ServerSpec(_Strict):
         return entries
 
     @model_validator(mode="after")
-    def _login_needs_url(self) -> ServerSpec:
+    def _login_needs_url(self) -> Self:
         if self.login is not None and not self.url:
             raise ValueError("server.login needs server.url (the login redirects back to it)")
         return self
@@ -420,7 +418,7 @@ class AdmissionSpec(_Spec):
     )
 
     @model_validator(mode="after")
-    def _exempt_not_governed(self) -> AdmissionSpec:
+    def _exempt_not_governed(self) -> Self:
         both = sorted(set(self.exempt_namespaces) & set(self.namespaces))
         if both:
             raise ValueError(f"namespaces both governed and exempt: {', '.join(both)}")
@@ -547,7 +545,7 @@ class ApprovalsSpec(_Spec):
     )
 
     @model_validator(mode="after")
-    def _role_not_excluded(self) -> ApprovalsSpec:
+    def _role_not_excluded(self) -> Self:
         if self.role in self.distinct_from:
             raise ValueError(
                 f"distinct_from excludes the approving role {self.role!r}; "
@@ -582,7 +580,7 @@ class WeeklyWindowSpec(_Spec):
         return name
 
     @model_validator(mode="after")
-    def _window(self) -> WeeklyWindowSpec:
+    def _window(self) -> Self:
         weekly(list(self.days), self.from_, self.to, self.timezone)
         return self
 
@@ -705,7 +703,7 @@ class EnvironmentSpec(_Spec):
         return text
 
     @model_validator(mode="after")
-    def _tags_fit_repository(self) -> EnvironmentSpec:
+    def _tags_fit_repository(self) -> Self:
         target = self.target
         for tag in self.tags:
             try:
@@ -806,7 +804,7 @@ class ConfigModel(_Strict):
     )
 
     @model_validator(mode="after")
-    def _bindings_name_issuers(self) -> ConfigModel:
+    def _bindings_name_issuers(self) -> Self:
         oidc = self.server.oidc if self.server else None
         login = self.server.login if self.server else None
         for name, spec in self.identities.items():
@@ -873,6 +871,12 @@ class ConfigModel(_Strict):
 
 
 @dataclass(frozen=True)
+class IdentityKey:
+    path: Path
+    retired: datetime | None  # None: current
+
+
+@dataclass(frozen=True)
 class Identity:
     name: str
     key_path: Path | None  # the current key (first not retired, else first); None: keyless
@@ -885,12 +889,6 @@ class Identity:
         if self.keys:
             return self.keys
         return (IdentityKey(self.key_path, None),) if self.key_path is not None else ()
-
-
-@dataclass(frozen=True)
-class IdentityKey:
-    path: Path
-    retired: datetime | None  # None: current
 
 
 @dataclass(frozen=True)

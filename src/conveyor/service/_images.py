@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conveyor.errors import InputError
 from conveyor.oci.digest import Digest
-from conveyor.oci.inspect import ImageInspection, inspect_image
-from conveyor.oci.layout import LayoutRepository
 from conveyor.oci.name import LayoutReference, parse_target
-from conveyor.registry.copy import CopyProgress, CopyResult, copy
 from conveyor.service._repositories import RegistryOptions, open_session
+
+if TYPE_CHECKING:  # imported where used: ``conveyor resolve`` needs none of them
+    from conveyor.oci.inspect import ImageInspection
+    from conveyor.registry.copy import CopyProgress, CopyResult
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ def resolve(text: str, *, options: RegistryOptions | None = None) -> ResolvedIma
 
 def inspect(text: str, *, options: RegistryOptions | None = None) -> ImageInspection:
     """Digest, media type, platforms, labels, annotations, created and total size."""
+    from conveyor.oci.inspect import inspect_image
+
     target = parse_target(text, strict=True)
     with open_session(options) as open_repository:
         repository = open_repository(target, create=False)
@@ -55,6 +59,8 @@ def copy_image(
     The destination tag defaults to the source tag; a destination digest must equal the
     source digest (it is a check, not a rename).
     """
+    from conveyor.registry.copy import copy
+
     src = parse_target(source, strict=True)
     dst = parse_target(destination)
     tag = dst.tag if dst.tag is not None else src.tag
@@ -90,6 +96,7 @@ def create_sample_image(
     layout_target: str, *, labels: Mapping[str, str], layer_sizes: tuple[int, ...] | None = None
 ) -> ResolvedImage:
     """Write a small fresh image into an OCI layout (``oci:PATH:TAG``), created if needed."""
+    from conveyor.oci.layout import LayoutRepository
     from conveyor.oci.sample import write_sample_image
 
     target = parse_target(layout_target, strict=True)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from conveyor.oci.layout import LayoutRepository
 from conveyor.oci.name import LayoutReference, Target
 from conveyor.oci.store import Repository
 
@@ -80,6 +79,8 @@ class RegistryOpener:
         if self.options.reach is not None:
             target = self.options.reach(target)
         if isinstance(target, LayoutReference):
+            from conveyor.oci.layout import LayoutRepository  # registry commands never need it
+
             return LayoutRepository(Path(target.path), create=create)
         with self._lock:
             return self._registry_client().repository(target)
