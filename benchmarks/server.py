@@ -326,7 +326,8 @@ def _replicas(team: Any, env: dict[str, str], src: str | None = None) -> list[An
     chosen = dict(env)
     if src is not None:
         # The base's own dependencies: this venv's newer ones are hidden from it.
-        hidden = Path(tempfile.mkdtemp(prefix="conveyor-bench-hidden-"))
+        hidden = Path(team.root) / "base-lacks"  # removed with the run's folder
+        hidden.mkdir(exist_ok=True)
         for name in BASE_LACKS:
             (hidden / f"{name}.py").write_text(f"raise ImportError('{name}: not in the base')")
         paths = (src, str(hidden), env.get("PYTHONPATH"))
