@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +52,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 router = APIRouter(prefix="/api/v1", route_class=StrictRoute, responses=_ERRORS)
 Json = dict[str, Any]
+JSON = "application/json"
 Ref = Annotated[str, Field(min_length=1, max_length=2048)]
 EnvName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 Text = Annotated[str, Field(max_length=4096)]
@@ -123,6 +124,28 @@ def principal(
 
 
 Who = Annotated[Principal, Depends(principal)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def _read(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, answer: Any
+) -> Response:
+    """A read endpoint's whole work, authentication included, in one hop to a worker thread
+    of the reads' own few (``ServerState.read_limiter``); ``answer(who)`` gives the JSON."""
+    import anyio
+
+    def work() -> bytes:
+        rendered: bytes = answer(principal(request, credentials))
+        return rendered
+
+    limiter = _state(request).read_limiter()
+    return Response(await anyio.to_thread.run_sync(work, limiter=limiter), media_type=JSON)
+
+
+def _rendered(model: type[BaseModel], answer: Json) -> bytes:
+    """``answer`` checked against its schema and rendered, as FastAPI's ``response_model``
+    would: computed once, then the bytes are what a kept answer gives again."""
+    return model.model_validate(answer).model_dump_json(by_alias=True).encode()
 
 
 # --- who am I ----------------------------------------------------------------------------------
@@ -354,22 +377,38 @@ class CheckRequest(_Body):
     description="200 whatever the gates say: `allowed` tells (the CLI exits 1 when false). "
     "The principal is the promoter, so `distinct_from: [promoter]` counts as in a promotion.",
 )
-def check(request: Request, who: Who, body: CheckRequest) -> Json:
-    _allow(request, who, "read")
-    state = _state(request)
-    state.config().model.environment(body.environment)
-    # The principal is the promoter; with the server's key it is checked like a signer.
-    signer = state.signer() if state.can_sign() else None
-    result = service.check(
-        body.reference,
-        environment=body.environment,
-        break_glass=body.break_glass,
-        workspace=state.workspace(),
-        signer=signer,
-        principal=who.acting(),
-    )
-    _count_denials(request, result.decision)
-    return result.to_dict()
+async def check(request: Request, credentials: Credentials, body: CheckRequest) -> Response:
+    def answer(who: Principal) -> bytes:
+        _allow(request, who, "read")
+        state = _state(request)
+        state.config().model.environment(body.environment)
+        # The principal is the promoter; with the server's key it is checked like a signer.
+        signer = state.signer() if state.can_sign() else None
+        workspace = state.workspace()
+
+        def compute() -> tuple[bytes, tuple[str, ...]]:
+            result = service.check(
+                body.reference,
+                environment=body.environment,
+                break_glass=body.break_glass,
+                workspace=workspace,
+                signer=signer,
+                principal=who.acting(),
+            )
+            failed = tuple(gate.gate for gate in result.decision.failed)
+            return _rendered(schemas.Checked, result.to_dict()), failed
+
+        # What the answer depends on besides the ledger, the clock and the registry: the
+        # request and who asks (the promoter of distinct_from), in this config.
+        key = (
+            "check", body.reference, body.environment, body.break_glass, who.identity,
+            who.roles, signer.keyid if signer is not None else None,
+        )  # fmt: skip
+        rendered, failed = state.answers(workspace).get(key, workspace.ledger.head(), compute)
+        _count_denials(request, failed)  # each check counts, a kept answer too
+        return rendered
+
+    return await _read(request, credentials, answer)
 
 
 class PromoteRequest(_Body):
@@ -430,9 +469,19 @@ def rollback(request: Request, who: Who, body: RollbackRequest) -> Json:
     response_model=schemas.Status,
     summary="Each environment: what runs now, the candidate and its gates",
 )
-def status(request: Request, who: Who) -> Json:
-    _allow(request, who, "read")
-    return {"environments": [item.to_dict() for item in service.status(**_reading(request))]}
+async def status(request: Request, credentials: Credentials) -> Response:
+    def answer(who: Principal) -> bytes:
+        _allow(request, who, "read")
+        state = _state(request)
+        workspace = state.workspace()
+
+        def compute() -> bytes:
+            environments = [item.to_dict() for item in service.status(workspace=workspace)]
+            return _rendered(schemas.Status, {"environments": environments})
+
+        return state.answers(workspace).get(("status",), workspace.ledger.head(), compute)
+
+    return await _read(request, credentials, answer)
 
 
 @router.get(
