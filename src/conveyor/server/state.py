@@ -256,8 +256,8 @@ class Answers:
     - Bounded (least recently used keys go first); errors are not kept.
     """
 
-    def __init__(self, seconds: float = REUSE_SECONDS, limit: int = 256) -> None:
-        self.seconds = seconds
+    def __init__(self, seconds: float | None = None, limit: int = 256) -> None:
+        self.seconds = REUSE_SECONDS if seconds is None else seconds
         self._limit = limit
         self._lock = threading.Lock()
         self._answers: OrderedDict[Hashable, _Answer] = OrderedDict()
