@@ -116,6 +116,11 @@ def main() -> None:
         help="--scale: processes the 32 clients are spread over (the load generator's own GIL)",
     )
     parser.add_argument(
+        "--client", choices=("lean", "conveyor"), default="lean",
+        help="--scale: what sends status and check: stdlib http.client (lean, the default: "
+        "the load generator's CPU is the replicas' on a small machine) or ConveyorClient",
+    )  # fmt: skip
+    parser.add_argument(
         "--baseline",
         metavar="SRC",
         help="--scale: also run the reads-only phase against 2 "
@@ -346,6 +351,50 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class _LeanReader:
+    """``status`` and ``check`` as ``ConveyorClient`` sends them (same method, path, headers
+    and JSON body), over one keep-alive stdlib ``http.client`` connection: a request costs
+    the load generator a fraction of httpx's CPU, which on a shared 2-core machine the
+    replicas need. Anything but 200 is an error."""
+
+    def __init__(self, url: str, token: str) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        where = urlsplit(url)
+        self._http = http.client
+        self._conn = http.client.HTTPConnection(where.hostname or "", where.port, timeout=120)
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
+                         "User-Agent": "conveyor-bench"}  # fmt: skip
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = dict(self._headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            self._conn.request(method, "/api/v1" + path, body=data, headers=headers)
+            response = self._conn.getresponse()
+            payload = response.read()
+        except (self._http.HTTPException, OSError):
+            self._conn.close()  # the next request opens a new connection
+            raise
+        if response.status != 200:
+            raise RuntimeError(f"{method} {path}: {response.status} {payload[:200]!r}")
+        return json.loads(payload)
+
+    def status(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/status")["environments"])
+
+    def check(self, ref: str, *, environment: str) -> dict[str, Any]:
+        body = {"reference": ref, "environment": environment, "break_glass": None}
+        return dict(self._call("POST", "/check", body))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def _client_process(job: dict[str, Any], ready: Any, results: Any) -> None:
     """One load-generating process (``spawn``ed): a thread per client, each with its own
     keep-alive ``ConveyorClient``; starts when every process is ready, and reports its
@@ -358,13 +407,16 @@ def _client_process(job: dict[str, Any], ready: Any, results: Any) -> None:
     lock = threading.Lock()
     queue = list(reversed(job["candidates"]))
     scan_bytes = Path(job["scan"]).read_bytes()
+    reader = _LeanReader if job["lean"] else ConveyorClient
     clients = [
         (ConveyorClient(job["urls"][n % 2], job["tokens"]["deployer"]),
-         ConveyorClient(job["urls"][n % 2], job["tokens"]["ci"]))
+         ConveyorClient(job["urls"][n % 2], job["tokens"]["ci"]),
+         reader(job["urls"][n % 2], job["tokens"]["deployer"]))
         for n in job["numbers"]
     ]  # fmt: skip
 
-    def worker(n: int, deployer: ConveyorClient, ci: ConveyorClient, stop_at: float) -> None:
+    def worker(n: int, deployer: ConveyorClient, ci: ConveyorClient, reads: Any,
+               stop_at: float) -> None:  # fmt: skip
         mine: dict[str, list[float]] = {k: [] for k in samples}
         turn = n
         while time.perf_counter() < stop_at:
@@ -373,9 +425,9 @@ def _client_process(job: dict[str, Any], ready: Any, results: Any) -> None:
             t = time.perf_counter()
             try:
                 if op == "status":
-                    deployer.status()
+                    reads.status()
                 elif op == "check":
-                    if not deployer.check(job["ref"], environment="staging")["allowed"]:
+                    if not reads.check(job["ref"], environment="staging")["allowed"]:
                         errors.append("check denied")
                 elif op == "attest":
                     path = Path(job["root"]) / f"scan-{n}.json"
@@ -400,17 +452,17 @@ def _client_process(job: dict[str, Any], ready: Any, results: Any) -> None:
     cpu = time.process_time()
     stop_at = time.perf_counter() + job["seconds"]
     threads = [
-        threading.Thread(target=worker, args=(n, d, c, stop_at))
-        for n, (d, c) in zip(job["numbers"], clients, strict=True)
+        threading.Thread(target=worker, args=(n, d, c, r, stop_at))
+        for n, (d, c, r) in zip(job["numbers"], clients, strict=True)
     ]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     cpu = time.process_time() - cpu
-    for d, c in clients:
-        d.close()
-        c.close()
+    for each in clients:
+        for client in each:
+            client.close()
     results.put({"samples": samples, "errors": errors, "cpu": cpu})
 
 
@@ -419,8 +471,9 @@ class _Load:
     generator's GIL is not what limits the figures; its CPU is measured and printed."""
 
     def __init__(self, *, ref: str, tokens: dict[str, str], scan: str, root: str,
-                 processes: int, spy_dir: str | None = None) -> None:  # fmt: skip
+                 processes: int, lean: bool, spy_dir: str | None = None) -> None:  # fmt: skip
         self.ref, self.tokens, self.scan, self.root = ref, tokens, scan, root
+        self.lean = lean
         self.processes = max(1, processes)
         self.spy_dir = spy_dir
         self.spy = shutil.which("py-spy") or str(Path(sys.prefix) / "bin" / "py-spy")
@@ -446,7 +499,7 @@ class _Load:
             job = {
                 "ops": ops, "seconds": seconds, "numbers": numbers, "ref": self.ref,
                 "urls": [s.url for s in servers], "tokens": self.tokens, "scan": self.scan,
-                "root": self.root,
+                "root": self.root, "lean": self.lean,
                 # promotions: each candidate offered once, split between the processes
                 "candidates": list(candidates)[k :: self.processes],
             }  # fmt: skip
@@ -563,11 +616,13 @@ def run_scale(options: argparse.Namespace) -> None:
             f"PostgreSQL 15 with fsync=off, synchronous_commit=off (throwaway cluster); "
             f"2 conveyor serve replicas; {os.cpu_count()} cores shared; .pyc compiled, "
             f"PYTHONDONTWRITEBYTECODE unset; 32 clients in {options.client_processes} "
-            f"load-generating processes of their own"
+            f"load-generating processes of their own; status and check sent by "
+            f"{'stdlib http.client' if options.client == 'lean' else 'ConveyorClient (httpx)'}"
         )
         lock = threading.Lock()
         load = _Load(ref=ref, tokens=tokens, scan=str(scan), root=str(root),
-                     processes=options.client_processes, spy_dir=options.py_spy)  # fmt: skip
+                     processes=options.client_processes, lean=options.client == "lean",
+                     spy_dir=options.py_spy)  # fmt: skip
         reads = ("status", "check")
         if options.baseline:
             # The base source's replicas on the same database, alternated with this tree's.

@@ -12,6 +12,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,8 +22,6 @@ from conveyor.server.observe import Metrics
 from conveyor.server.problems import Unavailable
 
 if TYPE_CHECKING:
-    from anyio import CapacityLimiter
-
     from conveyor.attest import Signer
     from conveyor.ledger import Ledger
     from conveyor.oci.name import Target
@@ -98,7 +97,7 @@ class ServerState:
     _opener: _FreshOpener | None = None
     _reach: tuple[Config, Reach] | None = None
     _answers: tuple[Workspace, Answers] | None = None
-    _read_limiter: CapacityLimiter | None = None
+    _readers: ThreadPoolExecutor | None = None
 
     # --- configuration: re-read when the file changes (every replica sees the same file) ---
 
@@ -164,13 +163,13 @@ class ServerState:
                 self._answers = (workspace, Answers())
             return self._answers[1]
 
-    def read_limiter(self) -> CapacityLimiter:
-        """The worker threads of the read endpoints (``READ_THREADS``); made in the event loop."""
-        from anyio import CapacityLimiter
-
-        if self._read_limiter is None:
-            self._read_limiter = CapacityLimiter(READ_THREADS)
-        return self._read_limiter
+    def readers(self) -> ThreadPoolExecutor:
+        """The worker threads of the read endpoints (``READ_THREADS``), their own: a read
+        never waits behind promotions holding FastAPI's shared threads."""
+        with self._lock:
+            if self._readers is None:
+                self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")
+            return self._readers
 
     def tokens(self) -> TokenStore:
         from conveyor.server.tokens import TokenStore
@@ -226,6 +225,8 @@ class ServerState:
         return reach.admit(target)
 
     def close(self) -> None:
+        if self._readers is not None:
+            self._readers.shutdown(wait=False, cancel_futures=True)
         if self._tokens is not None:
             self._tokens.close()
         if self._ledger is not None:
