@@ -58,8 +58,13 @@ class _Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        given = headers.get("x-request-id", "")
+        given, length = "", None  # the two request headers the edge reads
+        for key, value in scope["headers"]:
+            name = key.lower()
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         path = scope.get("path", "")
@@ -84,7 +89,6 @@ class _Edge:
                 ]
             await send(message)
 
-        length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > cap):
             response = problem(
                 BodyTooLarge(f"the request body is larger than {cap} bytes, the limit here")
