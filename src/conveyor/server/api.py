@@ -2,7 +2,9 @@
 
 Each handler: authenticate (``Principal``), authorise (``auth.ACTS``), call the operation in
 ``conveyor.service``, return its ``to_dict()``. Handlers are plain ``def``: operations block
-(registry, database), so FastAPI runs them in its worker threads.
+(registry, database), so FastAPI runs them in its worker threads. The two hot reads, status
+and check, instead make one hop to threads of their own (``_read``) and give an answer kept
+for the ledger head they read (``ServerState.answers``), rendered once.
 """
 
 from __future__ import annotations
