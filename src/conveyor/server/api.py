@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -55,6 +56,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/api/v1", route_class=StrictRoute, responses=_ERRORS)
 Json = dict[str, Any]
 JSON = "application/json"
+T = TypeVar("T")
 Ref = Annotated[str, Field(min_length=1, max_length=2048)]
 EnvName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 Text = Annotated[str, Field(max_length=4096)]
@@ -129,20 +131,34 @@ Who = Annotated[Principal, Depends(principal)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+async def _in_readers(request: Request, work: Callable[[], T]) -> T:
+    """``work()`` in one of the read endpoints' own few threads (``ServerState.readers``)."""
+    import asyncio
+
+    readers = _state(request).readers()
+    return await asyncio.get_running_loop().run_in_executor(readers, work)
+
+
 async def _read(
     request: Request, credentials: HTTPAuthorizationCredentials | None, answer: Any
 ) -> Response:
-    """A read endpoint's whole work, authentication included, in one hop to a worker thread
-    of the reads' own few (``ServerState.readers``); ``answer(who)`` gives the JSON."""
-    import asyncio
+    """A read endpoint's whole work, authentication included, in one hop to a reader thread;
+    ``answer(who)`` gives the JSON."""
 
     def work() -> bytes:
         rendered: bytes = answer(principal(request, credentials))
         return rendered
 
-    readers = _state(request).readers()
-    rendered = await asyncio.get_running_loop().run_in_executor(readers, work)
-    return Response(rendered, media_type=JSON)
+    return Response(await _in_readers(request, work), media_type=JSON)
+
+
+async def _reader(request: Request, credentials: Credentials) -> Principal:
+    """``principal`` in a reader thread, for a read with a body: credentials are judged
+    before the body is (an unauthenticated caller learns nothing of its mistakes)."""
+    return await _in_readers(request, lambda: principal(request, credentials))
+
+
+Reader = Annotated[Principal, Depends(_reader)]
 
 
 def _rendered(model: type[BaseModel], answer: Json) -> bytes:
@@ -380,8 +396,8 @@ class CheckRequest(_Body):
     description="200 whatever the gates say: `allowed` tells (the CLI exits 1 when false). "
     "The principal is the promoter, so `distinct_from: [promoter]` counts as in a promotion.",
 )
-async def check(request: Request, credentials: Credentials, body: CheckRequest) -> Response:
-    def answer(who: Principal) -> bytes:
+async def check(request: Request, who: Reader, body: CheckRequest) -> Response:
+    def answer() -> bytes:
         _allow(request, who, "read")
         state = _state(request)
         state.config().model.environment(body.environment)
@@ -411,7 +427,7 @@ async def check(request: Request, credentials: Credentials, body: CheckRequest) 
         _count_denials(request, failed)  # each check counts, a kept answer too
         return rendered
 
-    return await _read(request, credentials, answer)
+    return Response(await _in_readers(request, answer), media_type=JSON)
 
 
 class PromoteRequest(_Body):

@@ -205,3 +205,11 @@ def test_promotions_never_look_at_kept_answers(
     denied = api.post("/api/v1/promotions", json={"reference": ref, "environment": "production"})
     assert denied.status_code == 409, denied.text  # decided afresh: approvals missing
     assert "approvals" in denied.text
+
+
+def test_a_check_judges_credentials_before_its_body(team: WebTeam) -> None:
+    nobody = TestClient(team.client.app, raise_server_exceptions=False)
+    assert nobody.post(CHECK, json={}).status_code == 401
+    wrong = TestClient(team.client.app, raise_server_exceptions=False)
+    wrong.headers["Authorization"] = "Bearer cvy_not-a-token"
+    assert wrong.post(CHECK, json={"reference": 1}).status_code == 401
