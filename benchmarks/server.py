@@ -373,13 +373,19 @@ class _LeanReader:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        try:
-            self._conn.request(method, "/api/v1" + path, body=data, headers=headers)
-            response = self._conn.getresponse()
-            payload = response.read()
-        except (self._http.HTTPException, OSError):
-            self._conn.close()  # the next request opens a new connection
-            raise
+        for attempt in (1, 2):
+            try:
+                self._conn.request(method, "/api/v1" + path, body=data, headers=headers)
+                response = self._conn.getresponse()
+                payload = response.read()
+                break
+            except (self._http.HTTPException, OSError) as error:
+                self._conn.close()  # the next request opens a new connection
+                # A kept-alive connection the server closed while idle (uvicorn: after 5 s)
+                # is tried once more on a new one, as httpx does; both requests only read.
+                stale = isinstance(error, (self._http.RemoteDisconnected, ConnectionError))
+                if attempt == 2 or not stale:
+                    raise
         if response.status != 200:
             raise RuntimeError(f"{method} {path}: {response.status} {payload[:200]!r}")
         return json.loads(payload)
