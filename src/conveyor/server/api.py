@@ -152,15 +152,6 @@ async def _read(
     return Response(await _in_readers(request, work), media_type=JSON)
 
 
-async def _reader(request: Request, credentials: Credentials) -> Principal:
-    """``principal`` in a reader thread, for a read with a body: credentials are judged
-    before the body is (an unauthenticated caller learns nothing of its mistakes)."""
-    return await _in_readers(request, lambda: principal(request, credentials))
-
-
-Reader = Annotated[Principal, Depends(_reader)]
-
-
 def _rendered(model: type[BaseModel], answer: Json) -> bytes:
     """``answer`` checked against its schema and rendered, as FastAPI's ``response_model``
     would: computed once, then the bytes are what a kept answer gives again."""
@@ -396,8 +387,8 @@ class CheckRequest(_Body):
     description="200 whatever the gates say: `allowed` tells (the CLI exits 1 when false). "
     "The principal is the promoter, so `distinct_from: [promoter]` counts as in a promotion.",
 )
-async def check(request: Request, who: Reader, body: CheckRequest) -> Response:
-    def answer() -> bytes:
+async def check(request: Request, credentials: Credentials, body: CheckRequest) -> Response:
+    def answer(who: Principal) -> bytes:
         _allow(request, who, "read")
         state = _state(request)
         state.config().model.environment(body.environment)
@@ -427,7 +418,21 @@ async def check(request: Request, who: Reader, body: CheckRequest) -> Response:
         _count_denials(request, failed)  # each check counts, a kept answer too
         return rendered
 
-    return Response(await _in_readers(request, answer), media_type=JSON)
+    return await _read(request, credentials, answer)
+
+
+# Reads that authenticate inside the endpoint (one thread hop), after FastAPI has judged the
+# body: a body it refuses must not tell an unauthenticated caller more than 401 would.
+_AUTHENTICATED_INSIDE = (check,)
+
+
+async def judge_credentials(request: Request) -> None:
+    """Raise the refusal (401, 403) the credentials of a refused body's request earn, for
+    the reads that authenticate inside the endpoint; the others' did so before the body."""
+    if getattr(request.scope.get("route"), "endpoint", None) not in _AUTHENTICATED_INSIDE:
+        return
+    credentials = await _bearer(request)
+    await _in_readers(request, lambda: principal(request, credentials))
 
 
 class PromoteRequest(_Body):

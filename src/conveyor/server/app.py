@@ -225,6 +225,12 @@ def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
+        from conveyor.server.api import judge_credentials
+
+        try:
+            await judge_credentials(request)  # credentials are judged before the body
+        except ConveyorError as refused:
+            return await conveyor_error(request, refused)
         return problem(InputError(_describe_validation(error)), request_id=_request_id(request))
 
     @app.exception_handler(StarletteHTTPException)
