@@ -263,6 +263,14 @@ def _describe_validation(error: RequestValidationError) -> str:
 def app_from_environment() -> FastAPI:
     """Uvicorn factory (``conveyor.server.app:app_from_environment``) for ``--workers N``:
     each worker builds its app from the environment ``conveyor serve`` set."""
+    import logging
+
+    # What a log record gathers that no line of ours shows (the logging HOWTO's
+    # "Optimization"): the caller's file and line (a walk up the stack), thread and process.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     return create_app(ServerSettings.from_environment())
 
 
