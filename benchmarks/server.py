@@ -110,6 +110,27 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=150, help="--scale promotions-only run")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=4,
+        help="--scale: processes the 32 clients are spread over (the load generator's own GIL)",
+    )
+    parser.add_argument(
+        "--client", choices=("lean", "conveyor"), default="lean",
+        help="--scale: what sends status and check: stdlib http.client (lean, the default: "
+        "the load generator's CPU is the replicas' on a small machine) or ConveyorClient",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="--scale: also run the reads-only phase against 2 "
+        "replicas importing this source tree (e.g. a git archive of main's src), alternated",
+    )
+    parser.add_argument("--reads-only", action="store_true",
+                        help="--scale: only the reads-only phase(s)")  # fmt: skip
+    parser.add_argument("--py-spy", metavar="DIR", help="--scale: py-spy record replica 1 "
+                        "during the first reads-only phase(s), raw stacks into DIR")  # fmt: skip
+    parser.add_argument(
         "--no-board", action="store_true", help="skip the web board phase (benchmarks/web_board.py)"
     )
     options = parser.parse_args()
@@ -296,6 +317,257 @@ def _row(name: str, samples: list[float], elapsed: float | None, goal: str = "")
     return f"{name:34} {len(samples):6d} {rate} {p50:9.1f} {p99:9.1f}  {goal}"
 
 
+LABELS = {"status": "GET /status", "check": "POST /check", "attest": "POST /scans",
+          "promote": "POST /promotions (mount)"}  # fmt: skip
+
+
+# Dependencies this tree added that main's src lacks (uvicorn picks them when importable).
+BASE_LACKS = ("httptools", "uvloop")
+
+
+def _replicas(team: Any, env: dict[str, str], src: str | None = None) -> list[Any]:
+    """Two ``conveyor serve`` replicas with .pyc; ``src``: the source tree they import
+    (``--baseline``: PYTHONPATH comes before the editable install)."""
+    chosen = dict(env)
+    if src is not None:
+        # The base's own dependencies: this venv's newer ones are hidden from it.
+        hidden = Path(team.root) / "base-lacks"  # removed with the run's folder
+        hidden.mkdir(exist_ok=True)
+        for name in BASE_LACKS:
+            (hidden / f"{name}.py").write_text(f"raise ImportError('{name}: not in the base')")
+        paths = (src, str(hidden), env.get("PYTHONPATH"))
+        chosen["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    team_env = team.env
+    team.env = lambda: chosen  # servers start with .pyc too
+    try:
+        return [start_server(team), start_server(team)]
+    finally:
+        team.env = team_env
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process so far (``/proc/PID/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _LeanReader:
+    """``status`` and ``check`` as ``ConveyorClient`` sends them (same method, path, headers
+    and JSON body), over one keep-alive stdlib ``http.client`` connection: a request costs
+    the load generator a fraction of httpx's CPU, which on a shared 2-core machine the
+    replicas need. Anything but 200 is an error."""
+
+    def __init__(self, url: str, token: str) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        where = urlsplit(url)
+        self._http = http.client
+        self._conn = http.client.HTTPConnection(where.hostname or "", where.port, timeout=120)
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
+                         "User-Agent": "conveyor-bench"}  # fmt: skip
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = dict(self._headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        for attempt in (1, 2):
+            try:
+                self._conn.request(method, "/api/v1" + path, body=data, headers=headers)
+                response = self._conn.getresponse()
+                payload = response.read()
+                break
+            except (self._http.HTTPException, OSError) as error:
+                self._conn.close()  # the next request opens a new connection
+                # A kept-alive connection the server closed while idle (uvicorn: after 5 s)
+                # is tried once more on a new one, as httpx does; both requests only read.
+                stale = isinstance(error, (self._http.RemoteDisconnected, ConnectionError))
+                if attempt == 2 or not stale:
+                    raise
+        if response.status != 200:
+            raise RuntimeError(f"{method} {path}: {response.status} {payload[:200]!r}")
+        return json.loads(payload)
+
+    def status(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/status")["environments"])
+
+    def check(self, ref: str, *, environment: str) -> dict[str, Any]:
+        body = {"reference": ref, "environment": environment, "break_glass": None}
+        return dict(self._call("POST", "/check", body))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _client_process(job: dict[str, Any], ready: Any, results: Any) -> None:
+    """One load-generating process (``spawn``ed): a thread per client, each with its own
+    keep-alive ``ConveyorClient``; starts when every process is ready, and reports its
+    samples, errors and its own CPU time."""
+    import threading
+
+    ops: tuple[str, ...] = job["ops"]
+    samples: dict[str, list[float]] = {k: [] for k in LABELS}
+    errors: list[str] = []
+    lock = threading.Lock()
+    queue = list(reversed(job["candidates"]))
+    scan_bytes = Path(job["scan"]).read_bytes()
+    reader = _LeanReader if job["lean"] else ConveyorClient
+    clients = [
+        (ConveyorClient(job["urls"][n % 2], job["tokens"]["deployer"]),
+         ConveyorClient(job["urls"][n % 2], job["tokens"]["ci"]),
+         reader(job["urls"][n % 2], job["tokens"]["deployer"]))
+        for n in job["numbers"]
+    ]  # fmt: skip
+
+    def worker(n: int, deployer: ConveyorClient, ci: ConveyorClient, reads: Any,
+               stop_at: float) -> None:  # fmt: skip
+        mine: dict[str, list[float]] = {k: [] for k in samples}
+        turn = n
+        while time.perf_counter() < stop_at:
+            turn += 1
+            op = ops[turn % len(ops)]
+            t = time.perf_counter()
+            try:
+                if op == "status":
+                    reads.status()
+                elif op == "check":
+                    if not reads.check(job["ref"], environment="staging")["allowed"]:
+                        errors.append("check denied")
+                elif op == "attest":
+                    path = Path(job["root"]) / f"scan-{n}.json"
+                    path.write_bytes(scan_bytes)
+                    ci.attest_scan(job["ref"], path)
+                else:
+                    with lock:
+                        if not queue:
+                            continue
+                        image = queue.pop()
+                    t = time.perf_counter()
+                    deployer.promote(image, environment="staging")
+            except Exception as error:
+                errors.append(f"{op}: {str(error)[:200]}")
+                continue
+            mine[op].append(time.perf_counter() - t)
+        with lock:
+            for k, v in mine.items():
+                samples[k].extend(v)
+
+    ready.wait()
+    cpu = time.process_time()
+    stop_at = time.perf_counter() + job["seconds"]
+    threads = [
+        threading.Thread(target=worker, args=(n, d, c, r, stop_at))
+        for n, (d, c, r) in zip(job["numbers"], clients, strict=True)
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    cpu = time.process_time() - cpu
+    for each in clients:
+        for client in each:
+            client.close()
+    results.put({"samples": samples, "errors": errors, "cpu": cpu})
+
+
+class _Load:
+    """32 closed-loop clients spread over ``processes`` processes of their own, so the load
+    generator's GIL is not what limits the figures; its CPU is measured and printed."""
+
+    def __init__(self, *, ref: str, tokens: dict[str, str], scan: str, root: str,
+                 processes: int, lean: bool, spy_dir: str | None = None) -> None:  # fmt: skip
+        self.ref, self.tokens, self.scan, self.root = ref, tokens, scan, root
+        self.lean = lean
+        self.processes = max(1, processes)
+        self.spy_dir = spy_dir
+        self.spy = shutil.which("py-spy") or str(Path(sys.prefix) / "bin" / "py-spy")
+
+    def phase(
+        self,
+        title: str,
+        servers: list[Any],
+        ops: tuple[str, ...],
+        seconds: float,
+        *,
+        candidates: list[str] = (),  # type: ignore[assignment]
+        profile: str | None = None,
+    ) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        ready = ctx.Barrier(self.processes + 1)
+        results = ctx.Queue()
+        children = []
+        for k in range(self.processes):
+            numbers = list(range(k, 32, self.processes))
+            job = {
+                "ops": ops, "seconds": seconds, "numbers": numbers, "ref": self.ref,
+                "urls": [s.url for s in servers], "tokens": self.tokens, "scan": self.scan,
+                "root": self.root, "lean": self.lean,
+                # promotions: each candidate offered once, split between the processes
+                "candidates": list(candidates)[k :: self.processes],
+            }  # fmt: skip
+            child = ctx.Process(target=_client_process, args=(job, ready, results))
+            child.start()
+            children.append(child)
+        ready.wait(timeout=120)
+        load_before = _load()
+        spy = None
+        if profile and self.spy_dir:
+            Path(self.spy_dir).mkdir(parents=True, exist_ok=True)
+            out = Path(self.spy_dir) / f"{profile}.txt"
+            spy = subprocess.Popen(
+                [self.spy, "record", "--pid", str(servers[0].process.pid), "--gil", "--rate", "250",
+                 "--duration", str(max(1, int(seconds))), "--format", "raw", "--output",
+                 str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        server_cpu = [_cpu_seconds(s.process.pid) for s in servers]
+        started = time.perf_counter()
+        gathered = [results.get(timeout=seconds + 300) for _ in children]
+        elapsed = time.perf_counter() - started
+        server_cpu = [_cpu_seconds(s.process.pid) - c for s, c in zip(servers, server_cpu,
+                                                                     strict=True)]  # fmt: skip
+        for child in children:
+            child.join(timeout=30)
+        if spy is not None:
+            spy.wait(timeout=120)
+        samples: dict[str, list[float]] = {k: [] for k in LABELS}
+        errors: list[str] = []
+        for part in gathered:
+            for k, v in part["samples"].items():
+                samples[k].extend(v)
+            errors.extend(part["errors"])
+        client_cpu = sum(part["cpu"] for part in gathered)
+        total = sum(len(v) for v in samples.values())
+        print(f"\n{title}, 32 concurrent clients in {self.processes} processes, {elapsed:.1f} s: "
+              f"{total / elapsed:.0f} requests/s in all, "
+              f"{len(samples['promote']) / elapsed:.1f} promotions/s, {len(errors)} errors"
+              + (" (py-spy attached to replica 1: figures inflated)" if spy else ""))  # fmt: skip
+        print(f"  {load_before} at the start, {_load()} at the end")
+        per = 1000 / max(1, total)
+        print(f"  CPU: replicas {' + '.join(f'{c:.1f}' for c in server_cpu)} s "
+              f"({sum(server_cpu) * per:.2f} ms a request, "
+              f"{100 * sum(server_cpu) / elapsed / len(servers):.0f}% of a core each); "
+              f"load generator {client_cpu:.1f} s ({client_cpu * per:.2f} ms a request, "
+              f"{100 * client_cpu / elapsed:.0f}% of a core)")  # fmt: skip
+        for e in sorted(set(errors))[:5]:
+            print(f"  error: {e}")
+        print(f"{'endpoint (HTTP)':34} {'calls':>6} {'req/s':>8} {'p50 ms':>9} "
+              f"{'p99 ms':>9}  goal")  # fmt: skip
+        goal = f"p99 < {STATUS_CHECK_P99_GOAL_MS:.0f} ms"
+        for name, got in samples.items():
+            if not got:
+                continue
+            g = goal if name in ("status", "check") else ""
+            if g:
+                met = _percentiles(got)[1] < STATUS_CHECK_P99_GOAL_MS
+                g += " MET" if met else " MISSED"
+            print(_row(LABELS[name], got, elapsed, g))
+        sys.stdout.flush()
+
+
 def run_scale(options: argparse.Namespace) -> None:
     import threading
 
@@ -328,7 +600,8 @@ def run_scale(options: argparse.Namespace) -> None:
         loaded = time.perf_counter() - started
         # Candidates for promotion, with all staging evidence: the newest entries.
         candidates = []
-        for n in range(options.promotions + options.burst + options.runs * 2):
+        wanted = 0 if options.reads_only else options.promotions + options.burst + options.runs * 2
+        for n in range(wanted):
             image = team.image(f"c{n}")
             common: dict[str, Any] = {"key": key, "config_path": team.config}
             service.record_build(image, commit=COMMIT, run_id="42", **common)
@@ -338,10 +611,7 @@ def run_scale(options: argparse.Namespace) -> None:
         tokens = {who: team.token(f"{who}-bench", who) for who in ("ci", "deployer")}
         env = team.env()
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # measured processes use .pyc
-        team_env = team.env
-        team.env = lambda: env  # type: ignore[method-assign]  (servers start with .pyc too)
-        servers = [start_server(team), start_server(team)]
-        team.env = team_env  # type: ignore[method-assign]
+        servers = _replicas(team, env)
         import psycopg
 
         with psycopg.connect(dsn) as conn:
@@ -351,86 +621,40 @@ def run_scale(options: argparse.Namespace) -> None:
             f"bulk-loaded in {loaded:.0f} s with {options.workers} signing processes); "
             f"PostgreSQL 15 with fsync=off, synchronous_commit=off (throwaway cluster); "
             f"2 conveyor serve replicas; {os.cpu_count()} cores shared; .pyc compiled, "
-            f"PYTHONDONTWRITEBYTECODE unset"
+            f"PYTHONDONTWRITEBYTECODE unset; 32 clients in {options.client_processes} "
+            f"load-generating processes of their own; status and check sent by "
+            f"{'stdlib http.client' if options.client == 'lean' else 'ConveyorClient (httpx)'}"
         )
-        # 32 clients, replicas alternated; promotions take the next candidate.
-        queue = list(reversed(candidates[: options.promotions]))
         lock = threading.Lock()
-        scan_bytes = scan.read_bytes()
-        labels = {"status": "GET /status", "check": "POST /check", "attest": "POST /scans",
-                  "promote": "POST /promotions (mount)"}  # fmt: skip
-
-        def phase(title: str, ops: tuple[str, ...], seconds: float) -> None:
-            results: dict[str, list[float]] = {k: [] for k in labels}
-            errors: list[str] = []
-            stop_at = time.perf_counter() + seconds
-
-            def worker(n: int) -> None:
-                server = servers[n % 2]
-                mine: dict[str, list[float]] = {k: [] for k in results}
-                with (
-                    ConveyorClient(server.url, tokens["deployer"]) as deployer,
-                    ConveyorClient(server.url, tokens["ci"]) as ci,
-                ):
-                    turn = n
-                    while time.perf_counter() < stop_at:
-                        turn += 1
-                        op = ops[turn % len(ops)]
-                        t = time.perf_counter()
-                        try:
-                            if op == "status":
-                                deployer.status()
-                            elif op == "check":
-                                if not deployer.check(ref, environment="staging")["allowed"]:
-                                    errors.append("check denied")
-                            elif op == "attest":
-                                path = root / f"scan-{n}.json"
-                                path.write_bytes(scan_bytes)
-                                ci.attest_scan(ref, path)
-                            else:
-                                with lock:
-                                    if not queue:
-                                        continue
-                                    image = queue.pop()
-                                t = time.perf_counter()
-                                deployer.promote(image, environment="staging")
-                        except Exception as error:
-                            errors.append(f"{op}: {str(error)[:200]}")
-                            continue
-                        mine[op].append(time.perf_counter() - t)
-                with lock:
-                    for k, v in mine.items():
-                        results[k].extend(v)
-
-            started = time.perf_counter()
-            threads = [threading.Thread(target=worker, args=(n,)) for n in range(32)]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            elapsed = time.perf_counter() - started
-            total = sum(len(v) for v in results.values())
-            print(f"\n{title}, 32 concurrent clients, {elapsed:.1f} s: {total / elapsed:.0f} "
-                  f"requests/s in all, {len(results['promote']) / elapsed:.1f} promotions/s, "
-                  f"{len(errors)} errors; {_load()}")  # fmt: skip
-            for e in sorted(set(errors))[:5]:
-                print(f"  error: {e}")
-            print(f"{'endpoint (HTTP)':34} {'calls':>6} {'req/s':>8} {'p50 ms':>9} "
-                  f"{'p99 ms':>9}  goal")  # fmt: skip
-            goal = f"p99 < {STATUS_CHECK_P99_GOAL_MS:.0f} ms"
-            for name, samples in results.items():
-                if not samples:
-                    continue
-                g = goal if name in ("status", "check") else ""
-                if g:
-                    met = _percentiles(samples)[1] < STATUS_CHECK_P99_GOAL_MS
-                    g += " MET" if met else " MISSED"
-                print(_row(labels[name], samples, elapsed, g))
-
+        load = _Load(ref=ref, tokens=tokens, scan=str(scan), root=str(root),
+                     processes=options.client_processes, lean=options.client == "lean",
+                     spy_dir=options.py_spy)  # fmt: skip
+        reads = ("status", "check")
+        if options.baseline:
+            # The base source's replicas on the same database, alternated with this tree's.
+            src = str(Path(options.baseline).resolve())
+            subprocess.run([sys.executable, "-m", "compileall", "-q", src], check=False,
+                           capture_output=True)  # fmt: skip
+            base = _replicas(team, env, src=src)
+            servers.extend(base)
+            for round_ in (1, 2):
+                for label, pair in (("before", base), ("after", servers[:2])):
+                    load.phase(f"reads only (status, check), {label}, round {round_}", pair,
+                               reads, options.seconds / 2,
+                               profile=label if round_ == 1 else None)  # fmt: skip
+            for server in base:
+                server.stop()
+            del servers[2:]
+        if options.reads_only:
+            if not options.baseline:
+                load.phase("reads only (status, check)", servers, reads, options.seconds / 2,
+                           profile="after")  # fmt: skip
+            return
         mixed = ("status", "check", "status", "check", "attest", "promote")
-        phase("mixed workload (status, check, attest scan, promote)", mixed, options.seconds)
+        load.phase("mixed workload (status, check, attest scan, promote)", servers, mixed,
+                   options.seconds, candidates=candidates[: options.promotions])  # fmt: skip
         # The reads alone: tells whether the writers or the reads themselves set the p99.
-        phase("reads only (status, check)", ("status", "check"), options.seconds / 2)
+        load.phase("reads only (status, check)", servers, reads, options.seconds / 2)
         burst: list[float] = []
         # Fresh processes, the same operations: CLI remote mode vs direct-database mode.
         far = {k: v for k, v in env.items() if not k.startswith("CONVEYOR_")}

@@ -2,17 +2,20 @@
 
 Each handler: authenticate (``Principal``), authorise (``auth.ACTS``), call the operation in
 ``conveyor.service``, return its ``to_dict()``. Handlers are plain ``def``: operations block
-(registry, database), so FastAPI runs them in its worker threads.
+(registry, database), so FastAPI runs them in its worker threads. The two hot reads, status
+and check, instead make one hop to threads of their own (``_read``) and give an answer kept
+for the ledger head they read (``ServerState.answers``), rendered once.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +55,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 router = APIRouter(prefix="/api/v1", route_class=StrictRoute, responses=_ERRORS)
 Json = dict[str, Any]
+JSON = "application/json"
+T = TypeVar("T")
 Ref = Annotated[str, Field(min_length=1, max_length=2048)]
 EnvName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 Text = Annotated[str, Field(max_length=4096)]
@@ -123,6 +128,34 @@ def principal(
 
 
 Who = Annotated[Principal, Depends(principal)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def _in_readers(request: Request, work: Callable[[], T]) -> T:
+    """``work()`` in one of the read endpoints' own few threads (``ServerState.readers``)."""
+    import asyncio
+
+    readers = _state(request).readers()
+    return await asyncio.get_running_loop().run_in_executor(readers, work)
+
+
+async def _read(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, answer: Any
+) -> Response:
+    """A read endpoint's whole work, authentication included, in one hop to a reader thread;
+    ``answer(who)`` gives the JSON."""
+
+    def work() -> bytes:
+        rendered: bytes = answer(principal(request, credentials))
+        return rendered
+
+    return Response(await _in_readers(request, work), media_type=JSON)
+
+
+def _rendered(model: type[BaseModel], answer: Json) -> bytes:
+    """``answer`` checked against its schema and rendered, as FastAPI's ``response_model``
+    would: computed once, then the bytes are what a kept answer gives again."""
+    return model.model_validate(answer).model_dump_json(by_alias=True).encode()
 
 
 # --- who am I ----------------------------------------------------------------------------------
@@ -354,22 +387,52 @@ class CheckRequest(_Body):
     description="200 whatever the gates say: `allowed` tells (the CLI exits 1 when false). "
     "The principal is the promoter, so `distinct_from: [promoter]` counts as in a promotion.",
 )
-def check(request: Request, who: Who, body: CheckRequest) -> Json:
-    _allow(request, who, "read")
-    state = _state(request)
-    state.config().model.environment(body.environment)
-    # The principal is the promoter; with the server's key it is checked like a signer.
-    signer = state.signer() if state.can_sign() else None
-    result = service.check(
-        body.reference,
-        environment=body.environment,
-        break_glass=body.break_glass,
-        workspace=state.workspace(),
-        signer=signer,
-        principal=who.acting(),
-    )
-    _count_denials(request, result.decision)
-    return result.to_dict()
+async def check(request: Request, credentials: Credentials, body: CheckRequest) -> Response:
+    def answer(who: Principal) -> bytes:
+        _allow(request, who, "read")
+        state = _state(request)
+        state.config().model.environment(body.environment)
+        # The principal is the promoter; with the server's key it is checked like a signer.
+        signer = state.signer() if state.can_sign() else None
+        workspace = state.workspace()
+
+        def compute() -> tuple[bytes, tuple[str, ...]]:
+            result = service.check(
+                body.reference,
+                environment=body.environment,
+                break_glass=body.break_glass,
+                workspace=workspace,
+                signer=signer,
+                principal=who.acting(),
+            )
+            failed = tuple(gate.gate for gate in result.decision.failed)
+            return _rendered(schemas.Checked, result.to_dict()), failed
+
+        # What the answer depends on besides the ledger, the clock and the registry: the
+        # request and who asks (the promoter of distinct_from), in this config.
+        key = (
+            "check", body.reference, body.environment, body.break_glass, who.identity,
+            who.roles, signer.keyid if signer is not None else None,
+        )  # fmt: skip
+        rendered, failed = state.answers(workspace).get(key, workspace.ledger.head(), compute)
+        _count_denials(request, failed)  # each check counts, a kept answer too
+        return rendered
+
+    return await _read(request, credentials, answer)
+
+
+# Reads that authenticate inside the endpoint (one thread hop), after FastAPI has judged the
+# body: a body it refuses must not tell an unauthenticated caller more than 401 would.
+_AUTHENTICATED_INSIDE = (check,)
+
+
+async def judge_credentials(request: Request) -> None:
+    """Raise the refusal (401, 403) the credentials of a refused body's request earn, for
+    the reads that authenticate inside the endpoint; the others' did so before the body."""
+    if getattr(request.scope.get("route"), "endpoint", None) not in _AUTHENTICATED_INSIDE:
+        return
+    credentials = await _bearer(request)
+    await _in_readers(request, lambda: principal(request, credentials))
 
 
 class PromoteRequest(_Body):
@@ -430,9 +493,19 @@ def rollback(request: Request, who: Who, body: RollbackRequest) -> Json:
     response_model=schemas.Status,
     summary="Each environment: what runs now, the candidate and its gates",
 )
-def status(request: Request, who: Who) -> Json:
-    _allow(request, who, "read")
-    return {"environments": [item.to_dict() for item in service.status(**_reading(request))]}
+async def status(request: Request, credentials: Credentials) -> Response:
+    def answer(who: Principal) -> bytes:
+        _allow(request, who, "read")
+        state = _state(request)
+        workspace = state.workspace()
+
+        def compute() -> bytes:
+            environments = [item.to_dict() for item in service.status(workspace=workspace)]
+            return _rendered(schemas.Status, {"environments": environments})
+
+        return state.answers(workspace).get(("status",), workspace.ledger.head(), compute)
+
+    return await _read(request, credentials, answer)
 
 
 @router.get(

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
-from collections.abc import MutableMapping
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor.errors import ConfigError, ConveyorError
 from conveyor.server.observe import Metrics
@@ -29,9 +32,21 @@ if TYPE_CHECKING:
     from conveyor.server.tokens import TokenStore
     from conveyor.service import RegistryOptions, Workspace
 
+T = TypeVar("T")
 MIB = 1024 * 1024
 MAX_JSON_BYTES = 1 * MIB
 MAX_REPORT_BYTES = 50 * MIB
+# How long a computed read answer (status, check) is given again while the ledger's head is
+# unchanged (``Answers``). Gates read the clock (scan ages, freeze windows, signed-time
+# bounds) and the registry (tags): both may change the answer with the head unchanged, and
+# no earliest change time can be known for a tag. 1 s is far inside the 5 min clock skew
+# the verified reader already grants every signer.
+REUSE_SECONDS = 1.0
+# Worker threads for the read endpoints (status, check) of one process. One process's Python
+# runs one thread at a time, so more threads add only switching; and at most this many read
+# at once stay within the ledger's and token store's pools (5 connections each), so no
+# connection is opened and closed per request.
+READ_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,8 @@ class ServerState:
     _ledger_url: str | None = None
     _opener: _FreshOpener | None = None
     _reach: tuple[Config, Reach] | None = None
+    _answers: tuple[Workspace, Answers] | None = None
+    _readers: ThreadPoolExecutor | None = None
 
     # --- configuration: re-read when the file changes (every replica sees the same file) ---
 
@@ -146,6 +163,21 @@ class ServerState:
             )
             return self._workspace
 
+    def answers(self, workspace: Workspace) -> Answers:
+        """The memo of read answers computed over ``workspace`` (a new config: a new memo)."""
+        with self._lock:
+            if self._answers is None or self._answers[0] is not workspace:
+                self._answers = (workspace, Answers())
+            return self._answers[1]
+
+    def readers(self) -> ThreadPoolExecutor:
+        """The worker threads of the read endpoints (``READ_THREADS``), their own: a read
+        never waits behind promotions holding FastAPI's shared threads."""
+        with self._lock:
+            if self._readers is None:
+                self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")
+            return self._readers
+
     def tokens(self) -> TokenStore:
         from conveyor.server.tokens import TokenStore
 
@@ -207,6 +239,8 @@ class ServerState:
         return reach.admit(target)
 
     def close(self) -> None:
+        if self._readers is not None:
+            self._readers.shutdown(wait=False, cancel_futures=True)
         if self._tokens is not None:
             self._tokens.close()
         if self._drift is not None:
@@ -215,6 +249,77 @@ class ServerState:
             self._ledger.close()
         if self._opener is not None:
             self._opener.close()
+
+
+@dataclass(frozen=True)
+class _Answer:
+    head: tuple[int, bytes]  # the one verified head it was computed from
+    started: float  # time.monotonic() when its computation began
+    value: Any
+
+
+class Answers:
+    """Read answers (``status``, ``check``) this process computed, given again to requests
+    that read the same ledger head (size and root) within ``seconds`` of the computation's
+    start. Promotions and every write never look here: they decide afresh.
+
+    - An answer is kept only when every head its computation's verified readers read
+      (``service.heads_read``: each checked against the signed checkpoint) is the one head
+      the request read before it: the answer is what the verified reader says of the tree
+      with that root. A head the database changes (an append, a rewrite, a rollback of the
+      table) is another key: computed afresh, fully verified.
+    - Per process, never shared: nothing here is read from the database but the head.
+    - One computation per key at a time; requests for the same key and head wait for it.
+    - Bounded (least recently used keys go first); errors are not kept.
+    """
+
+    def __init__(self, seconds: float | None = None, limit: int = 256) -> None:
+        self.seconds = REUSE_SECONDS if seconds is None else seconds
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._answers: OrderedDict[Hashable, _Answer] = OrderedDict()
+        self._running: dict[Hashable, threading.Event] = {}
+        self.computed = 0  # how many answers were computed here (tests, metrics)
+
+    def get(self, key: Hashable, head: tuple[int, bytes], compute: Callable[[], T]) -> T:
+        """The answer for ``key`` at ``head``: one kept, or ``compute()``'s."""
+        from conveyor import service
+
+        while True:
+            with self._lock:
+                found = self._answers.get(key)
+                fresh = found is not None and time.monotonic() - found.started < self.seconds
+                if found is not None and fresh and found.head == head:
+                    self._answers.move_to_end(key)
+                    kept: T = found.value
+                    return kept
+                running = self._running.get(key)
+                if running is None:
+                    running = self._running[key] = threading.Event()
+                    break
+            # Another request computes this key: its answer is ours if its head is ours.
+            if not running.wait(timeout=_WAIT_SECONDS):
+                return compute()
+        try:
+            started = time.monotonic()
+            with service.heads_read() as heads:
+                value = compute()
+            with self._lock:
+                self.computed += 1
+                if all(h == head for h in heads):
+                    self._answers[key] = _Answer(head, started, value)
+                    self._answers.move_to_end(key)
+                    while len(self._answers) > self._limit:
+                        self._answers.popitem(last=False)
+            return value
+        finally:
+            with self._lock:
+                del self._running[key]
+            running.set()
+
+
+# How long a request waits for another's computation of the same answer before computing it.
+_WAIT_SECONDS = 30.0
 
 
 class _FreshOpener:

@@ -77,6 +77,7 @@ if TYPE_CHECKING:
         VerifiedEntry as VerifiedEntry,
         VerifiedLedger as VerifiedLedger,
         evidence_for as evidence_for,
+        heads_read as heads_read,
     )
     from conveyor.service._images import (
         ResolvedImage as ResolvedImage,
@@ -233,6 +234,7 @@ __all__ = [
     "drift",
     "evidence_for",
     "generate_keys",
+    "heads_read",
     "history",
     "init_workspace",
     "inspect",
@@ -330,6 +332,7 @@ _LAZY: dict[str, str] = {
     "drift": "conveyor.service._drift",
     "evidence_for": "conveyor.service._evidence",
     "generate_keys": "conveyor.service._keys",
+    "heads_read": "conveyor.service._evidence",
     "history": "conveyor.service._views",
     "init_workspace": "conveyor.service._keys",
     "inspect": "conveyor.service._images",

@@ -31,6 +31,8 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -266,6 +268,23 @@ def remember_reads(workspace: Workspace) -> ReadCache:
         if cache is None:
             cache = _CACHES[workspace] = ReadCache()
         return cache
+
+
+# The heads (size, root) verified readers read in this context (``heads_read``), or None.
+_HEADS_READ: ContextVar[list[tuple[int, bytes]] | None] = ContextVar("heads_read", default=None)
+
+
+@contextmanager
+def heads_read() -> Iterator[list[tuple[int, bytes]]]:
+    """The ledger heads every ``VerifiedLedger`` read inside the block, each after it was
+    checked to extend the signed checkpoint: what an answer computed in the block rests on
+    (a server keeps an answer only when that is exactly one head)."""
+    seen: list[tuple[int, bytes]] = []
+    token = _HEADS_READ.set(seen)
+    try:
+        yield seen
+    finally:
+        _HEADS_READ.reset(token)
 
 
 @dataclass
@@ -543,6 +562,9 @@ class VerifiedLedger:
                     indexes=[],
                 )
         self._head = (size, root)
+        seen = _HEADS_READ.get()
+        if seen is not None:
+            seen.append(self._head)
         if self._cache is not None:
             self._generation = self._cache.adopt(self._head, ledger)
 
