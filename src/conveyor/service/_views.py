@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from conveyor.errors import ConveyorError, VerificationError
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import parse_target
+from conveyor.policy.model import GateResult
 from conveyor.policy.roles import EvidenceKind
 from conveyor.service._decide import decide
 from conveyor.service._evidence import HistoryItem, VerifiedEntry, VerifiedLedger
@@ -45,10 +46,15 @@ class EnvironmentStatus:
     repository: str
     current: HistoryItem | None
     candidate: str | None  # digest waiting to enter
-    candidate_failing: tuple[str, ...] = ()
+    candidate_gates: tuple[GateResult, ...] = ()  # the candidate's failing gates
     note: str | None = None
     as_of: datetime | None = None  # when the status was taken (ages are measured to it)
     tags_apart: tuple[str, ...] = ()  # tags not naming what the ledger recorded (_repair)
+
+    @property
+    def candidate_failing(self) -> tuple[str, ...]:
+        """The candidate's failing gates as the CLI says them: ``gate: reason``."""
+        return tuple(f"{g.gate}: {g.reason}" for g in self.candidate_gates)
 
     @property
     def current_image(self) -> str | None:
@@ -121,7 +127,7 @@ def status(
             if current is not None:
                 commit = verified.commits([current.digest]).get(current.digest)
                 current = replace(current, commit=commit)
-            failing: tuple[str, ...] = ()
+            failing: tuple[GateResult, ...] = ()
             note = None
             if candidate is not None and current is not None and candidate == current.digest:
                 candidate = None
@@ -146,13 +152,13 @@ def status(
 
 def _failing_gates(
     workspace: Workspace, verified: VerifiedLedger, reference: str, environment: str
-) -> tuple[tuple[str, ...], str | None]:
+) -> tuple[tuple[GateResult, ...], str | None]:
     try:
         subject = resolve_subject(reference, workspace.opener, inspect=True)
         decision = decide(workspace, verified, subject, environment=environment, promoter=None)
     except ConveyorError as exc:
         return (), f"could not evaluate the candidate: {exc}"
-    return tuple(f"{g.gate}: {g.reason}" for g in decision.failed), None
+    return tuple(decision.failed), None
 
 
 # --- trace --------------------------------------------------------------------------------------

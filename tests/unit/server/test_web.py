@@ -86,24 +86,6 @@ def test_the_board_says_a_failing_approvals_gate_in_words_once(team: WebTeam) ->
     assert "approvals: none" not in waiting  # not the gate's reason repeated after its name
 
 
-@pytest.mark.parametrize(
-    ("line", "words"),
-    [
-        ("approvals: 1 of 2 approvals: alice; not counted: dee (the promoter)",
-         "approvals: 1 of 2 (alice)"),
-        ("approvals: approver: 1 of 2 approvals: alice; security: 0 of 1 approvals: none",
-         "approvals: approver 1 of 2 (alice); security 0 of 1"),
-        ("tests: no test results by a tester", "tests: no test results by a tester"),
-        ("freeze: frozen by x; break-glass refused ('r'): 2 of 3 approvals: a, b",
-         "freeze: frozen by x; break-glass refused ('r'): 2 of 3 approvals: a, b"),
-    ],
-)  # fmt: skip
-def test_failing_gates_in_words(line: str, words: str) -> None:
-    from conveyor.server.web.views import in_words
-
-    assert in_words(line) == words
-
-
 def test_the_board_fragment_is_the_main_element_inner_html(team: WebTeam) -> None:
     full = team.as_("viewer").get("/").text
     fragment = team.as_("viewer").get("/?fragment=board")

@@ -5,7 +5,6 @@ statements (``conveyor.attest`` readers), the same ones ``trace`` summarises."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -76,33 +75,8 @@ class Column:
 
     @property
     def waiting(self) -> tuple[str, ...]:
-        """The candidate's failing gates, each said once in words."""
-        return tuple(in_words(line) for line in self.status.candidate_failing)
-
-
-# One requirement of the approvals gate's reason (policy.model.ApprovalCount.summary). Only
-# the board reads it: service.status gives its candidate's failing gates as text. Once the
-# status carries the GateResults, ``GateResult.short`` says this and the pattern goes.
-_TALLY = re.compile(r"(?:([a-z0-9][a-z0-9_.-]*): )?(\d+) of (\d+) approvals: ([^;]*)")
-
-
-def in_words(line: str) -> str:
-    """``approvals: 0 of 2 approvals: none`` (the gate's name, then its reason) as
-    ``approvals: 0 of 2``; ``1 of 2 (alice)`` names who counts. Other gates read as they are."""
-    gate, _, reason = line.partition(": ")
-    tallies = list(_TALLY.finditer(reason)) if gate == "approvals" else []
-    if not tallies:
-        return line
-    said = []
-    for tally in tallies:
-        role, got, needed, names = tally.groups()
-        who = names.strip()
-        said.append(
-            (f"{role} " if role else "")
-            + f"{got} of {needed}"
-            + (f" ({who})" if who and who != "none" else "")
-        )
-    return f"{gate}: {'; '.join(said)}"
+        """The candidate's failing gates, each in few words."""
+        return tuple(g.short for g in self.status.candidate_gates)
 
 
 def _promotion_gates(
