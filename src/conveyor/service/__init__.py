@@ -153,6 +153,7 @@ if TYPE_CHECKING:
         TraceEvent as TraceEvent,
         history as history,
         list_attestations as list_attestations,
+        promotion_source as promotion_source,
         status as status,
         trace as trace,
     )
@@ -251,6 +252,7 @@ __all__ = [
     "promote",
     "promoted_digests",
     "promoted_repositories",
+    "promotion_source",
     "record_build",
     "record_envelope",
     "repair",
@@ -334,6 +336,7 @@ _LAZY: dict[str, str] = {
     "generate_keys": "conveyor.service._keys",
     "heads_read": "conveyor.service._evidence",
     "history": "conveyor.service._views",
+    "promotion_source": "conveyor.service._views",
     "init_workspace": "conveyor.service._keys",
     "inspect": "conveyor.service._images",
     "lint": "conveyor.service._lint",

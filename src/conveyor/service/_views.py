@@ -3,7 +3,7 @@ trace, and the attestations attached to an image."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,7 +119,7 @@ def status(
             if after is not None:
                 upstream = currents.get(after)
                 candidate = upstream.digest if upstream else None
-                source_name = ws.environment_target(after).name
+                source_name = ws.environment_target(after).name  # as promotion_source says
             else:
                 latest = verified.latest(kind=EvidenceKind.BUILD)
                 candidate = latest.entry.subject_digest if latest else None
@@ -148,6 +148,17 @@ def status(
                 )
             )
     return result
+
+
+def promotion_source(
+    workspace: Workspace, environment: str, *, runs_in: Collection[str], built_as: str
+) -> str:
+    """The repository a promotion to ``environment`` copies a digest from: the environment it
+    comes after when the digest runs there (``runs_in``), else the image as built."""
+    after = workspace.config.model.environment(environment).after_environment
+    if after is not None and after in runs_in:
+        return workspace.environment_target(after).name
+    return built_as
 
 
 def _failing_gates(

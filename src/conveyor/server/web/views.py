@@ -236,16 +236,6 @@ def _order(workspace: service.Workspace) -> list[str]:
     return environment_order(workspace.config.model)
 
 
-def _source(workspace: service.Workspace, environment: str, name: str, where: list[str]) -> str:
-    """The reference a promotion to ``environment`` copies from: the environment it comes
-    after when the digest runs there (as ``status`` names its candidate), else the image as
-    built."""
-    after = workspace.config.model.environment(environment).after_environment
-    if after is not None and after in where:
-        return workspace.environment_target(after).name
-    return name
-
-
 def artifact(request: Request, who: Principal, text: str) -> Artifact:
     from conveyor.attest import read_test_result, read_vulnerability_scan
 
@@ -300,7 +290,10 @@ def target(request: Request, who: Principal, found: Artifact, environment: str) 
     (``distinct_from: [promoter]`` counts as in a promotion), as ``POST /api/v1/check``."""
     state = state_of(request)
     workspace = state.workspace()
-    reference = f"{_source(workspace, environment, found.name, found.where)}@{found.digest}"
+    source = service.promotion_source(
+        workspace, environment, runs_in=found.where, built_as=found.name
+    )
+    reference = f"{source}@{found.digest}"
     return check(request, who, reference, environment)
 
 
@@ -507,7 +500,9 @@ def _located(
 
 
 def source_reference(request: Request, environment: str, name: str, where: list[str]) -> str:
-    return _source(state_of(request).workspace(), environment, name, where)
+    return service.promotion_source(
+        state_of(request).workspace(), environment, runs_in=where, built_as=name
+    )
 
 
 def search(request: Request, query: str) -> tuple[str | None, str | None]:
