@@ -1,9 +1,10 @@
-"""Blob data path: http.client (the default sender) vs httpx for a verified GET→PUT between
-two real registries.
+"""Blob data path: a verified GET→PUT between two real registries over http.client with
+the body in two lent buffers (what ``copy`` uses), over http.client with a new bytes object
+per receive, and over httpx.
 
 Starts two throwaway docker-registry instances, pushes N incompressible blobs to A, then
 copies them A→B with ``open_blob`` → ``write_blob`` (each byte hashed on the way) in a
-thread pool, alternating the two blob paths, and prints the median seconds of each.
+thread pool, alternating the three paths, and prints the median wall and CPU seconds of each.
 
     .venv/bin/python benchmarks/blobio.py [--blobs 8] [--mib 32] [--runs 3] [--threads 4]
 """
@@ -31,17 +32,22 @@ from conveyor.registry.client import RegistryClient, RegistryRepository
 
 
 def _copy(
-    src: RegistryRepository, dst: RegistryRepository, blobs: list[tuple[Digest, int]], threads: int
-) -> float:
+    src: RegistryRepository,
+    dst: RegistryRepository,
+    blobs: list[tuple[Digest, int]],
+    threads: int,
+    *,
+    transient: bool,
+) -> tuple[float, float]:
     def one(item: tuple[Digest, int]) -> None:
         digest, size = item
-        with src.open_blob(digest, size=size) as chunks:
+        with src.open_blob(digest, size=size, transient=transient) as chunks:
             dst.write_blob(digest, size, chunks)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(one, blobs))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def main() -> None:
@@ -64,21 +70,30 @@ def main() -> None:
                     digest = Digest.of(data)
                     src_seed.write_blob(digest, len(data), [data])
                     blobs.append((digest, len(data)))
-            results: dict[str, list[float]] = {"http.client": [], "httpx": []}
+            modes = ("http.client, lent buffers", "http.client, bytes", "httpx")
+            results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
             for run in range(args.runs):
-                for mode in ("http.client", "httpx"):
+                for index, mode in enumerate(modes):
                     transport = httpx.HTTPTransport() if mode == "httpx" else None
                     with RegistryClient(insecure_registries=hosts, transport=transport) as client:
                         src = client.repository(Reference.parse(f"{reg_a.host}/bench/src:x"))
                         dst = client.repository(
-                            Reference.parse(f"{reg_b.host}/bench/{mode.replace('.', '-')}{run}:x")
+                            Reference.parse(f"{reg_b.host}/bench/m{index}-{run}:x")
                         )
-                        results[mode].append(_copy(src, dst, blobs, args.threads))
+                        results[mode].append(
+                            _copy(src, dst, blobs, args.threads, transient=index == 0)
+                        )
             total = args.blobs * args.mib
-            for mode, times in results.items():
+            print(
+                f"median of {args.runs}, {total} MiB, {args.threads} threads, "
+                f"load {os.getloadavg()[0]:.1f}"
+            )
+            for mode, runs in results.items():
+                walls = [wall for wall, _ in runs]
+                cpus = [cpu for _, cpu in runs]
                 print(
-                    f"{mode:12s} median {statistics.median(times):.2f} s for {total} MiB "
-                    f"({' '.join(f'{t:.2f}' for t in times)})"
+                    f"{mode:28s} {statistics.median(walls):.2f} s wall, "
+                    f"{statistics.median(cpus):.3f} s CPU ({' '.join(f'{t:.2f}' for t in walls)})"
                 )
         finally:
             stop_registry(proc_a)

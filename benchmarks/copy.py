@@ -1,27 +1,29 @@
 # ruff: noqa: A005, E402  (the file name is what `make bench` runs; see the sys.path fix)
 """Copy benchmark: conveyor against ``skopeo copy --preserve-digests`` on real registries.
 
-Run with ``make bench`` (or ``.venv/bin/python benchmarks/copy.py [--reps N] [--mib M]``).
-Issue 11's target: (a) as a process ≤ 0.8x ``skopeo copy``.
+Run with ``make bench`` (or ``.venv/bin/python benchmarks/copy.py [--reps N] [--mib M]
+[--baseline SRC] [--cases a,b,c,d]``). Issue 11's target: (a) as a process <= 0.8x skopeo.
 
-It generates a ~256 MiB image of 8 incompressible layers, pushes it with skopeo into
-registry A (a Debian ``docker-registry`` on 127.0.0.1), then, alternating the tools in one
-run, times each case N times and prints the median wall seconds:
+It generates an image of 8 incompressible layers (32 MiB each by default), pushes it with
+skopeo into registry A (a Debian ``docker-registry`` on 127.0.0.1), then times, in rounds
+that alternate the tools (the order rotates every round):
 
-  (a) registry A -> registry B, B freshly started with empty storage every repetition
-  (b) A repo x -> A repo y (same registry; conveyor mounts, a fresh repo every repetition)
+  (a) registry A -> registry B, B restarted with empty storage before every single run:
+      skopeo; ``conveyor copy`` as a process (the fair comparison with the skopeo binary);
+      the copy engine alone (``service.copy_image`` timed inside a fresh process, after its
+      imports); and two floors in this process over ``http.client`` with the engine's
+      concurrency: a raw GET->POST->PUT of every blob with no checks at all, and the same
+      with sha256 of every byte received (what any verifying copy must add)
+  (b) A repo x -> A repo y (same registry; conveyor mounts, a fresh repo every run)
   (c) (a) again when B already has every blob
   (d) a new tag in the same repository
 
-conveyor runs twice per repetition: as a subprocess (``conveyor copy``; includes the
-interpreter start-up, the fair comparison with the skopeo binary) and in-process
-(``service.copy_image``; the copy engine alone). Bytes moved come from conveyor's JSON
-summary. Bytecode is compiled first and measured processes run without
-PYTHONDONTWRITEBYTECODE (the installed state); skopeo's blob cache is deleted before every
-skopeo run (a fresh CI machine: it decides whether skopeo mounts in (b)). It also prints
-``conveyor --help`` start-up and the raw limits of this machine:
-a raw streamed GET of the 8 blobs (one at a time and concurrently) and a raw GET->PUT of
-them into a fresh registry (no hashing, no checks: the floor of a registry-to-registry copy).
+``--baseline SRC`` also runs the process and the engine with another checkout's ``src/``
+(PYTHONPATH), in the same rounds. Printed: medians (and minimums) of wall seconds, the CPU
+seconds of the tool and of both registries, and ratios to skopeo. Bytecode is compiled
+first (also the baseline's) and measured processes run without PYTHONDONTWRITEBYTECODE (the
+installed state); skopeo's blob cache is deleted before every skopeo run (a fresh CI machine:
+it decides whether skopeo mounts in (b)).
 """
 
 from __future__ import annotations
@@ -35,42 +37,117 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
+import hashlib
+import http.client
 import json
+import resource
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+TARGET_RATIO = 0.8  # issue 11: (a) as a process, at most this share of skopeo's time
+ENGINE_FLAG = "--engine-once"
+
+
+def engine_once(argv: list[str]) -> int:
+    """Child mode: one ``service.copy_image`` timed after the imports, as JSON on stdout.
+
+    Runs with whichever ``conveyor`` PYTHONPATH puts first (this checkout or --baseline)."""
+    src, dst, *insecure = argv
+    from conveyor import service
+
+    options = service.RegistryOptions(insecure_registries=tuple(insecure))
+    cpu, started = time.process_time(), time.perf_counter()
+    result = service.copy_image(src, dst, options=options)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "bytes": result.bytes_transferred}))
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:2] == [ENGINE_FLAG]:
+    sys.exit(engine_once(sys.argv[2:]))
+
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "src"))
 from tests.support.bench import (
     CONVEYOR,
     Registry,
     clear_skopeo_cache,
     compile_bytecode,
     measured_environment,
-    push_with_skopeo,
 )
 from tests.support.images import build_image
 
-from conveyor import service
-
-MiB = 1024 * 1024
-TARGET_RATIO = 0.8  # issue 11: (a) as a process, at most this share of skopeo's time
 ENV = measured_environment()
 
 
-# --- tools ----------------------------------------------------------------------------------
+# --- what is measured -----------------------------------------------------------------------
 
 
-def skopeo_copy(src: str, dst: str) -> int | None:
+@dataclass
+class Run:
+    seconds: float
+    cpu: float | None  # the tool's own CPU seconds (all threads, children included)
+    cpu_a: float
+    cpu_b: float
+    moved: int | None  # blob bytes conveyor reports it sent
+
+
+@dataclass
+class Tool:
+    name: str
+    run: Callable[[str, str], tuple[float | None, int | None, float | None]]
+    cases: str = "abcd"
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+
+
+def registry_cpu(registry: Registry) -> float:
+    """utime + stime of the registry process so far, in seconds."""
+    assert registry.proc is not None
+    with open(f"/proc/{registry.proc.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(tool: Tool, case: str, src: str, dst: str, a: Registry, b: Registry) -> None:
+    cpu_a, cpu_b = registry_cpu(a), registry_cpu(b)
+    children, mine = children_cpu(), own_cpu()
+    started = time.perf_counter()
+    inner_seconds, moved, inner_cpu = tool.run(src, dst)
+    seconds = time.perf_counter() - started
+    cpu = (children_cpu() - children) + (own_cpu() - mine)
+    run = Run(
+        seconds=seconds if inner_seconds is None else inner_seconds,
+        cpu=cpu if inner_cpu is None else inner_cpu,
+        cpu_a=registry_cpu(a) - cpu_a,
+        cpu_b=registry_cpu(b) - cpu_b,
+        moved=moved,
+    )
+    tool.runs.setdefault(case, []).append(run)
+
+
+# --- the tools ------------------------------------------------------------------------------
+
+
+def skopeo_copy(src: str, dst: str) -> tuple[None, None, None]:
     clear_skopeo_cache()
     subprocess.run(
         [
@@ -87,89 +164,152 @@ def skopeo_copy(src: str, dst: str) -> int | None:
         capture_output=True,
         env=ENV,
     )
-    return None
+    return None, None, None
 
 
-def conveyor_subprocess(src: str, dst: str, insecure: list[str]) -> int:
-    flags = [f for host in insecure for f in ("--insecure-registry", host)]
-    out = subprocess.run(
-        [*CONVEYOR, "copy", src, dst, "--json", *flags],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
-    return int(json.loads(out.stdout)["bytes_transferred"])
+def insecure_flags(src: str, dst: str) -> list[str]:
+    hosts = dict.fromkeys(ref.split("/", 1)[0] for ref in (src, dst))
+    return [flag for host in hosts for flag in ("--insecure-registry", host)]
 
 
-def conveyor_inprocess(src: str, dst: str, insecure: list[str]) -> int:
-    options = service.RegistryOptions(insecure_registries=tuple(insecure))
-    return service.copy_image(src, dst, options=options).bytes_transferred
-
-
-def timed(action: Callable[[str, str], int | None], src: str, dst: str) -> tuple[float, int | None]:
-    started = time.perf_counter()
-    moved = action(src, dst)
-    return time.perf_counter() - started, moved
-
-
-# --- raw limits -----------------------------------------------------------------------------
-
-
-def raw_get(registry: Registry, repo: str, blobs: list[str], workers: int) -> float:
-    def fetch(client: httpx.Client, digest: str) -> int:
-        n = 0
-        with client.stream("GET", f"{registry.url}/v2/{repo}/blobs/{digest}") as response:
-            response.raise_for_status()
-            for chunk in response.iter_raw(MiB):
-                n += len(chunk)
-        return n
-
-    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=16)) as client:
-        started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(lambda d: fetch(client, d), blobs))
-        return time.perf_counter() - started
-
-
-def raw_pipe(source: Registry, repo: str, blobs: list[str], dest: Registry, workers: int) -> float:
-    """GET each blob from A and stream it into a monolithic PUT on B: no hashing at all."""
-    import urllib3
-
-    pool = urllib3.PoolManager(maxsize=16)
-
-    def pipe(digest: str) -> None:
-        got = pool.request("GET", f"{source.url}/v2/{repo}/blobs/{digest}", preload_content=False)
-        size = int(got.headers["Content-Length"])
-        started = pool.request("POST", f"{dest.url}/v2/raw/blobs/uploads/", body=b"")
-        location = started.headers["Location"]
-        if location.startswith("/"):
-            location = dest.url + location
-        sep = "&" if "?" in location else "?"
-        put = pool.request(
-            "PUT",
-            f"{location}{sep}digest={digest}",
-            body=got.stream(MiB),
-            headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
-            preload_content=True,
+def conveyor_process(env: dict[str, str]) -> Callable[[str, str], tuple[None, int, None]]:
+    def run(src: str, dst: str) -> tuple[None, int, None]:
+        out = subprocess.run(
+            [*CONVEYOR, "copy", src, dst, "--json", *insecure_flags(src, dst)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
         )
-        got.release_conn()
-        if put.status != 201:
-            raise RuntimeError(f"raw PUT failed: {put.status} {put.data[:200]!r}")
+        return None, int(json.loads(out.stdout)["bytes_transferred"]), None
 
-    started_at = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as executor:
-        list(executor.map(pipe, blobs))
-    return time.perf_counter() - started_at
+    return run
 
 
-def startup_seconds(runs: int = 10) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run([*CONVEYOR, "--help"], check=True, capture_output=True, env=ENV)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def conveyor_engine(env: dict[str, str]) -> Callable[[str, str], tuple[float, int, float]]:
+    def run(src: str, dst: str) -> tuple[float, int, float]:
+        hosts = insecure_flags(src, dst)[1::2]
+        out = subprocess.run(
+            [sys.executable, __file__, ENGINE_FLAG, src, dst, *hosts],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        return float(got["seconds"]), int(got["bytes"]), float(got["cpu"])
+
+    return run
+
+
+def raw_pipe(
+    blobs: list[tuple[str, int]], workers: int, *, hashing: bool
+) -> Callable[[str, str], tuple[None, None, None]]:
+    """Each blob: GET from A, POST on B, one streamed PUT ``?digest=`` on B; 1 MiB reads,
+    one keep-alive connection per host per thread, nothing checked (or only sha256)."""
+
+    def run(src: str, dst: str) -> tuple[None, None, None]:
+        src_host, src_repo = src.split("/", 1)
+        dst_host, dst_repo = dst.split("/", 1)
+        src_repo, dst_repo = src_repo.split(":")[0], dst_repo.split(":")[0]
+
+        def pipe(item: tuple[str, int]) -> None:
+            digest, size = item
+            source = http.client.HTTPConnection(src_host, timeout=120)
+            dest = http.client.HTTPConnection(dst_host, timeout=120)
+            try:
+                source.request("GET", f"/v2/{src_repo}/blobs/{digest}")
+                got = source.getresponse()
+                dest.request("POST", f"/v2/{dst_repo}/blobs/uploads/", body=b"")
+                started = dest.getresponse()
+                started.read()
+                parts = urlsplit(started.getheader("Location") or "")
+                hasher = hashlib.sha256()
+
+                def body() -> Iterator[bytes]:
+                    while chunk := got.read1(MiB):
+                        if hashing:
+                            hasher.update(chunk)
+                        yield chunk
+
+                query = f"{parts.query}&" if parts.query else ""
+                dest.request(
+                    "PUT",
+                    f"{parts.path}?{query}digest={digest}",
+                    body=body(),
+                    headers={"Content-Length": str(size)},
+                )
+                put = dest.getresponse()
+                put.read()
+                if put.status != 201:
+                    raise RuntimeError(f"raw PUT of {digest}: HTTP {put.status}")
+                if hashing and f"sha256:{hasher.hexdigest()}" != digest:
+                    raise RuntimeError(f"raw copy of {digest}: wrong bytes")
+            finally:
+                source.close()
+                dest.close()
+
+        with ThreadPoolExecutor(max_workers=min(workers, len(blobs))) as pool:
+            list(pool.map(pipe, blobs))
+        return None, None, None
+
+    return run
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def report_a(tools: list[Tool], skopeo: Tool, reps: int, total: int) -> None:
+    sk = med([r.seconds for r in skopeo.runs["a"]])
+    print(
+        f"\n(a) A -> fresh B, {total / MiB:.0f} MiB: median (min) of {reps} runs, tools "
+        "alternated; CPU seconds are medians too"
+    )
+    header = (
+        f"{'tool':<46}{'wall s':>8}{'(min)':>8}{'tool CPU':>9}{'reg A':>7}{'reg B':>7}"
+        f"{'/ skopeo':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for tool in tools:
+        runs = tool.runs.get("a")
+        if not runs:
+            continue
+        wall = med([r.seconds for r in runs])
+        cpus = [r.cpu for r in runs if r.cpu is not None]
+        cpu = f"{med(cpus):.2f}" if cpus else "-"
+        print(
+            f"{tool.name:<46}{wall:>8.3f}{min(r.seconds for r in runs):>8.3f}{cpu:>9}"
+            f"{med([r.cpu_a for r in runs]):>7.2f}{med([r.cpu_b for r in runs]):>7.2f}"
+            f"{wall / sk:>9.2f}x"
+        )
+
+
+def report_small(tools: list[Tool], skopeo: Tool, reps: int) -> None:
+    labels = {"b": "(b) A/x -> A/y, mount", "c": "(c) A -> B, B has all", "d": "(d) new tag"}
+    cases = [c for c in "bcd" if skopeo.runs.get(c)]
+    if not cases:
+        return
+    print(f"\nmedian wall seconds of {reps} runs, ratio to skopeo, blob bytes conveyor moved")
+    header = f"{'tool':<46}" + "".join(f"{labels[c]:>24}" for c in cases)
+    print(header)
+    print("-" * len(header))
+    sk = {c: med([r.seconds for r in skopeo.runs[c]]) for c in cases}
+    for tool in tools:
+        if not all(tool.runs.get(c) for c in cases):
+            continue
+        cells = []
+        for case in cases:
+            runs = tool.runs[case]
+            wall = med([r.seconds for r in runs])
+            moved = sorted({r.moved for r in runs if r.moved is not None})
+            note = f" {'/'.join(f'{m:,}' for m in moved)} B" if moved else ""
+            cells.append(f"{wall:.3f} {wall / sk[case]:.2f}x{note}")
+        print(f"{tool.name:<46}" + "".join(f"{cell:>24}" for cell in cells))
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -179,13 +319,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--mib", type=int, default=32, help="MiB per layer (8 layers)")
+    parser.add_argument("--baseline", type=Path, help="also measure this src/ (older code)")
+    parser.add_argument("--cases", default="abcd", help="which cases to run (default abcd)")
     args = parser.parse_args()
     for tool in ("docker-registry", "skopeo"):
         if shutil.which(tool) is None:
             print(f"{tool} is not installed (make bench installs it)", file=sys.stderr)
             return 2
+    cases = [c for c in "abcd" if c in args.cases]
 
     print(compile_bytecode(), flush=True)
+    base_env = None
+    if args.baseline is not None:
+        baseline = args.baseline.resolve()
+        if not (baseline / "conveyor" / "__init__.py").is_file():
+            print(f"--baseline {baseline}: no conveyor package there", file=sys.stderr)
+            return 2
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(baseline)],
+            check=False,
+            capture_output=True,
+            env=ENV,
+        )
+        base_env = {**ENV, "PYTHONPATH": str(baseline)}
+        print(f"baseline: {baseline} (bytecode compiled)")
+
+    from conveyor.service import RegistryOptions
+
+    workers = RegistryOptions().concurrency
     work = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     a, b = Registry(work / "a"), Registry(work / "b")
     try:
@@ -195,101 +356,76 @@ def main() -> int:
         a.start()
         b.start()
         src = f"{a.host}/bench/x:v1"
-        push_with_skopeo(img.layout, src)
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                f"oci:{img.layout}:latest",
+                f"docker://{src}",
+            ],
+            check=True,
+        )
         print(f"image {img.digest} ({total / MiB:.0f} MiB, {len(img.blobs)} blobs) in {a.host}")
-        insecure = [a.host, b.host]
+        blobs = sorted(img.blobs.items(), key=lambda item: (-item[1], item[0]))
 
-        results: dict[str, dict[str, list[float]]] = {}
-        moved: dict[str, dict[str, list[int]]] = {}
-
-        def record(case: str, tool: str, seconds: float, nbytes: int | None) -> None:
-            results.setdefault(case, {}).setdefault(tool, []).append(seconds)
-            if nbytes is not None:
-                moved.setdefault(case, {}).setdefault(tool, []).append(nbytes)
-
-        tools: list[tuple[str, str, Callable[[str, str], int | None]]] = [
-            ("conveyor (subprocess)", "sub", lambda s, d: conveyor_subprocess(s, d, insecure)),
-            ("skopeo", "skopeo", skopeo_copy),
-            ("conveyor (in-process)", "inproc", lambda s, d: conveyor_inprocess(s, d, insecure)),
+        skopeo = Tool("skopeo copy", skopeo_copy)
+        tools = [
+            skopeo,
+            Tool("conveyor copy (a process)", conveyor_process(ENV)),
+            Tool("conveyor engine (copy_image, in a process)", conveyor_engine(ENV)),
+        ]
+        if base_env is not None:
+            tools += [
+                Tool("before: conveyor copy (a process)", conveyor_process(base_env)),
+                Tool("before: engine (copy_image, in a process)", conveyor_engine(base_env)),
+            ]
+        tools += [
+            Tool(
+                f"floor: raw GET->PUT, no checks ({workers} threads)",
+                raw_pipe(blobs, workers, hashing=False),
+                cases="a",
+            ),
+            Tool(
+                f"floor: raw GET->PUT + sha256 ({workers} threads)",
+                raw_pipe(blobs, workers, hashing=True),
+                cases="a",
+            ),
         ]
 
         for rep in range(args.reps):
-            for name, short, run in tools:
-                key = f"{short}{rep}"
-                # (a) fresh destination registry every time
-                b.fresh()
-                insecure[1] = b.host
-                seconds, nbytes = timed(run, src, f"{b.host}/bench/y:v1")
-                record("a", name, seconds, nbytes)
-                # (c) again: B already holds every blob
-                seconds, nbytes = timed(run, src, f"{b.host}/bench/y:v1")
-                record("c", name, seconds, nbytes)
-                # (b) same registry, a repository never used before
-                seconds, nbytes = timed(run, src, f"{a.host}/bench/y-{key}:v1")
-                record("b", name, seconds, nbytes)
-                # (d) a new tag in the same repository
-                seconds, nbytes = timed(run, src, f"{a.host}/bench/x:t-{key}")
-                record("d", name, seconds, nbytes)
-            print(f"repetition {rep + 1}/{args.reps} done", flush=True)
+            shift = rep % len(tools)
+            for tool in tools[shift:] + tools[:shift]:
+                key = f"{tools.index(tool)}-{rep}"
+                if "a" in cases and "a" in tool.cases:
+                    b.fresh()
+                    measure(tool, "a", src, f"{b.host}/bench/y:v1", a, b)
+                    if "c" in cases and "c" in tool.cases:
+                        measure(tool, "c", src, f"{b.host}/bench/y:v1", a, b)
+                if "b" in cases and "b" in tool.cases:
+                    measure(tool, "b", src, f"{a.host}/bench/y-{key}:v1", a, b)
+                if "d" in cases and "d" in tool.cases:
+                    measure(tool, "d", src, f"{a.host}/bench/x:t-{key}", a, b)
+            print(f"round {rep + 1}/{args.reps} done", flush=True)
 
-        layer_digests = sorted(img.blobs, key=lambda d: -img.blobs[d])
-        raw_seq = statistics.median(raw_get(a, "bench/x", layer_digests, 1) for _ in range(3))
-        raw_par = statistics.median(raw_get(a, "bench/x", layer_digests, 8) for _ in range(3))
-        pipe_times = []
-        for _ in range(3):
-            b.fresh()
-            pipe_times.append(raw_pipe(a, "bench/x", layer_digests, b, 6))
-        raw_copy = statistics.median(pipe_times)
-        startup = startup_seconds()
-
-        labels = {
-            "a": "(a) A -> B, fresh B",
-            "b": "(b) A/x -> A/y (mount)",
-            "c": "(c) A -> B, B has all",
-            "d": "(d) new tag, same repo",
-        }
-        print()
+        load = os.getloadavg()
         print(
-            f"median wall seconds of {args.reps} runs; {total / MiB:.0f} MiB image; "
-            "machine shared and noisy"
+            f"\nload average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} "
+            "cores; the machine is shared: compare ratios within this run only"
         )
-        header = (
-            f"{'case':<26}{'conveyor(sub)':>14}{'conveyor(in)':>14}{'skopeo':>9}"
-            f"{'sub/skopeo':>12}{'in/skopeo':>11}{'conveyor bytes moved':>22}"
-        )
-        print(header)
-        print("-" * len(header))
-        for case in ("a", "b", "c", "d"):
-            sub = statistics.median(results[case]["conveyor (subprocess)"])
-            inproc = statistics.median(results[case]["conveyor (in-process)"])
-            sk = statistics.median(results[case]["skopeo"])
-            nbytes = moved[case]["conveyor (subprocess)"] + moved[case]["conveyor (in-process)"]
-            shown = ", ".join(sorted({f"{n:,}" for n in nbytes}))
+        if "a" in cases:
+            report_a(tools, skopeo, args.reps, total)
+        report_small(tools, skopeo, args.reps)
+        if "a" in cases:
+            a_sk = med([r.seconds for r in skopeo.runs["a"]])
+            a_sub = med([r.seconds for r in tools[1].runs["a"]])
+            verdict = "met" if a_sub / a_sk <= TARGET_RATIO else "NOT met"
             print(
-                f"{labels[case]:<26}{sub:>14.3f}{inproc:>14.3f}{sk:>9.3f}"
-                f"{sub / sk:>11.2f}x{inproc / sk:>10.2f}x{shown:>22}"
+                f"\ntarget (a) as a process <= {TARGET_RATIO}x skopeo: {a_sub / a_sk:.2f}x, "
+                f"{verdict}"
             )
-        print()
-        print(
-            f"raw limit, streamed GET of the 8 blobs from A (httpx): one at a time "
-            f"{raw_seq:.3f} s, concurrently {raw_par:.3f} s"
-        )
-        print(
-            f"raw limit, GET->PUT of the 8 blobs A -> fresh B (urllib3, 6 threads, "
-            f"no hashing): {raw_copy:.3f} s"
-        )
-        a_sub = statistics.median(results["a"]["conveyor (subprocess)"])
-        a_in = statistics.median(results["a"]["conveyor (in-process)"])
-        print(
-            f"(a) conveyor / raw GET (concurrent): subprocess {a_sub / raw_par:.2f}x, "
-            f"in-process {a_in / raw_par:.2f}x; "
-            f"conveyor / raw GET->PUT: subprocess {a_sub / raw_copy:.2f}x, "
-            f"in-process {a_in / raw_copy:.2f}x"
-        )
-        print(f"conveyor --help start-up: median of 10 runs {startup:.3f} s")
-        a_sk = statistics.median(results["a"]["skopeo"])
-        verdict = "met" if a_sub / a_sk <= TARGET_RATIO else "NOT met"
-        print(f"target (a) as a process <= {TARGET_RATIO}x skopeo: {a_sub / a_sk:.2f}x, {verdict}")
         return 0
     finally:
         a.stop()

@@ -17,10 +17,10 @@ import pytest
 from conveyor.errors import DigestMismatch, RegistryError
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import Reference
-from conveyor.registry.blobio import StdlibSender
+from conveyor.registry.blobio import StdlibSender, transient_chunks
 from conveyor.registry.client import RegistryClient
 from conveyor.registry.transport import Deadline, DeadlineExceeded, HttpxSender, make_httpx_client
-from tests.support.faults import Fault, FaultProxy
+from tests.support.faults import Fault, FaultProxy, wait_until
 
 BLOB = os.urandom(3 * 1024 * 1024 + 11)
 DIGEST = Digest.of(BLOB)
@@ -395,3 +395,106 @@ def test_https_with_a_trusted_certificate_and_its_host_name(
         check=True,
     )
     assert done.stdout.splitlines() == ["ok", "refused True True"]
+
+
+# --- blob bodies in two reused buffers (issue 11: the cross-registry copy's CPU) -----------
+
+
+def test_a_transient_blob_lends_two_buffers_and_uploads_the_same_bytes(server: _Server) -> None:
+    host = f"127.0.0.1:{server.port}"
+    with _client(host) as client:
+        repo = client.repository(Reference.parse(f"{host}/a:b"))
+        received: list[bytes] = []
+        buffers: set[int] = set()
+        with repo.open_blob(DIGEST, size=len(BLOB), transient=True) as chunks:
+            for chunk in chunks:
+                assert isinstance(chunk, memoryview)
+                buffers.add(id(chunk.obj))
+                received.append(bytes(chunk))  # copied now: the view is lent, not given
+        assert b"".join(received) == BLOB
+        assert len(received) > 2  # 3 MiB in receives of at most 1 MiB
+        assert len(buffers) == 2
+        # Sent as it arrives; the server hashes what it got against the digest in the URL.
+        with repo.open_blob(DIGEST, size=len(BLOB), transient=True) as chunks:
+            repo.write_blob(DIGEST, len(BLOB), chunks)
+    puts = [s for s in server.seen if s[0] == "PUT"]
+    assert [length for _, _, _, length in puts] == [len(BLOB)]
+
+
+def test_a_transient_blob_of_wrong_bytes_is_never_committed(server: _Server) -> None:
+    server.serve = os.urandom(len(BLOB))
+    host = f"127.0.0.1:{server.port}"
+    with _client(host) as client:
+        repo = client.repository(Reference.parse(f"{host}/a:b"))
+        with (
+            pytest.raises(DigestMismatch),
+            repo.open_blob(DIGEST, size=len(BLOB), transient=True) as chunks,
+        ):
+            repo.write_blob(DIGEST, len(BLOB), chunks)
+    # The last chunk was held back: the upload never got its whole body, and was cancelled.
+    assert wait_until(lambda: any(s[0] == "DELETE" for s in server.seen))
+    assert all(length < len(BLOB) for method, _, _, length in server.seen if method == "PUT")
+
+
+class _RawServer:
+    """One answer written by hand: ``head`` (status line and headers), then each part of
+    ``parts`` after the event before it is set (None: at once); then the socket closes."""
+
+    def __init__(self, head: bytes, parts: list[tuple[threading.Event | None, bytes]]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, args=(head, parts), daemon=True)
+        self.thread.start()
+
+    def _serve(self, head: bytes, parts: list[tuple[threading.Event | None, bytes]]) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)  # the request (one small GET)
+            conn.sendall(head)
+            for event, data in parts:
+                if event is not None and not event.wait(10):
+                    return
+                conn.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(10)
+
+
+def test_a_transient_blob_is_read_one_receive_at_a_time() -> None:
+    # The rate floor and the deadline look between chunks: a chunk must be what one receive
+    # brought, not a buffer filled to the brim (that would wait for a trickle for minutes).
+    first, rest = os.urandom(1000), os.urandom(5000)
+    got_first = threading.Event()
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(first) + len(rest)}\r\n\r\n".encode()
+    raw = _RawServer(head, [(None, first), (got_first, rest)])
+    sender = StdlibSender(deadline=Deadline(30.0))
+    try:
+        response = sender.send("GET", f"http://{raw.host}/v2/a/blobs/x", {}, None)
+        received = []
+        for chunk in transient_chunks(response):
+            received.append(bytes(chunk))
+            got_first.set()
+        response.close()
+    finally:
+        sender.close()
+        raw.close()
+    assert received[0] == first
+    assert b"".join(received) == first + rest
+
+
+def test_a_transient_blob_cut_short_is_a_retryable_error() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"
+    raw = _RawServer(head, [(None, b"x" * 1000)])
+    sender = StdlibSender(deadline=Deadline(30.0))
+    try:
+        response = sender.send("GET", f"http://{raw.host}/v2/a/blobs/x", {}, None)
+        with pytest.raises(RegistryError) as info:
+            for _ in transient_chunks(response):
+                pass
+        response.close()
+    finally:
+        sender.close()
+        raw.close()
+    assert info.value.retryable
+    assert "closed 4000 bytes before the end" in str(info.value)

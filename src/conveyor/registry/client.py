@@ -49,7 +49,7 @@ from conveyor.oci.name import Reference
 from conveyor.oci.referrers import add_all_to_fallback, read_fallback
 from conveyor.oci.store import RawManifest, Repository
 from conveyor.registry.auth import Authenticator, DockerCredentials, Scopes, TokenRequest
-from conveyor.registry.blobio import BlobIO, HttpxBlobIO, StdlibSender
+from conveyor.registry.blobio import BlobIO, HttpxBlobIO, StdlibSender, transient_chunks
 from conveyor.registry.transport import (
     DEFAULT_MIN_RATE,
     DEFAULT_RATE_WINDOW,
@@ -612,12 +612,17 @@ class RegistryRepository:
         return int(length)
 
     def open_blob(
-        self, digest: Digest, *, size: int | None = None
+        self, digest: Digest, *, size: int | None = None, transient: bool = False
     ) -> AbstractContextManager[Iterator[bytes]]:
-        return self._open_blob(digest, size)
+        """``transient``: the chunks are views into two reused buffers, each valid only until
+        the one after the next is read (``blobio.transient_chunks``): for a consumer that
+        sends each chunk before asking for more, such as ``write_blob`` here."""
+        return self._open_blob(digest, size, transient)
 
     @contextmanager
-    def _open_blob(self, digest: Digest, size: int | None) -> Iterator[Iterator[bytes]]:
+    def _open_blob(
+        self, digest: Digest, size: int | None, transient: bool
+    ) -> Iterator[Iterator[bytes]]:
         url = f"{self._base}/blobs/{digest}"
         response = self._request("GET", url, self._pull, sender=self._session.blobs)
         try:
@@ -626,7 +631,8 @@ class RegistryRepository:
             declared = response.header("content-length")
             if size is not None and declared and declared.isdigit() and int(declared) != size:
                 raise SizeMismatch(str(digest), announced=int(declared), expected=size, where=where)
-            chunks = self._session.rate_floor.watch(response.chunks, "GET", url)
+            body = transient_chunks(response) if transient else response.chunks
+            chunks = self._session.rate_floor.watch(body, "GET", url)
             yield verified_chunks(chunks, digest, size=size, where=where)
         finally:
             response.close()

@@ -10,8 +10,9 @@ already holds the top manifest, only the tags are written (one round trip).
 Blobs move concurrently in a bounded thread pool, largest first (the long pole starts
 early), each one skipped when the destination has it, mounted when the destination can link
 it from the source (same registry, same filesystem), and streamed otherwise: ``open_blob``
-chunks flow into ``write_blob`` without temp files or a whole blob in memory. ``hashlib``
-releases the GIL on large updates, so threads hash in parallel with the I/O.
+chunks flow into ``write_blob`` without temp files or a whole blob in memory; between two
+registries each receive lands in one of two buffers the stream reuses (no fresh memory per
+chunk). ``hashlib`` releases the GIL on large updates, so threads hash in parallel with the I/O.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +32,7 @@ from conveyor.oci.digest import Digest, verify_bytes
 from conveyor.oci.layout import LayoutRepository
 from conveyor.oci.manifest import ImageIndex, parse_manifest
 from conveyor.oci.store import RawManifest, Repository
+from conveyor.registry.client import RegistryRepository
 from conveyor.registry.transport import DeadlineExceeded
 
 __all__ = ["CopyProgress", "CopyResult", "copy"]
@@ -331,7 +334,7 @@ def _stream_with_retries(
     for attempt in range(1, BLOB_ATTEMPTS + 1):
         sent = [0]
         try:
-            with source.open_blob(digest, size=size) as chunks:
+            with _open_blob(source, destination, digest, size) as chunks:
                 destination.write_blob(digest, size, _watched(chunks, progress, failed, sent))
             return
         except RegistryError as exc:
@@ -351,6 +354,16 @@ def _stream_with_retries(
             # threads do not come back in step.
             pause = min(BLOB_RETRY_CAP, BLOB_RETRY_BASE * 2 ** (attempt - 1))
             time.sleep(pause / 2 + random.uniform(0, pause / 2))
+
+
+def _open_blob(
+    source: Repository, destination: Repository, digest: Digest, size: int
+) -> AbstractContextManager[Iterator[bytes]]:
+    # A registry's write_blob sends each chunk before it asks for the next, so the source
+    # may lend views into two reused buffers instead of a new bytes object per receive.
+    if isinstance(source, RegistryRepository) and isinstance(destination, RegistryRepository):
+        return source.open_blob(digest, size=size, transient=True)
+    return source.open_blob(digest, size=size)
 
 
 def _watched(

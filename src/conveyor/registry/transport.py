@@ -154,6 +154,9 @@ class WireResponse:
     url: str
     chunks: Iterator[bytes]
     closer: Callable[[], None]
+    # One receive of the body into the buffer given, its length (0 at the end): the body
+    # without a new bytes object per chunk. Only senders that can offer it (http.client).
+    read_into: Callable[[memoryview], int] | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     def header(self, name: str) -> str | None:
