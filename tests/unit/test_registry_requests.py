@@ -122,6 +122,21 @@ def test_a_blob_mounted_once_is_not_mounted_again() -> None:
     assert _sent(fake, "POST", "mount=") == 1
 
 
+def test_threads_mounting_one_blob_ask_once() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    fake = FakeRegistry()
+    image = push_image(fake, "team/build")
+    with client_for(fake) as client:
+        source = client.repository(Reference.parse(f"{fake.host}/team/build"))
+        destination = client.repository(Reference.parse(f"{fake.host}/team/app"))
+        layer = Digest.parse(next(iter(image.layers)))
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            mounted = list(pool.map(lambda _: destination.mount_blob(layer, source), range(6)))
+    assert mounted == [True] * 6
+    assert _sent(fake, "POST", "mount=") == 1
+
+
 def test_a_referrer_stored_by_a_copy_is_listed_without_storing_it_again() -> None:
     fake = FakeRegistry(referrers_api=False)
     image = push_image(fake)

@@ -120,6 +120,7 @@ class _Seen:
         self._blobs: dict[tuple[str, Digest], int | None] = {}  # size, None: not known
         self._stored: dict[tuple[str, Digest], bool] = {}  # True: the registry indexed it
         self._without_referrers_api: set[str] = set()
+        self._asking: dict[tuple[str, Digest], threading.Event] = {}  # blobs being mounted
 
     def manifest(self, repository: str, digest: Digest) -> RawManifest | None:
         with self._lock:
@@ -167,6 +168,21 @@ class _Seen:
         with self._lock:
             self._stored[(repository, digest)] = indexed
             _bound(self._stored)
+
+    def ask(self, repository: str, digest: Digest) -> threading.Event | None:
+        """None: the caller asks the registry about the blob (then calls ``answered``);
+        else the event another thread sets once it has the answer."""
+        with self._lock:
+            other = self._asking.get((repository, digest))
+            if other is None:
+                self._asking[(repository, digest)] = threading.Event()
+            return other
+
+    def answered(self, repository: str, digest: Digest) -> None:
+        with self._lock:
+            event = self._asking.pop((repository, digest), None)
+        if event is not None:
+            event.set()
 
     def has_referrers_api(self, host: str) -> bool:
         with self._lock:
@@ -849,8 +865,19 @@ class RegistryRepository:
             return False
         if source.name == self.name:
             return self.blob_size(digest) is not None
-        if self._seen.blob(self._base, digest)[0]:
-            return True  # mounted or written here by this client already
+        # One mount per blob: threads copying referrers that share a blob (the empty
+        # config) wait for the first one's answer instead of asking too.
+        while not self._seen.blob(self._base, digest)[0]:
+            other = self._seen.ask(self._base, digest)
+            if other is None:
+                try:
+                    return self._mount(digest, source)
+                finally:
+                    self._seen.answered(self._base, digest)
+            other.wait()
+        return True  # mounted or written here by this client already
+
+    def _mount(self, digest: Digest, source: RegistryRepository) -> bool:
         url = self._with_query(
             f"{self._base}/blobs/uploads/", mount=str(digest), **{"from": source.name}
         )

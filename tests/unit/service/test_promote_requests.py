@@ -67,6 +67,8 @@ def test_a_promotion_asks_for_nothing_twice(world: World, pauses: list[float]) -
         if n > 1 and request[0] in ("GET", "HEAD", "PUT") and request[1] != index
     }
     assert repeated == {}  # no manifest or blob read or stored twice
+    mounts = Counter(r.url for r in world.fake.requests[before:] if "mount=" in r.url)
+    assert set(mounts.values()) == {1}  # no blob mounted twice (the shared empty config)
     assert sum(1 for _, path in sent if "/referrers/" in path) == 1  # the API probed once
     # The index: read (what it lists), read and written with the carried referrers, read and
     # written with the promotion, read back once after one pause.
