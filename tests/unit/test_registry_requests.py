@@ -123,11 +123,18 @@ def test_a_blob_mounted_once_is_not_mounted_again() -> None:
 
 
 def test_threads_mounting_one_blob_ask_once() -> None:
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     fake = FakeRegistry()
     image = push_image(fake, "team/build")
-    with client_for(fake) as client:
+
+    def slow_mounts(request: httpx.Request) -> httpx.Response:
+        if "mount=" in str(request.url):
+            time.sleep(0.05)  # a real registry's round trip: the other threads ask meanwhile
+        return fake.transport.handle_request(request)
+
+    with RegistryClient(transport=httpx.MockTransport(slow_mounts)) as client:
         source = client.repository(Reference.parse(f"{fake.host}/team/build"))
         destination = client.repository(Reference.parse(f"{fake.host}/team/app"))
         layer = Digest.parse(next(iter(image.layers)))
