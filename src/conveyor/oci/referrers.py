@@ -4,6 +4,12 @@ A store without a referrers API (the distribution registry 2.8, an OCI image lay
 an index tagged ``<alg>-<hex>`` of the subject digest that lists every referrer (OCI
 distribution spec, "Referrers Tag Schema"). Stores that index referrers themselves expose
 ``referrers`` / ``attach_referrer`` and are used as they are.
+
+The fallback index is read, merged and written, then read back after a pause that outlasts
+another writer's read→write (registries have no conditional write), and written again while
+an entry is missing. A writer that updates one index twice (a promotion: the carried
+attestations, then its own record) may leave the first read-back out
+(``attach_referrers(settle=False)``): the second update's read-back covers both.
 """
 
 from __future__ import annotations
@@ -84,7 +90,8 @@ def add_all_to_fallback(
     without waiting (it has entries to write anyway), so its one read-back after the pause
     covers both updates.
     """
-    writes = writes if writes is not None else FallbackWrites()
+    if writes is None:  # nobody to settle later: settle now
+        writes, settle = FallbackWrites(), True
     writes.add(repository, manifests)
     if settle:
         writes.settle(repository)
