@@ -49,7 +49,6 @@ from conveyor.oci.manifest import (
 from conveyor.oci.name import Reference
 from conveyor.oci.referrers import FallbackWrites, add_all_to_fallback, read_fallback
 from conveyor.oci.store import RawManifest, Repository
-from conveyor.registry.auth import Authenticator, DockerCredentials, Scopes, TokenRequest
 from conveyor.registry.blobio import BlobIO, HttpxBlobIO, StdlibSender
 from conveyor.registry.transport import (
     DEFAULT_MIN_RATE,
@@ -77,6 +76,8 @@ from conveyor.registry.transport import (
 
 if TYPE_CHECKING:
     import httpx
+
+    from conveyor.registry.auth import Authenticator, Scopes, TokenRequest
 
 __all__ = ["RegistryClient", "RegistryRepository"]
 
@@ -206,7 +207,7 @@ class _Session:
         *,
         api: Sender,
         blobs: BlobIO,
-        credentials: DockerCredentials,
+        docker_config_dir: Path | None,
         policy: RetryPolicy,
         deadline: Deadline,
         rate_floor: RateFloor,
@@ -221,9 +222,25 @@ class _Session:
         self.insecure = insecure
         self.user_agent = user_agent
         self.seen = _Seen()
-        self.auth = Authenticator(
-            credentials, self._fetch_token, clock=policy.clock, insecure=self.is_insecure
-        )
+        self._docker_config_dir = docker_config_dir
+        self._auth: Authenticator | None = None
+        self._auth_lock = threading.Lock()
+
+    @property
+    def auth(self) -> Authenticator:
+        """Credentials and tokens, from the first challenge on: a registry that never asks
+        (a loopback one) never loads them, nor the auth module."""
+        with self._auth_lock:
+            if self._auth is None:
+                from conveyor.registry.auth import Authenticator, DockerCredentials
+
+                self._auth = Authenticator(
+                    DockerCredentials(self._docker_config_dir),
+                    self._fetch_token,
+                    clock=self.policy.clock,
+                    insecure=self.is_insecure,
+                )
+            return self._auth
 
     def is_insecure(self, host: str) -> bool:
         return _host_key(host) in self.insecure
@@ -325,10 +342,10 @@ class _Session:
             same_host = _host_key(urlsplit(current).netloc) == origin
             sent = {"User-Agent": self.user_agent, "Accept-Encoding": "identity"}
             sent.update(headers or {})
-            if same_host:
-                sent.update(self.auth.authorization(registry, scopes))
-            else:
+            if not same_host:
                 sent.pop("Authorization", None)
+            elif self._auth is not None:  # before a challenge there is nothing to send
+                sent.update(self._auth.authorization(registry, scopes))
             response = self._with_retries(method, current, sent, body, sender)
             status = response.status
             if log.isEnabledFor(logging.DEBUG):
@@ -459,7 +476,7 @@ class RegistryClient:
         self._session = _Session(
             api=api,
             blobs=blobs,
-            credentials=DockerCredentials(docker_config_dir),
+            docker_config_dir=docker_config_dir,
             policy=policy,
             deadline=self.deadline,
             rate_floor=RateFloor(min_rate, rate_window),

@@ -402,11 +402,13 @@ def carry_referrers(
     digest = subject.digest
     present = {d.digest for d in list_referrers(destination, digest)}
     same = subject.repository is destination
-    wanted = [
-        d.digest
-        for d in (() if same else list_referrers(subject.repository, digest))
-        if d.digest not in present
-    ]
+    wanted = list(  # each once, in the source's order
+        dict.fromkeys(
+            d.digest
+            for d in (() if same else list_referrers(subject.repository, digest))
+            if d.digest not in present
+        )
+    )
     carried = _copy_referrers(subject.repository, destination, wanted)
     envelopes = {key for manifest in carried for key in _envelope_of(manifest)}
     missing = {f"sha256:{item.entry.envelope_sha256}": item for item in recorded}
