@@ -23,12 +23,15 @@ binaries. A default run takes a few minutes.
 3. The floor: the same placement by ``skopeo copy --preserve-digests`` followed by a no-op
    process (the "record" step of a pipeline without conveyor), and conveyor's bare copy.
 4. ``conveyor promote`` as a process (same registry, blobs mounted) against ``skopeo copy``
-   of the same digest into another repository of that registry with skopeo's blob cache
+   of the same digest into a fresh repository of that registry with skopeo's blob cache
    deleted before each run (a fresh CI machine: skopeo moves every byte), alternated, median
-   of ``--process-runs`` distinct digests of two ``--process-layer-mib`` layers (16 MiB);
-   bytecode compiled, PYTHONDONTWRITEBYTECODE unset; wall and CPU time (user + system).
+   of ``--process-runs`` distinct digests (each image's layers its own random bytes), for two
+   sizes: two ``--process-layer-mib`` layers (16 MiB) and eight ``--process-large-mib`` layers
+   (32 MiB: 256 MiB, as benchmarks/copy.py); bytecode compiled, PYTHONDONTWRITEBYTECODE unset;
+   wall and CPU time (user + system). Each promotion carries three attestations (build, tests,
+   scan) and attaches its own; the registry has no referrers API (the fallback tag).
    Targets (issue 11): promote ≤ 0.5 s, ≤ 0.3x skopeo, 0 blob bytes moved. ``--only-process``
-   runs this part alone (a minute).
+   runs this part alone (a few minutes); ``--baseline SRC`` measures an older src/ alongside.
 
 The machine is shared with other work: numbers are noisy; compare ratios within one run.
 """
@@ -487,6 +490,22 @@ def bench_floor(host: str, images: list[Image], options: Any) -> list[Row]:
 
 PROMOTE_SECONDS = 0.5
 PROMOTE_RATIO = 0.3
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Size:
+    """One image shape of part 4: its label and layer sizes (each image's own random bytes)."""
+
+    label: str
+    layers: tuple[int, ...]
+
+
+def process_sizes(small_mib: int, large_mib: int) -> list[Size]:
+    sizes = [Size(f"2 x {small_mib} MiB", (small_mib * MiB,) * 2)]
+    if large_mib > 0:
+        sizes.append(Size(f"8 x {large_mib} MiB", (large_mib * MiB,) * 8))
+    return sizes
 
 
 def bench_promote_process(
@@ -495,10 +514,11 @@ def bench_promote_process(
     runs: int,
     options: Any,
     baseline: Path | None = None,
-    layer_mib: int = 16,
+    sizes: list[Size] | None = None,
 ) -> list[Row]:
     """Part 4: ``conveyor promote`` processes against cold-cache ``skopeo copy``, alternated
-    (and the ``baseline`` src/ too, if given: older code on the same machine, same run)."""
+    (and the ``baseline`` src/ too, if given: older code on the same machine, same run),
+    for each image size."""
     part = "4. promote, a process"
     bench = make_bench(
         work / "process",
@@ -509,10 +529,12 @@ def bench_promote_process(
     codes: list[tuple[str, Path | None]] = [("conveyor promote", None)]
     if baseline is not None:
         codes.append(("before: conveyor promote", baseline))
-    layers = (layer_mib * 1024 * 1024, layer_mib * 1024 * 1024)
-    images = push_images(work / "process", host, (runs + 1) * len(codes), layers)
-    record_evidence(bench, host, images, options)
     print(compile_bytecode(), file=sys.stderr)
+    if baseline is not None:  # the older code is measured as installed too
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "-j", "0", str(baseline)],
+            check=False, capture_output=True, env=measured_environment(),
+        )  # fmt: skip
 
     def promote(image: Image, src: Path | None) -> tuple[float, float, dict[str, Any]]:
         env = measured_environment()
@@ -535,58 +557,64 @@ def bench_promote_process(
         assert result["digest"] == str(image.digest)
         return elapsed, cpu, result
 
-    def skopeo_copy(image: Image, i: int) -> float:
+    def skopeo_copy(image: Image, name: str) -> float:
         clear_skopeo_cache()
         t = time.perf_counter()
         skopeo(
             "copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--preserve-digests",
-            f"docker://{host}/build@{image.digest}", f"docker://{host}/skopeo-staging:t{i}",
+            f"docker://{host}/build@{image.digest}", f"docker://{host}/{name}",
         )  # fmt: skip
         return time.perf_counter() - t
 
-    queue = iter(images)
-    for _, src in codes:  # warm: the page cache, the registry, the bytecode
-        promote(next(queue), src)
-    skopeo_copy(images[0], 0)
-    ours: dict[str, list[float]] = {name: [] for name, _ in codes}
-    cpu: dict[str, list[float]] = {name: [] for name, _ in codes}
-    theirs: list[float] = []
-    moved, mounted = 0, 0
-    for i in range(1, runs + 1):
-        if i % 2:
-            theirs.append(skopeo_copy(images[i], i))
-        for name, src in codes if i % 2 else reversed(codes):
-            seconds, used, result = promote(next(queue), src)
-            ours[name].append(seconds)
-            cpu[name].append(used)
-            if src is None:
-                moved += int(result["copy"]["bytes_transferred"])
-                mounted += int(result["copy"]["blobs_mounted"])
-        if not i % 2:
-            theirs.append(skopeo_copy(images[i], i))
-    peer = statistics.median(theirs)
-    rows = [
-        Row(
-            part,
-            f"skopeo copy, cache deleted ({runs}; 2 x {layer_mib} MiB)",
-            _ms(peer),
-            f"min {_ms(min(theirs))}",
-        )
-    ]
-    for name, times in ours.items():
-        mine = statistics.median(times)
-        note = (
-            f"min {_ms(min(times))}; cpu {_ms(statistics.median(cpu[name]))}; "
-            f"{mine / peer:.2f}x skopeo"
-        )
-        if name == "conveyor promote":
-            met = mine <= PROMOTE_SECONDS and mine / peer <= PROMOTE_RATIO and moved == 0
-            note += (
-                f"; {moved} blob bytes moved, {mounted} blobs mounted; targets <= "
-                f"{PROMOTE_SECONDS} s, <= {PROMOTE_RATIO}x, 0 bytes: "
-                + ("met" if met else "NOT met")
+    rows = []
+    for n, size in enumerate(sizes or process_sizes(16, 32)):
+        print(f"  {size.label}: pushing {(runs + 1) * len(codes)} images…", file=sys.stderr)
+        images = push_images(work / f"process-{n}", host, (runs + 1) * len(codes), size.layers)
+        record_evidence(bench, host, images, options)
+        queue = iter(images)
+        for _, src in codes:  # warm: the page cache, the registry, the bytecode
+            promote(next(queue), src)
+        skopeo_copy(images[0], f"skopeo-{n}-0:t")
+        ours: dict[str, list[float]] = {name: [] for name, _ in codes}
+        cpu: dict[str, list[float]] = {name: [] for name, _ in codes}
+        theirs: list[float] = []
+        moved, mounted = 0, 0
+        for i in range(1, runs + 1):
+            if i % 2:  # each copy into a repository of its own: nothing there to reuse
+                theirs.append(skopeo_copy(images[i], f"skopeo-{n}-{i}:t"))
+            for name, src in codes if i % 2 else reversed(codes):
+                seconds, used, result = promote(next(queue), src)
+                ours[name].append(seconds)
+                cpu[name].append(used)
+                if src is None:
+                    moved += int(result["copy"]["bytes_transferred"])
+                    mounted += int(result["copy"]["blobs_mounted"])
+            if not i % 2:
+                theirs.append(skopeo_copy(images[i], f"skopeo-{n}-{i}:t"))
+        peer = statistics.median(theirs)
+        rows.append(
+            Row(
+                part,
+                f"skopeo copy, cache deleted ({runs}; {size.label})",
+                _ms(peer),
+                f"min {_ms(min(theirs))}",
             )
-        rows.append(Row(part, f"{name}, a process ({runs} digests)", _ms(mine), note))
+        )
+        for name, times in ours.items():
+            mine = statistics.median(times)
+            note = (
+                f"min {_ms(min(times))}; cpu {_ms(statistics.median(cpu[name]))}; "
+                f"{mine / peer:.2f}x skopeo"
+            )
+            if name == "conveyor promote":
+                met_time, met_ratio = mine <= PROMOTE_SECONDS, mine / peer <= PROMOTE_RATIO
+                note += (
+                    f"; {moved} blob bytes moved, {mounted} blobs mounted; <= {PROMOTE_SECONDS} s: "
+                    f"{'met' if met_time else 'NOT met'}; <= {PROMOTE_RATIO}x skopeo: "
+                    f"{'met' if met_ratio else 'NOT met'}; 0 bytes: "
+                    f"{'met' if moved == 0 else 'NOT met'}"
+                )
+            rows.append(Row(part, f"{name} ({runs}; {size.label})", _ms(mine), note))
     return rows
 
 
@@ -607,7 +635,11 @@ def main() -> int:
     parser.add_argument("--only-process", action="store_true", help="run part 4 alone")
     parser.add_argument("--baseline", type=Path, help="part 4: also measure this src/ (older)")
     parser.add_argument("--process-layer-mib", type=int, default=16, help="part 4: 2 layers")
+    parser.add_argument(
+        "--process-large-mib", type=int, default=32, help="part 4: 8 layers (0: no large row)"
+    )
     args = parser.parse_args()
+    sizes = process_sizes(args.process_layer_mib, args.process_large_mib)
     for tool in ("docker-registry", "skopeo"):
         if shutil.which(tool) is None:
             print(f"{tool} is not installed: run make debian-deps", file=sys.stderr)
@@ -623,7 +655,7 @@ def main() -> int:
         if args.only_process:
             print("promote as a process…", file=sys.stderr)
             rows += bench_promote_process(
-                work, host, args.process_runs, options, args.baseline, args.process_layer_mib
+                work, host, args.process_runs, options, args.baseline, sizes
             )
             _print(rows)
             return 0
@@ -654,9 +686,7 @@ def main() -> int:
         print("the floor: skopeo copy…", file=sys.stderr)
         rows += bench_floor(host, images[:n], options)
         print("promote as a process…", file=sys.stderr)
-        rows += bench_promote_process(
-            work, host, args.process_runs, options, args.baseline, args.process_layer_mib
-        )
+        rows += bench_promote_process(work, host, args.process_runs, options, args.baseline, sizes)
     finally:
         if proc is not None:
             stop_registry(proc)

@@ -43,3 +43,26 @@ def test_twenty_parallel_attesters_on_a_registry_lose_no_listing(
         f"docker://{registry.host}/it/parallel-attest:sha256-{subject.digest.encoded}",
     ).stdout
     assert len(json.loads(raw)["manifests"]) == 20
+
+
+def test_parallel_writers_that_read_back_later_lose_no_listing(
+    tmp_path: Path, registry: RunningRegistry
+) -> None:
+    # As promotions write the index: carried referrers first with the read-back left for
+    # later, then their own record, whose one read-back covers both; among plain attesters.
+    image = build_image(tmp_path / "img")
+    target = f"{registry.host}/it/deferred-attest:v1"
+    skopeo(
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        f"oci:{image.layout}:latest",
+        f"docker://{target}",
+    )
+    attached = parallel_attesters(target, 16, tmp_path / "barrier", deferred=10)
+    with RegistryClient(insecure_registries=[registry.host]) as client:
+        repository = client.repository(Reference.parse(target))
+        subject = repository.get_manifest("v1")
+        listed = {str(d.digest) for d in list_referrers(repository, subject.digest)}
+    assert listed == attached
+    assert len(listed) == 26

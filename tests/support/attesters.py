@@ -5,6 +5,10 @@
 ``HOST/REPO:TAG`` (plain HTTP, loopback). It stores a small referrer of the image STORE names,
 then waits at BARRIER (a directory: it writes ``ready-NAME`` and waits for ``go``) so that
 every writer attaches at once, attaches it, and prints the referrer's digest.
+
+``deferred=True`` writers attach as a promotion does: one referrer with the read-back left
+for later (``settle=False``), then, after a moment of other work, a second one that settles
+both; they print both digests.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from conveyor.oci import mediatypes as mt
 from conveyor.oci.digest import Digest
-from conveyor.oci.referrers import attach_referrer
+from conveyor.oci.referrers import attach_referrer, attach_referrers
 from conveyor.oci.store import RawManifest, Repository
 
 EMPTY = b"{}"
@@ -60,14 +64,23 @@ def _open(store: str) -> tuple[Repository, str]:
     return client.repository(reference), reference.tag
 
 
-def parallel_attesters(store: str, count: int, barrier: Path) -> set[str]:
-    """``count`` writer processes that attach one referrer each, all at the same moment."""
+def parallel_attesters(store: str, count: int, barrier: Path, *, deferred: int = 0) -> set[str]:
+    """``count`` writer processes that attach one referrer each, all at the same moment;
+    the first ``deferred`` of them attach two, the first without settling."""
     barrier.mkdir()
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.support.attesters", store, f"w{n}", str(barrier)],
+            [
+                sys.executable,
+                "-m",
+                "tests.support.attesters",
+                store,
+                f"w{n}",
+                str(barrier),
+                *(["deferred"] if n < deferred else []),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -86,23 +99,30 @@ def parallel_attesters(store: str, count: int, barrier: Path) -> set[str]:
     for p in procs:
         out, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
-        attached.add(out.strip())
-    assert len(attached) == count
+        attached.update(out.split())
+    assert len(attached) == count + deferred
     return attached
 
 
 def main(argv: list[str]) -> int:
-    store, name, barrier = argv
+    store, name, barrier, *mode = argv
     repository, tag = _open(store)
     subject = repository.get_manifest(tag)
     referrer = referrer_for(repository, subject, name)
+    later = referrer_for(repository, subject, f"{name}-later") if mode == ["deferred"] else None
     gate = Path(barrier)
     (gate / f"ready-{name}").touch()
     deadline = time.monotonic() + 120
     while not (gate / "go").exists() and time.monotonic() < deadline:
         time.sleep(0.005)
-    attach_referrer(repository, referrer)
-    print(referrer.digest)
+    if later is None:
+        attach_referrer(repository, referrer)
+        print(referrer.digest)
+        return 0
+    attach_referrers(repository, [referrer], settle=False)  # as a promotion carries them
+    time.sleep(0.05)  # its lock, gates and signing
+    attach_referrers(repository, [later])  # its own record: settles both
+    print(referrer.digest, later.digest)
     return 0
 
 

@@ -4,14 +4,22 @@ A store without a referrers API (the distribution registry 2.8, an OCI image lay
 an index tagged ``<alg>-<hex>`` of the subject digest that lists every referrer (OCI
 distribution spec, "Referrers Tag Schema"). Stores that index referrers themselves expose
 ``referrers`` / ``attach_referrer`` and are used as they are.
+
+The fallback index is read, merged and written, then read back after a pause that outlasts
+another writer's read→write (registries have no conditional write), and written again while
+an entry is missing. A writer that updates one index twice (a promotion: the carried
+attestations, then its own record) may leave the first read-back out
+(``attach_referrers(settle=False)``): the second update's read-back covers both.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.errors import ManifestError, NotFoundError, RegistryError
@@ -60,16 +68,33 @@ def add_to_fallback(repository: Repository, manifest: RawManifest) -> None:
     add_all_to_fallback(repository, [manifest])
 
 
-def add_all_to_fallback(repository: Repository, manifests: Sequence[RawManifest]) -> None:
+def add_all_to_fallback(
+    repository: Repository,
+    manifests: Sequence[RawManifest],
+    *,
+    writes: FallbackWrites | None = None,
+    settle: bool = True,
+) -> None:
     """List stored referrers in their subjects' fallback indexes: one update per subject.
 
     Read-modify-write: existing entries are kept and a manifest is listed once. Registries
     offer no conditional write, so two writers can race (a test job and a scan job
     attesting one image at once); each writer reads the index back after a pause and writes
     again while an entry it has seen listed, or its own, is missing (bounded attempts).
+    Several indexes are all written first and then read back, so their pauses overlap.
+
+    ``writes`` carries what this writer knows of each index from one call to the next.
+    With it, ``settle=False`` returns once the indexes are written, before the read-back:
+    the caller must settle them later (``writes.settle``, or a later call with
+    ``settle=True``). A later update of the same index continues the same read-modify-write
+    without waiting (it has entries to write anyway), so its one read-back after the pause
+    covers both updates.
     """
-    for tag, wanted in wanted_by_tag(manifests).items():
-        _merge_into_fallback(repository, tag, wanted)
+    if writes is None:  # nobody to settle later: settle now
+        writes, settle = FallbackWrites(), True
+    writes.add(repository, manifests)
+    if settle:
+        writes.settle(repository)
 
 
 def wanted_by_tag(manifests: Sequence[RawManifest]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -113,73 +138,137 @@ def _listed(document: dict[str, Any]) -> set[str]:
     return {str(e.get("digest")) for e in document["manifests"] if isinstance(e, dict)}
 
 
-def _merge_into_fallback(
-    repository: Repository, tag: str, wanted: dict[str, dict[str, Any]]
-) -> None:
-    where = f"{repository.display_name}:{tag}"
-    known = dict(wanted)  # ours, and every entry we have seen listed
+class FallbackWrites:
+    """One writer's fallback-index updates in one repository, from the first read until a
+    read-back after the pause shows them complete. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._merges: dict[str, _TagMerge] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """The tags of indexes written but not yet seen complete after a pause."""
+        with self._lock:
+            return tuple(self._merges)
+
+    def add(self, repository: Repository, manifests: Sequence[RawManifest]) -> None:
+        """Merge ``manifests`` into their subjects' indexes and write those that lack one."""
+        wanted = wanted_by_tag(manifests)  # refuses a manifest without a subject
+        with self._lock:
+            for tag, entries in wanted.items():
+                merge = self._merges.get(tag)
+                if merge is None:
+                    merge = self._merges[tag] = _TagMerge(f"{repository.display_name}:{tag}", tag)
+                merge.want(entries)
+                self._step(repository, merge, settle=False)
+
+    def settle(self, repository: Repository) -> None:
+        """Read back every pending index once its pause is over (the soonest first), and
+        write again any that another writer replaced, until each is seen complete."""
+        with self._lock:
+            while self._merges:
+                merge = min(self._merges.values(), key=lambda m: m.read_after)
+                self._step(repository, merge, settle=True)
+
+    def _step(self, repository: Repository, merge: _TagMerge, *, settle: bool) -> None:
+        try:
+            done = merge.advance(repository, settle=settle)
+        except BaseException:
+            del self._merges[merge.tag]
+            raise
+        if done:
+            del self._merges[merge.tag]
+
+
+@dataclass
+class _TagMerge:
+    """What one writer knows of one fallback index across its read-merge-write rounds."""
+
+    where: str
+    tag: str
+    known: dict[str, dict[str, Any]] = field(default_factory=dict)  # ours, and all seen listed
+    unwritten: bool = False  # ``known`` gained entries of ours since our last write
     ours: Digest | None = None  # the index we wrote last
     last: Digest | None = None  # what the last read showed
-    settled = 0  # reads in a row that showed a complete index nobody had changed
-    contended = False  # someone else wrote meanwhile: ask for one more settled read
-    window = 0.0  # the longest read→write we took: another writer's is about as long
-    writes = 0
-    for _read in range(FALLBACK_READS):
-        if writes >= FALLBACK_WRITES:
-            break
-        started = time.monotonic()
-        try:
-            current = _current(repository, tag)
-        except RegistryError as exc:
-            if not _transient(exc):
-                raise
-            # distribution answers 500 while another writer replaces the tag: read again
-            contended, settled = True, 0
-            _pause(max(window, time.monotonic() - started))
-            continue
-        document = _as_document(current, where=where)
-        for entry in document["manifests"]:
-            if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
-                known.setdefault(entry["digest"], entry)
-        seen = current.digest if current is not None else None
-        merged = merged_fallback(current, known, where=where)
-        if merged is None:
-            if ours is None:
-                return  # listed already; we wrote nothing another writer could undo
-            unchanged = seen in (ours, last)
-            contended |= seen != ours
-            settled = settled + 1 if unchanged else 0
-            last = seen
-            if settled >= (2 if contended else 1):
-                return
-        else:
+    settled: int = 0  # reads in a row that showed a complete index nobody had changed
+    contended: bool = False  # someone else wrote meanwhile: ask for one more settled read
+    window: float = 0.0  # the longest read→write we took: another writer's is about as long
+    reads: int = 0
+    writes: int = 0
+    read_after: float = 0.0  # monotonic time of the next read-back (after the pause)
+
+    def want(self, entries: dict[str, dict[str, Any]]) -> None:
+        for digest, entry in entries.items():
+            if digest not in self.known:
+                self.known[digest] = entry
+                self.unwritten = True
+
+    def advance(self, repository: Repository, *, settle: bool) -> bool:
+        """Read, merge and write until a read after the pause shows the index complete
+        (True), or, without ``settle``, until the next step is that pause (False)."""
+        while self.reads < FALLBACK_READS and self.writes < FALLBACK_WRITES:
+            # A read that is to be followed by a write of our new entries needs no pause
+            # first: only the read after our last write must wait out other writers.
+            wait = self.read_after - time.monotonic()
+            if wait > 0 and not self.unwritten:
+                time.sleep(wait)
+            self.reads += 1
+            started = time.monotonic()
             try:
-                repository.put_manifest(merged, tag=tag)
+                if self._round(repository):
+                    return True
             except RegistryError as exc:
                 if not _transient(exc):
                     raise
-                contended, settled = True, 0
-                _pause(max(window, time.monotonic() - started))
-                continue
-            if ours is not None:
-                contended = True  # our earlier write was undone
-            ours, last, settled = merged.digest, merged.digest, 0
-            writes += 1
-            window = max(window, time.monotonic() - started)
-        _pause(max(window, time.monotonic() - started))
-    raise ManifestError(
-        f"{where}: other writers kept replacing the referrers index; the referrers are "
-        "stored but not all listed there (run again)"
-    )
+                # distribution answers 500 while another writer replaces the tag: read again
+                self.contended, self.settled = True, 0
+            self.read_after = time.monotonic() + _pause(
+                max(self.window, time.monotonic() - started)
+            )
+            if not settle:
+                return False
+        raise ManifestError(
+            f"{self.where}: other writers kept replacing the referrers index; the referrers "
+            "are stored but not all listed there (run again)"
+        )
+
+    def _round(self, repository: Repository) -> bool:
+        """One read (and write, when an entry is missing); True when it is settled."""
+        started = time.monotonic()
+        current = _current(repository, self.tag)
+        document = _as_document(current, where=self.where)
+        for entry in document["manifests"]:
+            if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
+                self.known.setdefault(entry["digest"], entry)
+        seen = current.digest if current is not None else None
+        merged = merged_fallback(current, self.known, where=self.where)
+        if merged is None:
+            self.unwritten = False
+            if self.ours is None:
+                return True  # listed already; we wrote nothing another writer could undo
+            self.contended |= seen != self.ours
+            self.settled = self.settled + 1 if seen in (self.ours, self.last) else 0
+            self.last = seen
+            return self.settled >= (2 if self.contended else 1)
+        repository.put_manifest(merged, tag=self.tag)
+        # An index other than the one we wrote lacks an entry: ours was undone. (The one we
+        # wrote lacks only our entries added since: nobody else wrote.)
+        self.contended |= self.ours is not None and seen != self.ours
+        self.ours, self.last, self.settled, self.unwritten = merged.digest, merged.digest, 0, False
+        self.writes += 1
+        self.window = max(self.window, time.monotonic() - started)
+        return False
 
 
 def _transient(exc: RegistryError) -> bool:
     return exc.retryable or (exc.status is not None and exc.status >= 500)
 
 
-def _pause(window: float) -> None:
+def _pause(window: float) -> float:
+    """Seconds from a write to its read-back: a few read→write windows, jittered."""
     low, high = _PAUSE_BOUNDS_S
-    time.sleep(min(high, max(low, window * random.uniform(*_PAUSE_FACTOR))))
+    return min(high, max(low, window * random.uniform(*_PAUSE_FACTOR)))
 
 
 def _current(repository: Repository, tag: str) -> RawManifest | None:
@@ -203,16 +292,33 @@ def attach_referrer(repository: Repository, manifest: RawManifest) -> None:
     attach_referrers(repository, [manifest])
 
 
-def attach_referrers(repository: Repository, manifests: Sequence[RawManifest]) -> None:
+def attach_referrers(
+    repository: Repository, manifests: Sequence[RawManifest], *, settle: bool = True
+) -> None:
     """Store manifests that have a ``subject``; listed with one index update per subject
-    where the store does not index referrers itself."""
+    where the store does not index referrers itself.
+
+    ``settle=False``: a store that can (``settle_referrers``) may return before its
+    fallback index is read back after the pause; ``settle_referrers`` completes it, and so
+    does the store's next ``attach_referrers`` with ``settle=True``."""
     native = getattr(repository, "attach_referrers", None)
     if callable(native):
-        native(manifests)
+        if settle or not callable(getattr(repository, "settle_referrers", None)):
+            native(manifests)
+        else:
+            native(manifests, settle=False)
         return
     for manifest in manifests:
         repository.put_manifest(manifest)
     add_all_to_fallback(repository, manifests)
+
+
+def settle_referrers(repository: Repository) -> None:
+    """Complete the fallback-index updates ``attach_referrers(settle=False)`` left pending
+    (nothing for a store that has none)."""
+    settle = getattr(repository, "settle_referrers", None)
+    if callable(settle):
+        settle()
 
 
 def list_referrers(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -46,9 +47,8 @@ from conveyor.oci.manifest import (
     parse_manifest,
 )
 from conveyor.oci.name import Reference
-from conveyor.oci.referrers import add_all_to_fallback, read_fallback
+from conveyor.oci.referrers import FallbackWrites, add_all_to_fallback, read_fallback
 from conveyor.oci.store import RawManifest, Repository
-from conveyor.registry.auth import Authenticator, DockerCredentials, Scopes, TokenRequest
 from conveyor.registry.blobio import BlobIO, HttpxBlobIO, StdlibSender, transient_chunks
 from conveyor.registry.transport import (
     DEFAULT_MIN_RATE,
@@ -69,12 +69,15 @@ from conveyor.registry.transport import (
     html_error,
     looks_like_html,
     make_httpx_client,
+    oci_error,
     raise_for_response,
     redact,
 )
 
 if TYPE_CHECKING:
     import httpx
+
+    from conveyor.registry.auth import Authenticator, Scopes, TokenRequest
 
 __all__ = ["RegistryClient", "RegistryRepository"]
 
@@ -87,6 +90,8 @@ MAX_TAG_PAGES = 10_000
 TAGS_BODY_LIMIT = 16 * 1024 * 1024
 MANIFEST_READ_CHUNK = 64 * 1024
 UPLOAD_CONTENT_TYPE = "application/octet-stream"
+SEEN_MANIFEST_BYTES = 8 * 1024 * 1024  # manifests a client remembers by digest, at most
+SEEN_ENTRIES = 8192  # blobs and stored manifests it remembers, at most
 
 
 def api_host(registry: str) -> str:
@@ -98,6 +103,102 @@ def _host_key(netloc: str) -> str:
     return netloc.lower()
 
 
+class _Seen:
+    """What one client has learnt this command of content-addressed things, so it never
+    asks twice: manifests read by digest or tag (their bytes hashed when they arrived),
+    the blobs a repository holds, whether a manifest stored by digest was indexed as a
+    referrer (``OCI-Subject``), and the registries without a referrers API.
+
+    Keyed by repository URL. Tags are never remembered, and ``has_manifest`` always asks:
+    they can change. A digest names the same bytes forever, so a manifest read once is
+    that manifest. Bounded (oldest forgotten first); thread-safe (a copy runs threads).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._manifests: dict[tuple[str, Digest], RawManifest] = {}
+        self._manifest_bytes = 0
+        self._blobs: dict[tuple[str, Digest], int | None] = {}  # size, None: not known
+        self._stored: dict[tuple[str, Digest], bool] = {}  # True: the registry indexed it
+        self._without_referrers_api: set[str] = set()
+        self._asking: dict[tuple[str, Digest], threading.Event] = {}  # blobs being mounted
+
+    def manifest(self, repository: str, digest: Digest) -> RawManifest | None:
+        with self._lock:
+            return self._manifests.get((repository, digest))
+
+    def add_manifest(self, repository: str, manifest: RawManifest) -> None:
+        key = (repository, manifest.digest)
+        with self._lock:
+            if key in self._manifests or len(manifest.data) > SEEN_MANIFEST_BYTES:
+                return
+            self._manifests[key] = manifest
+            self._manifest_bytes += len(manifest.data)
+            while self._manifest_bytes > SEEN_MANIFEST_BYTES:
+                oldest = next(iter(self._manifests))
+                self._manifest_bytes -= len(self._manifests.pop(oldest).data)
+
+    def forget_manifest(self, repository: str, digest: Digest) -> None:
+        with self._lock:
+            dropped = self._manifests.pop((repository, digest), None)
+            if dropped is not None:
+                self._manifest_bytes -= len(dropped.data)
+            self._stored.pop((repository, digest), None)
+
+    def blob(self, repository: str, digest: Digest) -> tuple[bool, int | None]:
+        """(held, size): whether the repository is known to hold the blob, and its size
+        when that is known too."""
+        with self._lock:
+            key = (repository, digest)
+            return key in self._blobs, self._blobs.get(key)
+
+    def add_blob(self, repository: str, digest: Digest, size: int | None) -> None:
+        with self._lock:
+            key = (repository, digest)
+            if size is None and self._blobs.get(key) is not None:
+                return
+            self._blobs[key] = size
+            _bound(self._blobs)
+
+    def stored(self, repository: str, digest: Digest) -> bool | None:
+        """For a manifest this client stored by digest: was it indexed (None: not stored)."""
+        with self._lock:
+            return self._stored.get((repository, digest))
+
+    def add_stored(self, repository: str, digest: Digest, *, indexed: bool) -> None:
+        with self._lock:
+            self._stored[(repository, digest)] = indexed
+            _bound(self._stored)
+
+    def ask(self, repository: str, digest: Digest) -> threading.Event | None:
+        """None: the caller asks the registry about the blob (then calls ``answered``);
+        else the event another thread sets once it has the answer."""
+        with self._lock:
+            other = self._asking.get((repository, digest))
+            if other is None:
+                self._asking[(repository, digest)] = threading.Event()
+            return other
+
+    def answered(self, repository: str, digest: Digest) -> None:
+        with self._lock:
+            event = self._asking.pop((repository, digest), None)
+        if event is not None:
+            event.set()
+
+    def has_referrers_api(self, host: str) -> bool:
+        with self._lock:
+            return host not in self._without_referrers_api
+
+    def no_referrers_api(self, host: str) -> None:
+        with self._lock:
+            self._without_referrers_api.add(host)
+
+
+def _bound(entries: dict[Any, Any]) -> None:
+    while len(entries) > SEEN_ENTRIES:
+        del entries[next(iter(entries))]
+
+
 class _Session:
     """One place for auth, redirects, retries and the deadline, over any ``Sender``."""
 
@@ -106,7 +207,7 @@ class _Session:
         *,
         api: Sender,
         blobs: BlobIO,
-        credentials: DockerCredentials,
+        docker_config_dir: Path | None,
         policy: RetryPolicy,
         deadline: Deadline,
         rate_floor: RateFloor,
@@ -120,9 +221,26 @@ class _Session:
         self.rate_floor = rate_floor
         self.insecure = insecure
         self.user_agent = user_agent
-        self.auth = Authenticator(
-            credentials, self._fetch_token, clock=policy.clock, insecure=self.is_insecure
-        )
+        self.seen = _Seen()
+        self._docker_config_dir = docker_config_dir
+        self._auth: Authenticator | None = None
+        self._auth_lock = threading.Lock()
+
+    @property
+    def auth(self) -> Authenticator:
+        """Credentials and tokens, from the first challenge on: a registry that never asks
+        (a loopback one) never loads them, nor the auth module."""
+        with self._auth_lock:
+            if self._auth is None:
+                from conveyor.registry.auth import Authenticator, DockerCredentials
+
+                self._auth = Authenticator(
+                    DockerCredentials(self._docker_config_dir),
+                    self._fetch_token,
+                    clock=self.policy.clock,
+                    insecure=self.is_insecure,
+                )
+            return self._auth
 
     def is_insecure(self, host: str) -> bool:
         return _host_key(host) in self.insecure
@@ -224,10 +342,10 @@ class _Session:
             same_host = _host_key(urlsplit(current).netloc) == origin
             sent = {"User-Agent": self.user_agent, "Accept-Encoding": "identity"}
             sent.update(headers or {})
-            if same_host:
-                sent.update(self.auth.authorization(registry, scopes))
-            else:
+            if not same_host:
                 sent.pop("Authorization", None)
+            elif self._auth is not None:  # before a challenge there is nothing to send
+                sent.update(self._auth.authorization(registry, scopes))
             response = self._with_retries(method, current, sent, body, sender)
             status = response.status
             if log.isEnabledFor(logging.DEBUG):
@@ -358,7 +476,7 @@ class RegistryClient:
         self._session = _Session(
             api=api,
             blobs=blobs,
-            credentials=DockerCredentials(docker_config_dir),
+            docker_config_dir=docker_config_dir,
             policy=policy,
             deadline=self.deadline,
             rate_floor=RateFloor(min_rate, rate_window),
@@ -414,6 +532,8 @@ class RegistryRepository:
         self.registry = registry
         self.name = name
         self._base = session.base_url(registry) + "/v2/" + name
+        self._seen = session.seen
+        self._fallback = FallbackWrites()  # this writer's referrers-index updates here
 
     def __repr__(self) -> str:
         return f"RegistryRepository({self.display_name!r})"
@@ -495,6 +615,10 @@ class RegistryRepository:
 
     def get_manifest(self, reference: str | Digest) -> RawManifest:
         expected = _as_digest(reference)
+        if expected is not None:
+            seen = self._seen.manifest(self._base, expected)
+            if seen is not None:
+                return seen
         ref_text = str(reference)
         url = f"{self._base}/manifests/{ref_text}"
         response = self._request("GET", url, self._pull, headers={"Accept": mt.ACCEPT_MANIFESTS})
@@ -524,7 +648,9 @@ class RegistryRepository:
         else:
             digest = Digest.of(data)
         parsed = parse_manifest(data, content_type=content_type or None)
-        return RawManifest(data=data, media_type=parsed.media_type, digest=digest)
+        raw = RawManifest(data=data, media_type=parsed.media_type, digest=digest)
+        self._seen.add_manifest(self._base, raw)
+        return raw
 
     resolve = get_manifest
 
@@ -571,6 +697,9 @@ class RegistryRepository:
         self._expect("PUT", response, (200, 201, 202), what=f"manifest {target}")
         response.close()
         self._check_hint(response, manifest.digest, "manifest")
+        if tag is None:
+            indexed = bool(response.header("oci-subject"))
+            self._seen.add_stored(self._base, manifest.digest, indexed=indexed)
         return response.headers
 
     def _check_hint(self, response: WireResponse, digest: Digest, what: str) -> None:
@@ -590,6 +719,7 @@ class RegistryRepository:
 
     def delete_manifest(self, digest: Digest) -> None:
         url = f"{self._base}/manifests/{digest}"
+        self._seen.forget_manifest(self._base, digest)
         response = self._request("DELETE", url, self._push)
         self._expect("DELETE", response, (200, 202, 204), what=f"manifest {digest}")
         response.close()
@@ -597,6 +727,9 @@ class RegistryRepository:
     # --- blobs -------------------------------------------------------------------------
 
     def blob_size(self, digest: Digest) -> int | None:
+        held, size = self._seen.blob(self._base, digest)
+        if held and size is not None:
+            return size
         url = f"{self._base}/blobs/{digest}"
         response = self._request("HEAD", url, self._pull)
         if response.status == 404:
@@ -609,6 +742,7 @@ class RegistryRepository:
             raise RegistryError(
                 f"{self.display_name}: HEAD of blob {digest.short} gave no Content-Length"
             )
+        self._seen.add_blob(self._base, digest, int(length))
         return int(length)
 
     def open_blob(
@@ -659,6 +793,7 @@ class RegistryRepository:
         except BaseException:
             self._cancel_upload(location)
             raise
+        self._seen.add_blob(self._base, digest, size)
 
     def _start_upload(self) -> str:
         url = f"{self._base}/blobs/uploads/"
@@ -753,6 +888,19 @@ class RegistryRepository:
             return False
         if source.name == self.name:
             return self.blob_size(digest) is not None
+        # One mount per blob: threads copying referrers that share a blob (the empty
+        # config) wait for the first one's answer instead of asking too.
+        while not self._seen.blob(self._base, digest)[0]:
+            other = self._seen.ask(self._base, digest)
+            if other is None:
+                try:
+                    return self._mount(digest, source)
+                finally:
+                    self._seen.answered(self._base, digest)
+            other.wait()
+        return True  # mounted or written here by this client already
+
+    def _mount(self, digest: Digest, source: RegistryRepository) -> bool:
         url = self._with_query(
             f"{self._base}/blobs/uploads/", mount=str(digest), **{"from": source.name}
         )
@@ -760,6 +908,7 @@ class RegistryRepository:
         response = self._request("POST", url, scopes, body=b"")
         if response.status == 201:
             response.close()
+            self._seen.add_blob(self._base, digest, None)
             return True
         if response.status == 202:
             response.close()
@@ -835,6 +984,9 @@ class RegistryRepository:
         return found
 
     def _referrers_api(self, digest: Digest, artifact_type: str | None) -> list[Descriptor] | None:
+        host = api_host(self.registry)
+        if not self._seen.has_referrers_api(host):
+            return None
         url = f"{self._base}/referrers/{digest}"
         if artifact_type is not None:
             url = self._with_query(url, artifactType=artifact_type)
@@ -846,8 +998,13 @@ class RegistryRepository:
             seen.add(url)
             response = self._request("GET", url, self._pull, headers={"Accept": mt.OCI_INDEX})
             if response.status in (404, 405):
-                # 404 plain text: distribution 2.8 and others without the API
+                # 404 plain text: distribution 2.8 and others without the API. A registry
+                # with it answers 200 for any digest, so a 404 that is not an OCI error
+                # (NAME_UNKNOWN: no such repository) means the route itself is missing.
+                body = response.read_capped(ERROR_BODY_LIMIT) if response.status == 404 else b""
                 response.close()
+                if response.status == 405 or oci_error(body)[0] is None:
+                    self._seen.no_referrers_api(host)
                 return None
             self._expect("GET", response, (200,), what="referrers")
             try:
@@ -871,17 +1028,31 @@ class RegistryRepository:
         (no ``OCI-Subject`` answer) add it to the ``<alg>-<hex>`` fallback index."""
         self.attach_referrers([manifest])
 
-    def attach_referrers(self, manifests: Sequence[RawManifest]) -> None:
-        """``attach_referrer`` for several manifests, with one fallback index update."""
+    def attach_referrers(self, manifests: Sequence[RawManifest], *, settle: bool = True) -> None:
+        """``attach_referrer`` for several manifests, with one fallback index update.
+
+        A manifest this client already stored here by digest (a copy did) is not sent
+        again: the registry's answer then said whether it indexed the subject.
+        ``settle=False``: return before the fallback index is read back after its pause;
+        ``settle_referrers`` (or the next ``attach_referrers``) completes it."""
         unindexed = []
         for manifest in manifests:
             parsed = parse_manifest(manifest.data, content_type=manifest.media_type)
             if parsed.subject is None:
                 raise ManifestError("attach_referrer needs a manifest with a 'subject'")
-            if not self._put_manifest(manifest, tag=None).get("oci-subject"):
+            indexed = self._seen.stored(self._base, manifest.digest)
+            if indexed is None:
+                indexed = bool(self._put_manifest(manifest, tag=None).get("oci-subject"))
+            if not indexed:
                 unindexed.append(manifest)
         if unindexed:
-            add_all_to_fallback(self, unindexed)
+            add_all_to_fallback(self, unindexed, writes=self._fallback, settle=settle)
+        elif settle:
+            self._fallback.settle(self)
+
+    def settle_referrers(self) -> None:
+        """Read back the fallback indexes ``attach_referrers(settle=False)`` wrote."""
+        self._fallback.settle(self)
 
 
 def _as_digest(reference: str | Digest) -> Digest | None:

@@ -530,7 +530,7 @@ def error_from_response(
     """A ``RegistryError`` (or subclass) for a failed answer, with the OCI error code."""
     if looks_like_html(content_type, body):
         return html_error(method, url, status)
-    code, detail = _oci_error(body)
+    code, detail = oci_error(body)
     try:
         reason = http.HTTPStatus(status).phrase
     except ValueError:
@@ -554,7 +554,8 @@ def error_from_response(
     return kind(text + hint, status=status, code=code, url=redact(url), retryable=retryable)
 
 
-def _oci_error(body: bytes) -> tuple[str | None, str | None]:
+def oci_error(body: bytes) -> tuple[str | None, str | None]:
+    """The code and message of an OCI error body (``errors[0]``); (None, None) otherwise."""
     try:
         doc = json.loads(body[:ERROR_BODY_LIMIT])
     except (ValueError, UnicodeDecodeError):

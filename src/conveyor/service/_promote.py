@@ -275,6 +275,7 @@ class _Promotion:
                 if self.verified.current(self.environment) == self.subject.digest:
                     self.move_tags(destination, signed)
                 # else another promotion recorded since: the tags are its to move
+        self.settle(destination)
         return self.result(decision, signed)
 
     def decide(self) -> Decision:
@@ -306,7 +307,16 @@ class _Promotion:
 
         self.copied = copy(self.subject.repository, self.subject.digest, destination)
         recorded = self.verified.entries(subject_digest=str(self.subject.digest))
-        self.carried = carry_referrers(self.subject, destination, recorded)
+        # The referrers index is read back later: the promotion's own referrer goes into
+        # the same index, and one read-back after one pause then covers both (``settle``).
+        self.carried = carry_referrers(self.subject, destination, recorded, settle=False)
+
+    def settle(self, destination: Repository) -> None:
+        """Complete the referrers index updates ``place`` left to be read back (the
+        promotion's attachment already did, unless nothing was recorded)."""
+        from conveyor.oci.referrers import settle_referrers
+
+        settle_referrers(destination)
 
     def move_tags(self, destination: Repository, signed: Signed | None) -> None:
         """Point the environment's convenience tags at the digest the ledger now records
@@ -373,28 +383,34 @@ class _Promotion:
 
 
 def carry_referrers(
-    subject: Subject, destination: Repository, recorded: Sequence[VerifiedEntry] = ()
+    subject: Subject,
+    destination: Repository,
+    recorded: Sequence[VerifiedEntry] = (),
+    *,
+    settle: bool = True,
 ) -> int:
     """Attestations travel with the image: every referrer of the digest that the
     destination does not list yet is copied; then every attestation the ledger recorded
     for the digest (``recorded``: its verified entries — the ledger is the record of what
     was attached) that the destination still lacks is attached again from its envelope, so
-    a listing a concurrent writer lost upstream is repaired here. One index update."""
+    a listing a concurrent writer lost upstream is repaired here. One index update.
+
+    ``settle=False``: the destination's referrers index may be left to be read back after
+    its pause by ``oci.referrers.settle_referrers`` (or the next attachment there)."""
     from conveyor.oci.referrers import attach_referrers, list_referrers
-    from conveyor.registry.copy import copy
 
     digest = subject.digest
     present = {d.digest for d in list_referrers(destination, digest)}
     same = subject.repository is destination
-    carried: list[RawManifest] = []
-    envelopes: set[str] = set()  # envelope digests the destination will list
-    for descriptor in () if same else list_referrers(subject.repository, digest):
-        if descriptor.digest in present:
-            continue
-        copy(subject.repository, descriptor.digest, destination)
-        manifest = subject.repository.get_manifest(descriptor.digest)
-        carried.append(manifest)
-        envelopes.update(_envelope_of(manifest))
+    wanted = list(  # each once, in the source's order
+        dict.fromkeys(
+            d.digest
+            for d in (() if same else list_referrers(subject.repository, digest))
+            if d.digest not in present
+        )
+    )
+    carried = _copy_referrers(subject.repository, destination, wanted)
+    envelopes = {key for manifest in carried for key in _envelope_of(manifest)}
     missing = {f"sha256:{item.entry.envelope_sha256}": item for item in recorded}
     for key in envelopes:
         missing.pop(key, None)
@@ -403,8 +419,30 @@ def carry_referrers(
             for key in _envelope_of(destination.get_manifest(listed)):
                 missing.pop(key, None)
     carried.extend(_reattach(destination, subject, item) for item in missing.values())
-    attach_referrers(destination, carried)
+    attach_referrers(destination, carried, settle=settle)
     return len(carried)
+
+
+COPY_REFERRERS_AT_ONCE = 4  # referrers are small: their round trips, not bytes, take the time
+
+
+def _copy_referrers(
+    source: Repository, destination: Repository, digests: Sequence[Digest]
+) -> list[RawManifest]:
+    """Copy each referrer manifest (and its blobs), a few at once; their manifests, in order."""
+    from conveyor.registry.copy import copy
+
+    def one(digest: Digest) -> RawManifest:
+        copy(source, digest, destination)
+        return source.get_manifest(digest)  # read by the copy: the client has it already
+
+    if len(digests) <= 1:
+        return [one(d) for d in digests]
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(COPY_REFERRERS_AT_ONCE, len(digests))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="conveyor-referrers") as pool:
+        return list(pool.map(one, digests))
 
 
 def _envelope_of(manifest: RawManifest) -> list[str]:
