@@ -299,6 +299,8 @@ class LayoutRepository:
         ``<alg>-<hex>`` indexes: read, merge and write under one lock, one ``index.json``
         update for all of them."""
         wanted = wanted_by_tag(manifests)  # refuses a manifest without a subject
+        if not manifests:
+            return  # nothing to list: no lock, no index.json write
         for manifest in manifests:
             self._store_manifest(manifest)
         with self._index_lock(), self._writing() as db:
