@@ -444,6 +444,51 @@ def _leading(layout: Path) -> bool:
         return group.leading
 
 
+def test_a_reader_between_a_writers_rename_and_its_commit_waits_rather_than_rebuilds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With many readers on a busy layout, each one that looked in that window rebuilt the
+    # whole cache (parsing index.json, reading every untagged manifest).
+    from conveyor.oci import layout as module
+
+    LayoutRepository(tmp_path / "l", create=True).put_manifest(_valid_manifest(0), tag="a")
+    renamed, go = threading.Event(), threading.Event()
+    set_meta = module._set_meta
+
+    def paused(db: object, key: str, value: str) -> None:
+        if key == "lines" and threading.current_thread().name == "writer":
+            renamed.set()  # index.json is renamed; the cache's stamp is not committed yet
+            go.wait(10)
+        set_meta(db, key, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_set_meta", paused)
+    rebuilds: list[int] = []
+    rebuild = LayoutRepository._rebuild
+
+    def counted(self: LayoutRepository, db: object) -> object:
+        rebuilds.append(1)
+        return rebuild(self, db)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LayoutRepository, "_rebuild", counted)
+    reader = LayoutRepository(tmp_path / "l")
+    new = _valid_manifest(1)
+    writer = threading.Thread(
+        target=lambda: LayoutRepository(tmp_path / "l").put_manifest(new, tag="b"), name="writer"
+    )
+    writer.start()
+    assert renamed.wait(10)
+    seen: dict[str, list[str]] = {}
+    looking = threading.Thread(target=lambda: seen.update(tags=reader.list_tags()))
+    looking.start()
+    looking.join(0.3)
+    assert looking.is_alive()  # it waits for the writer's commit
+    go.set()
+    writer.join(10)
+    looking.join(10)
+    assert seen["tags"] == ["a", "b"]
+    assert rebuilds == []
+
+
 def test_manifest_over_limit_is_refused(tmp_path: Path) -> None:
     repo = LayoutRepository(tmp_path / "l", create=True)
     big = b'{"schemaVersion":2,"pad":"' + b"a" * (4 * 1024 * 1024) + b'"}'

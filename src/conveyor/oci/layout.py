@@ -514,6 +514,24 @@ class LayoutRepository:
             ) from exc
 
     def _synced(self) -> sqlite3.Connection:
+        db = self._connection()
+        if self._stamp_matches(db):
+            return db
+        # Our writers rename index.json and stamp the cache in one cache write transaction:
+        # a reader that looked between the two waits for that commit and looks again,
+        # rather than rebuilding the whole cache (with every reader of a busy layout).
+        if not self._db_in_memory:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                pass  # a read-only cache: rebuilt in memory below
+            if self._stamp_matches(db):
+                return db
+        return self._rebuild(db)
+
+    def _stamp_matches(self, db: sqlite3.Connection) -> bool:
+        """The cache describes the ``index.json`` there is now."""
         index = self._index_path
         try:
             current = _identity(os.stat(index))
@@ -521,14 +539,11 @@ class LayoutRepository:
             raise StorageError(f"{self._path} is not an OCI image layout (no index.json)") from exc
         except OSError as exc:
             raise StorageError(f"cannot read {index}: {exc}") from exc
-        db = self._connection()
         try:
             row = db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
         except sqlite3.Error:
             row = None
-        if row is not None and row[0] == current:
-            return db
-        return self._rebuild(db)
+        return row is not None and row[0] == current
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is not None:
@@ -585,6 +600,11 @@ class LayoutRepository:
     ) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
+            with contextlib.suppress(sqlite3.Error):
+                row = db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
+                if row is not None and row[0] == identity:  # another reader rebuilt it
+                    db.execute("COMMIT")
+                    return
             _reset_schema(db)
             header = {k: v for k, v in doc.items() if k != "manifests"}
             _set_meta(db, "header", json.dumps(header, separators=(",", ":")))
