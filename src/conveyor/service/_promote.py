@@ -284,9 +284,7 @@ class _Promotion:
         signed: Signed | None = None
         with self.workspace.ledger.serialized(f"promote/{self.environment}"):
             decision = self.decide()
-            recorded = self.verified.current(self.environment)
-            # ``recorded`` is the current digest under this lock: no need to read it again.
-            there = recorded == digest and destination.has_manifest(digest)
+            there = self.holds_it() and destination.has_manifest(digest)
             if not there:
                 self.require(decision)
                 if self.copied is None:  # it was there a moment ago; another promotion moved on
@@ -313,6 +311,27 @@ class _Promotion:
                 "attaches it"
             ) from unattached
         return self.result(decision, signed)
+
+    def holds_it(self) -> bool:
+        """Under the lock: the ledger says the environment holds this digest already. The
+        newest arrival row is read first (two indexed reads, nothing verified): one naming
+        another digest settles it, as it does under contention; only one naming this
+        digest is verified, with the whole verified read (a forged row cannot make a
+        promotion a no-op)."""
+        ledger = self.workspace.ledger
+        rows = [
+            row
+            for kind in PROMOTION_KINDS
+            for row in ledger.entries(
+                kind=kind.value, environment=self.environment, newest_first=True, limit=1
+            )
+        ]
+        if not rows:
+            return False
+        newest = max(rows, key=lambda row: row.index)
+        if newest.subject_digest != str(self.subject.digest):
+            return False
+        return self.verified.current(self.environment) == self.subject.digest
 
     def still_current(self, signed: Signed | None) -> bool:
         """Under the tag lock: the digest this run promoted is the one the ledger says the
