@@ -94,7 +94,8 @@ class PromotionResult:
     copied: CopyResult | None = None  # what placing it copied (None: nothing recorded)
     referrers_carried: int = 0
     ignored: tuple[str, ...] = ()
-    # Tags found out of step with the ledger before this run, which it put back in step.
+    # What a promotion of a digest already recorded found out of step (tags, its unlisted
+    # attestation) and put back in step: a retry completing what a kill left.
     repaired: tuple[str, ...] = ()
 
     @property
@@ -270,11 +271,7 @@ class _Promotion:
     def run(self, *, from_environment: str | None) -> PromotionResult:
         destination = self.workspace.opener(self.target, create=True)
         digest = self.subject.digest
-        before = self.verified.current(self.environment)
-        # Read before the lock: it only says what this run found out of step.
-        self.repaired = tuple(
-            str(a) for a in tags_apart(destination, self.environment, self.tags, before)
-        )
+        before = self.current_before(destination)
         if before == digest and destination.has_manifest(digest):
             # Recorded already (a retry after a kill, say): complete what the kill left.
             self.converge(destination, digest)
@@ -312,12 +309,9 @@ class _Promotion:
             ) from unattached
         return self.result(decision, signed)
 
-    def holds_it(self) -> bool:
-        """Under the lock: the ledger says the environment holds this digest already. The
-        newest arrival row is read first (two indexed reads, nothing verified): one naming
-        another digest settles it, as it does under contention; only one naming this
-        digest is verified, with the whole verified read (a forged row cannot make a
-        promotion a no-op)."""
+    def newest_arrival(self) -> Digest | None:
+        """The digest the newest arrival row of the environment names (two indexed reads,
+        nothing verified: callers verify before they believe it names this digest)."""
         ledger = self.workspace.ledger
         rows = [
             row
@@ -326,10 +320,28 @@ class _Promotion:
                 kind=kind.value, environment=self.environment, newest_first=True, limit=1
             )
         ]
-        if not rows:
-            return False
-        newest = max(rows, key=lambda row: row.index)
-        if newest.subject_digest != str(self.subject.digest):
+        return Digest.parse(max(rows, key=lambda row: row.index).subject_digest) if rows else None
+
+    def current_before(self, destination: Repository) -> Digest | None:
+        """Before the lock: the digest the environment holds. The newest arrival row answers
+        while it names another digest (this run records anew and moves the tags); when it
+        names this one the verified read decides, and the tags found out of step with it are
+        ``repaired`` (a retry completes what a kill left)."""
+        newest = self.newest_arrival()
+        if newest != self.subject.digest:
+            return newest
+        current = self.verified.current(self.environment)
+        self.repaired = tuple(
+            str(a) for a in tags_apart(destination, self.environment, self.tags, current)
+        )
+        return current
+
+    def holds_it(self) -> bool:
+        """Under the lock: the ledger says the environment holds this digest already. A
+        newest arrival row naming another digest settles it, as it does under contention;
+        only one naming this digest is verified, with the whole verified read (a forged row
+        cannot make a promotion a no-op)."""
+        if self.newest_arrival() != self.subject.digest:
             return False
         return self.verified.current(self.environment) == self.subject.digest
 
