@@ -350,10 +350,17 @@ def repair(
         )
 
 
-def describe_apart(workspace: Workspace, environment: str, recorded: Digest | None) -> list[str]:
+def describe_apart(
+    workspace: Workspace,
+    environment: str,
+    recorded: Digest | None,
+    *,
+    verified: VerifiedLedger | None = None,
+) -> list[str]:
     """For ``status``: one line per tag of ENV out of step with the ledger, and one per
     promotion of the digest ENV holds whose attestation its repository does not list (a
-    registry that cannot be read says so instead)."""
+    registry that cannot be read says so instead). ``verified``: the caller's verified
+    reader, whose proofs and signatures checked already are not checked again."""
     tags = tuple(workspace.config.model.environment(environment).tags)
     if not tags and recorded is None:
         return []
@@ -366,7 +373,10 @@ def describe_apart(workspace: Workspace, environment: str, recorded: Digest | No
             lines.append(f"{apart}; run conveyor repair {environment}")
         if recorded is not None:
             found = promotions_unlisted(
-                VerifiedLedger(workspace), environment, destination, digests=[str(recorded)]
+                verified or VerifiedLedger(workspace),
+                environment,
+                destination,
+                digests=[str(recorded)],
             )
             repository = workspace.environment_target(environment).name
             for missing in referrers_missing(environment, repository, found):
