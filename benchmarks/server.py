@@ -22,6 +22,13 @@ Measured processes run with PYTHONDONTWRITEBYTECODE unset after ``compileall``.
 
     .venv/bin/python benchmarks/server.py [--scale|--small] [--entries 100000] [--seconds 20]
         [--promotions 150] [--burst 150] [--calls 200] [--runs 5]
+        [--only-promotions] [--baseline SRC --rounds N] [--probe]
+
+``--only-promotions`` runs only the promotions-only phase; ``--baseline SRC`` (a ``git archive``
+of main's src/) runs it on 2 more replicas serving that code, alternated with this tree's for
+``--rounds``; every round prints the CPU each promotion cost the replicas, PostgreSQL and the
+clients; ``--probe`` times each promotion's steps inside the servers (``benchmarks/_probe``)
+and prints where the promote/ENV lock's hold goes.
 
 The default ``--scale`` run (100,000 entries, issue 12's size) takes about 3 minutes on a
 2-core machine; the machine's load average is printed beside each phase (the figures of a
