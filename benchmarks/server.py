@@ -22,6 +22,14 @@ Measured processes run with PYTHONDONTWRITEBYTECODE unset after ``compileall``.
 
     .venv/bin/python benchmarks/server.py [--scale|--small] [--entries 100000] [--seconds 20]
         [--promotions 150] [--burst 150] [--calls 200] [--runs 5]
+        [--only-promotions] [--reads-only] [--baseline SRC] [--rounds N] [--probe]
+
+``--only-promotions`` runs only the promotions-only phase; ``--baseline SRC`` (a ``git archive``
+of main's src/) also runs the reads-only phase and the promotions-only phase on 2 more replicas
+serving that code, alternated with this tree's (promotions for ``--rounds``); every promotions
+round prints the CPU each promotion cost the replicas, PostgreSQL and the clients; ``--probe``
+times each promotion's steps inside the servers (``benchmarks/_probe``) and prints where the
+promote/ENV lock's hold goes.
 
 The default ``--scale`` run (100,000 entries, issue 12's size) takes about 3 minutes on a
 2-core machine; the machine's load average is printed beside each phase (the figures of a
@@ -108,6 +116,17 @@ def main() -> None:
         "--promotions", type=int, default=150, help="--scale promotions offered to the mixed load"
     )
     parser.add_argument("--burst", type=int, default=150, help="--scale promotions-only run")
+    parser.add_argument(
+        "--only-promotions", action="store_true",
+        help="--scale: run only the promotions-only phase (skips mixed, reads and CLI phases)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="--scale: promotions-only runs (each --burst)"
+    )
+    parser.add_argument(
+        "--probe", action="store_true", help="--scale: time each promotion's steps inside the "
+        "servers (benchmarks/_probe) and print the lock-hold breakdown",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument(
         "--client-processes",
@@ -123,7 +142,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         metavar="SRC",
-        help="--scale: also run the reads-only phase against 2 "
+        help="--scale: also run the reads-only and promotions-only phases against 2 "
         "replicas importing this source tree (e.g. a git archive of main's src), alternated",
     )
     parser.add_argument("--reads-only", action="store_true",
@@ -325,17 +344,25 @@ LABELS = {"status": "GET /status", "check": "POST /check", "attest": "POST /scan
 BASE_LACKS = ("httptools", "uvloop")
 
 
-def _replicas(team: Any, env: dict[str, str], src: str | None = None) -> list[Any]:
+def _replicas(
+    team: Any, env: dict[str, str], src: str | None = None, probe: Path | None = None
+) -> list[Any]:
     """Two ``conveyor serve`` replicas with .pyc; ``src``: the source tree they import
-    (``--baseline``: PYTHONPATH comes before the editable install)."""
+    (``--baseline``: PYTHONPATH comes before the editable install); ``probe``: with
+    benchmarks/_probe's step timers inside, writing under that folder."""
     chosen = dict(env)
+    if probe is not None:
+        probe.mkdir(parents=True, exist_ok=True)
+        chosen["CONVEYOR_PROBE_DIR"] = str(probe)
+        paths = (str(Path(__file__).with_name("_probe")), env.get("PYTHONPATH"))
+        chosen["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     if src is not None:
         # The base's own dependencies: this venv's newer ones are hidden from it.
         hidden = Path(team.root) / "base-lacks"  # removed with the run's folder
         hidden.mkdir(exist_ok=True)
         for name in BASE_LACKS:
             (hidden / f"{name}.py").write_text(f"raise ImportError('{name}: not in the base')")
-        paths = (src, str(hidden), env.get("PYTHONPATH"))
+        paths = (src, str(hidden), chosen.get("PYTHONPATH"))
         chosen["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     team_env = team.env
     team.env = lambda: chosen  # servers start with .pyc too
@@ -343,12 +370,6 @@ def _replicas(team: Any, env: dict[str, str], src: str | None = None) -> list[An
         return [start_server(team), start_server(team)]
     finally:
         team.env = team_env
-
-
-def _cpu_seconds(pid: int) -> float:
-    """user + system CPU of a process so far (``/proc/PID/stat`` fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class _LeanReader:
@@ -569,7 +590,6 @@ class _Load:
 
 
 def run_scale(options: argparse.Namespace) -> None:
-    import threading
 
     from tests.support.postgres import start_postgres
 
@@ -579,6 +599,7 @@ def run_scale(options: argparse.Namespace) -> None:
     root = Path(tempfile.mkdtemp(prefix="conveyor-bench-scale-"))
     pg = start_postgres(fsync=False)
     servers: list[Any] = []
+    started_servers: list[Any] = []  # every replica started, stopped at the end
     try:
         url = pg.create_database()
         dsn = "host=127.0.0.1 port={} user=postgres dbname={}".format(
@@ -600,8 +621,10 @@ def run_scale(options: argparse.Namespace) -> None:
         loaded = time.perf_counter() - started
         # Candidates for promotion, with all staging evidence: the newest entries.
         candidates = []
-        wanted = 0 if options.reads_only else options.promotions + options.burst + options.runs * 2
-        for n in range(wanted):
+        bursts = options.burst * options.rounds * (2 if options.baseline else 1)
+        wanted = bursts if options.only_promotions else options.promotions + bursts
+        wanted += 0 if options.only_promotions else options.runs * 2
+        for n in range(0 if options.reads_only else wanted):
             image = team.image(f"c{n}")
             common: dict[str, Any] = {"key": key, "config_path": team.config}
             service.record_build(image, commit=COMMIT, run_id="42", **common)
@@ -611,7 +634,8 @@ def run_scale(options: argparse.Namespace) -> None:
         tokens = {who: team.token(f"{who}-bench", who) for who in ("ci", "deployer")}
         env = team.env()
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # measured processes use .pyc
-        servers = _replicas(team, env)
+        servers = _replicas(team, env, probe=root / "probe" if options.probe else None)
+        started_servers.extend(servers)
         import psycopg
 
         with psycopg.connect(dsn) as conn:
@@ -625,7 +649,6 @@ def run_scale(options: argparse.Namespace) -> None:
             f"load-generating processes of their own; status and check sent by "
             f"{'stdlib http.client' if options.client == 'lean' else 'ConveyorClient (httpx)'}"
         )
-        lock = threading.Lock()
         load = _Load(ref=ref, tokens=tokens, scan=str(scan), root=str(root),
                      processes=options.client_processes, lean=options.client == "lean",
                      spy_dir=options.py_spy)  # fmt: skip
@@ -636,6 +659,7 @@ def run_scale(options: argparse.Namespace) -> None:
             subprocess.run([sys.executable, "-m", "compileall", "-q", src], check=False,
                            capture_output=True)  # fmt: skip
             base = _replicas(team, env, src=src)
+            started_servers.extend(base)
             servers.extend(base)
             for round_ in (1, 2):
                 for label, pair in (("before", base), ("after", servers[:2])):
@@ -645,6 +669,10 @@ def run_scale(options: argparse.Namespace) -> None:
             for server in base:
                 server.stop()
             del servers[2:]
+        if options.only_promotions:
+            _promotion_rounds(options, team, env, root, servers, tokens, candidates,
+                              started_servers, pg.data)  # fmt: skip
+            return
         if options.reads_only:
             if not options.baseline:
                 load.phase("reads only (status, check)", servers, reads, options.seconds / 2,
@@ -655,7 +683,6 @@ def run_scale(options: argparse.Namespace) -> None:
                    options.seconds, candidates=candidates[: options.promotions])  # fmt: skip
         # The reads alone: tells whether the writers or the reads themselves set the p99.
         load.phase("reads only (status, check)", servers, reads, options.seconds / 2)
-        burst: list[float] = []
         # Fresh processes, the same operations: CLI remote mode vs direct-database mode.
         far = {k: v for k, v in env.items() if not k.startswith("CONVEYOR_")}
         elsewhere = root / "elsewhere"  # remote mode needs no conveyor.yaml
@@ -695,35 +722,150 @@ def run_scale(options: argparse.Namespace) -> None:
         for label, r, d in cli_rows:
             print(f"{label:34} {r:9.3f} {d:9.3f} {d / r:13.2f}x")
         # Promotions alone, the rest of the candidates, 32 clients over both replicas.
-        rest = list(reversed(list(spare)))
-        started = time.perf_counter()
-
-        def promote_rest(n: int) -> None:
-            with ConveyorClient(servers[n % 2].url, tokens["deployer"]) as deployer:
-                while True:
-                    with lock:
-                        if not rest:
-                            return
-                        image = rest.pop()
-                    t = time.perf_counter()
-                    deployer.promote(image, environment="staging")
-                    with lock:
-                        burst.append(time.perf_counter() - t)
-
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            list(pool.map(promote_rest, range(32)))
-        elapsed = time.perf_counter() - started
-        if burst:
-            rate = len(burst) / elapsed
-            verdict = "MET" if rate >= PROMOTIONS_GOAL else "MISSED"
-            print(f"\npromotions only, 32 clients, 2 replicas: {rate:.1f} promotions/s "
-                  f"(goal >= {PROMOTIONS_GOAL:.0f}/s {verdict}); {_load()}")  # fmt: skip
-            print(_row("POST /promotions (mount)", burst, elapsed))
+        _promotion_rounds(
+            options, team, env, root, servers, tokens, list(spare), started_servers, pg.data
+        )
     finally:
-        for server in servers:
+        for server in started_servers:
             server.stop()
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --- promotions only (issue 12: >= 20 promotions/s), with the baseline and the probe ----------
+
+
+def _promotions_only(
+    servers: list[Any], token: str, images: list[str]
+) -> tuple[float, list[float]]:
+    """32 clients over both replicas promote ``images`` into staging: (seconds, latencies)."""
+    import threading
+
+    rest = list(reversed(images))
+    lock = threading.Lock()
+    burst: list[float] = []
+
+    def promote_rest(n: int) -> None:
+        with ConveyorClient(servers[n % 2].url, token) as deployer:
+            while True:
+                with lock:
+                    if not rest:
+                        return
+                    image = rest.pop()
+                t = time.perf_counter()
+                deployer.promote(image, environment="staging")
+                with lock:
+                    burst.append(time.perf_counter() - t)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        list(pool.map(promote_rest, range(32)))
+    return time.perf_counter() - started, burst
+
+
+def _cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """CPU seconds (user + system) of a live process, with its reaped children's if asked."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    ticks = sum(int(v) for v in fields[11 : 15 if children else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu(data: Path) -> float:
+    """CPU seconds of a PostgreSQL cluster: the postmaster, its reaped and live children."""
+    try:
+        postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = _cpu_seconds(postmaster, children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text.rsplit(")", 1)[1].split()[1]) == postmaster:
+            total += _cpu_seconds(int(stat.parent.name))
+    return total
+
+
+def _cpu_now(replicas: list[Any], pg_data: Path) -> tuple[float, float, float]:
+    """CPU seconds so far: the replicas, the PostgreSQL cluster, this process (the clients)."""
+    served = sum(_cpu_seconds(r.process.pid) for r in replicas)
+    return served, _postgres_cpu(pg_data), time.process_time()
+
+
+def _promotion_rounds(options: argparse.Namespace, team: Any, env: dict[str, str], root: Path,
+                      servers: list[Any], tokens: dict[str, str], images: list[str],
+                      started: list[Any], pg_data: Path) -> None:  # fmt: skip
+    """The promotions-only phase, ``--rounds`` times; with ``--baseline`` each round runs the
+    baseline's replicas first, then this tree's, on the same database and candidates' kind."""
+    pairs = [("this tree", servers, root / "probe")]
+    if options.baseline:
+        base_dir = root / "probe-baseline"
+        subprocess.run([sys.executable, "-m", "compileall", "-q", options.baseline],
+                       check=False, capture_output=True)  # fmt: skip
+        base = _replicas(team, env, src=str(Path(options.baseline).resolve()),
+                         probe=base_dir if options.probe else None)  # fmt: skip
+        started.extend(base)
+        pairs.insert(0, ("baseline", base, base_dir))
+    images = list(images)
+    rates: dict[str, list[float]] = {label: [] for label, _, _ in pairs}
+    for round_ in range(options.rounds):
+        for label, replicas, _ in pairs:
+            batch, images = images[: options.burst], images[options.burst :]
+            if not batch:
+                continue
+            before = _cpu_now(replicas, pg_data)
+            elapsed, burst = _promotions_only(replicas, tokens["deployer"], batch)
+            spent = [(b - a) / max(1, len(burst)) * 1000 for a, b in
+                     zip(before, _cpu_now(replicas, pg_data), strict=True)]  # fmt: skip
+            rate = len(burst) / elapsed
+            rates[label].append(rate)
+            verdict = "MET" if rate >= PROMOTIONS_GOAL else "MISSED"
+            name = "" if label == "this tree" else f"{label}: "
+            print(f"\n{name}promotions only, 32 clients, 2 replicas (round {round_ + 1}): "
+                  f"{rate:.1f} promotions/s (goal >= {PROMOTIONS_GOAL:.0f}/s {verdict}); "
+                  f"{_load()}")  # fmt: skip
+            print(_row(f"{name}POST /promotions (mount)", burst, elapsed))
+            print(f"CPU per promotion: replicas {spent[0]:.1f} ms, PostgreSQL {spent[1]:.1f} ms, "
+                  f"the 32 clients {spent[2]:.1f} ms (2 cores: {2000 / sum(spent):.0f}/s "
+                  "if nothing else ran)")  # fmt: skip
+    if options.baseline and all(rates.values()):
+        ours, theirs = statistics.median(rates["this tree"]), statistics.median(rates["baseline"])
+        print(f"\npromotions/s, median of {options.rounds}: this tree {ours:.1f}, "
+              f"baseline {theirs:.1f} ({ours / theirs:.2f}x)")  # fmt: skip
+    if options.probe:
+        for label, _, directory in pairs:
+            _print_probe(label, directory)
+
+
+def _print_probe(label: str, directory: Path) -> None:
+    """Mean wall and CPU ms per promotion of each timed step (benchmarks/_probe)."""
+    totals: dict[str, list[float]] = {}
+    count = 0
+    for path in sorted(directory.glob("probe-*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if not record["ok"]:
+                continue
+            count += 1
+            for name, (wall, cpu, calls) in record["phases"].items():
+                total = totals.setdefault(name, [0.0, 0.0, 0.0])
+                total[0] += wall
+                total[1] += cpu
+                total[2] += calls
+    if not count:
+        return
+    print(f"\n{label}: where a promotion's time goes inside the servers ({count} promotions; "
+          f"mean per promotion; 'lockN:' = inside the N-th promote/ENV lock section)")  # fmt: skip
+    print(f"{'step':46} {'wall ms':>9} {'cpu ms':>8} {'calls':>6}")
+    for name in sorted(totals, key=lambda n: (n.split(":")[0] if ":" in n else "", n)):
+        wall, cpu, calls = totals[name]
+        print(f"{name:46} {wall / count * 1000:9.1f} {cpu / count * 1000:8.1f} "
+              f"{calls / count:6.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -96,6 +96,21 @@ def test_parallel_promotions_through_two_replicas_are_each_recorded_once(
     for server in servers:
         verify = _post(server, tokens["viewer"], "/api/v1/audit/verify", json={})
         assert verify.json()["ok"] is True
+    # Tags moved after the commits, each under the tag lock while no later promotion was
+    # recorded: the tag names the last recorded, and every promotion's attestation is listed.
+    from conveyor.oci.layout import LayoutRepository
+
+    staging = LayoutRepository(team.root / "staging")
+    assert str(staging.get_manifest("staging").digest) == history[0]["digest"]
+    with httpx.Client(base_url=servers[0].url, timeout=60) as client:
+        status = client.get(
+            "/api/v1/status", headers={"Authorization": f"Bearer {tokens['viewer']}"}
+        ).json()
+    (env,) = [e for e in status["environments"] if e["environment"] == "staging"]
+    assert env["tags_apart"] == []
+    report = team.cli("repair", "staging", "--check", "--json")
+    assert report.returncode == 0, report.stdout
+    assert json.loads(report.stdout)["referrers_missing"] == []
 
 
 def test_a_token_revoked_on_one_replica_is_refused_by_the_other(

@@ -6,7 +6,8 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -310,6 +311,182 @@ def test_concurrent_index_updates_lose_nothing(tmp_path: Path) -> None:
     assert sorted(repo.list_tags()) == sorted(f"t{i}" for i in range(24))
     for i, m in enumerate(manifests):
         assert repo.get_manifest(f"t{i}").digest == m.digest
+
+
+@contextmanager
+def _index_lock_held_elsewhere(layout: Path) -> Iterator[None]:
+    """The layout's index lock taken as another process would take it."""
+    import fcntl
+
+    fd = os.open(layout / "index.json.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _queued(layout: Path) -> int:
+    from conveyor.oci import layout as module
+
+    group = module._group_of(layout.resolve())
+    with group.guard:
+        return len(group.queue)
+
+
+def test_writes_queued_while_the_lock_is_held_share_one_index_json_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.oci import layout as module
+
+    LayoutRepository(tmp_path / "l", create=True)
+    rewrites: list[int] = []
+    original = module._atomic_write
+
+    def counted(path: Path, data: object) -> os.stat_result:
+        if path.name == "index.json":
+            rewrites.append(1)
+        return original(path, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_atomic_write", counted)
+    manifests = [_valid_manifest(i) for i in range(10)]
+    errors: list[BaseException] = []
+
+    def put(n: int) -> None:
+        try:
+            LayoutRepository(tmp_path / "l").put_manifest(manifests[n], tag=f"t{n}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    with _index_lock_held_elsewhere(tmp_path / "l"):
+        threads = [threading.Thread(target=put, args=(n,)) for n in range(10)]
+        for t in threads:
+            t.start()
+        # The first writer waits for the lock; the nine others queue behind it.
+        for _ in range(500):
+            if _queued(tmp_path / "l") == 9:
+                break
+            threading.Event().wait(0.01)
+        assert _queued(tmp_path / "l") == 9
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(rewrites) == 2  # the first writer's, then one for the nine queued
+    (tmp_path / "l" / "index.json.sqlite").unlink()  # what index.json itself says
+    repo = LayoutRepository(tmp_path / "l")
+    assert {tag: repo.get_manifest(tag).digest for tag in repo.list_tags()} == {
+        f"t{n}": m.digest for n, m in enumerate(manifests)
+    }
+
+
+def test_a_refused_write_in_a_batch_fails_only_its_writer(tmp_path: Path) -> None:
+    from conveyor.oci.referrers import attestation_manifest, fallback_tag
+
+    repo = LayoutRepository(tmp_path / "l", create=True)
+    subject = _valid_manifest(99)
+    repo.put_manifest(subject)
+    referrer = attestation_manifest(subject, b"{}", "p", created="2026-12-01T00:00:00Z")
+    not_an_index = _valid_manifest(98)
+    manifests = [_valid_manifest(i) for i in range(6)]
+    errors: dict[str, BaseException] = {}
+
+    def run(name: str, write: Callable[[LayoutRepository], None]) -> threading.Thread:
+        def target() -> None:
+            try:
+                write(LayoutRepository(tmp_path / "l"))
+            except BaseException as exc:
+                errors[name] = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    def tag(n: int) -> Callable[[LayoutRepository], None]:
+        return lambda r: r.put_manifest(manifests[n], tag=f"t{n}")
+
+    def wait_for(queued: int) -> None:
+        for _ in range(500):
+            if _queued(tmp_path / "l") == queued and _leading(tmp_path / "l"):
+                return
+            threading.Event().wait(0.01)
+        raise AssertionError(f"{queued} writes never queued")
+
+    with _index_lock_held_elsewhere(tmp_path / "l"):
+        threads = [run("t0", tag(0))]  # leads, waits for the lock
+        wait_for(0)
+        # Queued in this order: the subject's fallback tag is made to name an image
+        # manifest, then the attach (which found no fallback index before queuing) meets it.
+        threads.append(
+            run("tag", lambda r: r.put_manifest(not_an_index, tag=fallback_tag(subject.digest)))
+        )
+        wait_for(1)
+        threads.append(run("attach", lambda r: r.attach_referrers([referrer])))
+        wait_for(2)
+        threads += [run(f"t{n}", tag(n)) for n in range(1, 6)]
+        wait_for(7)
+    for t in threads:
+        t.join()
+    assert list(errors) == ["attach"]
+    assert isinstance(errors["attach"], ManifestError)
+    repo = LayoutRepository(tmp_path / "l")
+    for n, m in enumerate(manifests):
+        assert repo.get_manifest(f"t{n}").digest == m.digest
+    assert repo.get_manifest(fallback_tag(subject.digest)).digest == not_an_index.digest
+    listed = {e["digest"] for e in _index(tmp_path / "l")["manifests"]}  # type: ignore[union-attr]
+    assert str(referrer.digest) not in listed  # nothing of the refused write is left
+
+
+def _leading(layout: Path) -> bool:
+    from conveyor.oci import layout as module
+
+    group = module._group_of(layout.resolve())
+    with group.guard:
+        return group.leading
+
+
+def test_a_reader_between_a_writers_rename_and_its_commit_waits_rather_than_rebuilds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With many readers on a busy layout, each one that looked in that window rebuilt the
+    # whole cache (parsing index.json, reading every untagged manifest).
+    from conveyor.oci import layout as module
+
+    LayoutRepository(tmp_path / "l", create=True).put_manifest(_valid_manifest(0), tag="a")
+    renamed, go = threading.Event(), threading.Event()
+    set_meta = module._set_meta
+
+    def paused(db: object, key: str, value: str) -> None:
+        if key == "lines" and threading.current_thread().name == "writer":
+            renamed.set()  # index.json is renamed; the cache's stamp is not committed yet
+            go.wait(10)
+        set_meta(db, key, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_set_meta", paused)
+    rebuilds: list[int] = []
+    rebuild = LayoutRepository._rebuild
+
+    def counted(self: LayoutRepository, db: object) -> object:
+        rebuilds.append(1)
+        return rebuild(self, db)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LayoutRepository, "_rebuild", counted)
+    reader = LayoutRepository(tmp_path / "l")
+    new = _valid_manifest(1)
+    writer = threading.Thread(
+        target=lambda: LayoutRepository(tmp_path / "l").put_manifest(new, tag="b"), name="writer"
+    )
+    writer.start()
+    assert renamed.wait(10)
+    seen: dict[str, list[str]] = {}
+    looking = threading.Thread(target=lambda: seen.update(tags=reader.list_tags()))
+    looking.start()
+    looking.join(0.3)
+    assert looking.is_alive()  # it waits for the writer's commit
+    go.set()
+    writer.join(10)
+    looking.join(10)
+    assert seen["tags"] == ["a", "b"]
+    assert rebuilds == []
 
 
 def test_manifest_over_limit_is_refused(tmp_path: Path) -> None:

@@ -379,13 +379,16 @@ def repair(
     env: Annotated[str, typer.Argument(metavar="ENV", help="The environment.")],
     check_only: Annotated[
         bool,
-        typer.Option("--check", help="Only say which tags are out of step (exit 1 if any)."),
+        typer.Option(
+            "--check", help="Only say what is out of step: tags, attestations (exit 1 if any)."
+        ),
     ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
     insecure_registry: Insecure = None,
 ) -> None:
-    """Put ENV's tags back on the digest the ledger last recorded for ENV (after a crash)."""
+    """Put ENV's tags back on the digest the ledger last recorded for ENV, and attach again
+    the recorded promotions' attestations ENV's repository does not list (after a crash)."""
     from conveyor import service
 
     report = service.repair(
@@ -393,12 +396,15 @@ def repair(
     )
     if as_json:
         render.as_json(report.to_dict())
-    elif not report.apart:
-        render.line(f"{env}: every tag names {report.recorded or 'nothing (nothing recorded)'}")
     else:
+        if not report.apart:
+            render.line(f"{env}: every tag names {report.recorded or 'nothing (nothing recorded)'}")
         for apart in report.apart:
             render.line(f"{'moved' if apart.tag in report.moved else 'OUT OF STEP'}: {apart}")
         if report.moved:
             render.line(f"{env}: {', '.join(report.moved)} now name {report.recorded}")
+        for missing in report.unlisted:
+            done = missing.index in report.attached
+            render.line(f"{'attached again' if done else 'OUT OF STEP'}: {missing}")
     if not report.in_step:
         raise typer.Exit(1)

@@ -27,6 +27,11 @@ Safety rules, each tested:
 - ``index.json`` is rewritten atomically (temp + fsync + rename) and every read-modify-write
   of it (a tag, a referrers index merge) runs under one ``fcntl`` lock on
   ``index.json.lock``, so concurrent writers never lose each other's entries;
+- writes from threads of one process to one layout are committed together: while one
+  thread holds the lock and writes, the others queue their changes, and the next of them
+  applies all queued changes (each in a savepoint of its own: one refused change fails
+  only its writer) in one ``index.json`` rewrite. Each writer returns once its change is
+  durable, as before; the fsyncs of a rewrite are shared by the batch (group commit);
 - files are created with the process umask (0644 under the usual 022), as skopeo and oras
   do, so other users' tools can read the layout.
 """
@@ -42,8 +47,9 @@ import re
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +186,7 @@ class LayoutRepository:
         if tag is not None:
             validate_ref_name(tag)
         self._store_manifest(manifest)
-        with self._index_lock(), self._writing() as db:
-            self._apply_put(db, manifest, tag)
+        self._grouped(lambda writer, db: writer._apply_put(db, manifest, tag))
 
     def blob_size(self, digest: Digest) -> int | None:
         path = self._blob_path(digest)
@@ -299,21 +304,38 @@ class LayoutRepository:
         ``<alg>-<hex>`` indexes: read, merge and write under one lock, one ``index.json``
         update for all of them."""
         wanted = wanted_by_tag(manifests)  # refuses a manifest without a subject
+        if not manifests:
+            return  # nothing to list: no lock, no index.json write
         for manifest in manifests:
             self._store_manifest(manifest)
-        with self._index_lock(), self._writing() as db:
+        # The merged indexes as they will most likely be, stored (and fsynced) before the
+        # lock: under it each is merged again from what is there then, and only one another
+        # writer changed meanwhile costs a blob write there.
+        for tag, entries in wanted.items():
+            merged = self._merged(tag, entries)
+            if merged is not None:
+                self._store_manifest(merged)
+
+        def attach(writer: LayoutRepository, db: sqlite3.Connection) -> None:
             for tag, entries in wanted.items():
-                try:
-                    current: RawManifest | None = self.get_manifest(tag)
-                except NotFoundError:
-                    current = None
-                merged = merged_fallback(current, entries, where=f"{self.display_name}:{tag}")
+                merged = writer._merged(tag, entries)
                 if merged is None:
                     continue
-                self._store_manifest(merged)
-                self._apply_put(db, merged, tag)
+                writer._store_manifest(merged)  # stored already, unless it changed meanwhile
+                writer._apply_put(db, merged, tag)
             for manifest in manifests:
-                self._record_facts(db, manifest)
+                writer._record_facts(db, manifest)
+
+        self._grouped(attach)
+
+    def _merged(self, tag: str, entries: dict[str, dict[str, Any]]) -> RawManifest | None:
+        """The fallback index ``tag`` with ``entries`` merged in (None: listed already), as
+        this thread reads it (inside a write: with the batch's changes so far)."""
+        try:
+            current: RawManifest | None = self.get_manifest(tag)
+        except NotFoundError:
+            current = None
+        return merged_fallback(current, entries, where=f"{self.display_name}:{tag}")
 
     def attach_referrer(self, manifest: RawManifest) -> None:
         self.attach_referrers([manifest])
@@ -395,6 +417,56 @@ class LayoutRepository:
             )
         return children
 
+    def _grouped(self, work: _Work) -> None:
+        """Apply ``work`` to the cache rows and write ``index.json``, under the index lock,
+        together with the writes other threads of this process queued meanwhile (module
+        docstring); returns once it is written, or raises what refused it."""
+        group = _group_of(self._root)
+        job = _Job(work)
+        with group.guard:
+            group.queue.append(job)
+            if not group.leading:
+                group.leading = job.lead = True
+        if not job.lead:
+            job.woken.wait()  # done by another thread, or asked to lead the next batch
+        if not job.done:
+            with group.guard:
+                jobs, group.queue = group.queue, []
+            try:
+                self._write_batch(jobs)
+            finally:
+                with group.guard:
+                    if group.queue:
+                        group.queue[0].woken.set()  # it leads the next batch
+                    else:
+                        group.leading = False
+        if job.error is not None:
+            raise job.error
+
+    def _write_batch(self, jobs: list[_Job]) -> None:
+        try:
+            with self._index_lock(), self._writing() as db:
+                for job in jobs:
+                    saved = set(self._removed), list(self._added)
+                    db.execute("SAVEPOINT one_write")
+                    try:
+                        job.work(self, db)
+                    except sqlite3.Error:
+                        raise  # the cache failed: the whole batch with it
+                    except Exception as exc:  # one writer's refusal is its own
+                        db.execute("ROLLBACK TO one_write")
+                        self._removed, self._added = saved
+                        job.error = exc
+                    db.execute("RELEASE one_write")
+        except BaseException as exc:  # the rewrite failed: every change of it with it
+            for job in jobs:
+                if job.error is None:
+                    job.error = exc
+        finally:
+            for job in jobs:
+                job.done = True
+                job.woken.set()
+
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """A cache that matches the current ``index.json``, in a read transaction (or in
@@ -442,6 +514,24 @@ class LayoutRepository:
             ) from exc
 
     def _synced(self) -> sqlite3.Connection:
+        db = self._connection()
+        if self._stamp_matches(db):
+            return db
+        # Our writers rename index.json and stamp the cache in one cache write transaction:
+        # a reader that looked between the two waits for that commit and looks again,
+        # rather than rebuilding the whole cache (with every reader of a busy layout).
+        if not self._db_in_memory:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                pass  # a read-only cache: rebuilt in memory below
+            if self._stamp_matches(db):
+                return db
+        return self._rebuild(db)
+
+    def _stamp_matches(self, db: sqlite3.Connection) -> bool:
+        """The cache describes the ``index.json`` there is now."""
         index = self._index_path
         try:
             current = _identity(os.stat(index))
@@ -449,14 +539,11 @@ class LayoutRepository:
             raise StorageError(f"{self._path} is not an OCI image layout (no index.json)") from exc
         except OSError as exc:
             raise StorageError(f"cannot read {index}: {exc}") from exc
-        db = self._connection()
         try:
             row = db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
         except sqlite3.Error:
             row = None
-        if row is not None and row[0] == current:
-            return db
-        return self._rebuild(db)
+        return row is not None and row[0] == current
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is not None:
@@ -513,6 +600,11 @@ class LayoutRepository:
     ) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
+            with contextlib.suppress(sqlite3.Error):
+                row = db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
+                if row is not None and row[0] == identity:  # another reader rebuilt it
+                    db.execute("COMMIT")
+                    return
             _reset_schema(db)
             header = {k: v for k, v in doc.items() if k != "manifests"}
             _set_meta(db, "header", json.dumps(header, separators=(",", ":")))
@@ -770,6 +862,38 @@ class LayoutRepository:
             raise StorageError(f"cannot read blob {digest.short}: {exc}") from exc
         with f:
             yield verified_chunks(_read_chunks(f, path), digest, size=size, where=self.display_name)
+
+
+# --- writes grouped per process and layout ------------------------------------------------
+
+# One queued change: it gets the layout object that writes the batch and its cache
+# connection, inside the batch's write transaction.
+_Work = Callable[[LayoutRepository, sqlite3.Connection], None]
+
+
+@dataclass(eq=False)
+class _Job:
+    work: _Work
+    lead: bool = False  # this thread writes the first batch
+    done: bool = False
+    error: BaseException | None = None
+    woken: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(eq=False)
+class _Group:
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    queue: list[_Job] = field(default_factory=list)
+    leading: bool = False  # a thread is writing a batch (or about to)
+
+
+_GROUPS: dict[Path, _Group] = {}
+_GROUPS_GUARD = threading.Lock()
+
+
+def _group_of(root: Path) -> _Group:
+    with _GROUPS_GUARD:
+        return _GROUPS.setdefault(root, _Group())
 
 
 # --- the cache ---------------------------------------------------------------------------

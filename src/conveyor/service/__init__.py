@@ -112,6 +112,7 @@ if TYPE_CHECKING:
         describe_via as describe_via,
     )
     from conveyor.service._promote import (
+        AttestationNotAttachedError as AttestationNotAttachedError,
         CheckResult as CheckResult,
         PromotionResult as PromotionResult,
         TagsNotMovedError as TagsNotMovedError,
@@ -134,6 +135,7 @@ if TYPE_CHECKING:
         record_envelope as record_envelope,
     )
     from conveyor.service._repair import (
+        ReferrerMissing as ReferrerMissing,
         RepairReport as RepairReport,
         TagApart as TagApart,
         TagsApartError as TagsApartError,
@@ -166,6 +168,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AttachedAttestation",
+    "AttestationNotAttachedError",
     "Attestations",
     "AuditReport",
     "BreakGlassAdmission",
@@ -203,6 +206,7 @@ __all__ = [
     "PromotionLog",
     "PromotionResult",
     "Recorded",
+    "ReferrerMissing",
     "RegistryOpener",
     "RegistryOptions",
     "RepairReport",
@@ -266,6 +270,7 @@ __all__ = [
 
 _LAZY: dict[str, str] = {
     "AttachedAttestation": "conveyor.service._views",
+    "AttestationNotAttachedError": "conveyor.service._promote",
     "Attestations": "conveyor.service._views",
     "AuditReport": "conveyor.ledger",
     "BreakGlassAdmission": "conveyor.service._admission",
@@ -304,6 +309,7 @@ _LAZY: dict[str, str] = {
     "Recorded": "conveyor.service._record",
     "RegistryOpener": "conveyor.service._repositories",
     "RegistryOptions": "conveyor.service._repositories",
+    "ReferrerMissing": "conveyor.service._repair",
     "RepairReport": "conveyor.service._repair",
     "ResolvedImage": "conveyor.service._images",
     "Role": "conveyor.policy.roles",

@@ -3,17 +3,21 @@ then recorded — in named steps.
 
     check      decide, change nothing
     promote    decide → place (blobs, manifests, referrers; by digest, no tags) outside
-               the environment's lock → under it: decide again → record_promotion →
-               move_tags
+               the environment's lock → under it: decide again → record_promotion
+               (signed, appended, committed) → outside it: attach the promotion's
+               attestation → under the environment's tag lock: move_tags
     rollback   the same, for a digest from the environment's history (``after`` skipped)
 
-Promotions into one environment are serialised by the database (``Ledger.serialized``),
-so parallel promoters see each other's records and nothing is lost or recorded twice; a
-long copy never holds that lock. The promotion is recorded (signed, appended) *before* any
+Promotions into one environment are serialised by the database (``Ledger.serialized``,
+``promote/ENV``), so parallel promoters see each other's records and nothing is lost or
+recorded twice; a long copy never holds that lock, and neither do the registry writes that
+follow the record. The promotion is recorded *before* its attestation is attached and any
 tag moves, so a tag never names a digest the ledger has not recorded for the environment,
-whatever fails: a failure or a kill between the two leaves the tags behind the ledger,
-which the next promote, ``status`` and ``conveyor repair ENV`` say and converge
-(``_repair``). Only a digest the gates allow is ever copied.
+whatever fails: a failure or a kill after the commit leaves the registry behind the ledger
+(tags on the digest before, the promotion's attestation not listed), which the next
+promote, ``status`` and ``conveyor repair ENV`` say and converge (``_repair``). Tags move
+under a lock of their own (``tags/ENV``), only while no later promotion is recorded, so
+the last recorded promotion's tags win. Only a digest the gates allow is ever copied.
 """
 
 from __future__ import annotations
@@ -28,12 +32,21 @@ from conveyor.oci.digest import Digest
 from conveyor.oci.store import RawManifest, Repository
 from conveyor.policy.config import Identity
 from conveyor.policy.model import Decision
-from conveyor.policy.roles import EvidenceKind
+from conveyor.policy.roles import PROMOTION_KINDS, EvidenceKind
 from conveyor.registry.copy import CopyResult
 from conveyor.service._decide import decide, require_allowed
 from conveyor.service._evidence import VerifiedEntry, VerifiedLedger
 from conveyor.service._principal import Principal
-from conveyor.service._repair import move_tags_to, tags_apart
+from conveyor.service._repair import (
+    attach_recorded,
+    envelope_of,
+    move_tags_to,
+    promotions_unlisted,
+    referrers_missing,
+    store_attestations,
+    tags_apart,
+    unlisted,
+)
 from conveyor.service._signing import Signed, acting_identity, principal_identity, record_statement
 from conveyor.service._subject import Subject, resolve_subject
 from conveyor.service._workspace import Signing, Workspace, signing_workspace
@@ -81,7 +94,8 @@ class PromotionResult:
     copied: CopyResult | None = None  # what placing it copied (None: nothing recorded)
     referrers_carried: int = 0
     ignored: tuple[str, ...] = ()
-    # Tags found out of step with the ledger before this run, which it put back in step.
+    # What a promotion of a digest already recorded found out of step (tags, its unlisted
+    # attestation) and put back in step: a retry completing what a kill left.
     repaired: tuple[str, ...] = ()
 
     @property
@@ -118,6 +132,12 @@ class PromotionResult:
 class TagsNotMovedError(ExternalError):
     """The promotion is recorded, but a tag write failed: the tags lag behind the ledger
     until the next promote or ``conveyor repair ENV``."""
+
+
+class AttestationNotAttachedError(ExternalError):
+    """The promotion is recorded (and its tags moved), but attaching its attestation to the
+    environment's repository failed: it is unlisted until the next promote or
+    ``conveyor repair ENV`` attaches it from the ledger."""
 
 
 def check(
@@ -250,33 +270,106 @@ class _Promotion:
 
     def run(self, *, from_environment: str | None) -> PromotionResult:
         destination = self.workspace.opener(self.target, create=True)
-        if not self.already_there(destination):
+        digest = self.subject.digest
+        before = self.current_before(destination)
+        if before == digest and destination.has_manifest(digest):
+            # Recorded already (a retry after a kill, say): complete what the kill left.
+            self.converge(destination, digest)
+        else:
             self.require(self.decide())
             self.place(destination)
-        lock = f"promote/{self.environment}"
         signed: Signed | None = None
-        with self.workspace.ledger.serialized(lock):
+        with self.workspace.ledger.serialized(f"promote/{self.environment}"):
             decision = self.decide()
-            recorded = self.verified.current(self.environment)
-            self.repaired = tuple(
-                str(a) for a in tags_apart(destination, self.environment, self.tags, recorded)
-            )
-            # ``recorded`` is the current digest under this lock: no need to read it again.
-            there = recorded == self.subject.digest and destination.has_manifest(recorded)
+            there = self.holds_it() and destination.has_manifest(digest)
             if not there:
                 self.require(decision)
                 if self.copied is None:  # it was there a moment ago; another promotion moved on
                     self.place(destination)
-                signed = self.record_promotion(destination, decision, from_environment)
-        # Committed. Only now may a tag name the digest; a kill before this point leaves the
-        # tags behind the ledger (repair completes it), never ahead of it.
+                signed = self.record_promotion(decision, from_environment)
+        # Committed. Only now may the registry say so; a kill from here on leaves it behind
+        # the ledger (the next promote, status and repair complete it), never ahead of it.
+        unattached: ConveyorError | None = None
+        if signed is not None:
+            try:
+                attach_recorded(destination, self.subject.top, [signed.entry])
+            except ConveyorError as exc:
+                unattached = exc
         if signed is not None or self.repaired:
-            with self.workspace.ledger.serialized(lock):
-                if self.verified.current(self.environment) == self.subject.digest:
-                    self.move_tags(destination, signed)
-                # else another promotion recorded since: the tags are its to move
+            with self.workspace.ledger.serialized(f"tags/{self.environment}"):
+                if self.still_current(signed):
+                    self.move_tags(destination, signed, unattached)
+                # else a later promotion is recorded: the tags are its to move
         self.settle(destination)
+        if unattached is not None and signed is not None:
+            raise AttestationNotAttachedError(
+                f"the promotion of {digest} to {self.environment} is recorded as ledger "
+                f"#{signed.entry.index}, but its attestation could not be attached to "
+                f"{self.repository_name}: {unattached}; conveyor repair {self.environment} "
+                "attaches it"
+            ) from unattached
         return self.result(decision, signed)
+
+    def newest_arrival(self) -> Digest | None:
+        """The digest the newest arrival row of the environment names (two indexed reads,
+        nothing verified: callers verify before they believe it names this digest)."""
+        ledger = self.workspace.ledger
+        rows = [
+            row
+            for kind in PROMOTION_KINDS
+            for row in ledger.entries(
+                kind=kind.value, environment=self.environment, newest_first=True, limit=1
+            )
+        ]
+        return Digest.parse(max(rows, key=lambda row: row.index).subject_digest) if rows else None
+
+    def current_before(self, destination: Repository) -> Digest | None:
+        """Before the lock: the digest the environment holds. The newest arrival row answers
+        while it names another digest (this run records anew and moves the tags); when it
+        names this one the verified read decides, and the tags found out of step with it are
+        ``repaired`` (a retry completes what a kill left)."""
+        newest = self.newest_arrival()
+        if newest != self.subject.digest:
+            return newest
+        current = self.verified.current(self.environment)
+        self.repaired = tuple(
+            str(a) for a in tags_apart(destination, self.environment, self.tags, current)
+        )
+        return current
+
+    def holds_it(self) -> bool:
+        """Under the lock: the ledger says the environment holds this digest already. A
+        newest arrival row naming another digest settles it, as it does under contention;
+        only one naming this digest is verified, with the whole verified read (a forged row
+        cannot make a promotion a no-op)."""
+        if self.newest_arrival() != self.subject.digest:
+            return False
+        return self.verified.current(self.environment) == self.subject.digest
+
+    def still_current(self, signed: Signed | None) -> bool:
+        """Under the tag lock: the digest this run promoted is the one the ledger says the
+        environment holds. For a new record that is "no promotion recorded after it" (an
+        indexed read; a forged later row only leaves the tags behind, never ahead)."""
+        if signed is None:
+            return self.verified.current(self.environment) == self.subject.digest
+        after = signed.entry.index + 1
+        ledger = self.workspace.ledger
+        return not any(
+            ledger.entries(kind=kind.value, environment=self.environment, start=after, limit=1)
+            for kind in PROMOTION_KINDS
+        )
+
+    def converge(self, destination: Repository, digest: Digest) -> None:
+        """A retry of a recorded promotion: attach again, from the ledger, the recorded
+        arrivals of ``digest`` in the environment whose attestation the repository does not
+        list (a kill after the commit leaves them so); named in ``repaired``."""
+        found = promotions_unlisted(
+            self.verified, self.environment, destination, digests=[str(digest)]
+        )
+        for top, items in found:
+            attach_recorded(destination, top, [item.entry for item in items])
+        missing = referrers_missing(self.environment, self.repository_name, found)
+        self.repaired += tuple(str(item) for item in missing)
 
     def decide(self) -> Decision:
         return decide(
@@ -291,13 +384,6 @@ class _Promotion:
 
     def require(self, decision: Decision) -> None:
         require_allowed(decision, self.subject, self.environment, rollback=self.rollback)
-
-    def already_there(self, destination: Repository) -> bool:
-        """The ledger says the environment holds this digest, and the repository has it."""
-        digest = self.subject.digest
-        return self.verified.current(self.environment) == digest and destination.has_manifest(
-            digest
-        )
 
     def place(self, destination: Repository) -> None:
         """The same digest in the environment's repository, by digest only: blobs first
@@ -318,7 +404,12 @@ class _Promotion:
 
         settle_referrers(destination)
 
-    def move_tags(self, destination: Repository, signed: Signed | None) -> None:
+    def move_tags(
+        self,
+        destination: Repository,
+        signed: Signed | None,
+        unattached: ConveyorError | None = None,
+    ) -> None:
         """Point the environment's convenience tags at the digest the ledger now records
         (deploys use the digest). Only after the record: a failure here leaves the tags
         behind the ledger, never ahead of it."""
@@ -326,15 +417,16 @@ class _Promotion:
             move_tags_to(destination, self.subject.top, self.tags)
         except ConveyorError as exc:
             what = f"recorded as ledger #{signed.entry.index}" if signed else "recorded"
+            also = " (nor could its attestation be attached)" if unattached else ""
             raise TagsNotMovedError(
                 f"the promotion of {self.subject.digest} to {self.environment} is {what}, "
-                f"but its tags ({', '.join(self.tags)}) could not all be moved: {exc}; "
+                f"but its tags ({', '.join(self.tags)}) could not all be moved{also}: {exc}; "
                 f"conveyor repair {self.environment} moves them"
             ) from exc
 
-    def record_promotion(
-        self, destination: Repository, decision: Decision, from_environment: str | None
-    ) -> Signed:
+    def record_promotion(self, decision: Decision, from_environment: str | None) -> Signed:
+        """Sign and append the promotion (under the environment's lock; its attestation is
+        attached after the commit, by ``run``)."""
         from conveyor.attest import PROMOTION_V1, GateRecord, promotion
 
         predicate = promotion(
@@ -359,7 +451,7 @@ class _Promotion:
             signer=self.signer,
             principal=self.principal,
             name=self.repository_name,
-            attach_to=destination,
+            attach=False,
             environment=self.environment,
         )
 
@@ -410,16 +502,14 @@ def carry_referrers(
         )
     )
     carried = _copy_referrers(subject.repository, destination, wanted)
-    envelopes = {key for manifest in carried for key in _envelope_of(manifest)}
-    missing = {f"sha256:{item.entry.envelope_sha256}": item for item in recorded}
-    for key in envelopes:
-        missing.pop(key, None)
-    if missing:  # only now read what the destination already lists
-        for listed in present:
-            for key in _envelope_of(destination.get_manifest(listed)):
-                missing.pop(key, None)
-    carried.extend(_reattach(destination, subject, item) for item in missing.values())
-    attach_referrers(destination, carried, settle=settle)
+    envelopes = {key for manifest in carried for key in envelope_of(manifest)}
+    lacking = [
+        item.entry for item in recorded if f"sha256:{item.entry.envelope_sha256}" not in envelopes
+    ]
+    missing = unlisted(destination, subject.top, lacking, listed=present)
+    carried.extend(store_attestations(destination, subject.top, missing))
+    if carried:
+        attach_referrers(destination, carried, settle=settle)
     return len(carried)
 
 
@@ -443,28 +533,3 @@ def _copy_referrers(
     workers = min(COPY_REFERRERS_AT_ONCE, len(digests))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="conveyor-referrers") as pool:
         return list(pool.map(one, digests))
-
-
-def _envelope_of(manifest: RawManifest) -> list[str]:
-    """The envelope digest an attestation referrer stores (none for other referrers)."""
-    from conveyor.oci.manifest import parse_manifest
-    from conveyor.oci.referrers import dsse_layer
-
-    try:
-        layer = dsse_layer(parse_manifest(manifest.data, content_type=manifest.media_type))
-    except ConveyorError:
-        return []
-    return [str(layer.digest)] if layer is not None else []
-
-
-def _reattach(destination: Repository, subject: Subject, item: VerifiedEntry) -> RawManifest:
-    """The referrer manifest of a recorded envelope, its blobs stored (listed by the caller)."""
-    from conveyor.oci.referrers import EMPTY_JSON, attestation_manifest
-
-    envelope = item.entry.envelope
-    destination.write_blob(Digest.of(envelope), len(envelope), [envelope])
-    empty = Digest.of(EMPTY_JSON)
-    if destination.blob_size(empty) is None:
-        destination.write_blob(empty, len(EMPTY_JSON), [EMPTY_JSON])
-    created = item.entry.recorded_time.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return attestation_manifest(subject.top, envelope, item.entry.predicate_type, created=created)

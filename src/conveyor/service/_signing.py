@@ -40,7 +40,7 @@ class Signed:
     identity: Identity  # whom the evidence counts for (the principal, when a server signed)
     entry: Entry
     envelope_digest: Digest
-    attached: str  # repository@digest of the referrer manifest
+    attached: str | None  # repository@digest of the referrer manifest (None: not attached)
     already: bool = False  # the ledger held this statement already: nothing was appended
 
     @property
@@ -95,12 +95,14 @@ def record_statement(
     principal: Principal | None = None,
     name: str | None = None,
     attach_to: Repository | None = None,
+    attach: bool = True,
     environment: str | None = None,
     commit: str | None = None,
 ) -> Signed:
     """Record one statement about ``subject``. ``name``: the statement's and the ledger's
     subject name (default the subject's); ``attach_to``: where the referrer goes (default
-    the subject's repository); ``principal``: whom a server's ``signer`` acts for."""
+    the subject's repository); ``attach=False``: the caller attaches it after the append
+    (a promotion, outside its lock); ``principal``: whom a server's ``signer`` acts for."""
     from conveyor.attest import IN_TOTO_PAYLOAD_TYPE, make_statement, sign_envelope
 
     identity = acting_identity(workspace, signer, principal, kind, environment)
@@ -120,6 +122,7 @@ def record_statement(
         keyid=signer.keyid,
         name=subject_name,
         attach_to=attach_to,
+        attach=attach,
         environment=environment,
         commit=commit,
     )
@@ -136,13 +139,16 @@ def store_envelope(
     keyid: str,
     name: str,
     attach_to: Repository | None = None,
+    attach: bool = True,
     environment: str | None = None,
     commit: str | None = None,
 ) -> Signed:
     """The second half of the path, shared with pre-signed envelopes: verify, attach, append."""
     workspace.verify_envelope(envelope)  # nothing unverified is ever stored
-    attached = attach_attestation(
-        attach_to or subject.repository, subject.top, envelope, predicate_type
+    attached = (
+        attach_attestation(attach_to or subject.repository, subject.top, envelope, predicate_type)
+        if attach
+        else None
     )
     from conveyor.ledger import DuplicateEvidence
 

@@ -143,7 +143,12 @@ def status(
                     note,
                     as_of,
                     tuple(
-                        describe_apart(ws, name, Digest.parse(current.digest) if current else None)
+                        describe_apart(
+                            ws,
+                            name,
+                            Digest.parse(current.digest) if current else None,
+                            verified=verified,
+                        )
                     ),
                 )
             )

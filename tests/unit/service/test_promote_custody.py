@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from conveyor import service
-from conveyor.errors import ConveyorError, InputError, LedgerError
+from conveyor.errors import InputError, LedgerError
 from conveyor.ledger import MemoryLedger
 from conveyor.oci.digest import Digest
 from conveyor.oci.name import parse_target
@@ -148,27 +148,125 @@ def test_a_database_error_on_the_record_moves_no_tag(world: tuple[World, _Faulty
     assert service.status(workspace=w.ws)[0].tags_apart == ()
 
 
-def test_a_failing_referrer_write_records_nothing_and_moves_no_tag(
+def _promotion_attestation_of(digest: str) -> Callable[[httpx.Request], bool]:
+    """The promotion's own referrer (its subject is the image, written by digest)."""
+
+    def matches(request: httpx.Request) -> bool:
+        if request.method != "PUT" or "/manifests/" not in request.url.path:
+            return False
+        body = request.read()
+        return b"promotion/v1" in body and digest.encode() in body
+
+    return matches
+
+
+def _promotions_listed(world: World, digest: str) -> int:
+    found = service.list_attestations(f"{HOST}/{REPO}@{digest}", workspace=world.ws).found
+    assert all(item.verified and item.in_ledger for item in found)
+    return sum(1 for item in found if item.predicate_type.endswith("/promotion/v1"))
+
+
+def test_a_failing_attestation_write_after_the_record_is_said_and_repaired(
     world: tuple[World, _FaultyTransport],
 ) -> None:
+    # The attestation is attached after the commit (outside the environment's lock): its
+    # failure leaves the registry behind the ledger, never ahead, and says how to mend it.
     w, faulty = world
     first, second = w.built("v1"), w.built("v2")
     w.promote(first, "staging")
     size = w.ledger.size()
     second_digest = second.split("@")[1]
-
-    # The promotion's own referrer (its subject is the image, written by digest) fails.
-    def promotion_referrer(request: httpx.Request) -> bool:
-        if request.method != "PUT" or "/manifests/" not in request.url.path:
-            return False
-        body = request.read()
-        return b"promotion/v1" in body and second_digest.encode() in body
-
-    faulty.fail = promotion_referrer
-    with pytest.raises(ConveyorError):
+    faulty.fail = _promotion_attestation_of(second_digest)
+    with pytest.raises(
+        service.AttestationNotAttachedError, match="conveyor repair staging"
+    ) as info:
         w.promote(second, "staging")
+    assert info.value.exit_code == 3
+    assert f"ledger #{size}" in str(info.value)
+    faulty.fail = None
+    assert w.ledger.size() == size + 1  # recorded once
+    assert _recorded(w) == second_digest
+    assert _tags_name(w) == {"x": second_digest, "stable": second_digest}  # they follow it
+    assert _promotions_listed(w, second_digest) == 0
+    (status,) = service.status(workspace=w.ws)
+    assert status.tags_apart == (
+        f"staging: ledger #{size} records the promotion of {second_digest}, but "
+        f"{HOST}/{REPO} does not list its attestation; run conveyor repair staging",
+    )
+    checked = service.repair("staging", check=True, workspace=w.ws)
+    assert not checked.in_step
+    assert [m.index for m in checked.unlisted] == [size]
+    assert checked.attached == ()
+    assert _promotions_listed(w, second_digest) == 0
+    fixed = service.repair("staging", workspace=w.ws)
+    assert fixed.in_step
+    assert fixed.attached == (size,)
+    assert fixed.to_dict()["reattached"] == [size]
+    assert _promotions_listed(w, second_digest) == 1
+    assert service.status(workspace=w.ws)[0].tags_apart == ()
+    again = service.repair("staging", workspace=w.ws)
+    assert again.unlisted == ()
+    assert again.in_step
+    assert _promotions_listed(w, second_digest) == 1  # attached once, not twice
+
+
+def test_a_retried_promote_attaches_what_a_failure_after_the_record_left(
+    world: tuple[World, _FaultyTransport],
+) -> None:
+    w, faulty = world
+    first, second, third = w.built("v1"), w.built("v2"), w.built("v3")
+    first_digest, second_digest = first.split("@")[1], second.split("@")[1]
+    faulty.fail = _promotion_attestation_of(first_digest)
+    with pytest.raises(service.AttestationNotAttachedError):
+        w.promote(first, "staging")
+    faulty.fail = None
+    # A retry of the same promotion completes it: nothing new recorded, the attestation on.
+    size = w.ledger.size()
+    retried = w.promote(first, "staging")
+    assert not retried.recorded
     assert w.ledger.size() == size
-    assert _tags_name(w) == {"x": first.split("@")[1], "stable": first.split("@")[1]}
+    assert retried.repaired == (
+        f"staging: ledger #{size - 1} records the promotion of {first_digest}, but "
+        f"{HOST}/{REPO} does not list its attestation",
+    )
+    assert _promotions_listed(w, first_digest) == 1
+    # A new promotion does not go looking for what an earlier one left (that would race
+    # with the attaches of promotions still in flight): status says it, repair mends it.
+    faulty.fail = _promotion_attestation_of(second_digest)
+    with pytest.raises(service.AttestationNotAttachedError):
+        w.promote(second, "staging")
+    faulty.fail = None
+    result = w.promote(third, "staging")
+    assert result.recorded
+    assert result.repaired == ()
+    assert service.status(workspace=w.ws)[0].tags_apart == ()  # it holds the third now
+    report = service.repair("staging", workspace=w.ws)
+    assert [m.digest for m in report.unlisted] == [second_digest]
+    assert _promotions_listed(w, second_digest) == 1
+
+
+def test_repair_attaches_every_unlisted_promotion_of_the_history(
+    world: tuple[World, _FaultyTransport],
+) -> None:
+    # Two failures in a row: the second promote cannot mend the first's attestation (the
+    # write fails again), so only repair, which reads the whole history, finds both.
+    w, faulty = world
+    first, second, third = w.built("v1"), w.built("v2"), w.built("v3")
+    w.promote(first, "staging")
+    digests = [ref.split("@")[1] for ref in (second, third)]
+    faulty.fail = lambda r: any(_promotion_attestation_of(d)(r) for d in digests)
+    for ref in (second, third):
+        with pytest.raises(service.AttestationNotAttachedError):
+            w.promote(ref, "staging")
+    faulty.fail = None
+    (status,) = service.status(workspace=w.ws)
+    assert len(status.tags_apart) == 1  # status reads what the environment holds now
+    assert digests[1] in status.tags_apart[0]
+    report = service.repair("staging", workspace=w.ws)
+    assert [m.digest for m in report.unlisted] == digests
+    assert report.in_step
+    assert [_promotions_listed(w, d) for d in digests] == [1, 1]
+    assert service.repair("staging", check=True, workspace=w.ws).unlisted == ()
 
 
 def test_a_tag_moved_outside_conveyor_is_reported_and_put_back(
