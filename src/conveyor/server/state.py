@@ -281,24 +281,38 @@ class Answers:
         self._running: dict[Hashable, threading.Event] = {}
         self.computed = 0  # how many answers were computed here (tests, metrics)
 
-    def get(self, key: Hashable, head: tuple[int, bytes], compute: Callable[[], T]) -> T:
-        """The answer for ``key`` at ``head``: one kept, or ``compute()``'s."""
+    def get(
+        self,
+        key: Hashable,
+        head: tuple[int, bytes],
+        compute: Callable[[], T],
+        *,
+        seconds: float | None = None,
+    ) -> T:
+        """The answer for ``key`` at ``head``: one kept (for ``seconds``, default the memo's
+        own bound), or ``compute()``'s."""
         from conveyor import service
 
+        bound = self.seconds if seconds is None else seconds
         while True:
             with self._lock:
                 found = self._answers.get(key)
-                fresh = found is not None and time.monotonic() - found.started < self.seconds
-                if found is not None and fresh and found.head == head:
+                age = time.monotonic() - found.started if found is not None else bound
+                if found is not None and age < bound and found.head == head:
                     self._answers.move_to_end(key)
-                    kept: T = found.value
-                    return kept
-                running = self._running.get(key)
-                if running is None:
+                    if age < bound * REFRESH_AFTER or key in self._running:
+                        kept: T = found.value
+                        return kept
+                    # Late in its bound: this request computes the next answer while the
+                    # others are still given this one, so none of them waits for it.
+                    running = self._running[key] = threading.Event()
+                    break
+                other = self._running.get(key)
+                if other is None:
                     running = self._running[key] = threading.Event()
                     break
             # Another request computes this key: its answer is ours if its head is ours.
-            if not running.wait(timeout=_WAIT_SECONDS):
+            if not other.wait(timeout=_WAIT_SECONDS):
                 return compute()
         try:
             started = time.monotonic()
@@ -317,6 +331,9 @@ class Answers:
                 del self._running[key]
             running.set()
 
+
+# The part of its bound after which a kept answer's next request computes its successor.
+REFRESH_AFTER = 0.75
 
 # How long a request waits for another's computation of the same answer before computing it.
 _WAIT_SECONDS = 30.0

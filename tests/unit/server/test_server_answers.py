@@ -213,3 +213,46 @@ def test_a_check_judges_credentials_before_its_body(team: WebTeam) -> None:
     wrong = TestClient(team.client.app, raise_server_exceptions=False)
     wrong.headers["Authorization"] = "Bearer cvy_not-a-token"
     assert wrong.post(CHECK, json={"reference": 1}).status_code == 401
+
+
+def test_late_in_its_bound_one_request_computes_the_next_answer_while_others_get_the_kept_one() -> (
+    None
+):
+    answers = Answers(seconds=1.0)
+    assert answers.get("k", (1, b"r"), lambda: "first") == "first"
+    time.sleep(0.8)  # past REFRESH_AFTER of the bound, still inside it
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(5)
+        return "second"
+
+    with ThreadPoolExecutor(2) as pool:
+        refreshing = pool.submit(answers.get, "k", (1, b"r"), slow)
+        time.sleep(0.05)
+        # Nobody waits for the refresh while the kept answer is inside its bound.
+        assert answers.get("k", (1, b"r"), lambda: "never computed") == "first"
+        release.set()
+        assert refreshing.result(5) == "second"
+    assert answers.get("k", (1, b"r"), lambda: "never computed") == "second"
+    assert answers.computed == 2
+
+
+def test_a_kept_answer_is_never_given_past_its_bound_even_while_its_successor_is_computed() -> None:
+    answers = Answers(seconds=0.3)
+    assert answers.get("k", (1, b"r"), lambda: "first") == "first"
+    time.sleep(0.25)
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(5)
+        return "second"
+
+    with ThreadPoolExecutor(2) as pool:
+        refreshing = pool.submit(answers.get, "k", (1, b"r"), slow)
+        time.sleep(0.1)  # the kept answer is now past its bound
+        waiting = pool.submit(answers.get, "k", (1, b"r"), lambda: "never computed")
+        time.sleep(0.05)
+        assert not waiting.done()  # it waits for the successor, not the expired answer
+        release.set()
+        assert (refreshing.result(5), waiting.result(5)) == ("second", "second")

@@ -5,8 +5,6 @@ statements (``conveyor.attest`` readers), the same ones ``trace`` summarises."""
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -115,33 +113,20 @@ def _build_of(verified: service.VerifiedLedger, digest: str) -> Any:
 BOARD_TTL = 5.0
 
 
-@dataclass
-class _Computed:
-    key: tuple[object, ...]
-    at: float
-    columns: list[Column]
-
-
-_board_lock = threading.Lock()
-
-
 def board(request: Request) -> tuple[int, list[Column]]:
     """Every environment in ``after`` order: status (current digest, candidate and its
     failing gates), the current digest's CI run and recorded gates, the last drift snapshot.
 
-    Computed once per ledger state (size and root) and configuration for up to
-    ``BOARD_TTL`` seconds: browsers fetching the board together cost one computation. A row
-    edited in place (same size and root) is caught by the next computation."""
-    workspace = state_of(request).workspace()
-    size, root = workspace.ledger.head()  # one statement: size and root agree
-    key = (id(workspace.config), size, root)
-    with _board_lock:  # one computation at a time; the others then find it done
-        done: _Computed | None = getattr(request.app.state, "web_board", None)
-        if done is not None and done.key == key and time.monotonic() - done.at < BOARD_TTL:
-            return size, done.columns
-        columns = _board(request, workspace)
-        request.app.state.web_board = _Computed(key, time.monotonic(), columns)
-    return size, columns
+    Kept in the server's memo of read answers (``ServerState.answers``) for up to
+    ``BOARD_TTL`` seconds while the ledger's head (size and root) is the one it was computed
+    from: browsers fetching the board together cost one computation."""
+    state = state_of(request)
+    workspace = state.workspace()
+    head = workspace.ledger.head()  # one statement: size and root agree
+    columns = state.answers(workspace).get(
+        "web board", head, lambda: _board(request, workspace), seconds=BOARD_TTL
+    )
+    return head[0], columns
 
 
 def _board(request: Request, workspace: service.Workspace) -> list[Column]:
