@@ -354,13 +354,13 @@ def describe_apart(
     workspace: Workspace,
     environment: str,
     recorded: Digest | None,
-    *,
-    verified: VerifiedLedger | None = None,
+    arrival: int | None,
 ) -> list[str]:
-    """For ``status``: one line per tag of ENV out of step with the ledger, and one per
-    promotion of the digest ENV holds whose attestation its repository does not list (a
-    registry that cannot be read says so instead). ``verified``: the caller's verified
-    reader, whose proofs and signatures checked already are not checked again."""
+    """For ``status``: one line per tag of ENV out of step with the ledger, and one if the
+    current arrival (``recorded`` at ledger index ``arrival``, verified by the caller) is a
+    promotion whose attestation the repository does not list (a registry that cannot be read
+    says so instead). Only that arrival's attestation is looked for, in one listing;
+    ``repair`` looks through the environment's whole history."""
     tags = tuple(workspace.config.model.environment(environment).tags)
     if not tags and recorded is None:
         return []
@@ -371,19 +371,30 @@ def describe_apart(
             return []
         for apart in tags_apart(destination, environment, tags, recorded):
             lines.append(f"{apart}; run conveyor repair {environment}")
-        if recorded is not None:
-            found = promotions_unlisted(
-                verified or VerifiedLedger(workspace),
-                environment,
-                destination,
-                digests=[str(recorded)],
+        if recorded is not None and arrival is not None:
+            lines.extend(
+                f"{missing}; run conveyor repair {environment}"
+                for missing in _arrival_unlisted(workspace, environment, destination, arrival)
             )
-            repository = workspace.environment_target(environment).name
-            for missing in referrers_missing(environment, repository, found):
-                lines.append(f"{missing}; run conveyor repair {environment}")
     except ConveyorError as exc:
         return [f"could not read {environment}'s tags and referrers: {exc}"]
     return lines
+
+
+def _arrival_unlisted(
+    workspace: Workspace, environment: str, destination: Repository, arrival: int
+) -> list[ReferrerMissing]:
+    """The arrival at ledger ``arrival``, if ``destination`` does not list its attestation."""
+    entry = workspace.ledger.entry(arrival)
+    try:
+        top = destination.get_manifest(Digest.parse(entry.subject_digest))
+    except NotFoundError:
+        return []  # the tags' repair says the digest is gone
+    repository = workspace.environment_target(environment).name
+    return [
+        ReferrerMissing(environment, e.index, e.kind, str(top.digest), repository)
+        for e in unlisted(destination, top, [entry])
+    ]
 
 
 def _open_existing(workspace: Workspace, environment: str) -> Repository | None:

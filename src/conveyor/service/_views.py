@@ -147,7 +147,7 @@ def status(
                             ws,
                             name,
                             Digest.parse(current.digest) if current else None,
-                            verified=verified,
+                            current.index if current else None,
                         )
                     ),
                 )
