@@ -294,6 +294,16 @@ def plan_append(fresh: NewEntry, size: int, frontier: bytes, held: int | None) -
     return PlannedAppend(fresh.at(int(size), compact.root(), leaf), nodes, compact.to_bytes())
 
 
+def head_extends(ledger: Ledger, old: tuple[int, bytes], new: tuple[int, bytes]) -> bool:
+    """The tree ``new`` (size, root) is ``old`` or grew from it, by ``ledger``'s consistency
+    proof (RFC 9162): an append-only ledger only grows, and never changes what it held."""
+    (old_size, old_root), (size, root) = old, new
+    if size < old_size:
+        return False
+    proof = ledger.consistency_proof(old_size, size) if old_size < size else []
+    return merkle.verify_consistency(old_size, size, old_root, root, proof)
+
+
 def check_proof_sizes(size: int, *, index: int | None = None, old: int | None = None) -> None:
     if index is not None and not 0 <= index < size:
         raise InputError(f"no ledger entry {index} in a tree of size {size}")

@@ -307,19 +307,13 @@ class PromotionLog:
 def require_extends(workspace: Workspace, old: tuple[int, bytes], new: tuple[int, bytes]) -> None:
     """``LedgerTampered`` unless the tree ``new`` (size, root) extends the tree ``old``: an
     append-only ledger only grows, and never changes what it held."""
-    from conveyor.ledger import LedgerTampered, merkle
+    from conveyor.ledger import LedgerTampered
+    from conveyor.ledger.store import head_extends
 
-    (old_size, old_root), (size, root) = old, new
-    if size < old_size or not merkle.verify_consistency(
-        old_size,
-        size,
-        old_root,
-        root,
-        workspace.ledger.consistency_proof(old_size, size) if old_size < size else [],
-    ):
+    if not head_extends(workspace.ledger, old, new):
         raise LedgerTampered(
-            f"the ledger's head (size {size}) does not extend the head it had (size "
-            f"{old_size}): its history was rewritten outside conveyor; run `conveyor audit "
+            f"the ledger's head (size {new[0]}) does not extend the head it had (size "
+            f"{old[0]}): its history was rewritten outside conveyor; run `conveyor audit "
             "verify`",
             indexes=[],
         )

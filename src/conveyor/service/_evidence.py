@@ -183,7 +183,7 @@ class ReadCache:
     def adopt(self, head: tuple[int, bytes], ledger: Any) -> int | None:
         """The generation under which a command whose head is ``head`` may use (and add to)
         the cache, or None: it may not (heads moving too fast to agree on)."""
-        from conveyor.ledger import merkle
+        from conveyor.ledger.store import head_extends
 
         for _ in range(3):
             with self._lock:
@@ -193,10 +193,7 @@ class ReadCache:
                     return generation
             small, large = sorted((cached, head))
             try:
-                consistent = small[0] < large[0] and merkle.verify_consistency(
-                    small[0], large[0], small[1], large[1],
-                    ledger.consistency_proof(small[0], large[0]),
-                )  # fmt: skip
+                consistent = small[0] < large[0] and head_extends(ledger, small, large)
             except (LedgerError, InputError):  # nodes missing, or a head beyond the database's
                 consistent = False
             with self._lock:
@@ -545,22 +542,18 @@ class VerifiedLedger:
         return self._head
 
     def _read_head(self) -> None:
-        from conveyor.ledger import LedgerTampered, merkle
+        from conveyor.ledger import LedgerTampered
+        from conveyor.ledger.store import head_extends
 
         ledger = self.workspace.ledger
         size, root = ledger.head()  # one read: size and root of the same head
-        if self._anchor is not None:
-            old_size, old_root = self._anchor
-            proof = ledger.consistency_proof(old_size, size) if old_size < size else []
-            if size < old_size or not merkle.verify_consistency(
-                old_size, size, old_root, root, proof
-            ):
-                raise LedgerTampered(
-                    f"the ledger's head (size {size}) does not extend its latest signed "
-                    f"checkpoint (size {old_size}): the ledger was changed outside conveyor; "
-                    "run `conveyor audit verify`",
-                    indexes=[],
-                )
+        if self._anchor is not None and not head_extends(ledger, self._anchor, (size, root)):
+            raise LedgerTampered(
+                f"the ledger's head (size {size}) does not extend its latest signed "
+                f"checkpoint (size {self._anchor[0]}): the ledger was changed outside "
+                "conveyor; run `conveyor audit verify`",
+                indexes=[],
+            )
         self._head = (size, root)
         seen = _HEADS_READ.get()
         if seen is not None:
